@@ -1,0 +1,183 @@
+"""Loading YAML configs onto the defaults, with ``_BASE_`` chaining and helpful errors."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from ovdet.config.defaults import get_default_config
+from ovdet.errors import ConfigError
+
+__all__ = ["config_from_dict", "get_cfg", "load_config", "merge_overrides"]
+
+_BASE_KEY = "_BASE_"
+
+
+def get_cfg() -> CN:
+    """The default config (same as :func:`ovdet.config.get_default_config`)."""
+    return get_default_config()
+
+
+def _all_keys(node: CN, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CN):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _unknown_key_error(cfg: CN, key: str, source: str) -> ConfigError:
+    candidates = _all_keys(cfg)
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:  # a typo in the last component only, e.g. SOLVER.BASE_LRR
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1)]
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return ConfigError(f"unknown config key {key} in {source}{hint}")
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """Convert ``value`` to the type of ``default`` where that is lossless, else raise."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int) and isinstance(default, float):
+            return float(value)
+        elif isinstance(value, type(default)):
+            return value
+        elif isinstance(value, float) and isinstance(default, int) and value.is_integer():
+            return int(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif default is None:
+        return value
+    raise ConfigError(
+        f"config key {key} in {source} must be of type {type(default).__name__} "
+        f"(like its default {default!r}), got {type(value).__name__} {value!r}"
+    )
+
+
+def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "") -> None:
+    for k, v in data.items():
+        full = f"{prefix}{k}"
+        if k not in cfg:
+            raise _unknown_key_error(get_default_config(), full, source)
+        if isinstance(cfg[k], CN):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {full} in {source} must be a mapping, got {v!r}")
+            _merge_dict(cfg[k], v, source, full + ".")
+        else:
+            cfg[k] = _coerce(full, v, cfg[k], source)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config, resolving ``_BASE_`` (relative to the file) recursively."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} includes itself through _BASE_")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data)}")
+    base = data.pop(_BASE_KEY, None)
+    if base is None:
+        return data
+    merged = _read_yaml(path.parent / base, seen + (path,))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _parse_override_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def merge_overrides(cfg: CN, overrides: Sequence[str]) -> CN:
+    """Apply ``KEY VALUE`` pairs from the command line (``SOLVER.BASE_LR 0.01``).
+
+    Values are parsed as Python literals where possible (numbers, lists, booleans), else kept
+    as strings, then checked against the key's type.
+    """
+    if len(overrides) % 2:
+        raise ConfigError(
+            f"config overrides must be KEY VALUE pairs; got an odd number: {list(overrides)}"
+        )
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    for key, text in zip(overrides[0::2], overrides[1::2]):
+        node = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], CN):
+                raise _unknown_key_error(cfg, key, "the command line")
+            node = node[part]
+        leaf = parts[-1]
+        if leaf not in node or isinstance(node[leaf], CN):
+            raise _unknown_key_error(cfg, key, "the command line")
+        value = _parse_override_value(text)
+        if isinstance(node[leaf], str) and not isinstance(value, str):
+            value = text  # "123" stays a string for string keys
+        node[leaf] = _coerce(key, value, node[leaf], "the command line")
+    if was_frozen:
+        cfg.freeze()
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), freeze: bool = True
+) -> CN:
+    """Defaults, then a YAML file (with ``_BASE_`` chaining), then command-line overrides.
+
+    Args:
+        path: a YAML config, or None for the defaults alone.
+        overrides: ``KEY VALUE`` pairs.
+        freeze: freeze the result.
+
+    Raises:
+        ConfigError: a missing file, an unknown key (with the closest valid key), a wrong type.
+    """
+    cfg = get_default_config()
+    if path is not None:
+        _merge_dict(cfg, _read_yaml(Path(path)), str(path))
+    merge_overrides(cfg, list(overrides))
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def config_from_dict(data: dict, source: str = "a checkpoint") -> CN:
+    """Defaults updated by a nested dict (e.g. the config stored in a checkpoint)."""
+    cfg = get_default_config()
+    _merge_dict(cfg, data, source)
+    return cfg
