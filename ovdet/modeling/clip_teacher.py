@@ -1,0 +1,103 @@
+"""The CLIP region teacher: CLIP image embeddings of box crops, batched with RoIAlign."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+__all__ = ["ClipRegionTeacher", "scale_boxes"]
+
+
+def scale_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scale boxes about their centres. Tensor[N, 4] (x1, y1, x2, y2) -> Tensor[N, 4]."""
+    if scale == 1.0:
+        return boxes
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+class ClipRegionTeacher(nn.Module):
+    """Embeds image regions with a frozen CLIP image tower (ViLD's teacher).
+
+    Each box is cropped at every scale in ``crop_scales`` (ViLD: the box and 1.5x the box),
+    resized to ``crop_size`` by RoIAlign over the whole batch at once, normalised with CLIP's
+    mean/std and encoded; the per-scale embeddings are L2-normalised, summed and re-normalised.
+
+    Args:
+        visual: CLIP's image tower (``clip_model.visual``); it is frozen here.
+        image_size: CLIP's input side (default crop size).
+        mean, std: CLIP's per-channel normalisation for inputs in [0, 1].
+        crop_scales: box scales to crop at.
+        crop_size: crop side; 0 means ``image_size``.
+        chunk_size: crops encoded per forward pass (bounds memory).
+    """
+
+    def __init__(
+        self,
+        visual: nn.Module,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop_scales: Sequence[float] = (1.0, 1.5),
+        crop_size: int = 0,
+        chunk_size: int = 256,
+    ) -> None:
+        super().__init__()
+        self.visual = visual.eval().requires_grad_(False)
+        self.crop_size = int(crop_size or image_size)
+        self.crop_scales = tuple(float(s) for s in crop_scales)
+        if not self.crop_scales:
+            raise ValueError("crop_scales must not be empty")
+        self.chunk_size = chunk_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_clip(cls, clip, crop_scales=(1.0, 1.5), crop_size: int = 0) -> ClipRegionTeacher:
+        """From a :class:`~ovdet.clip.LoadedClip`."""
+        return cls(clip.model.visual, clip.image_size, clip.mean, clip.std, crop_scales, crop_size)
+
+    def train(self, mode: bool = True) -> ClipRegionTeacher:
+        super().train(mode)
+        self.visual.eval()  # always frozen, whatever the detector's mode
+        return self
+
+    @torch.no_grad()
+    def crops(self, images: torch.Tensor, boxes: Sequence[torch.Tensor], scale: float):
+        """RoIAlign crops. images: Tensor[B, 3, H, W] in [0, 1] -> Tensor[sum N_i, 3, S, S]."""
+        rois = [scale_boxes(b.to(images.dtype), scale) for b in boxes]
+        size = (self.crop_size, self.crop_size)
+        return roi_align(images, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """CLIP embeddings of boxes.
+
+        Args:
+            images: Tensor[B, 3, H, W], RGB in [0, 1].
+            boxes: B tensors of shape [N_i, 4] (x1, y1, x2, y2) in pixels of ``images``.
+
+        Returns:
+            Tensor[sum N_i, D], L2-normalised, in the order of ``boxes``.
+        """
+        total = None
+        for scale in self.crop_scales:
+            crops = self.crops(images, boxes, scale)
+            parts = []
+            for start in range(0, crops.shape[0], self.chunk_size):
+                chunk = (crops[start : start + self.chunk_size] - self.mean) / self.std
+                parts.append(F.normalize(self.visual(chunk).float(), dim=-1))
+            emb = torch.cat(parts) if parts else crops.new_zeros((0, self._embed_dim()))
+            total = emb if total is None else total + emb
+        return F.normalize(total, dim=-1)
+
+    def _embed_dim(self) -> int:
+        proj = getattr(self.visual, "proj", None)
+        if isinstance(proj, torch.Tensor):
+            return proj.shape[1]
+        return int(getattr(self.visual, "output_dim", 0))

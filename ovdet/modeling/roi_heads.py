@@ -1,0 +1,137 @@
+"""RoI heads of the open-vocabulary detector (torchvision engine)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import boxes as box_ops
+
+from ovdet.modeling.box_predictor import OpenVocabularyBoxPredictor
+from ovdet.modeling.ensemble import ensemble_scores
+from ovdet.modeling.losses import box_regression_loss, vild_text_loss
+
+__all__ = ["OpenVocabularyRoIHeads"]
+
+
+class OpenVocabularyRoIHeads(RoIHeads):
+    """torchvision's ``RoIHeads`` with a text classifier and class-agnostic boxes.
+
+    Training computes the ViLD-text loss and a class-agnostic box loss. Inference decodes one
+    box per proposal and scores it against every class at once (no per-class boxes, so the cost
+    barely grows with the vocabulary), then applies score threshold, per-class NMS and top-k.
+
+    Labels in ``targets`` follow torchvision: ``1..C`` for classes, ``0`` for background.
+    """
+
+    box_predictor: OpenVocabularyBoxPredictor
+
+    def __init__(self, *args, text_loss_weight: float = 1.0, box_loss_weight: float = 1.0, **kw):
+        super().__init__(*args, **kw)
+        self.text_loss_weight = text_loss_weight
+        self.box_loss_weight = box_loss_weight
+        self.register_buffer("is_novel_class", torch.zeros(0, dtype=torch.bool), persistent=False)
+        self.ensemble = None  # (teacher, base_weight, novel_weight, clip_temperature, top_k)
+
+    @property
+    def classifier(self):
+        return self.box_predictor.classifier
+
+    def set_vocabulary(self, text_embeddings: torch.Tensor, is_novel: torch.Tensor | None = None):
+        """Swap the vocabulary: Tensor[C, D] text embeddings, optional BoolTensor[C] novelty."""
+        self.classifier.set_text_embeddings(text_embeddings)
+        if is_novel is None:
+            is_novel = torch.zeros(text_embeddings.shape[0], dtype=torch.bool)
+        self.is_novel_class = is_novel.to(self.classifier.text_embeddings.device)
+
+    def region_embeddings(self, features, boxes, image_shapes) -> torch.Tensor:
+        """Embeddings of given boxes: list of Tensor[N_i, 4] -> Tensor[sum N_i, D]."""
+        box_features = self.box_head(self.box_roi_pool(features, boxes, image_shapes))
+        return self.classifier.embed(box_features)
+
+    def forward(self, features, proposals, image_shapes, targets=None, images=None):
+        """Losses (training) or detections (inference).
+
+        Args:
+            features: FPN feature maps.
+            proposals: list of Tensor[N_i, 4] RPN proposals.
+            image_shapes: list of (H, W) of the (resized) images.
+            targets: training targets with ``boxes`` and ``labels``.
+            images: Tensor[B, 3, H, W] in [0, 1], needed only by the inference ensemble.
+
+        Returns:
+            (detections, losses). Each detection dict holds ``boxes`` Tensor[K, 4], ``scores``
+            Tensor[K], ``labels`` Tensor[K] (0-based class index into the vocabulary) and
+            ``proposal_index`` Tensor[K]; ``embeddings`` Tensor[K, D] too.
+        """
+        if self.training:
+            proposals, _, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+            box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+            logits, deltas, _ = self.box_predictor(box_features)
+            labels = torch.cat(labels)
+            background = logits.shape[1] - 1
+            gt_classes = torch.where(labels == 0, background, labels - 1)
+            losses = {
+                "loss_text": self.text_loss_weight * vild_text_loss(logits, gt_classes),
+                "loss_box_reg": self.box_loss_weight
+                * box_regression_loss(
+                    deltas, torch.cat(regression_targets), gt_classes, background
+                ),
+            }
+            return [], losses
+
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        logits, deltas, embeddings = self.box_predictor(box_features)
+        boxes = self.box_coder.decode(deltas, proposals).reshape(-1, 4)
+        probs = F.softmax(logits, dim=-1)[:, :-1]
+        counts = [len(p) for p in proposals]
+        detections = []
+        offset = 0
+        for i, (n, shape) in enumerate(zip(counts, image_shapes)):
+            sl = slice(offset, offset + n)
+            offset += n
+            detections.append(
+                self._detect_in_image(
+                    box_ops.clip_boxes_to_image(boxes[sl], shape),
+                    probs[sl],
+                    embeddings[sl],
+                    None if images is None else images[i : i + 1],
+                )
+            )
+        return detections, {}
+
+    def _detect_in_image(self, boxes, probs, embeddings, image):
+        """Tensor[N, 4], Tensor[N, C], Tensor[N, D] -> detections of one image."""
+        proposal_index = torch.arange(boxes.shape[0], device=boxes.device)
+        if self.ensemble is not None and image is not None and boxes.shape[0] > 0:
+            teacher, base_w, novel_w, clip_t, top_k = self.ensemble
+            keep = probs.max(dim=1).values.topk(min(top_k, boxes.shape[0])).indices
+            boxes, probs, proposal_index = boxes[keep], probs[keep], proposal_index[keep]
+            crop_emb = teacher(image, [boxes])
+            clip_probs = F.softmax(clip_t * crop_emb @ self.classifier.text_embeddings.t(), -1)
+            probs = ensemble_scores(probs, clip_probs, self.is_novel_class, base_w, novel_w)
+        num_classes = probs.shape[1]
+        flat = probs.reshape(-1)
+        idx = torch.nonzero(flat > self.score_thresh).squeeze(1)
+        box_idx, labels = idx // num_classes, idx % num_classes
+        scores = flat[idx]
+        det_boxes = boxes[box_idx]
+        keep = box_ops.remove_small_boxes(det_boxes, min_size=1e-2)
+        box_idx, labels, scores, det_boxes = (
+            box_idx[keep],
+            labels[keep],
+            scores[keep],
+            det_boxes[keep],
+        )
+        keep = box_ops.batched_nms(det_boxes, scores, labels, self.nms_thresh)
+        keep = keep[: self.detections_per_img]
+        box_idx = box_idx[keep]
+        return {
+            "boxes": det_boxes[keep],
+            "scores": scores[keep],
+            "labels": labels[keep],
+            "proposal_index": proposal_index[box_idx],
+            "embeddings": embeddings[proposal_index[box_idx]],
+        }

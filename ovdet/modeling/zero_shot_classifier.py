@@ -1,0 +1,95 @@
+"""The open-vocabulary classifier: region features scored against CLIP text embeddings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ZeroShotClassifier"]
+
+
+class ZeroShotClassifier(nn.Module):
+    """Projects region features into CLIP's space and scores them against a text matrix.
+
+    ``logits[:, c] = temperature * cos(project(x), text[c])`` for the ``C`` classes of the current
+    vocabulary; the last column is the background: the same for a learned background embedding
+    (``background="learned"``) or the constant ``background_logit`` (``background="fixed"``).
+    The vocabulary is a buffer set by :meth:`set_text_embeddings`, so it can be swapped at any
+    time without touching the learned weights (and is not saved in checkpoints).
+
+    Args:
+        input_dim: size of the region features (the box head's output).
+        embed_dim: CLIP's embedding dimension ``D``.
+        temperature: multiplier of the cosine similarities.
+        background: ``"learned"`` or ``"fixed"``.
+        background_logit: the background logit when ``background="fixed"``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        embed_dim: int,
+        temperature: float = 50.0,
+        background: str = "learned",
+        background_logit: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if background not in ("learned", "fixed"):
+            raise ValueError(f"background must be 'learned' or 'fixed', got {background!r}")
+        self.embed_dim = embed_dim
+        self.temperature = float(temperature)
+        self.background = background
+        self.background_logit = float(background_logit)
+        self.projection = nn.Linear(input_dim, embed_dim)
+        if background == "learned":
+            self.background_embedding = nn.Parameter(torch.randn(embed_dim) / embed_dim**0.5)
+        self.register_buffer("text_embeddings", torch.zeros(0, embed_dim), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg, input_dim: int, embed_dim: int) -> ZeroShotClassifier:
+        ov = cfg.MODEL.OVDET
+        return cls(
+            input_dim,
+            embed_dim,
+            temperature=ov.TEMPERATURE,
+            background=ov.BACKGROUND,
+            background_logit=ov.BACKGROUND_LOGIT,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self.text_embeddings.shape[0]
+
+    def set_text_embeddings(self, text_embeddings: torch.Tensor) -> None:
+        """Swap the vocabulary.
+
+        Args:
+            text_embeddings: Tensor[C, D], one embedding per class (normalised here).
+        """
+        if text_embeddings.dim() != 2 or text_embeddings.shape[1] != self.embed_dim:
+            raise ValueError(
+                f"text embeddings must be [C, {self.embed_dim}], got {tuple(text_embeddings.shape)}"
+            )
+        device = self.projection.weight.device
+        self.text_embeddings = F.normalize(text_embeddings.float(), dim=-1).to(device)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Region embeddings. Tensor[N, F] -> Tensor[N, D], L2-normalised."""
+        return F.normalize(self.projection(features).float(), dim=-1)
+
+    def logits_from_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Tensor[N, D] (normalised) -> logits Tensor[N, C + 1], background last."""
+        if self.num_classes == 0:
+            raise RuntimeError("no vocabulary set; call set_text_embeddings() first")
+        cls_logits = self.temperature * embeddings @ self.text_embeddings.t()
+        if self.background == "learned":
+            bg = F.normalize(self.background_embedding.float(), dim=0)
+            bg_logits = self.temperature * (embeddings @ bg)[:, None]
+        else:
+            bg_logits = embeddings.new_full((embeddings.shape[0], 1), self.background_logit)
+        return torch.cat([cls_logits, bg_logits], dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Tensor[N, F] region features -> logits Tensor[N, C + 1], background last."""
+        return self.logits_from_embeddings(self.embed(features))
