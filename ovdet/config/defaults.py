@@ -78,6 +78,9 @@ def add_ovdet_config(cfg: Any) -> None:
 
 _C = CN()
 _C.MODEL = CN()
+# "OpenVocabularyRCNN" (ovdet) or "FasterRCNN" (torchvision's closed-set detector, a baseline
+# trained and evaluated on the training classes only).
+_C.MODEL.META_ARCHITECTURE = "OpenVocabularyRCNN"
 # "cpu", "cuda" or "cuda:N".
 _C.MODEL.DEVICE = "cpu"
 # Detector weights to start from (a checkpoint of this engine); "" for none.

@@ -1,0 +1,127 @@
+"""The training/evaluation dataset and its deterministic, resumable sampler."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ovdet.data.coco import DatasetRecords
+from ovdet.data.image_io import read_image
+
+__all__ = ["DetectionDataset", "ResumableTrainingSampler", "collate"]
+
+
+class DetectionDataset(Dataset):
+    """Images and targets of a :class:`DatasetRecords`, through an albumentations pipeline.
+
+    Items are addressed by ``(index, seed)``: the seed fixes the random augmentation of that
+    sample, so a resumed run sees exactly the data an uninterrupted run would have seen.
+
+    Args:
+        records: the loaded dataset.
+        augmentation: an albumentations ``Compose`` (see :func:`build_augmentation`).
+        distill_store: optional precomputed CLIP embeddings (offline distillation), a mapping
+            image_id -> (boxes float [M, 4] xyxy in original pixels, embeddings [M, D]).
+        max_load_pixels: images larger than this are downscaled on load.
+    """
+
+    def __init__(self, records: DatasetRecords, augmentation, distill_store=None,
+                 max_load_pixels: int = 0) -> None:  # fmt: skip
+        self.records = records
+        self.augmentation = augmentation
+        self.distill_store = distill_store
+        self.max_load_pixels = max_load_pixels
+
+    def __len__(self) -> int:
+        return len(self.records.images)
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, dict]:
+        """``(index, seed)`` or ``index`` -> (Tensor[3, H, W] in [0, 1], target dict).
+
+        The target holds ``boxes`` Tensor[K, 4], ``labels`` Tensor[K] (1..C), ``image_id``,
+        ``scale`` (resized / original size) and, with a distill store, ``distill_boxes``
+        Tensor[M, 4] and ``distill_embeddings`` Tensor[M, D].
+        """
+        index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
+        rec = self.records.images[index]
+        image = read_image(rec.path, self.max_load_pixels)
+        sx, sy = image.shape[1] / rec.width, image.shape[0] / rec.height
+        boxes = rec.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
+        labels = rec.labels.tolist()
+        num_gt = len(labels)
+        distill = None
+        if self.distill_store is not None:
+            distill = self.distill_store[rec.image_id]
+            extra = distill[0].numpy() * np.array([sx, sy, sx, sy], dtype=np.float32)
+            boxes = np.concatenate([boxes, extra.astype(np.float32)])
+            labels = labels + [0] * len(extra)
+        h0, w0 = image.shape[:2]
+        boxes = _clip(boxes, w0, h0)
+        self.augmentation.set_random_seed(int(seed))
+        out = self.augmentation(
+            image=image, bboxes=boxes, labels=labels, indices=list(range(len(labels)))
+        )
+        img = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
+        img = img.float().div_(255.0)
+        out_boxes = torch.as_tensor(np.asarray(out["bboxes"]), dtype=torch.float32).reshape(-1, 4)
+        indices = torch.as_tensor(np.asarray(out["indices"]), dtype=torch.long).reshape(-1)
+        is_gt = indices < num_gt
+        target = {
+            "boxes": out_boxes[is_gt],
+            "labels": torch.as_tensor(rec.labels)[indices[is_gt]],
+            "image_id": rec.image_id,
+            "scale": img.shape[1] / rec.height,
+        }
+        if distill is not None:
+            keep = indices[~is_gt] - num_gt
+            target["distill_boxes"] = out_boxes[~is_gt]
+            target["distill_embeddings"] = distill[1][keep].float()
+        return img, target
+
+
+def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return boxes
+
+
+def index_seed(index: int) -> int:
+    return int(index) * 7919 + 17
+
+
+def collate(batch: list) -> tuple[list[torch.Tensor], list[dict]]:
+    """Keep images of different sizes as a list (the model batches and pads them)."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+class ResumableTrainingSampler(Sampler):
+    """An endless, deterministic stream of ``(index, augmentation_seed)`` pairs.
+
+    Epoch ``e`` is a permutation seeded by ``(seed, e)``; sample ``k`` of the stream gets the
+    augmentation seed ``seed * 1_000_003 + k``. Starting at ``start`` (samples already consumed)
+    reproduces the rest of an uninterrupted stream exactly. Under DDP each rank takes every
+    ``world_size``-th sample, offset by its rank.
+    """
+
+    def __init__(self, size: int, seed: int = 0, start: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:  # fmt: skip
+        if size <= 0:
+            raise ValueError("the dataset is empty")
+        self.size, self.seed, self.start = size, seed, start
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        k = self.start * self.world_size + self.rank
+        epoch, perm = -1, None
+        while True:
+            e, pos = divmod(k, self.size)
+            if e != epoch:
+                gen = torch.Generator().manual_seed(self.seed * 100_003 + e)
+                epoch, perm = e, torch.randperm(self.size, generator=gen)
+            yield int(perm[pos]), self.seed * 1_000_003 + k
+            k += self.world_size

@@ -1,0 +1,69 @@
+"""Reading images of any common mode as RGB uint8, honouring EXIF orientation."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ovdet.errors import ImageError
+
+__all__ = ["IMAGE_EXTENSIONS", "read_image"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert grayscale, 16-bit, palette, RGBA (on white) and CMYK images to RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
+    """Read an image as an RGB ``uint8`` array of shape ``[H, W, 3]``.
+
+    EXIF rotation is applied; grayscale, 16-bit, palette, RGBA and CMYK images are converted.
+    Images of more than ``max_pixels`` pixels (if > 0) are downscaled while decoding (JPEG) or
+    right after, keeping the aspect ratio, so a huge photo cannot exhaust memory.
+
+    Raises:
+        ImageError: a missing, empty, truncated or undecodable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ImageError(f"image {path} is an empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if max_pixels and img.width * img.height > max_pixels:
+                    factor = (max_pixels / (img.width * img.height)) ** 0.5
+                    target = (max(1, int(img.width * factor)), max(1, int(img.height * factor)))
+                    img.draft("RGB", target)  # JPEG decodes at reduced size; no-op otherwise
+                img = ImageOps.exif_transpose(img)
+                if max_pixels and img.width * img.height > max_pixels:
+                    img.thumbnail(target if img.size[0] >= target[0] else target[::-1])
+                img = _to_rgb(img)
+                img.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image {path} is too large to decode safely: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot read image {path}: {e}") from e
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageError(f"image {path} decoded to an unexpected shape {arr.shape}")
+    return np.ascontiguousarray(arr)

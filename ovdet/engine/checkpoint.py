@@ -1,0 +1,90 @@
+"""Checkpoints: one file holds weights, config and training state; written atomically."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ovdet.errors import CheckpointError
+from ovdet.utils.io import atomic_open, atomic_torch_save
+
+__all__ = ["find_last_checkpoint", "load_checkpoint", "load_model_weights", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def save_checkpoint(state: dict[str, Any], output_dir: str | Path, name: str) -> Path:
+    """Write ``state`` to ``output_dir/name`` atomically and record it as the last checkpoint."""
+    path = Path(output_dir) / name
+    atomic_torch_save(state, path)
+    with atomic_open(Path(output_dir) / LAST_CHECKPOINT, "w") as f:
+        f.write(name)
+    logger.info("Saved checkpoint %s", path)
+    return path
+
+
+def find_last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint named by ``output_dir/last_checkpoint``, if any."""
+    marker = Path(output_dir) / LAST_CHECKPOINT
+    if not marker.is_file():
+        return None
+    path = Path(output_dir) / marker.read_text().strip()
+    return path if path.is_file() else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file.
+
+    Raises:
+        CheckpointError: missing, truncated or not an ovdet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a PyTorch checkpoint ({str(e)[:80]})"
+        ) from e
+    except Exception as e:  # unpickling garbage can raise almost anything
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not an ovdet checkpoint (no 'model' entry)")
+    return state
+
+
+def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load detector weights, explaining mismatches instead of a shape traceback.
+
+    The CLIP teacher (``clip_teacher.*``) is never in checkpoints and is ignored.
+    """
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("clip_teacher.")}
+    mismatched = [
+        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    if mismatched or len(missing) > 0.5 * len(own):
+        detail = mismatched[0] if mismatched else f"{len(missing)} weights missing"
+        raise CheckpointError(
+            f"{source} does not fit this model (another architecture, backbone or CLIP "
+            f"dimension?): {detail}"
+        )
+    if missing or unexpected:
+        logger.warning(
+            "%s: %d missing and %d unexpected weights (e.g. %s)",
+            source,
+            len(missing),
+            len(unexpected),
+            (missing + unexpected)[:2],
+        )
+    model.load_state_dict(weights, strict=False)
