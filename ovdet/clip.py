@@ -79,7 +79,9 @@ class ClipSpec:
 
     @property
     def local_dir(self) -> Path | None:
-        return Path(self.model[len("local-dir:") :]) if self.model.startswith("local-dir:") else None
+        return (
+            Path(self.model[len("local-dir:") :]) if self.model.startswith("local-dir:") else None
+        )
 
     def weights_digest(self) -> str | None:
         """A digest that changes whenever the weights do, without loading the model.
@@ -184,9 +186,13 @@ def load_clip(spec: str | ClipSpec, device: str | torch.device = "cpu") -> Loade
     # With a schema, open_clip ignores `pretrained`; custom weights are loaded afterwards.
     pretrained = None if spec.local_dir is not None else spec.weights
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model, pretrained=pretrained, device=device
-        )
+        # Randomly initialised models are seeded, so that two loads give the same weights (and
+        # the same text embeddings): a model without weights is still reproducible.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model, pretrained=pretrained, device=device
+            )
         if spec.local_dir is not None and spec.weights is not None:
             open_clip.load_checkpoint(model, spec.weights, device=device)
     except RuntimeError as e:

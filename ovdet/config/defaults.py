@@ -97,6 +97,10 @@ _C.MODEL.BACKBONE.TRAINABLE_LAYERS = 3
 # Use frozen BatchNorm in the backbone (right for pretrained backbones and small batches).
 _C.MODEL.BACKBONE.FROZEN_BN = True
 
+_C.MODEL.FPN = CN()
+# Channels of every FPN level (and of the RoI features fed to the box head).
+_C.MODEL.FPN.OUT_CHANNELS = 256
+
 _C.MODEL.ANCHOR_GENERATOR = CN()
 # Anchor sizes, one list per FPN level (P2-P6).
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]

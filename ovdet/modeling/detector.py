@@ -9,9 +9,11 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ovdet.errors import CheckpointError, ConfigError
 from ovdet.modeling.box_predictor import OpenVocabularyBoxPredictor
@@ -204,9 +206,23 @@ def build_backbone(cfg) -> nn.Module:
 
     body = getattr(resnet, name)(weights=None, norm_layer=norm)
     _load_backbone_weights(body, cfg.MODEL.BACKBONE.WEIGHTS)
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-
-    return _resnet_fpn_extractor(body, cfg.MODEL.BACKBONE.TRAINABLE_LAYERS)
+    trainable = cfg.MODEL.BACKBONE.TRAINABLE_LAYERS
+    if not 0 <= trainable <= 5:
+        raise ConfigError(f"MODEL.BACKBONE.TRAINABLE_LAYERS must be in 0..5, got {trainable}")
+    layers = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable]
+    if trainable == 5:
+        layers.append("bn1")
+    for param_name, param in body.named_parameters():
+        if all(not param_name.startswith(layer) for layer in layers):
+            param.requires_grad_(False)
+    stage2 = body.inplanes // 8  # channels of layer1 (64 for ResNet-18/34, 256 for 50/101)
+    return BackboneWithFPN(
+        body,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        in_channels_list=[stage2, stage2 * 2, stage2 * 4, stage2 * 8],
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        extra_blocks=LastLevelMaxPool(),
+    )
 
 
 def _detector_kwargs(cfg) -> dict:
@@ -284,11 +300,13 @@ def build_closed_set_detector(cfg, num_classes: int) -> FasterRCNN:
 
     The baseline of benchmarks: ``num_classes`` foreground classes (labels 1..C) plus background.
     """
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
     backbone = build_backbone(cfg)
     model = FasterRCNN(
         backbone,
-        num_classes=num_classes + 1,
         box_head=_box_head(cfg, backbone),
+        box_predictor=FastRCNNPredictor(cfg.MODEL.ROI_BOX_HEAD.FC_DIM, num_classes + 1),
         **_detector_kwargs(cfg),
     )
     model.transform = NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)

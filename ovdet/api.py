@@ -1,0 +1,208 @@
+"""The Python API: load a checkpoint, name any classes, detect them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ovdet.config import config_from_dict
+from ovdet.data.image_io import read_image
+from ovdet.data.transforms import build_augmentation
+from ovdet.engine.build import build_clip_teacher, build_model, build_text_classifier
+from ovdet.engine.checkpoint import load_checkpoint, load_model_weights
+from ovdet.errors import CheckpointError, ConfigError
+from ovdet.text import Vocabulary
+
+__all__ = ["Detections", "OVDetector"]
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[str, Path, np.ndarray, Image.Image]
+
+
+@dataclass
+class Detections:
+    """Detections in one image, in the image's original pixel coordinates.
+
+    Attributes:
+        boxes: float32 [K, 4] (x1, y1, x2, y2).
+        scores: float32 [K].
+        labels: int64 [K], indices into ``class_names``.
+        class_names: the vocabulary the labels index.
+        embeddings: float32 [K, D] region embeddings, if requested.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str] = field(repr=False)
+    embeddings: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of each detection."""
+        return [self.class_names[i] for i in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class OVDetector:
+    """An open-vocabulary detector ready for inference.
+
+    Args:
+        model: an :class:`~ovdet.modeling.OpenVocabularyRCNN`.
+        cfg: its config.
+        train_class_names: the vocabulary it was trained with (classes outside it are "novel"
+            for the ensemble).
+        device: where it runs.
+    """
+
+    def __init__(self, model, cfg, train_class_names: Sequence[str], device="cpu") -> None:
+        self.model = model.eval()
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.train_class_names = list(train_class_names)
+        self.transform = build_augmentation(cfg, is_train=False)
+        self._text = build_text_classifier(cfg, self.device)
+        self.class_names: list[str] = []
+        if cfg.MODEL.OVDET.ENSEMBLE.ENABLED:
+            self.enable_ensemble(True)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        clip: str | None = None,
+        overrides: Sequence[str] = (),
+    ) -> OVDetector:
+        """Load a checkpoint written by ``tools/train.py``.
+
+        Args:
+            path: the checkpoint file.
+            device: "cpu", "cuda" or "cuda:N".
+            clip: a CLIP spec replacing the one the model was trained with (same embedding
+                dimension), e.g. when the weights file moved.
+            overrides: config ``KEY VALUE`` pairs (e.g. score threshold, test size).
+        """
+        import yaml
+
+        from ovdet.config import merge_overrides
+
+        state = load_checkpoint(path)
+        try:
+            cfg = config_from_dict(yaml.safe_load(state["config"]), f"checkpoint {path}")
+        except (KeyError, yaml.YAMLError) as e:
+            raise CheckpointError(f"checkpoint {path} holds no readable config: {e}") from e
+        if cfg.MODEL.META_ARCHITECTURE != "OpenVocabularyRCNN":
+            raise CheckpointError(f"{path} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model")
+        cfg.MODEL.DEVICE = device
+        if clip:
+            cfg.MODEL.OVDET.CLIP = clip
+        if state.get("embed_dim"):
+            cfg.MODEL.OVDET.EMBED_DIM = int(state["embed_dim"])
+        merge_overrides(cfg, list(overrides))
+        cfg.freeze()
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA device is available")
+        model = build_model(cfg)
+        load_model_weights(model, state["model"], str(path))
+        return cls(model.to(device), cfg, state.get("class_names", []), device)
+
+    def enable_ensemble(self, enabled: bool = True) -> None:
+        """Turn on ViLD-ensemble (loads the CLIP image tower once)."""
+        if enabled and self.model.clip_teacher is None:
+            self.model.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
+        e = self.cfg.MODEL.OVDET.ENSEMBLE
+        self.model.enable_ensemble(
+            enabled, e.BASE_WEIGHT, e.NOVEL_WEIGHT, e.CLIP_TEMPERATURE, e.NUM_PROPOSALS
+        )
+
+    def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
+        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
+        vocab = Vocabulary.parse(classes)
+        if vocab.names == tuple(self.class_names):
+            return
+        text = self._text(vocab)
+        train = {n.lower() for n in self.train_class_names}
+        is_novel = torch.tensor([n.lower() not in train for n in vocab.names])
+        self.model.set_vocabulary(text.to(self.device), is_novel)
+        self.class_names = list(vocab.names)
+
+    def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, float]:
+        if isinstance(image, (str, Path)):
+            array = read_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
+        elif isinstance(image, Image.Image):
+            from ovdet.data.image_io import _to_rgb
+
+            array = np.asarray(_to_rgb(image), dtype=np.uint8)
+        else:
+            array = np.asarray(image)
+            if array.ndim == 2:
+                array = np.repeat(array[:, :, None], 3, axis=2)
+            if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+                raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
+        out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
+        tensor = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
+        return tensor.float().div_(255.0), out["image"].shape[0] / array.shape[0]
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        classes: str | Sequence[str] | Vocabulary | None = None,
+        score_thresh: float | None = None,
+        batch_size: int = 1,
+        return_embeddings: bool = False,
+    ) -> list[Detections]:
+        """Detect ``classes`` in images.
+
+        Args:
+            images: paths, RGB uint8 arrays [H, W, 3] or PIL images (one or a list).
+            classes: the vocabulary; None keeps the last one set.
+            score_thresh: override of ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
+            batch_size: images per forward pass.
+            return_embeddings: also return region embeddings (Tensor[K, D] per image).
+
+        Returns:
+            One :class:`Detections` per image.
+        """
+        if classes is not None:
+            self.set_classes(classes)
+        if not self.class_names:
+            raise ValueError("no classes set; pass classes=[...] or call set_classes()")
+        single = isinstance(images, (str, Path, np.ndarray, Image.Image))
+        images = [images] if single else list(images)
+        heads = self.model.roi_heads
+        old_thresh = heads.score_thresh
+        if score_thresh is not None:
+            heads.score_thresh = score_thresh
+        amp = self.device.type == "cuda" and self.cfg.SOLVER.AMP.ENABLED
+        results = []
+        try:
+            for start in range(0, len(images), batch_size):
+                prepared = [self._prepare(im) for im in images[start : start + batch_size]]
+                with torch.autocast("cuda", enabled=amp):
+                    outputs = self.model([t.to(self.device) for t, _ in prepared])
+                for (_, scale), out in zip(prepared, outputs):
+                    results.append(
+                        Detections(
+                            boxes=(out["boxes"].float() / scale).cpu().numpy(),
+                            scores=out["scores"].float().cpu().numpy(),
+                            labels=out["labels"].cpu().numpy(),
+                            class_names=self.class_names,
+                            embeddings=out["embeddings"].float().cpu().numpy()
+                            if return_embeddings
+                            else None,
+                        )
+                    )
+        finally:
+            heads.score_thresh = old_thresh
+        return results

@@ -1,0 +1,106 @@
+"""Builders that join config, data, CLIP and model (used by training, inference, tools)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ovdet.errors import ConfigError
+
+__all__ = [
+    "build_model",
+    "build_optimizer",
+    "build_lr_lambda",
+    "build_text_classifier",
+    "build_clip_teacher",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def build_text_classifier(cfg, device="cpu", clip=None):
+    """A :class:`~ovdet.text.TextClassifierBuilder` from ``MODEL.OVDET``."""
+    from ovdet.text import TextClassifierBuilder
+
+    ov = cfg.MODEL.OVDET
+    cache = ov.TEXT_CACHE_DIR or None
+    return TextClassifierBuilder(clip or ov.CLIP, ov.TEMPLATES, cache_dir=cache, device=device)
+
+
+def build_clip_teacher(cfg, clip):
+    """The CLIP region teacher from ``MODEL.OVDET.DISTILL`` and a loaded CLIP."""
+    from ovdet.modeling import ClipRegionTeacher
+
+    d = cfg.MODEL.OVDET.DISTILL
+    return ClipRegionTeacher.from_clip(clip, d.CROP_SCALES, d.CROP_SIZE)
+
+
+def build_model(cfg, num_classes: int | None = None) -> nn.Module:
+    """The detector named by ``MODEL.META_ARCHITECTURE`` (no vocabulary, no teacher yet).
+
+    Args:
+        num_classes: needed by the closed-set ``FasterRCNN`` baseline.
+    """
+    from ovdet.modeling import build_closed_set_detector, build_detector
+
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "OpenVocabularyRCNN":
+        return build_detector(cfg)
+    if arch == "FasterRCNN":
+        if not num_classes:
+            raise ConfigError("the closed-set FasterRCNN needs the number of training classes")
+        return build_closed_set_detector(cfg, num_classes)
+    raise ConfigError(
+        f"MODEL.META_ARCHITECTURE must be 'OpenVocabularyRCNN' or 'FasterRCNN', got {arch!r}"
+    )
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over trainable parameters; no weight decay on norms, biases and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith("embedding") else decay).append(p)
+    s = cfg.SOLVER
+    groups = [
+        {"params": decay, "weight_decay": s.WEIGHT_DECAY},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if s.OPTIMIZER == "SGD":
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+    if s.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(groups, lr=s.BASE_LR)
+    raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {s.OPTIMIZER!r}")
+
+
+def build_lr_lambda(cfg):
+    """LR multiplier per step: linear warm-up, then multi-step decay or cosine."""
+    import math
+
+    s = cfg.SOLVER
+    if s.LR_SCHEDULER_NAME not in ("WarmupMultiStepLR", "WarmupCosineLR"):
+        raise ConfigError(
+            "SOLVER.LR_SCHEDULER_NAME must be WarmupMultiStepLR or WarmupCosineLR, got "
+            f"{s.LR_SCHEDULER_NAME!r}"
+        )
+    steps = sorted(s.STEPS)
+
+    def factor(it: int) -> float:
+        if s.LR_SCHEDULER_NAME == "WarmupCosineLR":
+            f = 0.5 * (1 + math.cos(math.pi * min(it, s.MAX_ITER) / max(1, s.MAX_ITER)))
+        else:
+            f = s.GAMMA ** sum(1 for step in steps if it >= step)
+        if it < s.WARMUP_ITERS:
+            alpha = it / s.WARMUP_ITERS
+            f *= s.WARMUP_FACTOR * (1 - alpha) + alpha
+        return f
+
+    return factor
+
+
+def resolve_path(path: str) -> Path:
+    return Path(path).expanduser()

@@ -1,0 +1,88 @@
+"""Batch inference over a dataset into COCO-format results."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ovdet.data.coco import DatasetRecords
+from ovdet.data.dataset import DetectionDataset, collate
+from ovdet.data.transforms import build_augmentation
+
+__all__ = ["detections_to_coco", "inference_on_records", "predict_coco_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def detections_to_coco(det: dict, image_id: int, scale: float, category_ids) -> list[dict]:
+    """One image's detections (in resized pixels) -> COCO results (original pixels, xywh)."""
+    boxes = det["boxes"].float().cpu() / scale
+    scores = det["scores"].float().cpu().tolist()
+    labels = det["labels"].cpu().tolist()
+    out = []
+    for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores, labels):
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": category_ids[c],
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(s), 5),
+            }
+        )
+    return out
+
+
+@torch.no_grad()
+def inference_on_records(
+    model,
+    records: DatasetRecords,
+    cfg,
+    device="cpu",
+    batch_size: int = 2,
+    closed_set: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run a detector over every image of ``records``.
+
+    Args:
+        model: an :class:`~ovdet.modeling.OpenVocabularyRCNN` whose vocabulary is
+            ``records.class_names`` (same order), or a closed-set torchvision Faster R-CNN
+            (``closed_set=True``; labels 1..C).
+        records: the dataset (its ``category_ids`` map class indices to COCO ids).
+
+    Returns:
+        COCO-format results.
+    """
+    dataset = DetectionDataset(
+        records, build_augmentation(cfg, is_train=False), max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS
+    )
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=0, collate_fn=collate, shuffle=False
+    )
+    model.eval()
+    results = []
+    use_amp = torch.device(device).type == "cuda" and cfg.SOLVER.AMP.ENABLED
+    for images, targets in tqdm(loader, desc="inference", disable=not progress, leave=False):
+        with torch.autocast("cuda", enabled=use_amp):
+            dets = model([im.to(device) for im in images])
+        for det, t in zip(dets, targets):
+            if closed_set:
+                det = {**det, "labels": det["labels"] - 1}
+            results.extend(detections_to_coco(det, t["image_id"], t["scale"], records.category_ids))
+    return results
+
+
+def predict_coco_dataset(
+    checkpoint: str, gt_json: str, image_root: str, device: str = "cpu", batch_size: int = 2
+) -> list[dict]:
+    """Detect every category of a COCO JSON (the generalized setting) with a checkpoint."""
+    from ovdet.api import OVDetector
+    from ovdet.data.coco import load_coco_detection
+
+    detector = OVDetector.from_checkpoint(checkpoint, device=device)
+    records = load_coco_detection(gt_json, image_root, split=None, filter_empty=False)
+    detector.set_classes(records.class_names)
+    return inference_on_records(detector.model, records, detector.cfg, device, batch_size)

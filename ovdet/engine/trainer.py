@@ -1,0 +1,393 @@
+"""The training loop of the torchvision engine.
+
+Features: CPU or CUDA, mixed precision on CUDA, torchrun DDP without code changes, gradient
+accumulation, warm-up + schedule, atomic checkpoints, exact resume (optimizer, scheduler, RNG and
+data order), SIGINT -> checkpoint then exit, JSON-lines and TensorBoard metrics, periodic
+open-vocabulary evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ovdet.data.coco import load_coco_detection
+from ovdet.data.dataset import DetectionDataset, ResumableTrainingSampler, collate
+from ovdet.data.distill_store import load_distill_store
+from ovdet.data.transforms import build_augmentation
+from ovdet.engine.build import (
+    build_clip_teacher,
+    build_lr_lambda,
+    build_model,
+    build_optimizer,
+    build_text_classifier,
+)
+from ovdet.engine.checkpoint import (
+    find_last_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+)
+from ovdet.errors import ConfigError
+from ovdet.utils.io import atomic_open, check_writable_dir
+
+__all__ = ["Trainer", "TrainingInterrupted"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after SIGINT, once the checkpoint of the current step is written."""
+
+
+def _dist_info() -> tuple[int, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def _maybe_init_distributed(device_type: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+
+
+class Trainer:
+    """Trains a detector from a frozen config.
+
+    Args:
+        cfg: the merged config.
+        resume: continue from ``OUTPUT_DIR/last_checkpoint`` if it exists.
+        progress: show a progress bar (main process only).
+    """
+
+    def __init__(self, cfg, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        device = torch.device(cfg.MODEL.DEVICE)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("MODEL.DEVICE is cuda but no CUDA device is available")
+        _maybe_init_distributed(device.type)
+        self.rank, self.world_size, local_rank = _dist_info()
+        if device.type == "cuda" and self.world_size > 1:
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        if self.is_main:
+            check_writable_dir(self.output_dir, min_free_bytes=64 << 20)
+        self.progress = progress and self.is_main
+        self._seed_everything(cfg.SEED + self.rank)
+
+        self.closed_set = cfg.MODEL.META_ARCHITECTURE == "FasterRCNN"
+        self.records = load_coco_detection(
+            cfg.DATASETS.TRAIN_JSON,
+            cfg.DATASETS.TRAIN_IMAGES,
+            split=cfg.DATASETS.SPLIT or None,
+            keep=("base",),
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        )
+        self.class_names = self.records.class_names
+        self.model = build_model(cfg, num_classes=len(self.class_names)).to(device)
+        self.clip = None
+        if not self.closed_set:
+            self._set_up_open_vocabulary()
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, build_lr_lambda(cfg))
+        self.amp = device.type == "cuda" and cfg.SOLVER.AMP.ENABLED
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.start_iter = 0
+        if cfg.MODEL.WEIGHTS:
+            state = load_checkpoint(cfg.MODEL.WEIGHTS)
+            load_model_weights(self.model, state["model"], cfg.MODEL.WEIGHTS)
+        if resume:
+            self._resume()
+        self._interrupted = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ----------------------------------------------------------------- set-up
+    def _set_up_open_vocabulary(self) -> None:
+        cfg, ov = self.cfg, self.cfg.MODEL.OVDET
+        need_clip = ov.DISTILL.MODE == "online"
+        if need_clip:
+            from ovdet.clip import load_clip
+
+            self.clip = load_clip(ov.CLIP, self.device)
+            self.model.set_clip_teacher(build_clip_teacher(cfg, self.clip))
+        names = self.class_names
+        if ov.VOCABULARY:
+            from ovdet.text import Vocabulary
+
+            vocab = Vocabulary.parse(ov.VOCABULARY)
+            if set(vocab.names) != set(names):
+                raise ConfigError(
+                    "MODEL.OVDET.VOCABULARY must name the training classes "
+                    f"({len(names)} classes); differs from the dataset's base classes"
+                )
+        text = build_text_classifier(cfg, self.device, self.clip)(names)
+        self.model.set_vocabulary(text.to(self.device))
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _data_loader(self, start_iter: int):
+        cfg = self.cfg
+        per_step = cfg.SOLVER.IMS_PER_BATCH
+        accum = cfg.SOLVER.ACCUMULATE_STEPS
+        if per_step % (self.world_size * accum):
+            raise ConfigError(
+                f"SOLVER.IMS_PER_BATCH ({per_step}) must be divisible by processes x "
+                f"SOLVER.ACCUMULATE_STEPS ({self.world_size} x {accum})"
+            )
+        batch = per_step // (self.world_size * accum)
+        store = None
+        if not self.closed_set and cfg.MODEL.OVDET.DISTILL.MODE == "offline":
+            store = load_distill_store(cfg.MODEL.OVDET.DISTILL.EMBEDDINGS_FILE)
+        dataset = DetectionDataset(
+            self.records,
+            build_augmentation(cfg, is_train=True),
+            distill_store=store,
+            max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS,
+        )
+        sampler = ResumableTrainingSampler(
+            len(dataset), cfg.SEED, start_iter * batch * accum, self.rank, self.world_size
+        )
+        workers = cfg.DATALOADER.NUM_WORKERS
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    # -------------------------------------------------------------- checkpoint
+    def _state(self, iteration: int) -> dict:
+        model = self._bare_model()
+        state_dict = (
+            model.detector_state_dict()
+            if hasattr(model, "detector_state_dict")
+            else model.state_dict()
+        )
+        return {
+            "model": state_dict,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": iteration,
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            "config": self.cfg.dump(),
+            "class_names": list(self.class_names),
+            "embed_dim": getattr(self._bare_model().roi_heads.box_predictor, "classifier", None)
+            and self._bare_model().roi_heads.box_predictor.classifier.embed_dim,
+        }
+
+    def _bare_model(self):
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    def save(self, iteration: int, name: str | None = None) -> None:
+        if self.is_main:
+            save_checkpoint(
+                self._state(iteration), self.output_dir, name or f"model_{iteration:07d}.pt"
+            )
+
+    def _resume(self) -> None:
+        path = find_last_checkpoint(self.output_dir)
+        if path is None:
+            logger.info("No checkpoint in %s; starting from scratch", self.output_dir)
+            return
+        state = load_checkpoint(path)
+        load_model_weights(self.model, state["model"], str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.start_iter = int(state["iteration"])
+        self._truncate_metrics(self.start_iter)
+        logger.info("Resumed from %s at iteration %d", path, self.start_iter)
+
+    def _truncate_metrics(self, iteration: int) -> None:
+        """Drop metric lines logged after the checkpoint (they will be logged again)."""
+        path = self.output_dir / "metrics.jsonl"
+        if not self.is_main or not path.is_file():
+            return
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", 0) <= iteration
+        ]
+        with atomic_open(path, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
+
+    # ------------------------------------------------------------------- loop
+    def _on_sigint(self, signum, frame) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
+        logger.warning("SIGINT: finishing this step, saving a checkpoint, then stopping")
+
+    def train(self) -> dict:
+        """Run until ``SOLVER.MAX_ITER``. Returns the last logged metrics."""
+        cfg = self.cfg
+        if self.is_main:
+            with atomic_open(self.output_dir / "config.yaml", "w") as f:
+                f.write(cfg.dump())
+        max_iter, accum = cfg.SOLVER.MAX_ITER, cfg.SOLVER.ACCUMULATE_STEPS
+        if self.start_iter >= max_iter:
+            logger.info("Already trained to %d iterations", max_iter)
+            return {}
+        model = self.model
+        if self.world_size > 1:
+            model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        model.train()
+        writer = self._tensorboard()
+        loader_iter = iter(self._data_loader(self.start_iter))
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if self.is_main else None
+        bar = tqdm(total=max_iter, initial=self.start_iter, disable=not self.progress, desc="train")
+        metrics: dict = {}
+        try:
+            for iteration in range(self.start_iter + 1, max_iter + 1):
+                start = time.perf_counter()
+                loss_sums: dict[str, float] = {}
+                for _ in range(accum):
+                    images, targets = next(loader_iter)
+                    images = [im.to(self.device, non_blocking=True) for im in images]
+                    targets = [_to_device(t, self.device) for t in targets]
+                    with torch.autocast("cuda", enabled=self.amp):
+                        losses = model(images, targets)
+                    total = sum(losses.values())
+                    if not torch.isfinite(total):
+                        raise FloatingPointError(
+                            f"loss became {total.item()} at iteration {iteration}: {losses}"
+                        )
+                    self.scaler.scale(total / accum).backward()
+                    for k, v in losses.items():
+                        loss_sums[k] = loss_sums.get(k, 0.0) + v.item() / accum
+                if cfg.SOLVER.CLIP_GRADIENTS > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                step_time = time.perf_counter() - start
+                bar.update(1)
+                if iteration % cfg.LOG_PERIOD == 0 or iteration in (1, max_iter):
+                    metrics = {
+                        "iteration": iteration,
+                        "total_loss": sum(loss_sums.values()),
+                        **loss_sums,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "time": step_time,
+                    }
+                    self._log(metrics, writer)
+                    bar.set_postfix(loss=f"{metrics['total_loss']:.3f}")
+                last = iteration == max_iter
+                if iteration % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or last or self._interrupted:
+                    self.save(iteration, "model_final.pt" if last else None)
+                if cfg.TEST.EVAL_PERIOD and (iteration % cfg.TEST.EVAL_PERIOD == 0 or last):
+                    self._log({"iteration": iteration, **self.evaluate()}, writer)
+                    model.train()
+                if self._interrupted:
+                    raise TrainingInterrupted(
+                        f"stopped by SIGINT at iteration {iteration}; resume with --resume"
+                    )
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if writer is not None:
+                writer.close()
+        return metrics
+
+    def _tensorboard(self):
+        if not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
+            return None
+        return SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.start_iter + 1)
+
+    def _log(self, metrics: dict, writer) -> None:
+        if not self.is_main:
+            return
+        with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if writer is not None:
+            for k, v in metrics.items():
+                if k != "iteration" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, metrics["iteration"])
+
+    # -------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """base / novel / all AP on ``DATASETS.TEST_JSON`` (main process)."""
+        from ovdet.engine.inference import inference_on_records
+        from ovdet.evaluation import evaluate_coco
+
+        cfg = self.cfg
+        if not self.is_main or not cfg.DATASETS.TEST_JSON:
+            return {}
+        keep = ("base",) if self.closed_set else ("base", "novel")
+        records = load_coco_detection(
+            cfg.DATASETS.TEST_JSON,
+            cfg.DATASETS.TEST_IMAGES,
+            split=cfg.DATASETS.SPLIT or None,
+            keep=keep,
+            filter_empty=False,
+        )
+        model = self._bare_model()
+        if not self.closed_set:
+            text = build_text_classifier(cfg, self.device, self.clip)(records.class_names)
+            train_names = set(self.class_names)
+            is_novel = torch.tensor([n not in train_names for n in records.class_names])
+            model.set_vocabulary(text.to(self.device), is_novel)
+        results = inference_on_records(
+            model, records, cfg, self.device, closed_set=self.closed_set, progress=self.progress
+        )
+        if not self.closed_set:  # back to the training vocabulary
+            text = build_text_classifier(cfg, self.device, self.clip)(self.class_names)
+            model.set_vocabulary(text.to(self.device))
+        metrics = evaluate_coco(cfg.DATASETS.TEST_JSON, results, records.split)
+        flat = {}
+        for group in ("all", "base", "novel"):
+            for k in ("AP", "AP50"):
+                value = metrics[group][k]
+                flat[f"{group}/{k}"] = value if value is not None else float("nan")
+        logger.info("Evaluation: %s", {k: round(v, 4) for k, v in flat.items()})
+        return flat
+
+
+def _to_device(target: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in target.items()}
