@@ -1,0 +1,152 @@
+"""Shared fixtures: a tiny CLIP, a toy COCO-format dataset, and a briefly trained detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+TINY_CLIP_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                       "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                     "layers": 1},
+    },
+    "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                       "std": [0.26862954, 0.26130258, 0.27577711]},
+}  # fmt: skip
+
+# Toy classes: (name, COCO id, colour, shape). Ids are deliberately not positions.
+TOY_CLASSES = [
+    ("red square", 7, (220, 30, 30), "square"),
+    ("blue circle", 3, (30, 60, 220), "circle"),
+    ("green square", 11, (30, 200, 60), "square"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the text-embedding cache out of the user's home."""
+    monkeypatch.setenv("OVDET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random model saved to a file."""
+    import open_clip
+
+    root = tmp_path_factory.mktemp("tiny_clip")
+    (root / "open_clip_config.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    weights = tmp_path_factory.mktemp("tiny_clip_weights") / "weights.pt"
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{root}")
+    torch.save({"state_dict": model.state_dict()}, weights)
+    return f"local-dir:{root}:{weights}"
+
+
+def draw_toy_image(rng: np.random.Generator, size: int = 64, classes=TOY_CLASSES):
+    """One image with 1-2 toy objects; returns (PIL image, [(class index, xywh box)])."""
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(100, 150, 3)))
+    draw = ImageDraw.Draw(img)
+    objects = []
+    taken = np.zeros((size, size), bool)
+    for _ in range(int(rng.integers(1, 3))):
+        c = int(rng.integers(len(classes)))
+        s = int(rng.integers(14, 26))
+        for _ in range(20):
+            x, y = (int(v) for v in rng.integers(0, size - s, 2))
+            if not taken[y : y + s, x : x + s].any():
+                break
+        else:
+            continue
+        taken[y : y + s, x : x + s] = True
+        _, _, color, shape = classes[c]
+        box = (x, y, x + s - 1, y + s - 1)
+        (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=color)
+        objects.append((c, [x, y, s, s]))
+    return img, objects
+
+
+def write_toy_dataset(root: Path, num_images: int, seed: int, classes=TOY_CLASSES) -> Path:
+    """Images under ``root/images`` and ``root/instances.json``; returns the JSON path."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(num_images):
+        img, objects = draw_toy_image(rng, classes=classes)
+        name = f"{i:04d}.png"
+        img.save(root / "images" / name)
+        images.append({"id": 100 + i, "file_name": name, "width": 64, "height": 64})
+        for c, box in objects:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": 100 + i,
+                    "category_id": classes[c][1],
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }  # fmt: skip
+            )
+    categories = [{"id": cid, "name": name} for name, cid, _, _ in classes]
+    path = root / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": categories}))  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory) -> Path:
+    """A 48-image toy dataset; the split file makes 'green square' novel."""
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_dataset(root, 48, seed=0)
+    (root / "split.json").write_text(
+        json.dumps({"base": ["red square", "blue circle"], "novel": ["green square"]})
+    )
+    return root
+
+
+def toy_overrides(toy: Path, clip: str, out: Path, max_iter: int = 60) -> list[str]:
+    """Config overrides for training the tiny config on the toy dataset."""
+    return [
+        "MODEL.OVDET.CLIP", clip,
+        "MODEL.OVDET.TEMPLATES", "a",
+        "DATASETS.TRAIN_JSON", str(toy / "instances.json"),
+        "DATASETS.TRAIN_IMAGES", str(toy / "images"),
+        "DATASETS.TEST_JSON", str(toy / "instances.json"),
+        "DATASETS.TEST_IMAGES", str(toy / "images"),
+        "DATASETS.SPLIT", str(toy / "split.json"),
+        "INPUT.MIN_SIZE_TRAIN", "[64]",
+        "INPUT.MAX_SIZE_TRAIN", "64",
+        "INPUT.MIN_SIZE_TEST", "64",
+        "INPUT.MAX_SIZE_TEST", "64",
+        "SOLVER.IMS_PER_BATCH", "4",
+        "SOLVER.BASE_LR", "0.002",
+        "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD", "20",
+        "SOLVER.WARMUP_ITERS", "5",
+        "LOG_PERIOD", "1",
+        "OUTPUT_DIR", str(out),
+    ]  # fmt: skip
+
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, toy_dataset, tiny_clip) -> Path:
+    """The tiny detector trained briefly on the toy base classes (real learning, no mocks)."""
+    from ovdet.config import load_config
+    from ovdet.engine.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=80))
+    Trainer(cfg, progress=False).train()
+    return out / "model_final.pt"
