@@ -150,7 +150,7 @@ class OVDetector:
             if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
                 raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
         out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
-        tensor = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
+        tensor = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
         return tensor.float().div_(255.0), out["image"].shape[0] / array.shape[0]
 
     @torch.no_grad()

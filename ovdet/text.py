@@ -229,8 +229,10 @@ class TextClassifierBuilder:
         from ovdet.clip import ClipSpec, LoadedClip
 
         self._clip: LoadedClip | None = clip if isinstance(clip, LoadedClip) else None
-        self.spec = clip.spec if isinstance(clip, LoadedClip) else (
-            ClipSpec.parse(clip) if isinstance(clip, str) else clip
+        self.spec = (
+            clip.spec
+            if isinstance(clip, LoadedClip)
+            else (ClipSpec.parse(clip) if isinstance(clip, str) else clip)
         )
         self.templates = load_templates(templates)
         if cache_dir is None:
@@ -285,9 +287,7 @@ class TextClassifierBuilder:
         embeddings = self.encode(vocabulary)
         if path is not None:
             try:
-                atomic_torch_save(
-                    {"names": list(vocabulary.names), "embeddings": embeddings}, path
-                )
+                atomic_torch_save({"names": list(vocabulary.names), "embeddings": embeddings}, path)
             except OSError as e:
                 logger.warning("Cannot write the text-embedding cache %s: %s", path, e)
         return embeddings

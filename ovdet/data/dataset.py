@@ -64,7 +64,7 @@ class DetectionDataset(Dataset):
         out = self.augmentation(
             image=image, bboxes=boxes, labels=labels, indices=list(range(len(labels)))
         )
-        img = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
         img = img.float().div_(255.0)
         out_boxes = torch.as_tensor(np.asarray(out["bboxes"]), dtype=torch.float32).reshape(-1, 4)
         indices = torch.as_tensor(np.asarray(out["indices"]), dtype=torch.long).reshape(-1)

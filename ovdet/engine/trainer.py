@@ -175,6 +175,9 @@ class Trainer:
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,
+            # Its own generator, so that creating the loader does not draw from the global RNG
+            # (a resumed run must consume exactly the random numbers an uninterrupted run does).
+            generator=torch.Generator().manual_seed(cfg.SEED),
             pin_memory=self.device.type == "cuda",
         )
 
