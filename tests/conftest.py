@@ -147,6 +147,6 @@ def trained_checkpoint(tmp_path_factory, toy_dataset, tiny_clip) -> Path:
     from ovdet.engine.trainer import Trainer
 
     out = tmp_path_factory.mktemp("trained")
-    cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=80))
+    cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=150))
     Trainer(cfg, progress=False).train()
     return out / "model_final.pt"

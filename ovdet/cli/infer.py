@@ -6,6 +6,9 @@ Examples::
         --input photos/ --output out/
     python tools/infer.py --checkpoint model.pt --classes classes.txt --input "img/*.jpg" \\
         --output out/ --score-thresh 0.3 --device cuda --batch-size 8
+    # a model trained with detectron2 (tools/train_net.py; needs detectron2 installed)
+    python tools/infer.py --d2-config configs/d2/ovcoco_vild_R50_FPN.yaml \\
+        --weights output/d2/model_final.pth --classes "kite,umbrella" --input img/ --output out/
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ovdet.cli.common import cli_entry, setup_logging
-from ovdet.errors import ConfigError, ImageError
+from ovdet.errors import CheckpointError, ConfigError, ImageError
 
 logger = logging.getLogger("ovdet.infer")
 
@@ -29,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train.py")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="checkpoint written by tools/train.py")
+    model.add_argument(
+        "--d2-config",
+        help="a detectron2 config of ovdet.d2 (tools/train_net.py); needs detectron2 and --weights",
+    )
+    p.add_argument("--weights", default="", help="with --d2-config: the detectron2 .pth weights")
     p.add_argument(
         "--classes",
         required=True,
@@ -80,6 +89,28 @@ def collect_images(spec: str) -> list[Path]:
     return files
 
 
+def _load_d2(args, vocabulary):
+    """A detectron2-trained model behind the same interface as :class:`OVDetector`."""
+    if args.weights and not Path(args.weights).is_file():
+        raise CheckpointError(f"--weights {args.weights} does not exist")
+    if not Path(args.d2_config).is_file():
+        raise ConfigError(f"--d2-config {args.d2_config} does not exist")
+    try:
+        from ovdet.d2.predictor import D2DetectorAdapter, OpenVocabularyD2Predictor
+    except ImportError as e:
+        raise ConfigError(
+            f"--d2-config needs detectron2 ({e}); install it by its official guide"
+        ) from None
+    overrides = ["MODEL.OVDET.CLIP", args.clip] if args.clip else []
+    if args.ensemble:
+        overrides += ["MODEL.OVDET.ENSEMBLE.ENABLED", "True"]
+    predictor = OpenVocabularyD2Predictor(
+        args.d2_config, args.weights, classes=list(vocabulary.names), overrides=overrides,
+        device=args.device, batch_size=args.batch_size,
+    )  # fmt: skip
+    return D2DetectorAdapter(predictor), 16_777_216
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -97,10 +128,14 @@ def main(argv=None) -> int:
     vocabulary = Vocabulary.parse(args.classes)  # bad vocabularies fail before any loading
     files = collect_images(args.input)
     out_dir = check_writable_dir(args.output)
-    detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
-    if args.ensemble:
-        detector.enable_ensemble(True)
-    detector.set_classes(vocabulary)
+    if args.d2_config:
+        detector, max_load_pixels = _load_d2(args, vocabulary)
+    else:
+        detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
+        if args.ensemble:
+            detector.enable_ensemble(True)
+        detector.set_classes(vocabulary)
+        max_load_pixels = detector.cfg.INPUT.MAX_LOAD_PIXELS
 
     results, failed = [], []
     bar = tqdm(total=len(files), desc="detect", disable=args.no_progress, unit="img")
@@ -108,7 +143,7 @@ def main(argv=None) -> int:
         batch, arrays = [], []
         for path in files[start : start + args.batch_size]:
             try:
-                arrays.append(read_image(path, detector.cfg.INPUT.MAX_LOAD_PIXELS))
+                arrays.append(read_image(path, max_load_pixels))
                 batch.append(path)
             except ImageError as e:
                 logger.warning("skipping %s", e)

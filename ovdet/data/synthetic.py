@@ -189,8 +189,8 @@ class Scene:
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
     """Bilinearly upsampled Gaussian noise on a ``cells x cells`` grid: ``float[size, size, C]``."""
-    grid = rng.normal(size=(cells + 1, cells + 1, channels))
-    t = np.linspace(0.0, cells, size)
+    grid = rng.standard_normal(size=(cells + 1, cells + 1, channels), dtype=np.float32)
+    t = np.linspace(0.0, cells, size, dtype=np.float32)
     i = np.minimum(t.astype(np.int64), cells - 1)
     f = (t - i)[:, None, None]
     rows = grid[i] * (1.0 - f) + grid[i + 1] * f  # [size, cells + 1, C]
@@ -204,7 +204,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float]
     tint = rng.uniform(-12.0, 12.0, size=3)
     coarse = _smooth_noise(rng, size, int(rng.integers(2, 6)), 3) * rng.uniform(6.0, 24.0)
     fine = _smooth_noise(rng, size, int(rng.integers(10, 24)), 1) * rng.uniform(3.0, 10.0)
-    return level + tint + coarse + fine, level
+    return (level + tint + coarse + fine).astype(np.float32), level
 
 
 def _draw_clutter(rng: np.random.Generator, image: Image.Image) -> None:
@@ -359,7 +359,7 @@ def render_scene(
         patch = image[y : y + h, x : x + w]
         patch *= 1.0 - a
         patch += a * (rgb + shade[..., None])
-    image += rng.normal(scale=rng.uniform(2.0, 7.0), size=image.shape)
+    image += rng.standard_normal(size=image.shape, dtype=np.float32) * rng.uniform(2.0, 7.0)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
     boxes, areas = [], []
@@ -762,7 +762,10 @@ def generate_synthetic_dataset(
             raise DataError(f"output {root} exists and is not a directory")
         if any(root.iterdir()):
             if not overwrite:
-                raise DataError(f"output directory {root} is not empty (pass overwrite=True)")
+                raise DataError(
+                    f"output directory {root} is not empty; pass overwrite=True (--overwrite) "
+                    "to replace its dataset"
+                )
             for name in outputs:
                 path = root / name
                 if path.is_dir():

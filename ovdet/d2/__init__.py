@@ -1,0 +1,63 @@
+"""The detectron2 plugin of ovdet: config keys, heads, datasets, evaluator, trainer, predictor.
+
+Importing this package imports detectron2, registers
+:class:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads` in ``ROI_HEADS_REGISTRY`` (select it with
+``MODEL.ROI_HEADS.NAME: OpenVocabularyROIHeads``) and
+:class:`~ovdet.d2.distillation.OpenVocabularyRCNN` in ``META_ARCH_REGISTRY``, and registers the
+OV-COCO and OV-LVIS datasets (see :mod:`ovdet.d2.datasets`). detectron2 is not on the package
+registry: install it by its official guide,
+https://detectron2.readthedocs.io/en/latest/tutorials/install.html.
+"""
+
+try:
+    import detectron2  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "ovdet.d2 needs detectron2, which is not installed; install it by its official guide: "
+        "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
+    ) from e
+
+from ovdet.d2.config import add_ovdet_config, load_d2_config
+from ovdet.d2.datasets import (
+    get_dataset_split,
+    register_builtin_datasets,
+    register_ov_coco_dataset,
+    register_ov_lvis_dataset,
+)
+from ovdet.d2.distillation import OfflineDistillationMapper, OpenVocabularyRCNN
+from ovdet.d2.evaluator import OpenVocabularyEvaluator
+from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
+from ovdet.d2.predictor import OpenVocabularyD2Predictor
+from ovdet.d2.roi_heads import EnsembleSettings, OpenVocabularyROIHeads
+from ovdet.d2.trainer import OpenVocabularyTrainer
+from ovdet.d2.vocabulary import (
+    dataset_vocabulary,
+    text_embeddings,
+    training_vocabulary,
+    use_dataset_vocabulary,
+    use_vocabulary,
+)
+
+register_builtin_datasets()
+
+__all__ = [
+    "EnsembleSettings",
+    "OpenVocabularyD2Predictor",
+    "OfflineDistillationMapper",
+    "OpenVocabularyEvaluator",
+    "OpenVocabularyFastRCNNOutputLayers",
+    "OpenVocabularyRCNN",
+    "OpenVocabularyROIHeads",
+    "OpenVocabularyTrainer",
+    "add_ovdet_config",
+    "dataset_vocabulary",
+    "get_dataset_split",
+    "load_d2_config",
+    "register_builtin_datasets",
+    "register_ov_coco_dataset",
+    "register_ov_lvis_dataset",
+    "text_embeddings",
+    "training_vocabulary",
+    "use_dataset_vocabulary",
+    "use_vocabulary",
+]

@@ -1,0 +1,98 @@
+"""Config keys, and the model built from every YAML in configs/d2/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "detectron2", reason="detectron2 is not installed; see README (install by its official guide)"
+)
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+
+from ovdet.config import get_default_config  # noqa: E402
+from ovdet.d2 import OpenVocabularyRCNN, OpenVocabularyROIHeads, add_ovdet_config  # noqa: E402
+from ovdet.errors import ConfigError  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "d2"
+
+
+def _keys(node, prefix=""):
+    out = set()
+    for k, v in node.items():
+        if hasattr(v, "items"):
+            out |= _keys(v, f"{prefix}{k}.")
+        else:
+            out.add(f"{prefix}{k}")
+    return out
+
+
+def test_add_ovdet_config_adds_the_shared_keys():
+    cfg = get_cfg()
+    add_ovdet_config(cfg)
+    assert _keys(cfg.MODEL.OVDET) == _keys(get_default_config().MODEL.OVDET)
+    assert cfg.MODEL.OVDET.DISTILL.MODE == "none"
+    assert cfg.DATASETS.SPLIT == ""
+    cfg.merge_from_list(["MODEL.OVDET.TEMPERATURE", "30.0", "DATASETS.SPLIT", "ovcoco"])
+    assert cfg.MODEL.OVDET.TEMPERATURE == 30.0
+
+
+# Config -> (number of training classes, CLIP teacher expected, extra overrides).
+EXPECTED = {
+    "Base-OVDet-RCNN-FPN.yaml": (2, False, ["MODEL.OVDET.VOCABULARY", "cat, dog"]),
+    "instant_test.yaml": (2, True, []),
+    "ovcoco_vild_R50_FPN.yaml": (48, True, []),
+    "ovlvis_vild_R50_FPN.yaml": (866, True, []),
+}
+
+
+def test_every_yaml_is_tested():
+    assert sorted(p.name for p in CONFIG_DIR.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_model_builds_from_yaml(name, instant_cfg, instant_data):
+    classes, has_teacher, extra = EXPECTED[name]
+    # The real recipes download nothing here: CPU, the tiny local CLIP, no backbone weights.
+    cfg = instant_cfg()  # tiny CLIP + text cache of the test session
+    overrides = ["MODEL.OVDET.CLIP", cfg.MODEL.OVDET.CLIP]
+    overrides += ["MODEL.OVDET.TEXT_CACHE_DIR", cfg.MODEL.OVDET.TEXT_CACHE_DIR]
+    overrides += ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *extra]
+    from ovdet.d2 import load_d2_config
+
+    cfg = load_d2_config(str(CONFIG_DIR / name), overrides)
+    model = build_model(cfg)
+    assert isinstance(model, OpenVocabularyRCNN)
+    heads = model.roi_heads
+    assert isinstance(heads, OpenVocabularyROIHeads)
+    assert heads.num_classes == classes
+    predictor = heads.box_predictor
+    assert predictor.classifier.text_embeddings.shape == (classes, 32)  # tiny CLIP's D
+    assert predictor.bbox_pred.out_features == 4  # class-agnostic
+    assert (heads.clip_teacher is not None) == has_teacher
+    assert not any(k.startswith("roi_heads.clip_teacher") for k in model.state_dict())
+    if name.startswith("ov"):
+        assert cfg.MODEL.RESNETS.DEPTH == 50
+        assert heads.distill_mode == "online"
+
+
+def test_offline_distillation_needs_the_meta_architecture(instant_cfg, instant_data):
+    cfg = instant_cfg(
+        "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.OVDET.DISTILL.MODE", "offline"
+    )
+    with pytest.raises(ConfigError, match="OpenVocabularyRCNN"):
+        build_model(cfg)
+
+
+def test_training_dataset_must_hold_base_classes_only(instant_cfg, instant_data):
+    cfg = instant_cfg("DATASETS.TRAIN", "('ovdet_instant_val',)")  # holds a novel class
+    with pytest.raises(ConfigError, match="not base classes"):
+        build_model(cfg)
+
+
+def test_zero_distillation_weight_loads_no_clip_teacher(instant_cfg, instant_data):
+    model = build_model(instant_cfg("MODEL.OVDET.DISTILL.WEIGHT", "0.0"))
+    assert model.roi_heads.clip_teacher is None

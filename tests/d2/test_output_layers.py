@@ -1,0 +1,121 @@
+"""OpenVocabularyFastRCNNOutputLayers built from plain arguments (no YAML)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip(
+    "detectron2", reason="detectron2 is not installed; see README (install by its official guide)"
+)
+
+from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.modeling.box_regression import Box2BoxTransform  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from ovdet.d2 import OpenVocabularyFastRCNNOutputLayers  # noqa: E402
+from ovdet.errors import ConfigError  # noqa: E402
+
+FEATURES, DIM = 16, 8
+
+
+def _layers(num_classes: int = 5, **kwargs) -> OpenVocabularyFastRCNNOutputLayers:
+    torch.manual_seed(0)
+    return OpenVocabularyFastRCNNOutputLayers(
+        ShapeSpec(channels=FEATURES),
+        box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        embed_dim=DIM,
+        text_embeddings=torch.randn(num_classes, DIM),
+        **kwargs,
+    )
+
+
+def _proposals(n: int, size=(100, 120)) -> Instances:
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(n, 2, generator=g) * 60
+    wh = torch.rand(n, 2, generator=g) * 30 + 5
+    inst = Instances(size)
+    inst.proposal_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+    return inst
+
+
+def test_shapes_follow_the_vocabulary():
+    layers = _layers(5)
+    x = torch.randn(7, FEATURES)
+    scores, deltas = layers(x)
+    assert scores.shape == (7, 6) and deltas.shape == (7, 4)  # class-agnostic boxes
+    assert not hasattr(layers, "cls_score")
+    layers.set_vocabulary(torch.randn(11, DIM))
+    scores, deltas = layers(x)
+    assert scores.shape == (7, 12) and deltas.shape == (7, 4)
+    assert layers.num_classes == 11
+    assert layers.is_novel_class.shape == (11,)
+    with pytest.raises(ValueError):
+        layers.set_vocabulary(torch.randn(3, DIM), torch.zeros(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 9])
+def test_inference_labels_index_the_current_vocabulary(num_classes):
+    layers = _layers(4, test_score_thresh=0.0, test_topk_per_image=1000, test_nms_thresh=1.01)
+    layers.set_vocabulary(torch.randn(num_classes, DIM))
+    x = torch.randn(20, FEATURES) * 3
+    proposals = [_proposals(20)]
+    predictions = layers(x)
+    (instances,), (kept,) = layers.inference(predictions, proposals)
+    probs = F.softmax(predictions[0], dim=-1)
+    assert len(instances) > 0
+    labels = instances.pred_classes
+    assert int(labels.max()) < num_classes
+    # Each detection's score is the probability of its label for its proposal.
+    assert torch.allclose(instances.scores, probs[kept, labels])
+    # With NMS off and no threshold, every (proposal, class) pair is a detection.
+    assert len(instances) == 20 * num_classes
+
+
+def test_permuting_the_vocabulary_permutes_the_labels():
+    layers = _layers(4, test_score_thresh=0.01)
+    text = torch.randn(4, DIM)
+    x = torch.randn(15, FEATURES) * 3
+    proposals = [_proposals(15)]
+    layers.set_vocabulary(text)
+    (a,), _ = layers.inference(layers(x), proposals)
+    perm = torch.tensor([3, 1, 0, 2])
+    layers.set_vocabulary(text[perm])
+    (b,), _ = layers.inference(layers(x), proposals)
+    inverse = torch.argsort(perm)
+    key_a = sorted(zip(a.scores.tolist(), inverse[a.pred_classes].tolist()))
+    key_b = sorted(zip(b.scores.tolist(), b.pred_classes.tolist()))
+    assert [lab for _, lab in key_a] == [lab for _, lab in key_b]
+    assert [s for s, _ in key_a] == pytest.approx([s for s, _ in key_b], abs=1e-6)
+
+
+def test_losses_are_vild_text_and_detectron2_box_loss():
+    layers = _layers(5, loss_weight={"loss_text": 2.0, "loss_box_reg": 0.5})
+    layers.set_vocabulary(torch.randn(3, DIM))  # background is now class 3
+    x = torch.randn(6, FEATURES)
+    props = _proposals(6)
+    props.gt_classes = torch.tensor([0, 1, 2, 3, 3, 1])  # 3 is background
+    props.gt_boxes = Boxes(props.proposal_boxes.tensor + 2.0)
+    predictions = layers(x)
+    with EventStorage(0):  # detectron2 logs classification accuracy there
+        losses = layers.losses(predictions, [props])
+    assert set(losses) == {"loss_text", "loss_box_reg"}
+    expected = 2.0 * F.cross_entropy(predictions[0], props.gt_classes)
+    assert torch.allclose(losses["loss_text"], expected)
+    assert losses["loss_box_reg"] > 0
+    losses["loss_text"].backward()
+    assert layers.classifier.projection.weight.grad is not None
+
+    props.gt_classes = torch.full((6,), 3)  # all background: no box loss
+    with EventStorage(0):
+        losses = layers.losses(layers(x), [props])
+    assert float(losses["loss_box_reg"].detach()) == 0.0
+
+
+def test_unsupported_options_raise():
+    with pytest.raises(ConfigError):
+        _layers(3, use_sigmoid_ce=True)
+    with pytest.raises(ConfigError):
+        _layers(3, cls_agnostic_bbox_reg=False)
