@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ovdet.clip import ClipSpec
 from ovdet.config import config_from_dict
 from ovdet.data.image_io import read_image
 from ovdet.data.transforms import build_augmentation
@@ -51,6 +52,14 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def _check_embed_dim(clip_dim: int, model_dim: int, clip) -> None:
+    if model_dim and clip_dim != model_dim:
+        raise CheckpointError(
+            f"CLIP {clip} embeds into {clip_dim} dimensions but the detector was trained with a "
+            f"{model_dim}-dimensional CLIP; use that CLIP or one of the same embedding size"
+        )
 
 
 class OVDetector:
@@ -104,10 +113,11 @@ class OVDetector:
         if cfg.MODEL.META_ARCHITECTURE != "OpenVocabularyRCNN":
             raise CheckpointError(f"{path} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model")
         cfg.MODEL.DEVICE = device
-        if clip:
-            cfg.MODEL.OVDET.CLIP = clip
         if state.get("embed_dim"):
             cfg.MODEL.OVDET.EMBED_DIM = int(state["embed_dim"])
+        if clip:
+            cfg.MODEL.OVDET.CLIP = clip
+            _check_embed_dim(ClipSpec.parse(clip).embed_dim, cfg.MODEL.OVDET.EMBED_DIM, clip)
         merge_overrides(cfg, list(overrides))
         cfg.freeze()
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -131,12 +141,14 @@ class OVDetector:
         if vocab.names == tuple(self.class_names):
             return
         text = self._text(vocab)
+        _check_embed_dim(text.shape[1], self.model.roi_heads.classifier.embed_dim, self._text.spec)
         train = {n.lower() for n in self.train_class_names}
         is_novel = torch.tensor([n.lower() not in train for n in vocab.names])
         self.model.set_vocabulary(text.to(self.device), is_novel)
         self.class_names = list(vocab.names)
 
-    def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, float]:
+    def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy))."""
         if isinstance(image, (str, Path)):
             array = read_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
         elif isinstance(image, Image.Image):
@@ -151,7 +163,9 @@ class OVDetector:
                 raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
         out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
         tensor = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
-        return tensor.float().div_(255.0), out["image"].shape[0] / array.shape[0]
+        # Per axis: rounding makes them differ, by a lot for thin images (1 x 1000 -> 1 x 64).
+        sx, sy = tensor.shape[2] / array.shape[1], tensor.shape[1] / array.shape[0]
+        return tensor.float().div_(255.0), torch.tensor([sx, sy, sx, sy])
 
     @torch.no_grad()
     def predict(
@@ -194,7 +208,7 @@ class OVDetector:
                 for (_, scale), out in zip(prepared, outputs):
                     results.append(
                         Detections(
-                            boxes=(out["boxes"].float() / scale).cpu().numpy(),
+                            boxes=(out["boxes"].float().cpu() / scale).numpy(),
                             scores=out["scores"].float().cpu().numpy(),
                             labels=out["labels"].cpu().numpy(),
                             class_names=self.class_names,

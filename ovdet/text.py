@@ -149,15 +149,18 @@ class Vocabulary:
         if path.suffix == ".json":
             return cls.from_coco_json(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a BOM
         except (OSError, UnicodeDecodeError) as e:
             raise VocabularyError(f"cannot read vocabulary file {path}: {e}") from e
         names, synonyms = [], []
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
-            parts = [p.strip() for p in line.split(",") if p.strip()]
+            parts = [p.strip() for p in line.split(",")]
+            if not parts[0]:
+                raise VocabularyError(f"{path}, line {number}: no class name before the comma")
+            parts = [p for p in parts if p]
             names.append(parts[0])
             synonyms.append(tuple(parts[1:]))
         if not names:
@@ -168,14 +171,26 @@ class Vocabulary:
     def from_coco_json(cls, path: str | Path) -> Vocabulary:
         """From the ``categories`` of a COCO/LVIS JSON (LVIS ``synonyms`` are kept)."""
         try:
-            with open(path, encoding="utf-8") as f:
-                cats = json.load(f)["categories"]
-            names = [c["name"].replace("_", " ").strip() for c in cats]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+            with open(path, encoding="utf-8-sig") as f:
+                data = json.load(f)
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
             raise VocabularyError(f"cannot read categories from {path}: {e}") from e
-        synonyms = []
-        for cat, name in zip(cats, names):
-            extra = [s.replace("_", " ").strip() for s in cat.get("synonyms", [])]
+        cats = data.get("categories") if isinstance(data, dict) else None
+        if not isinstance(cats, list):
+            raise VocabularyError(f"{path} holds no 'categories' list")
+        names, synonyms = [], []
+        for i, cat in enumerate(cats):
+            name = cat.get("name") if isinstance(cat, dict) else None
+            if not isinstance(name, str):
+                raise VocabularyError(f"{path}: categories[{i}] has no 'name' string")
+            name = name.replace("_", " ").strip()
+            extra = cat.get("synonyms") or []
+            if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
+                raise VocabularyError(
+                    f"{path}: the 'synonyms' of category {name!r} must be a list of strings"
+                )
+            extra = [s.replace("_", " ").strip() for s in extra]
+            names.append(name)
             synonyms.append(tuple(s for s in dict.fromkeys(extra) if s and s != name))
         return cls(tuple(names), tuple(synonyms))
 

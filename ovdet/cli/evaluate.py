@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ovdet.errors import OvdetError
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
+from ovdet.utils.io import atomic_write_json, check_writable_dir
 
 __all__ = ["build_parser", "main"]
 
@@ -110,7 +112,17 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     return predict_coco_dataset(args.checkpoint, args.gt, args.image_root, device, args.batch_size)
 
 
+def _check_output(output: str) -> None:
+    """Fail before any work if ``--output`` cannot be written (a folder, unwritable, full)."""
+    path = Path(output)
+    if path.is_dir():
+        raise _UsageError(f"--output {output} is a folder; give a file name such as metrics.json")
+    check_writable_dir(path.parent)
+
+
 def _run(args: argparse.Namespace) -> None:
+    if args.output:
+        _check_output(args.output)
     dataset = load_ground_truth(args.gt)
     results = args.results if args.results is not None else _predict(args)
     if args.split == "lvis" or is_lvis(dataset):
@@ -119,8 +131,6 @@ def _run(args: argparse.Namespace) -> None:
         metrics = evaluate_coco(dataset, results, split=args.split)
     print(format_table(metrics))
     if args.output:
-        from ovdet.utils.io import atomic_write_json  # imported here: it imports torch
-
         atomic_write_json(metrics, args.output)
         logger.info("Wrote metrics to %s", args.output)
 

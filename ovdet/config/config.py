@@ -103,6 +103,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop(_BASE_KEY, None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{_BASE_KEY} in {path} must name a config file, got {base!r}")
     merged = _read_yaml(path.parent / base, seen + (path,))
     _deep_update(merged, data)
     return merged
@@ -119,8 +121,8 @@ def _deep_update(dst: dict, src: dict) -> None:
 def _parse_override_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text  # e.g. "{[]: 1}" (TypeError: unhashable) or deep nesting: kept as text
 
 
 def merge_overrides(cfg: CN, overrides: Sequence[str]) -> CN:

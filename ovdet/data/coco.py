@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,13 +56,21 @@ class DatasetRecords:
     counts: Counter = field(default_factory=Counter)
 
 
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
         raise DataError(f"cannot read annotation file {path}: {e}") from e
     if not isinstance(data, dict):
         raise DataError(f"annotation file {path} must hold a JSON object")
@@ -73,8 +83,12 @@ def _read_json(path: Path) -> dict:
 def _check_categories(categories: list, path: Path) -> None:
     seen_ids, seen_names = set(), set()
     for cat in categories:
-        if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
-            raise DataError(f"{path}: each category needs an 'id' and a 'name'; got {cat!r}")
+        if not (
+            isinstance(cat, dict) and _is_int(cat.get("id")) and isinstance(cat.get("name"), str)
+        ):
+            raise DataError(
+                f"{path}: each category needs an integer 'id' and a 'name'; got {cat!r:.100}"
+            )
         if cat["id"] in seen_ids:
             raise DataError(f"{path}: category id {cat['id']} is used twice")
         if cat["name"] in seen_names:
@@ -127,20 +141,30 @@ def load_coco_detection(
     counts: Counter = Counter()
     images: dict[int, dict] = {}
     for img in data["images"]:
-        try:
-            images[img["id"]] = img
-            int(img["width"]), int(img["height"]), str(img["file_name"])
-        except (KeyError, TypeError, ValueError) as e:
+        ok = isinstance(img, dict) and _is_int(img.get("id"))
+        ok = ok and isinstance(img.get("file_name"), str) and bool(img["file_name"])
+        ok = ok and all(
+            _is_number(img.get(k)) and math.isfinite(img[k]) and img[k] > 0
+            for k in ("width", "height")
+        )
+        if not ok:
             raise DataError(
-                f"{json_file}: each image needs id, file_name, width, height; got {img!r}"
-            ) from e
+                f"{json_file}: each image needs an integer id, a file_name and a positive width "
+                f"and height; got {img!r:.100}"
+            )
+        images[img["id"]] = img
 
     per_image: dict[int, tuple[list, list]] = {i: ([], []) for i in images}
     for ann in data["annotations"]:
         try:
             image_id, cat_id, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
         except (KeyError, TypeError) as e:
-            raise DataError(f"{json_file}: annotation {ann!r} lacks {e}") from e
+            raise DataError(f"{json_file}: annotation {ann!r:.100} lacks {e}") from e
+        if not (_is_int(image_id) and _is_int(cat_id)):
+            raise DataError(
+                f"{json_file}: annotation {ann.get('id')!r:.20} needs an integer image_id and "
+                "category_id"
+            )
         if cat_id not in known:
             raise DataError(
                 f"{json_file}: annotation {ann.get('id')} has unknown category id {cat_id}"
@@ -153,7 +177,7 @@ def load_coco_detection(
         if cat_id not in contiguous:
             counts["annotations of other split kinds removed"] += 1
             continue
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
             counts["malformed boxes dropped"] += 1
             continue
         x, y, w, h = (float(v) for v in bbox)

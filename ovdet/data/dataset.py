@@ -42,7 +42,7 @@ class DetectionDataset(Dataset):
         """``(index, seed)`` or ``index`` -> (Tensor[3, H, W] in [0, 1], target dict).
 
         The target holds ``boxes`` Tensor[K, 4], ``labels`` Tensor[K] (1..C), ``image_id``,
-        ``scale`` (resized / original size) and, with a distill store, ``distill_boxes``
+        ``scale`` (x, y: resized / original size) and, with a distill store, ``distill_boxes``
         Tensor[M, 4] and ``distill_embeddings`` Tensor[M, D].
         """
         index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
@@ -73,7 +73,7 @@ class DetectionDataset(Dataset):
             "boxes": out_boxes[is_gt],
             "labels": torch.as_tensor(rec.labels)[indices[is_gt]],
             "image_id": rec.image_id,
-            "scale": img.shape[1] / rec.height,
+            "scale": (img.shape[2] / rec.width, img.shape[1] / rec.height),
         }
         if distill is not None:
             keep = indices[~is_gt] - num_gt

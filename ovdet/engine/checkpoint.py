@@ -49,23 +49,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a PyTorch checkpoint ({str(e)[:80]})"
-        ) from e
     except Exception as e:  # unpickling garbage can raise almost anything
-        raise CheckpointError(f"checkpoint {path} cannot be read: {type(e).__name__}") from e
+        reason = " ".join(str(e).split())[:80]  # one line
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a PyTorch checkpoint "
+            f"({type(e).__name__}: {reason})"
+        ) from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an ovdet checkpoint (no 'model' entry)")
     return state
 
 
-def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+def load_model_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], source: str, strict: bool = True
+) -> None:
     """Load detector weights, explaining mismatches instead of a shape traceback.
 
     The CLIP teacher (``clip_teacher.*``) is never in checkpoints and is ignored.
+
+    Args:
+        strict: every weight of the model must be in ``weights`` and nothing else (inference
+            and resume: a weight left at random init would silently ruin the results). With
+            ``False`` (initialising a fine-tuning run) missing and unexpected weights are only
+            logged, unless more than half the model is missing.
+
+    Raises:
+        CheckpointError: a weight of another shape, or missing / unexpected weights as above.
     """
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("clip_teacher.")}
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise CheckpointError(f"{source} holds no weights dict of tensors under 'model'")
     mismatched = [
         f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
         for k, v in own.items()
@@ -73,8 +86,15 @@ def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], sourc
     ]
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
-    if mismatched or len(missing) > 0.5 * len(own):
-        detail = mismatched[0] if mismatched else f"{len(missing)} weights missing"
+    if mismatched or len(missing) > 0.5 * len(own) or (strict and (missing or unexpected)):
+        detail = (
+            mismatched[0]
+            if mismatched
+            else (
+                f"{len(missing)} weights missing and {len(unexpected)} unexpected, e.g. "
+                f"{(missing + unexpected)[0]}"
+            )
+        )
         raise CheckpointError(
             f"{source} does not fit this model (another architecture, backbone or CLIP "
             f"dimension?): {detail}"

@@ -5,21 +5,28 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ovdet.data.coco import DatasetRecords
 from ovdet.data.dataset import DetectionDataset, collate
 from ovdet.data.transforms import build_augmentation
+from ovdet.errors import ImageError
 
 __all__ = ["detections_to_coco", "inference_on_records", "predict_coco_dataset"]
 
 logger = logging.getLogger(__name__)
 
 
-def detections_to_coco(det: dict, image_id: int, scale: float, category_ids) -> list[dict]:
-    """One image's detections (in resized pixels) -> COCO results (original pixels, xywh)."""
-    boxes = det["boxes"].float().cpu() / scale
+def detections_to_coco(
+    det: dict, image_id: int, scale: float | tuple[float, float], category_ids
+) -> list[dict]:
+    """One image's detections (in resized pixels) -> COCO results (original pixels, xywh).
+
+    ``scale`` is resized / original size: one factor, or (x, y) factors.
+    """
+    sx, sy = scale if isinstance(scale, (tuple, list)) else (scale, scale)
+    boxes = det["boxes"].float().cpu() / torch.tensor([sx, sy, sx, sy])
     scores = det["scores"].float().cpu().tolist()
     labels = det["labels"].cpu().tolist()
     out = []
@@ -54,25 +61,62 @@ def inference_on_records(
         records: the dataset (its ``category_ids`` map class indices to COCO ids).
 
     Returns:
-        COCO-format results.
+        COCO-format results. Images that cannot be read are skipped with a warning: they get no
+        detections.
     """
-    dataset = DetectionDataset(
-        records, build_augmentation(cfg, is_train=False), max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS
+    dataset = _SkipUnreadable(
+        DetectionDataset(
+            records,
+            build_augmentation(cfg, is_train=False),
+            max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS,
+        )
     )
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=0, collate_fn=collate, shuffle=False
+        dataset, batch_size=batch_size, num_workers=0, collate_fn=_collate_readable, shuffle=False
     )
     model.eval()
     results = []
     use_amp = torch.device(device).type == "cuda" and cfg.SOLVER.AMP.ENABLED
     for images, targets in tqdm(loader, desc="inference", disable=not progress, leave=False):
+        if not images:
+            continue
         with torch.autocast("cuda", enabled=use_amp):
             dets = model([im.to(device) for im in images])
         for det, t in zip(dets, targets):
             if closed_set:
                 det = {**det, "labels": det["labels"] - 1}
             results.extend(detections_to_coco(det, t["image_id"], t["scale"], records.category_ids))
+    if dataset.failed:
+        logger.warning(
+            "%d image(s) could not be read and have no detections: %s",
+            len(dataset.failed),
+            "; ".join(dataset.failed[:3]),
+        )
     return results
+
+
+class _SkipUnreadable(Dataset):
+    """A dataset whose unreadable images give ``None`` (and are listed in ``failed``), so that
+    one bad file does not throw away the detections of every other image."""
+
+    def __init__(self, dataset: DetectionDataset) -> None:
+        self.dataset = dataset
+        self.failed: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except ImageError as e:
+            self.failed.append(str(e))
+            return None
+
+
+def _collate_readable(batch: list) -> tuple[list, list]:
+    batch = [item for item in batch if item is not None]
+    return collate(batch) if batch else ([], [])
 
 
 def predict_coco_dataset(

@@ -109,7 +109,7 @@ class Trainer:
         self.start_iter = 0
         if cfg.MODEL.WEIGHTS:
             state = load_checkpoint(cfg.MODEL.WEIGHTS)
-            load_model_weights(self.model, state["model"], cfg.MODEL.WEIGHTS)
+            load_model_weights(self.model, state["model"], cfg.MODEL.WEIGHTS, strict=False)
         if resume:
             self._resume()
         self._interrupted = False
@@ -241,11 +241,14 @@ class Trainer:
         path = self.output_dir / "metrics.jsonl"
         if not self.is_main or not path.is_file():
             return
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= iteration
-        ]
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by SIGKILL or a full disk
+                continue
+            if isinstance(entry, dict) and entry.get("iteration", 0) <= iteration:
+                kept.append(line)
         with atomic_open(path, "w") as f:
             f.write("".join(line + "\n" for line in kept))
 

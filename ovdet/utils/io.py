@@ -9,9 +9,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-import torch
-
 __all__ = ["atomic_open", "atomic_torch_save", "atomic_write_json", "check_writable_dir"]
+
+_UMASK = os.umask(0o022)  # read the process umask (only settable), then restore it
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -25,6 +26,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; open() would not
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -37,6 +39,8 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through :func:`atomic_open`."""
+    import torch  # here, so that tools which write no tensors do not import torch
+
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
