@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -137,8 +138,12 @@ class Trainer:
                     "MODEL.OVDET.VOCABULARY must name the training classes "
                     f"({len(names)} classes); differs from the dataset's base classes"
                 )
-        text = build_text_classifier(cfg, self.device, self.clip)(names)
-        self.model.set_vocabulary(text.to(self.device))
+        # One builder for the whole run: it keeps the CLIP it loads and the weights digest of
+        # the cache key (hashing a weights file or a loaded model), which a new builder per
+        # evaluation would compute again.
+        self.text_builder = build_text_classifier(cfg, self.device, self.clip)
+        self.train_text = self.text_builder(names).to(self.device)
+        self.model.set_vocabulary(self.train_text)
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -291,13 +296,18 @@ class Trainer:
                     with torch.autocast("cuda", enabled=self.amp):
                         losses = model(images, targets)
                     total = sum(losses.values())
-                    if not torch.isfinite(total):
-                        raise FloatingPointError(
-                            f"loss became {total.item()} at iteration {iteration}: {losses}"
-                        )
                     self.scaler.scale(total / accum).backward()
-                    for k, v in losses.items():
-                        loss_sums[k] = loss_sums.get(k, 0.0) + v.item() / accum
+                    # One device-to-host copy per step for the check and the logged values, once
+                    # the backward pass is queued (not one synchronisation per loss term).
+                    values = torch.stack(
+                        [total.detach().float(), *(v.detach().float() for v in losses.values())]
+                    ).tolist()
+                    if not math.isfinite(values[0]):
+                        raise FloatingPointError(
+                            f"loss became {values[0]} at iteration {iteration}: {losses}"
+                        )
+                    for k, v in zip(losses, values[1:]):
+                        loss_sums[k] = loss_sums.get(k, 0.0) + v / accum
                 if cfg.SOLVER.CLIP_GRADIENTS > 0:
                     self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS)
@@ -375,16 +385,15 @@ class Trainer:
         )
         model = self._bare_model()
         if not self.closed_set:
-            text = build_text_classifier(cfg, self.device, self.clip)(records.class_names)
+            text = self.text_builder(records.class_names)
             train_names = set(self.class_names)
             is_novel = torch.tensor([n not in train_names for n in records.class_names])
             model.set_vocabulary(text.to(self.device), is_novel)
         results = inference_on_records(
             model, records, cfg, self.device, closed_set=self.closed_set, progress=self.progress
         )
-        if not self.closed_set:  # back to the training vocabulary
-            text = build_text_classifier(cfg, self.device, self.clip)(self.class_names)
-            model.set_vocabulary(text.to(self.device))
+        if not self.closed_set:  # back to the training vocabulary (kept in memory)
+            model.set_vocabulary(self.train_text)
         metrics = evaluate_coco(cfg.DATASETS.TEST_JSON, results, records.split)
         flat = {}
         for group in ("all", "base", "novel"):

@@ -30,3 +30,11 @@ class OpenVocabularyBoxPredictor(nn.Module):
         embeddings = self.classifier.embed(features)
         logits = self.classifier.logits_from_embeddings(embeddings)
         return logits, self.bbox_pred(features), embeddings
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference: Tensor[N, F] -> (class probabilities [N, C] without background, box
+        deltas [N, 4], embeddings [N, D]); see :meth:`ZeroShotClassifier.probabilities`."""
+        embeddings = self.classifier.embed(features)
+        probs = self.classifier.probabilities(embeddings)
+        return probs, self.bbox_pred(features), embeddings

@@ -70,13 +70,28 @@ class ClipRegionTeacher(nn.Module):
     @torch.no_grad()
     def crops(self, images: torch.Tensor, boxes: Sequence[torch.Tensor], scale: float):
         """RoIAlign crops. images: Tensor[B, 3, H, W] in [0, 1] -> Tensor[sum N_i, 3, S, S]."""
-        rois = [scale_boxes(b.to(images.dtype), scale) for b in boxes]
+        return self._crops(images, boxes, (scale,))
+
+    def _crops(
+        self, images: torch.Tensor, boxes: Sequence[torch.Tensor], scales: Sequence[float]
+    ) -> torch.Tensor:
+        """Crops of every box at every scale in one RoIAlign call, scale-major:
+        Tensor[len(scales) * sum N_i, 3, S, S]."""
+        index = torch.cat(
+            [torch.full((len(b), 1), i, dtype=images.dtype, device=images.device)
+             for i, b in enumerate(boxes)]
+        )  # fmt: skip
+        flat = torch.cat([b.to(images.dtype) for b in boxes])
+        rois = torch.cat([torch.cat([index, scale_boxes(flat, s)], dim=1) for s in scales])
         size = (self.crop_size, self.crop_size)
         return roi_align(images, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
         """CLIP embeddings of boxes.
+
+        Every box of every image at every scale is cropped by one RoIAlign call and encoded in
+        batches of ``chunk_size`` crops (no loop over boxes, images or scales).
 
         Args:
             images: Tensor[B, 3, H, W], RGB in [0, 1].
@@ -85,16 +100,16 @@ class ClipRegionTeacher(nn.Module):
         Returns:
             Tensor[sum N_i, D], L2-normalised, in the order of ``boxes``.
         """
-        total = None
-        for scale in self.crop_scales:
-            crops = self.crops(images, boxes, scale)
-            parts = []
-            for start in range(0, crops.shape[0], self.chunk_size):
-                chunk = (crops[start : start + self.chunk_size] - self.mean) / self.std
-                parts.append(F.normalize(self.visual(chunk).float(), dim=-1))
-            emb = torch.cat(parts) if parts else crops.new_zeros((0, self._embed_dim()))
-            total = emb if total is None else total + emb
-        return F.normalize(total, dim=-1)
+        num_boxes = sum(len(b) for b in boxes)
+        if num_boxes == 0:
+            return images.new_zeros((0, self._embed_dim()), dtype=torch.float32)
+        crops = self._crops(images, boxes, self.crop_scales)
+        parts = []
+        for start in range(0, crops.shape[0], self.chunk_size):
+            chunk = (crops[start : start + self.chunk_size] - self.mean) / self.std
+            parts.append(F.normalize(self.visual(chunk).float(), dim=-1))
+        per_scale = torch.cat(parts).view(len(self.crop_scales), num_boxes, -1)
+        return F.normalize(per_scale.sum(dim=0), dim=-1)
 
     def _embed_dim(self) -> int:
         proj = getattr(self.visual, "proj", None)

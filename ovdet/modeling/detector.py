@@ -40,10 +40,33 @@ _BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 class NormalizeOnlyTransform(GeneralizedRCNNTransform):
-    """Normalises and batches images; resizing is done by the data pipeline (as in detectron2)."""
+    """Normalises and batches images; resizing is done by the data pipeline (as in detectron2).
+
+    The mean and std are buffers on the model's device (torchvision's transform copies them
+    from Python lists to the device for every image).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(self.image_mean).view(3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(self.image_std).view(3, 1, 1), persistent=False
+        )
 
     def resize(self, image, target=None):
         return image, target
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Tensor[3, H, W] in [0, 1] -> normalised."""
+        if not image.is_floating_point():
+            raise TypeError(f"images must be float tensors in [0, 1], got {image.dtype}")
+        return (image - self.pixel_mean.to(image)) / self.pixel_std.to(image)
+
+    def unnormalize(self, tensors: torch.Tensor) -> torch.Tensor:
+        """Tensor[B, 3, H, W] normalised -> back in [0, 1] (padding becomes the mean)."""
+        return tensors * self.pixel_std.to(tensors) + self.pixel_mean.to(tensors)
 
 
 class OpenVocabularyRCNN(FasterRCNN):
@@ -125,9 +148,8 @@ class OpenVocabularyRCNN(FasterRCNN):
         )
 
     def _unnormalize(self, tensors: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(PIXEL_MEAN, device=tensors.device, dtype=tensors.dtype)
-        std = torch.tensor(PIXEL_STD, device=tensors.device, dtype=tensors.dtype)
-        return tensors * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+        """The batched, normalised images back in [0, 1] (for the CLIP teacher)."""
+        return self.transform.unnormalize(tensors)
 
     def forward(self, images, targets=None):
         """Losses dict (training) or a list of detection dicts (inference), as torchvision."""

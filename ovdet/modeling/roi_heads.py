@@ -11,7 +11,39 @@ from ovdet.modeling.box_predictor import OpenVocabularyBoxPredictor
 from ovdet.modeling.ensemble import ensemble_scores
 from ovdet.modeling.losses import box_regression_loss, vild_text_loss
 
-__all__ = ["OpenVocabularyRoIHeads"]
+__all__ = ["OpenVocabularyRoIHeads", "threshold_scores"]
+
+
+def threshold_scores(
+    probs: torch.Tensor, score_thresh: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (region, class) pairs whose probability exceeds ``score_thresh``.
+
+    Regions with any class above the threshold are usually few, so for vocabularies of 256
+    classes or more the comparison and the ``nonzero`` search run on their rows only, not on
+    all ``N x C`` probabilities (one pass over the rows finds them). ``probs`` may be a strided
+    view; it is never flattened (which would copy it).
+
+    Args:
+        probs: Tensor[N, C], class probabilities (C >= 1).
+        score_thresh: keep probabilities strictly above it.
+
+    Returns:
+        (region index Tensor[K], class index Tensor[K], score Tensor[K]), ordered by region,
+        then class.
+    """
+    rows = None
+    if probs.shape[1] >= 256:  # below, the extra pass costs more than it saves
+        rows = torch.nonzero(probs.amax(dim=1) > score_thresh).squeeze(1)
+        if rows.numel() < probs.shape[0]:
+            probs = probs[rows]
+        else:
+            rows = None
+    box_idx, labels = torch.nonzero(probs > score_thresh).unbind(1)
+    scores = probs[box_idx, labels]
+    if rows is not None:
+        box_idx = rows[box_idx]
+    return box_idx, labels, scores
 
 
 class OpenVocabularyRoIHeads(RoIHeads):
@@ -83,9 +115,11 @@ class OpenVocabularyRoIHeads(RoIHeads):
             return [], losses
 
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        logits, deltas, embeddings = self.box_predictor(box_features)
+        # One matrix product scores every region against the whole vocabulary, and one box per
+        # region is decoded (class-agnostic): the product, the softmax and the threshold are the
+        # only work that grows with the vocabulary.
+        probs, deltas, embeddings = self.box_predictor.predict(box_features)
         boxes = self.box_coder.decode(deltas, proposals).reshape(-1, 4)
-        probs = F.softmax(logits, dim=-1)[:, :-1]
         counts = [len(p) for p in proposals]
         detections = []
         offset = 0
@@ -110,13 +144,10 @@ class OpenVocabularyRoIHeads(RoIHeads):
             keep = probs.max(dim=1).values.topk(min(top_k, boxes.shape[0])).indices
             boxes, probs, proposal_index = boxes[keep], probs[keep], proposal_index[keep]
             crop_emb = teacher(image, [boxes])
-            clip_probs = F.softmax(clip_t * crop_emb @ self.classifier.text_embeddings.t(), -1)
+            clip_logits = (clip_t * crop_emb.float()) @ self.classifier.text_embeddings.t()
+            clip_probs = F.softmax(clip_logits, -1)
             probs = ensemble_scores(probs, clip_probs, self.is_novel_class, base_w, novel_w)
-        num_classes = probs.shape[1]
-        flat = probs.reshape(-1)
-        idx = torch.nonzero(flat > self.score_thresh).squeeze(1)
-        box_idx, labels = idx // num_classes, idx % num_classes
-        scores = flat[idx]
+        box_idx, labels, scores = threshold_scores(probs, self.score_thresh)
         det_boxes = boxes[box_idx]
         keep = box_ops.remove_small_boxes(det_boxes, min_size=1e-2)
         box_idx, labels, scores, det_boxes = (
