@@ -9,7 +9,7 @@ README = Path(__file__).with_name("README.md")
 setup(
     name="ovdet",
     version="0.1.0",
-    description="Open-vocabulary object detection (ViLD / Detic style) on torchvision and detectron2",
+    description="Open-vocabulary object detection (ViLD / Detic style), torchvision and detectron2",
     long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",

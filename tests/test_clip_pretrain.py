@@ -29,10 +29,10 @@ def test_tiny_clip_config_loads():
     tokens = tokenizer(["a photo of a small purple hexagon", "red circle"])
     assert tokens.shape == (2, 16)
     with torch.no_grad():
-        image = model.encode_image(torch.zeros(2, 3, 48, 48))
+        image = model.encode_image(torch.zeros(2, 3, 32, 32))
         text = model.encode_text(tokens)
-    assert image.shape == text.shape == (2, 128)
-    assert model.visual.image_size == (48, 48)
+    assert image.shape == text.shape == (2, 64)
+    assert model.visual.image_size == (32, 32)
 
 
 def test_log_levels():

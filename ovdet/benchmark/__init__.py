@@ -1,0 +1,1 @@
+"""The synthetic open-vocabulary benchmark: stages, baselines and the results table."""
