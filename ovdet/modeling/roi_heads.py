@@ -64,6 +64,11 @@ class OpenVocabularyRoIHeads(RoIHeads):
         self.box_loss_weight = box_loss_weight
         self.register_buffer("is_novel_class", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.ensemble = None  # (teacher, base_weight, novel_weight, clip_temperature, top_k)
+        # Candidates (region, class pairs) kept for NMS, the highest-scoring ones. NMS only lets
+        # a higher-scoring box suppress a lower one, so this changes nothing while at least
+        # ``detections_per_img`` survive among them; it bounds NMS work for huge vocabularies
+        # with a score threshold near 0 (20,000 classes x 1000 proposals = 2e7 pairs).
+        self.max_candidates = max(1000, 10 * self.detections_per_img)
 
     @property
     def classifier(self):
@@ -148,6 +153,9 @@ class OpenVocabularyRoIHeads(RoIHeads):
             clip_probs = F.softmax(clip_logits, -1)
             probs = ensemble_scores(probs, clip_probs, self.is_novel_class, base_w, novel_w)
         box_idx, labels, scores = threshold_scores(probs, self.score_thresh)
+        if scores.numel() > self.max_candidates:
+            top = scores.topk(self.max_candidates).indices
+            box_idx, labels, scores = box_idx[top], labels[top], scores[top]
         det_boxes = boxes[box_idx]
         keep = box_ops.remove_small_boxes(det_boxes, min_size=1e-2)
         box_idx, labels, scores, det_boxes = (
