@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import boxes as box_ops
 
 from ovdet.modeling.clip_teacher import ClipRegionTeacher
+from ovdet.modeling.roi_heads import select_detections
 
 __all__ = ["ClipOnProposals"]
 
@@ -70,10 +70,8 @@ class ClipOnProposals(nn.Module):
 
     def _postprocess(self, boxes: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Tensor[N, 4], Tensor[N, C] -> thresholded, per-class NMS detections."""
-        num_classes = probs.shape[1]
-        flat = probs.reshape(-1)
-        idx = torch.nonzero(flat > self.score_thresh).squeeze(1)
-        box_boxes, labels, scores = boxes[idx // num_classes], idx % num_classes, flat[idx]
-        keep = box_ops.batched_nms(box_boxes, scores, labels, self.nms_thresh)
-        keep = keep[: self.detections_per_img]
-        return {"boxes": box_boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+        box_idx, labels, scores = select_detections(
+            boxes, probs, self.score_thresh, self.nms_thresh, self.detections_per_img,
+            self.detector.roi_heads.max_candidates,
+        )  # fmt: skip
+        return {"boxes": boxes[box_idx], "scores": scores, "labels": labels}

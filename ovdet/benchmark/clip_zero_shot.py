@@ -55,7 +55,7 @@ def crop_zero_shot_accuracy(
     names = list(split.base) + list(split.novel)
     text = TextClassifierBuilder(clip, templates, cache_dir="")(Vocabulary.from_names(names))
     index = {n.lower(): i for i, n in enumerate(names)}
-    crops = [(path, label) for path, label in _read_labelled_crops(Path(captions_csv))]
+    crops = _read_labelled_crops(Path(captions_csv))
     unknown = sorted({label for _, label in crops if label.lower() not in index})
     if unknown:
         raise DataError(f"crop labels outside the split: {unknown[:5]}")

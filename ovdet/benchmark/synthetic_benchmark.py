@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -57,7 +57,6 @@ class BenchmarkSize:
     detector_iters: int
     detector_overrides: tuple[str, ...] = ()
     num_infer_images: int = 6
-    extra: dict = field(default_factory=dict)
 
 
 SIZES: dict[str, BenchmarkSize] = {

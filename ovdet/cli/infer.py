@@ -108,7 +108,7 @@ def _load_d2(args, vocabulary):
         args.d2_config, args.weights, classes=list(vocabulary.names), overrides=overrides,
         device=args.device, batch_size=args.batch_size,
     )  # fmt: skip
-    return D2DetectorAdapter(predictor), 16_777_216
+    return D2DetectorAdapter(predictor)
 
 
 @cli_entry
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     files = collect_images(args.input)
     out_dir = check_writable_dir(args.output)
     if args.d2_config:
-        detector, max_load_pixels = _load_d2(args, vocabulary)
+        detector = _load_d2(args, vocabulary)
+        max_load_pixels = detector.max_load_pixels
     else:
         detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
         if args.ensemble:

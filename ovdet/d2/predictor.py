@@ -137,12 +137,17 @@ class D2DetectorAdapter:
 
     Args:
         predictor: a loaded :class:`OpenVocabularyD2Predictor`.
-        max_load_pixels: images larger than this are downscaled when read.
+        max_load_pixels: images larger than this are downscaled when read; default: the
+            default engine's ``INPUT.MAX_LOAD_PIXELS``.
     """
 
-    def __init__(self, predictor: OpenVocabularyD2Predictor, max_load_pixels: int = 16_777_216):
+    def __init__(self, predictor: OpenVocabularyD2Predictor, max_load_pixels: int | None = None):
+        from ovdet.config import get_cfg
+
         self.predictor = predictor
-        self.max_load_pixels = max_load_pixels
+        self.max_load_pixels = (
+            get_cfg().INPUT.MAX_LOAD_PIXELS if max_load_pixels is None else max_load_pixels
+        )
 
     @property
     def class_names(self) -> list[str]:

@@ -110,10 +110,10 @@ def precompute_clip_embeddings(
             logger.warning("skipping %s", e)
             skipped += 1
             continue
+        sx, sy = image.shape[1] / rec.width, image.shape[0] / rec.height
+        to_image = torch.tensor([sx, sy, sx, sy])  # JSON pixels -> pixels of the read image
         if detector is not None:
-            sx, sy = image.shape[1] / rec.width, image.shape[0] / rec.height
-            boxes = _rpn_proposals(detector, image, num_proposals)
-            boxes = boxes / torch.tensor([sx, sy, sx, sy])  # -> JSON pixels
+            boxes = _rpn_proposals(detector, image, num_proposals) / to_image
         else:
             boxes = proposals.get(rec.image_id)
             if boxes is None or len(boxes) == 0:
@@ -121,9 +121,8 @@ def precompute_clip_embeddings(
                 continue
             boxes = boxes[:num_proposals].float()
         boxes = boxes.clamp(min=0) if len(boxes) else boxes.reshape(0, 4)
-        sx, sy = image.shape[1] / rec.width, image.shape[0] / rec.height
         pixels = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
-        in_image = boxes * torch.tensor([sx, sy, sx, sy])
+        in_image = boxes * to_image
         embeddings = teacher(pixels[None].to(device), [in_image.to(device)]).float().cpu()
         store[rec.image_id] = {"boxes": boxes.contiguous(), "embeddings": embeddings}
         total += len(boxes)

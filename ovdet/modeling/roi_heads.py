@@ -11,7 +11,7 @@ from ovdet.modeling.box_predictor import OpenVocabularyBoxPredictor
 from ovdet.modeling.ensemble import ensemble_scores
 from ovdet.modeling.losses import box_regression_loss, vild_text_loss
 
-__all__ = ["OpenVocabularyRoIHeads", "threshold_scores"]
+__all__ = ["OpenVocabularyRoIHeads", "select_detections", "threshold_scores"]
 
 
 def threshold_scores(
@@ -46,6 +46,40 @@ def threshold_scores(
     return box_idx, labels, scores
 
 
+def select_detections(
+    boxes: torch.Tensor,
+    probs: torch.Tensor,
+    score_thresh: float,
+    nms_thresh: float,
+    detections_per_img: int,
+    max_candidates: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's detections from per-region class probabilities.
+
+    Thresholds the (region, class) pairs, keeps the ``max_candidates`` highest-scoring ones
+    (NMS only lets a higher-scoring box suppress a lower one, so this changes nothing while at
+    least ``detections_per_img`` survive among them; it bounds NMS work for huge vocabularies
+    with a threshold near 0), drops tiny boxes and runs per-class NMS.
+
+    Args:
+        boxes: Tensor[N, 4] (x1, y1, x2, y2), one per region.
+        probs: Tensor[N, C] class probabilities.
+
+    Returns:
+        (region index Tensor[K], class index Tensor[K], score Tensor[K]), best first,
+        K <= ``detections_per_img``.
+    """
+    box_idx, labels, scores = threshold_scores(probs, score_thresh)
+    if scores.numel() > max_candidates:
+        top = scores.topk(max_candidates).indices
+        box_idx, labels, scores = box_idx[top], labels[top], scores[top]
+    keep = box_ops.remove_small_boxes(boxes[box_idx], min_size=1e-2)
+    box_idx, labels, scores = box_idx[keep], labels[keep], scores[keep]
+    keep = box_ops.batched_nms(boxes[box_idx], scores, labels, nms_thresh)
+    keep = keep[:detections_per_img]
+    return box_idx[keep], labels[keep], scores[keep]
+
+
 class OpenVocabularyRoIHeads(RoIHeads):
     """torchvision's ``RoIHeads`` with a text classifier and class-agnostic boxes.
 
@@ -64,10 +98,7 @@ class OpenVocabularyRoIHeads(RoIHeads):
         self.box_loss_weight = box_loss_weight
         self.register_buffer("is_novel_class", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.ensemble = None  # (teacher, base_weight, novel_weight, clip_temperature, top_k)
-        # Candidates (region, class pairs) kept for NMS, the highest-scoring ones. NMS only lets
-        # a higher-scoring box suppress a lower one, so this changes nothing while at least
-        # ``detections_per_img`` survive among them; it bounds NMS work for huge vocabularies
-        # with a score threshold near 0 (20,000 classes x 1000 proposals = 2e7 pairs).
+        # (region, class) candidates kept for NMS, the highest-scoring (see select_detections).
         self.max_candidates = max(1000, 10 * self.detections_per_img)
 
     @property
@@ -152,25 +183,14 @@ class OpenVocabularyRoIHeads(RoIHeads):
             clip_logits = (clip_t * crop_emb.float()) @ self.classifier.text_embeddings.t()
             clip_probs = F.softmax(clip_logits, -1)
             probs = ensemble_scores(probs, clip_probs, self.is_novel_class, base_w, novel_w)
-        box_idx, labels, scores = threshold_scores(probs, self.score_thresh)
-        if scores.numel() > self.max_candidates:
-            top = scores.topk(self.max_candidates).indices
-            box_idx, labels, scores = box_idx[top], labels[top], scores[top]
-        det_boxes = boxes[box_idx]
-        keep = box_ops.remove_small_boxes(det_boxes, min_size=1e-2)
-        box_idx, labels, scores, det_boxes = (
-            box_idx[keep],
-            labels[keep],
-            scores[keep],
-            det_boxes[keep],
-        )
-        keep = box_ops.batched_nms(det_boxes, scores, labels, self.nms_thresh)
-        keep = keep[: self.detections_per_img]
-        box_idx = box_idx[keep]
+        box_idx, labels, scores = select_detections(
+            boxes, probs, self.score_thresh, self.nms_thresh, self.detections_per_img,
+            self.max_candidates,
+        )  # fmt: skip
         return {
-            "boxes": det_boxes[keep],
-            "scores": scores[keep],
-            "labels": labels[keep],
+            "boxes": boxes[box_idx],
+            "scores": scores,
+            "labels": labels,
             "proposal_index": proposal_index[box_idx],
             "embeddings": embeddings[proposal_index[box_idx]],
         }
