@@ -40,8 +40,8 @@ from benchmarks.common import (
     ratio_summary,
     setup_torch,
 )
-from ovdet.modeling import ClipRegionTeacher, ZeroShotClassifier
-from ovdet.modeling.roi_heads import threshold_scores
+from ovdet.core import ClipRegionTeacher, ZeroShotClassifier
+from ovdet.core.postprocessing import threshold_scores
 
 # (regions N, CLIP dim D): the tiny config (100 test proposals, a small CLIP) and R50-FPN with a
 # ViT-B/32 CLIP (1000 test proposals).

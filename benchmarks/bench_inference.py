@@ -106,13 +106,14 @@ def make_images(shape: tuple[int, int], batch: int, device: torch.device) -> lis
 def build_model(cfg, kind: str, num_classes: int, embed_dim: int) -> nn.Module:
     """``kind`` ``closed`` or ``ov``; built with seed 0, so every model shares the same
     backbone, RPN and box head weights (the classifiers differ by construction)."""
-    from ovdet.modeling import build_closed_set_detector, build_detector
+    from ovdet.core import get_head
+    from ovdet.tv import build_closed_set_rcnn, build_open_vocabulary_rcnn
 
     torch.manual_seed(0)
     if kind == "closed":
-        return build_closed_set_detector(cfg, num_classes).eval()
-    model = build_detector(cfg, embed_dim=embed_dim)
-    model.set_vocabulary(random_text_embeddings(num_classes, embed_dim))
+        return build_closed_set_rcnn(cfg, num_classes).eval()
+    model = build_open_vocabulary_rcnn(cfg, embed_dim=embed_dim)
+    get_head(model).set_vocabulary(random_text_embeddings(num_classes, embed_dim))
     return model.eval()
 
 

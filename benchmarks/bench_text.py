@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--clip", default="local-dir:configs/clip/tiny", help="CLIP spec")
+    p.add_argument("--clip", default="local-dir:clip/tiny", help="CLIP spec")
     p.add_argument("--templates", nargs="+", default=["a", "vild"], help="template sets")
     p.add_argument("--vocab-sizes", type=int, nargs="+", default=[80, 1203, 20000])
     p.add_argument(

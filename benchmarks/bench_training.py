@@ -135,12 +135,13 @@ def _random_boxes(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
 def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     """One model, built with seed 0 (shared weights are copied afterwards)."""
     from ovdet.config import merge_overrides
+    from ovdet.core import get_head
     from ovdet.engine.build import build_clip_teacher
-    from ovdet.modeling import build_closed_set_detector, build_detector
+    from ovdet.tv import build_closed_set_rcnn, build_open_vocabulary_rcnn
 
     torch.manual_seed(0)
     if name == "closed":
-        return build_closed_set_detector(cfg, args.num_classes)
+        return build_closed_set_rcnn(cfg, args.num_classes)
     cfg = cfg.clone()
     cfg.defrost()
     mode, _, m = name.partition(":")
@@ -149,10 +150,10 @@ def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     if m:
         overrides += ["MODEL.OVDET.DISTILL.NUM_PROPOSALS", m]
     merge_overrides(cfg, overrides)
-    model = build_detector(cfg, embed_dim=embed_dim)
-    model.set_vocabulary(random_text_embeddings(args.num_classes, embed_dim))
+    model = build_open_vocabulary_rcnn(cfg, embed_dim=embed_dim)
+    get_head(model).set_vocabulary(random_text_embeddings(args.num_classes, embed_dim))
     if mode == "online":
-        model.set_clip_teacher(build_clip_teacher(cfg, clip))
+        get_head(model).set_clip_teacher(build_clip_teacher(cfg, clip))
     return model
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 
 from ovdet.clip import ClipSpec
 from ovdet.config import config_from_dict
+from ovdet.core.head import EnsembleSettings, get_head
+from ovdet.core.vocabulary import novel_class_mask
 from ovdet.data.image_io import read_image
 from ovdet.data.transforms import build_augmentation
 from ovdet.engine.build import build_clip_teacher, build_model, build_text_classifier
@@ -66,7 +68,8 @@ class OVDetector:
     """An open-vocabulary detector ready for inference.
 
     Args:
-        model: an :class:`~ovdet.modeling.OpenVocabularyRCNN`.
+        model: an open-vocabulary detector (one with an
+            :class:`~ovdet.core.OpenVocabularyHead`, see :func:`~ovdet.core.get_head`).
         cfg: its config.
         train_class_names: the vocabulary it was trained with (classes outside it are "novel"
             for the ensemble).
@@ -75,6 +78,7 @@ class OVDetector:
 
     def __init__(self, model, cfg, train_class_names: Sequence[str], device="cpu") -> None:
         self.model = model.eval()
+        self.head = get_head(model)
         self.cfg = cfg
         self.device = torch.device(device)
         self.train_class_names = list(train_class_names)
@@ -110,8 +114,13 @@ class OVDetector:
             cfg = config_from_dict(yaml.safe_load(state["config"]), f"checkpoint {path}")
         except (KeyError, yaml.YAMLError) as e:
             raise CheckpointError(f"checkpoint {path} holds no readable config: {e}") from e
-        if cfg.MODEL.META_ARCHITECTURE != "OpenVocabularyRCNN":
-            raise CheckpointError(f"{path} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model")
+        from ovdet.tv.build import is_open_vocabulary
+
+        if not is_open_vocabulary(cfg):
+            raise CheckpointError(
+                f"{path} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model: it detects only its "
+                "training classes, and OVDetector needs an open-vocabulary model"
+            )
         cfg.MODEL.DEVICE = device
         if state.get("embed_dim"):
             cfg.MODEL.OVDET.EMBED_DIM = int(state["embed_dim"])
@@ -128,12 +137,9 @@ class OVDetector:
 
     def enable_ensemble(self, enabled: bool = True) -> None:
         """Turn on ViLD-ensemble (loads the CLIP image tower once)."""
-        if enabled and self.model.clip_teacher is None:
-            self.model.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
-        e = self.cfg.MODEL.OVDET.ENSEMBLE
-        self.model.enable_ensemble(
-            enabled, e.BASE_WEIGHT, e.NOVEL_WEIGHT, e.CLIP_TEMPERATURE, e.NUM_PROPOSALS
-        )
+        if enabled and self.head.clip_teacher is None:
+            self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
+        self.head.enable_ensemble(EnsembleSettings.from_config(self.cfg) if enabled else None)
 
     def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
         """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
@@ -141,10 +147,10 @@ class OVDetector:
         if vocab.names == tuple(self.class_names):
             return
         text = self._text(vocab)
-        _check_embed_dim(text.shape[1], self.model.roi_heads.classifier.embed_dim, self._text.spec)
-        train = {n.lower() for n in self.train_class_names}
-        is_novel = torch.tensor([n.lower() not in train for n in vocab.names])
-        self.model.set_vocabulary(text.to(self.device), is_novel)
+        _check_embed_dim(text.shape[1], self.head.embed_dim, self._text.spec)
+        self.head.set_vocabulary(
+            text.to(self.device), novel_class_mask(vocab, self.train_class_names)
+        )
         self.class_names = list(vocab.names)
 
     def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,13 +200,9 @@ class OVDetector:
             raise ValueError("no classes set; pass classes=[...] or call set_classes()")
         single = isinstance(images, (str, Path, np.ndarray, Image.Image))
         images = [images] if single else list(images)
-        heads = self.model.roi_heads
-        old_thresh = heads.score_thresh
-        if score_thresh is not None:
-            heads.score_thresh = score_thresh
         amp = self.device.type == "cuda" and self.cfg.SOLVER.AMP.ENABLED
         results = []
-        try:
+        with self.head.score_threshold(score_thresh):
             for start in range(0, len(images), batch_size):
                 prepared = [self._prepare(im) for im in images[start : start + batch_size]]
                 with torch.autocast("cuda", enabled=amp):
@@ -217,6 +219,4 @@ class OVDetector:
                             else None,
                         )
                     )
-        finally:
-            heads.score_thresh = old_thresh
         return results

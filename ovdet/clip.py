@@ -5,7 +5,8 @@ A spec names the model and, optionally, its weights::
     ViT-B-32:openai                  built-in model, pretrained tag (downloaded once by open_clip)
     ViT-B-32:/path/to/weights.pt     built-in model, local checkpoint file
     ViT-B-32                         built-in model, random init
-    local-dir:DIR                    DIR/open_clip_config.json (+ weights in DIR if present)
+    local-dir:DIR                    DIR/open_clip_config.json (+ weights in DIR if present);
+                                     DIR may name a folder shipped in ovdet/configs (clip/tiny)
     local-dir:DIR:/path/ckpt.pt      custom model config, weights from a checkpoint file
                                      (e.g. one written by open_clip_train)
 """
@@ -66,6 +67,12 @@ class ClipSpec:
             raise ConfigError(f"CLIP spec {spec!r} names no model")
         if sep and not weights:
             raise ConfigError(f"CLIP spec {spec!r} ends with ':' but names no weights")
+        if schema == "local-dir:" and not Path(name).expanduser().is_dir():
+            from ovdet.config.catalog import CONFIG_DIR, _shipped
+
+            shipped = _shipped(name)  # a model config shipped in the package, e.g. "clip/tiny"
+            if shipped is not None and shipped.is_dir() and CONFIG_DIR in shipped.parents:
+                name = str(shipped)
         return cls(schema + name, weights or None)
 
     def __str__(self) -> str:

@@ -28,14 +28,15 @@ from collections import deque
 from pathlib import Path
 from typing import Sequence
 
+from ovdet.config.catalog import CONFIG_DIR
 from ovdet.errors import CheckpointError, ConfigError, DataError
 
 __all__ = ["TINY_CLIP_DIR", "tiny_clip_model", "pretrain_clip", "export_clip_dir"]
 
 logger = logging.getLogger(__name__)
 
-#: The tiny CLIP config of the repository (ViT 48 px / patch 8, width 128; text context 16).
-TINY_CLIP_DIR = Path(__file__).resolve().parent.parent / "configs" / "clip" / "tiny"
+#: The tiny CLIP config shipped in the package (ViT 48 px / patch 8, width 128; text context 16).
+TINY_CLIP_DIR = CONFIG_DIR / "clip" / "tiny"
 
 _LOCAL_DIR = "local-dir:"
 _CONFIG_FILE = "open_clip_config.json"

@@ -137,7 +137,7 @@ def toy_overrides(toy: Path, clip: str, out: Path, max_iter: int = 60) -> list[s
 
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+TINY_CONFIG = "tiny"
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,83 @@ def test_missing_file_and_base_chaining(tmp_path):
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (0.3, 9)
 
 
-def test_every_shipped_config_loads():
-    from tests.conftest import REPO
+def test_every_shipped_config_loads_by_name_from_any_folder_and_builds(tmp_path, monkeypatch):
+    from ovdet.config import list_configs
+    from ovdet.core import get_head
+    from ovdet.tv import build_model
 
-    for path in (REPO / "configs").glob("*.yaml"):
+    monkeypatch.chdir(tmp_path)  # found inside the package, not relative to the checkout
+    names = [n for n in list_configs() if not n.startswith("d2/")]
+    assert {"tiny.yaml", "Base-RCNN-FPN.yaml", "ovcoco_vild_R50_FPN.yaml"} <= set(names)
+    for name in names:
+        cfg = load_config(name, ["MODEL.BACKBONE.WEIGHTS", ""])  # no ImageNet download here
+        model = build_model(cfg, num_classes=3)
+        head = get_head(model)
+        assert head.score_thresh == cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, name
+        assert head.distill_mode == cfg.MODEL.OVDET.DISTILL.MODE, name
+        depth = {18: 2, 34: 3, 50: 3, 101: 3}[cfg.MODEL.RESNETS.DEPTH]
+        assert len(model.backbone.body.layer2) == {2: 2, 3: 4}[depth], name
+
+
+def test_freeze_at_means_what_it_means_in_detectron2():
+    from ovdet.tv import build_backbone
+
+    def trainable(freeze_at):
+        cfg = load_config("tiny", ["MODEL.BACKBONE.FREEZE_AT", str(freeze_at)])
+        body = build_backbone(cfg).body
+        return {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
+
+    assert trainable(0) == {"conv1", "layer1", "layer2", "layer3", "layer4"}
+    assert trainable(1) == {"layer1", "layer2", "layer3", "layer4"}
+    assert trainable(2) == {"layer2", "layer3", "layer4"}  # detectron2's default
+    assert trainable(5) == set()
+    with pytest.raises(ConfigError, match="FREEZE_AT"):
+        trainable(6)
+
+
+def test_keys_with_another_meaning_in_detectron2_are_renamed(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("MODEL:\n  BACKBONE:\n    NAME: resnet18\n")
+    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.NAME.*renamed.*MODEL\.RESNETS\.DEPTH"):
         load_config(path)
+    for key in ("MODEL.BACKBONE.TRAINABLE_LAYERS", "MODEL.ROI_HEADS.IOU_THRESHOLD"):
+        with pytest.raises(ConfigError, match="renamed"):
+            load_config(None, [key, "1"])
+
+
+def test_config_of_an_old_checkpoint_is_upgraded():
+    from ovdet.config import config_from_dict
+
+    old = {
+        "MODEL": {
+            "BACKBONE": {"NAME": "resnet34", "TRAINABLE_LAYERS": 3, "FROZEN_BN": False},
+            "ROI_HEADS": {"IOU_THRESHOLD": 0.6},
+        },
+        "SOLVER": {"CLIP_GRADIENTS": 5.0},
+    }
+    cfg = config_from_dict(old)
+    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.NORM) == (34, "BN")
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS == [0.6]
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "norm", 5.0)
+    assert not config_from_dict({"SOLVER": {"CLIP_GRADIENTS": 0.0}}).SOLVER.CLIP_GRADIENTS.ENABLED
+
+
+def test_gradient_clipping_by_value_and_by_norm():
+    import torch
+
+    from ovdet.engine.build import clip_gradients
+
+    def clipped(kind):
+        cfg = load_config(None, ["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", kind,
+                                 "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"])  # fmt: skip
+        p = torch.nn.Parameter(torch.zeros(4))
+        p.grad = torch.tensor([3.0, -4.0, 0.5, 0.0])
+        clip_gradients(cfg, [p])
+        return p.grad
+
+    assert torch.equal(clipped("value"), torch.tensor([1.0, -1.0, 0.5, 0.0]))
+    assert abs(float(clipped("norm").norm()) - 1.0) < 1e-5
+    with pytest.raises(ConfigError, match="CLIP_TYPE"):
+        clipped("sideways")

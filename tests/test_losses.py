@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from ovdet.modeling import box_regression_loss, ensemble_scores, vild_image_loss, vild_text_loss
+from ovdet.core import box_regression_loss, ensemble_scores, vild_image_loss, vild_text_loss
 
 
 def test_vild_text_loss_matches_hand_computed_cross_entropy():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ovdet.modeling import ZeroShotClassifier
+from ovdet.core import ZeroShotClassifier
 
 
 def _identity_classifier(dim: int, **kw) -> ZeroShotClassifier:
@@ -54,21 +54,18 @@ def test_bad_text_embeddings_and_missing_vocabulary():
 def test_candidate_cap_bounds_nms_without_changing_the_detections():
     """Capping (region, class) pairs before NMS keeps the same top detections, and a
     20,000-class vocabulary at threshold 0 stays bounded."""
-    from ovdet.config import load_config
-    from ovdet.engine.build import build_model
-    from tests.conftest import TINY_CONFIG
+    from ovdet.core import OpenVocabularyHead
 
     torch.manual_seed(0)
-    heads = build_model(load_config(TINY_CONFIG, [])).roi_heads.eval()
-    heads.score_thresh, heads.detections_per_img = 0.0, 50
+    heads = OpenVocabularyHead(8, 8, score_thresh=0.0, detections_per_img=50).eval()
     xy = torch.rand(300, 2) * 100
     boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2) * 30], dim=1)
     probs = torch.rand(300, 40).softmax(dim=1)
     embeddings = torch.randn(300, 8)
     heads.max_candidates = 10**9
-    full = heads._detect_in_image(boxes, probs, embeddings, None)
+    full = heads.detect(boxes, probs, embeddings, None)
     heads.max_candidates = 500
-    capped = heads._detect_in_image(boxes, probs, embeddings, None)
+    capped = heads.detect(boxes, probs, embeddings, None)
     assert len(full["scores"]) == 50
     torch.testing.assert_close(capped["scores"], full["scores"])
     torch.testing.assert_close(capped["boxes"], full["boxes"])
@@ -76,6 +73,6 @@ def test_candidate_cap_bounds_nms_without_changing_the_detections():
 
     huge = torch.rand(1000, 20000).softmax(dim=1)
     xy = torch.rand(1000, 2) * 100
-    many = heads._detect_in_image(torch.cat([xy, xy + 10], dim=1), huge, torch.randn(1000, 8), None)
+    many = heads.detect(torch.cat([xy, xy + 10], dim=1), huge, torch.randn(1000, 8), None)
     assert len(many["scores"]) == 50
     assert many["scores"][0] == huge.max()

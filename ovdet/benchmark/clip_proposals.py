@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovdet.modeling.clip_teacher import ClipRegionTeacher
-from ovdet.modeling.roi_heads import select_detections
+from ovdet.core.head import get_head
+from ovdet.core.postprocessing import select_detections
+from ovdet.core.teacher import ClipRegionTeacher
 
 __all__ = ["ClipOnProposals"]
 
@@ -22,8 +23,8 @@ class ClipOnProposals(nn.Module):
     """Detects with an open-vocabulary R-CNN's proposals and CLIP crop classification.
 
     Args:
-        detector: an :class:`~ovdet.modeling.OpenVocabularyRCNN`; its transform, backbone, RPN
-            and vocabulary (``roi_heads.classifier.text_embeddings``) are used.
+        detector: an :class:`~ovdet.tv.OpenVocabularyFasterRCNN`; its transform, backbone, RPN
+            and vocabulary (its head's ``text_embeddings``) are used.
         teacher: the CLIP region embedder.
         num_proposals: proposals classified per image (the top ones by objectness).
         clip_temperature: softmax temperature of the CLIP cosine similarities.
@@ -57,8 +58,8 @@ class ClipOnProposals(nn.Module):
         images_t, _ = det.transform(images)
         features = det.backbone(images_t.tensors)
         proposals, _ = det.rpn(images_t, features)
-        raw = det._unnormalize(images_t.tensors)
-        text = det.roi_heads.classifier.text_embeddings
+        raw = det.transform.unnormalize(images_t.tensors)
+        text = get_head(det).text_embeddings
         boxes = [p[: self.num_proposals] for p in proposals]
         embeddings = self.teacher(raw, boxes).to(text.dtype)  # [sum K_i, D]
         probs = F.softmax(self.clip_temperature * embeddings @ text.t(), dim=-1)
@@ -72,6 +73,6 @@ class ClipOnProposals(nn.Module):
         """Tensor[N, 4], Tensor[N, C] -> thresholded, per-class NMS detections."""
         box_idx, labels, scores = select_detections(
             boxes, probs, self.score_thresh, self.nms_thresh, self.detections_per_img,
-            self.detector.roi_heads.max_candidates,
+            get_head(self.detector).max_candidates,
         )  # fmt: skip
         return {"boxes": boxes[box_idx], "scores": scores, "labels": labels}

@@ -29,13 +29,12 @@ from pathlib import Path
 
 import torch
 
+from ovdet.config.catalog import get_config_file
 from ovdet.errors import ConfigError
 
 __all__ = ["BenchmarkSize", "SIZES", "METHODS", "run_synthetic_benchmark", "format_results"]
 
 logger = logging.getLogger(__name__)
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def _detector_config(out: Path, data: Path, clip: str, name: str, size, seed: in
         *size.detector_overrides,
         *DETECTORS[name],
     ]  # fmt: skip
-    return load_config(REPO_CONFIGS / "synthetic_benchmark.yaml", overrides)
+    return load_config(get_config_file("synthetic_benchmark.yaml"), overrides)
 
 
 def _train_detectors(out, data, clip, size, seed, device, progress) -> dict[str, float]:

@@ -26,7 +26,6 @@ logger = logging.getLogger("ovdet.benchmark")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="benchmark_synthetic.py",
         description="Run the synthetic open-vocabulary benchmark end to end, with baselines.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,

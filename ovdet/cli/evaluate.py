@@ -39,7 +39,6 @@ class _UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``ovdet-evaluate``."""
     parser = argparse.ArgumentParser(
-        prog="ovdet-evaluate",
         description="Box AP of COCO-format detections on base, novel and all categories "
         "(OV-COCO), or AP / APr / APc / APf on LVIS.",
     )

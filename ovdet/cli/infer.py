@@ -27,7 +27,6 @@ logger = logging.getLogger("ovdet.infer")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="infer.py",
         description="Open-vocabulary detection: find the named classes in images.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
@@ -93,8 +92,6 @@ def _load_d2(args, vocabulary):
     """A detectron2-trained model behind the same interface as :class:`OVDetector`."""
     if args.weights and not Path(args.weights).is_file():
         raise CheckpointError(f"--weights {args.weights} does not exist")
-    if not Path(args.d2_config).is_file():
-        raise ConfigError(f"--d2-config {args.d2_config} does not exist")
     try:
         from ovdet.d2.predictor import D2DetectorAdapter, OpenVocabularyD2Predictor
     except ImportError as e:
@@ -105,7 +102,7 @@ def _load_d2(args, vocabulary):
     if args.ensemble:
         overrides += ["MODEL.OVDET.ENSEMBLE.ENABLED", "True"]
     predictor = OpenVocabularyD2Predictor(
-        args.d2_config, args.weights, classes=list(vocabulary.names), overrides=overrides,
+        args.d2_config, args.weights, classes=vocabulary, overrides=overrides,
         device=args.device, batch_size=args.batch_size,
     )  # fmt: skip
     return D2DetectorAdapter(predictor)

@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``ovdet-make-synthetic``."""
     parser = argparse.ArgumentParser(
-        prog="ovdet-make-synthetic",
         description="Generate the synthetic open-vocabulary detection dataset (64 colour x "
         "shape classes, 48 base / 16 novel) with COCO annotations and CLIP caption crops.",
     )

@@ -33,7 +33,6 @@ logger = logging.getLogger("ovdet.precompute")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="precompute_clip_embeddings.py",
         description="Precompute CLIP embeddings of proposals for offline ViLD-image distillation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,

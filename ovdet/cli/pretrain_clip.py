@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``ovdet-pretrain-clip``."""
     parser = argparse.ArgumentParser(
-        prog="ovdet-pretrain-clip",
         description="Pre-train a CLIP on crop-caption pairs by running open_clip_train.",
     )
     parser.add_argument(
@@ -46,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default=None,
-        help="open_clip model name, e.g. 'local-dir:configs/clip/tiny' or 'ViT-B-32' "
+        help="open_clip model name, e.g. 'local-dir:clip/tiny' or 'ViT-B-32' "
         "(default: the repository's tiny CLIP)",
     )
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")

@@ -21,7 +21,6 @@ logger = logging.getLogger("ovdet.train")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py",
         description="Train an open-vocabulary (or closed-set baseline) detector.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,

@@ -10,12 +10,62 @@ from typing import Any, Iterable, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from ovdet.config.catalog import resolve_config_path
 from ovdet.config.defaults import get_default_config
 from ovdet.errors import ConfigError
 
-__all__ = ["config_from_dict", "get_cfg", "load_config", "merge_overrides"]
+__all__ = [
+    "config_from_dict",
+    "get_cfg",
+    "load_config",
+    "merge_overrides",
+    "upgrade_config_dict",
+]
 
 _BASE_KEY = "_BASE_"
+
+# Keys of earlier releases whose names had another meaning in detectron2: what replaced them.
+_RENAMED = {
+    "MODEL.BACKBONE.NAME": "MODEL.RESNETS.DEPTH (18, 34, 50 or 101)",
+    "MODEL.BACKBONE.TRAINABLE_LAYERS": "MODEL.BACKBONE.FREEZE_AT (= 5 - TRAINABLE_LAYERS)",
+    "MODEL.BACKBONE.FROZEN_BN": 'MODEL.RESNETS.NORM ("FrozenBN" or "BN")',
+    "MODEL.ROI_HEADS.IOU_THRESHOLD": "MODEL.ROI_HEADS.IOU_THRESHOLDS (a list: [0.5])",
+}
+
+
+def upgrade_config_dict(data: dict) -> dict:
+    """A config dict of an earlier release (e.g. stored in an old checkpoint) with today's keys.
+
+    ``MODEL.BACKBONE.NAME resnetN`` -> ``MODEL.RESNETS.DEPTH N``, ``TRAINABLE_LAYERS t`` ->
+    ``FREEZE_AT 5 - t``, ``FROZEN_BN`` -> ``MODEL.RESNETS.NORM``, a scalar
+    ``ROI_HEADS.IOU_THRESHOLD`` -> ``IOU_THRESHOLDS [x]``, a float ``SOLVER.CLIP_GRADIENTS`` ->
+    detectron2's ``CLIP_GRADIENTS`` node. A current dict is returned unchanged.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    model = data.get("MODEL") or {}
+    backbone = model.get("BACKBONE") or {}
+    resnets = model.setdefault("RESNETS", {}) if backbone else model.get("RESNETS", {})
+    name = backbone.pop("NAME", None)
+    if isinstance(name, str) and name.startswith("resnet") and name[6:].isdigit():
+        resnets["DEPTH"] = int(name[6:])
+    if "TRAINABLE_LAYERS" in backbone:
+        backbone["FREEZE_AT"] = 5 - int(backbone.pop("TRAINABLE_LAYERS"))
+    if "FROZEN_BN" in backbone:
+        resnets["NORM"] = "FrozenBN" if backbone.pop("FROZEN_BN") else "BN"
+    if model.get("RESNETS") == {}:
+        model.pop("RESNETS")
+    roi = model.get("ROI_HEADS") or {}
+    if "IOU_THRESHOLD" in roi:
+        roi["IOU_THRESHOLDS"] = [float(roi.pop("IOU_THRESHOLD"))]
+    solver = data.get("SOLVER") or {}
+    clip = solver.get("CLIP_GRADIENTS")
+    if isinstance(clip, (int, float)) and not isinstance(clip, bool):
+        solver["CLIP_GRADIENTS"] = {
+            "ENABLED": clip > 0, "CLIP_TYPE": "norm", "CLIP_VALUE": float(clip or 1.0),
+        }  # fmt: skip
+    return data
 
 
 def get_cfg() -> CN:
@@ -34,6 +84,8 @@ def _all_keys(node: CN, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(cfg: CN, key: str, source: str) -> ConfigError:
+    if key in _RENAMED:
+        return ConfigError(f"config key {key} in {source} was renamed: use {_RENAMED[key]}")
     candidates = _all_keys(cfg)
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:  # a typo in the last component only, e.g. SOLVER.BASE_LRR
@@ -162,7 +214,8 @@ def load_config(
     """Defaults, then a YAML file (with ``_BASE_`` chaining), then command-line overrides.
 
     Args:
-        path: a YAML config, or None for the defaults alone.
+        path: a YAML file, or the name of a config shipped in the package (``tiny``,
+            ``synthetic_small``; see :mod:`ovdet.config.catalog`), or None for the defaults.
         overrides: ``KEY VALUE`` pairs.
         freeze: freeze the result.
 
@@ -171,7 +224,7 @@ def load_config(
     """
     cfg = get_default_config()
     if path is not None:
-        _merge_dict(cfg, _read_yaml(Path(path)), str(path))
+        _merge_dict(cfg, _read_yaml(resolve_config_path(path)), str(path))
     merge_overrides(cfg, list(overrides))
     if freeze:
         cfg.freeze()
@@ -179,7 +232,8 @@ def load_config(
 
 
 def config_from_dict(data: dict, source: str = "a checkpoint") -> CN:
-    """Defaults updated by a nested dict (e.g. the config stored in a checkpoint)."""
+    """Defaults updated by a nested dict (e.g. the config stored in a checkpoint); keys of
+    earlier releases are upgraded (:func:`upgrade_config_dict`)."""
     cfg = get_default_config()
-    _merge_dict(cfg, data, source)
+    _merge_dict(cfg, upgrade_config_dict(data), source)
     return cfg

@@ -16,10 +16,12 @@ __all__ = ["add_ovdet_config", "get_default_config"]
 
 
 def add_ovdet_config(cfg: Any) -> None:
-    """Add every ``MODEL.OVDET`` key (open-vocabulary settings) to a yacs/fvcore config in place.
+    """Add every ``MODEL.OVDET`` key (open-vocabulary settings) and ``DATASETS.SPLIT`` to a
+    yacs/fvcore config in place: the keys both engines share, with the same defaults.
 
     Args:
-        cfg: a yacs ``CfgNode`` (this engine) or detectron2's ``CfgNode``, with a ``MODEL`` node.
+        cfg: a yacs ``CfgNode`` (this engine) or detectron2's ``CfgNode``, with ``MODEL`` and
+            ``DATASETS`` nodes.
     """
     node = type(cfg)
     cfg.MODEL.OVDET = node()
@@ -75,6 +77,11 @@ def add_ovdet_config(cfg: Any) -> None:
     # Proposals per image rescored by CLIP (the top ones by detector score).
     ov.ENSEMBLE.NUM_PROPOSALS = 100
 
+    # Base/novel split: "ovcoco", "lvis" or a JSON/YAML file {"base": [...], "novel": [...]};
+    # training keeps only base annotations, evaluation reports base / novel / all. "" uses the
+    # split a dataset was registered with (detectron2 plugin), else every class is base.
+    cfg.DATASETS.SPLIT = ""
+
 
 _C = CN()
 _C.MODEL = CN()
@@ -87,15 +94,19 @@ _C.MODEL.DEVICE = "cpu"
 _C.MODEL.WEIGHTS = ""
 
 _C.MODEL.BACKBONE = CN()
-# A torchvision ResNet: "resnet18", "resnet34", "resnet50" or "resnet101" (with FPN).
-_C.MODEL.BACKBONE.NAME = "resnet50"
 # ImageNet weights: "" (random init), a torchvision weights enum name such as
 # "ResNet50_Weights.IMAGENET1K_V1" (downloaded if missing), or a local .pth file.
 _C.MODEL.BACKBONE.WEIGHTS = ""
-# Number of trainable ResNet stages (0-5), counted from the top, as in torchvision.
-_C.MODEL.BACKBONE.TRAINABLE_LAYERS = 3
-# Use frozen BatchNorm in the backbone (right for pretrained backbones and small batches).
-_C.MODEL.BACKBONE.FROZEN_BN = True
+# Freeze the first FREEZE_AT ResNet stages, as in detectron2: 0 trains everything, 1 freezes
+# the stem, 2 the stem and res2 (the default), ..., 5 the whole ResNet.
+_C.MODEL.BACKBONE.FREEZE_AT = 2
+
+_C.MODEL.RESNETS = CN()
+# ResNet depth: 18, 34, 50 or 101 (torchvision's ResNets, with FPN).
+_C.MODEL.RESNETS.DEPTH = 50
+# Normalisation of the ResNet: "FrozenBN" (right for pretrained backbones and small batches) or
+# "BN" (trained, e.g. from scratch).
+_C.MODEL.RESNETS.NORM = "FrozenBN"
 
 _C.MODEL.FPN = CN()
 # Channels of every FPN level (and of the RoI features fed to the box head).
@@ -121,9 +132,10 @@ _C.MODEL.ROI_HEADS = CN()
 # Proposals sampled per image for the box head losses, and their positive fraction.
 _C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
 _C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
-# IoU with a ground-truth box above which a proposal is foreground.
-_C.MODEL.ROI_HEADS.IOU_THRESHOLD = 0.5
-# Detections scoring below this are dropped at inference.
+# IoU with a ground-truth box at or above which a proposal is foreground (one threshold in this
+# engine; detectron2's list form).
+_C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+# Detections must score strictly above this at inference (before NMS), in both engines.
 _C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
 # Per-class NMS IoU threshold at inference.
 _C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
@@ -135,8 +147,6 @@ _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
 # Weight of the class-agnostic box regression loss (smooth L1).
 _C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
-
-add_ovdet_config(_C)
 
 _C.INPUT = CN()
 # Shorter side at training: one value is picked at random per image (scale jitter).
@@ -160,9 +170,8 @@ _C.DATASETS.TRAIN_IMAGES = ""
 # The same for the evaluation set (used by TEST.EVAL_PERIOD and tools/evaluate.py).
 _C.DATASETS.TEST_JSON = ""
 _C.DATASETS.TEST_IMAGES = ""
-# Base/novel split: "ovcoco", "lvis" or a JSON/YAML file {"base": [...], "novel": [...]}.
-# Training keeps only base annotations; evaluation reports base / novel / all.
-_C.DATASETS.SPLIT = "ovcoco"
+
+add_ovdet_config(_C)
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
@@ -188,8 +197,13 @@ _C.SOLVER.GAMMA = 0.1
 # Linear warm-up from BASE_LR * WARMUP_FACTOR over WARMUP_ITERS steps.
 _C.SOLVER.WARMUP_ITERS = 1000
 _C.SOLVER.WARMUP_FACTOR = 0.001
-# Clip gradients to this total L2 norm; 0 disables clipping.
-_C.SOLVER.CLIP_GRADIENTS = 0.0
+# Gradient clipping, as in detectron2: CLIP_TYPE "norm" clips the total NORM_TYPE-norm of all
+# gradients to CLIP_VALUE, "value" clips each gradient element to [-CLIP_VALUE, CLIP_VALUE].
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # Save a checkpoint every this many steps (and at the end).
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
 # Mixed precision (CUDA only; ignored on CPU).

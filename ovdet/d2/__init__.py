@@ -17,6 +17,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
     ) from e
 
+from ovdet.core.head import EnsembleSettings
 from ovdet.d2.config import add_ovdet_config, load_d2_config
 from ovdet.d2.datasets import (
     get_dataset_split,
@@ -28,7 +29,7 @@ from ovdet.d2.distillation import OfflineDistillationMapper, OpenVocabularyRCNN
 from ovdet.d2.evaluator import OpenVocabularyEvaluator
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
 from ovdet.d2.predictor import OpenVocabularyD2Predictor
-from ovdet.d2.roi_heads import EnsembleSettings, OpenVocabularyROIHeads
+from ovdet.d2.roi_heads import OpenVocabularyROIHeads
 from ovdet.d2.trainer import OpenVocabularyTrainer
 from ovdet.d2.vocabulary import (
     dataset_vocabulary,

@@ -86,7 +86,8 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         heads = self.roi_heads
-        if not self.training or getattr(heads, "distill_mode", "none") != "offline":
+        head = getattr(heads, "head", None)
+        if not self.training or head is None or not head.distills or head.distill_mode != "offline":
             return super().forward(batched_inputs)
         if "distill_boxes" not in batched_inputs[0]:
             raise DataError(

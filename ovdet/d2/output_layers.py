@@ -1,4 +1,4 @@
-"""Fast R-CNN output layers with a CLIP text classifier and class-agnostic boxes."""
+"""detectron2's Fast R-CNN output layers as a thin adapter over the open-vocabulary head."""
 
 from __future__ import annotations
 
@@ -9,30 +9,29 @@ import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 
-from ovdet.clip import ClipSpec
+from ovdet.core.head import OpenVocabularyHead
 from ovdet.errors import ConfigError
-from ovdet.modeling.losses import vild_text_loss
-from ovdet.modeling.zero_shot_classifier import ZeroShotClassifier
 
 __all__ = ["OpenVocabularyFastRCNNOutputLayers"]
 
 logger = logging.getLogger(__name__)
 
+# Checkpoints of ovdet < 0.2 stored the classifier and box regressor on the output layers.
+_OLD_PREFIXES = ("classifier.", "bbox_pred.")
+
 
 class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
-    """detectron2's ``FastRCNNOutputLayers`` scoring regions against CLIP text embeddings.
+    """``FastRCNNOutputLayers`` whose classes and losses come from an :class:`OpenVocabularyHead`.
 
-    Classification is a :class:`~ovdet.modeling.zero_shot_classifier.ZeroShotClassifier` (region
-    features projected into CLIP's space, cosine similarity to the text matrix times a
-    temperature, background logit last, as detectron2 expects); box regression is class-agnostic,
-    so one box per region serves every class, seen or not. The number of classes follows the
-    text matrix: :meth:`set_vocabulary` swaps the classes at any time, learned weights untouched,
-    and detectron2's inference then labels detections ``0..C-1`` of the new vocabulary.
-
-    Losses: ``loss_text`` (ViLD-text softmax cross-entropy over the classes and background) and
-    detectron2's own ``loss_box_reg`` (``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE``).
+    The head (``self.head``) scores regions against the current vocabulary, regresses one
+    class-agnostic box per region, computes ``loss_text`` (ViLD-text) and does the detection
+    post-processing; this adapter adds detectron2's own ``loss_box_reg``
+    (``MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE``) and box decoding (``predict_boxes``).
+    detectron2's ``test_score_thresh`` / ``test_nms_thresh`` / ``test_topk_per_image`` are not
+    used: the head's ``score_thresh``, ``nms_thresh`` and ``detections_per_img`` are (built from
+    the same config keys).
     """
 
     @configurable
@@ -41,11 +40,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         input_shape: Union[ShapeSpec, int],
         *,
         box2box_transform,
-        embed_dim: int,
-        temperature: float = 50.0,
-        background: str = "learned",
-        background_logit: float = 0.0,
-        text_embeddings: torch.Tensor | None = None,
+        head: OpenVocabularyHead,
         loss_weight: Union[float, Dict[str, float]] = 1.0,
         **kwargs,
     ) -> None:
@@ -53,13 +48,10 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         Args:
             input_shape: shape of the box head's output features.
             box2box_transform: detectron2's ``Box2BoxTransform``.
-            embed_dim: CLIP's embedding dimension ``D``.
-            temperature, background, background_logit: see ``ZeroShotClassifier``.
-            text_embeddings: Tensor[C, D], the initial vocabulary (or set it later).
-            loss_weight: one weight for all losses, or a dict with ``loss_text`` and
-                ``loss_box_reg``.
-            **kwargs: the other arguments of ``FastRCNNOutputLayers`` (test thresholds, box loss
-                type...). Sigmoid and federated losses are not supported.
+            head: the open-vocabulary head (its ``input_dim`` is the box head's output size).
+            loss_weight: weight of ``loss_box_reg`` (``loss_text`` is weighted by the head).
+            **kwargs: the other arguments of ``FastRCNNOutputLayers`` (box loss type, beta).
+                Sigmoid and federated losses and class-specific boxes are not supported.
         """
         for key in ("use_sigmoid_ce", "use_fed_loss"):
             if kwargs.pop(key, False):
@@ -71,24 +63,19 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
             raise ConfigError("open-vocabulary box regression is class-agnostic")
         kwargs.pop("num_classes", None)
         if isinstance(loss_weight, (int, float)):
-            loss_weight = {"loss_text": float(loss_weight), "loss_box_reg": float(loss_weight)}
-        num_classes = 0 if text_embeddings is None else text_embeddings.shape[0]
+            loss_weight = {"loss_box_reg": float(loss_weight)}
         super().__init__(
             input_shape,
             box2box_transform=box2box_transform,
-            num_classes=num_classes,
+            num_classes=max(head.num_classes, 1),
             cls_agnostic_bbox_reg=True,
             loss_weight=loss_weight,
             **kwargs,
         )
-        del self.cls_score  # replaced by the text classifier
-        input_size = self.bbox_pred.in_features
-        self.classifier = ZeroShotClassifier(
-            input_size, embed_dim, temperature, background, background_logit
-        )
-        self.register_buffer("is_novel_class", torch.zeros(0, dtype=torch.bool), persistent=False)
-        if text_embeddings is not None:
-            self.set_vocabulary(text_embeddings)
+        del self.cls_score, self.bbox_pred  # the head's classifier and box regressor replace them
+        self.head = head
+        self.num_classes = head.num_classes
+        self._register_load_state_dict_pre_hook(_upgrade_old_keys)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict:
@@ -105,71 +92,109 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
             ret.pop(key, None)
         ret["use_sigmoid_ce"] = ret["use_fed_loss"] = False
         ret["cls_agnostic_bbox_reg"] = True
-        ov = cfg.MODEL.OVDET
-        ret["embed_dim"] = ov.EMBED_DIM or ClipSpec.parse(ov.CLIP).embed_dim
-        ret["temperature"] = ov.TEMPERATURE
-        ret["background"] = ov.BACKGROUND
-        ret["background_logit"] = ov.BACKGROUND_LOGIT
-        ret["loss_weight"] = {
-            "loss_text": ov.TEXT_LOSS_WEIGHT,
-            "loss_box_reg": box.BBOX_REG_LOSS_WEIGHT,
-        }
+        input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        ret["head"] = OpenVocabularyHead.from_config(cfg, input_size)
+        ret["loss_weight"] = {"loss_box_reg": box.BBOX_REG_LOSS_WEIGHT}
         return ret
 
     def set_vocabulary(
         self, text_embeddings: torch.Tensor, is_novel: torch.Tensor | None = None
     ) -> None:
-        """Swap the classes.
-
-        Args:
-            text_embeddings: Tensor[C, D], one CLIP text embedding per class.
-            is_novel: BoolTensor[C], classes outside the training vocabulary (used by the
-                ViLD-ensemble); ``None`` means none.
-        """
-        self.classifier.set_text_embeddings(text_embeddings)
-        num_classes = self.classifier.num_classes
-        if is_novel is None:
-            is_novel = torch.zeros(num_classes, dtype=torch.bool)
-        if is_novel.shape != (num_classes,):
-            raise ValueError(f"is_novel must be [{num_classes}], got {tuple(is_novel.shape)}")
-        self.is_novel_class = is_novel.to(device=self.bbox_pred.weight.device, dtype=torch.bool)
-        self.num_classes = num_classes
-
-    def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The current (Tensor[C, D] text embeddings, BoolTensor[C] novelty)."""
-        return self.classifier.text_embeddings.clone(), self.is_novel_class.clone()
+        """Swap the classes (see :meth:`OpenVocabularyHead.set_vocabulary`)."""
+        self.head.set_vocabulary(text_embeddings, is_novel)
+        self.num_classes = self.head.num_classes
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Region features Tensor[N, ...] -> (logits Tensor[N, C + 1], deltas Tensor[N, 4])."""
-        if x.dim() > 2:
-            x = torch.flatten(x, start_dim=1)
-        return self.classifier(x), self.bbox_pred(x)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Region embeddings in CLIP's space. Tensor[N, ...] -> Tensor[N, D], L2-normalised."""
-        if x.dim() > 2:
-            x = torch.flatten(x, start_dim=1)
-        return self.classifier.embed(x)
+        logits, deltas, _ = self.head(x)
+        return logits, deltas
 
     def losses(
         self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
     ) -> Dict[str, torch.Tensor]:
-        """``loss_text`` (ViLD-text) and detectron2's ``loss_box_reg``.
+        """``loss_text`` (the head's ViLD-text) and detectron2's ``loss_box_reg``.
 
         Args:
             predictions: the output of :meth:`forward`.
             proposals: the sampled proposals, with ``proposal_boxes``, ``gt_boxes`` and
                 ``gt_classes`` (``C`` for background).
         """
-        losses = super().losses(predictions, proposals)
-        del losses["loss_cls"]  # detectron2's cross-entropy: replaced by ViLD-text below
-        scores = predictions[0]
-        gt_classes = (
-            cat([p.gt_classes for p in proposals], dim=0)
-            if len(proposals)
-            else torch.empty(0, dtype=torch.long, device=scores.device)
-        )
-        losses["loss_text"] = self.loss_weight.get("loss_text", 1.0) * vild_text_loss(
-            scores, gt_classes
+        logits, deltas = predictions
+        if proposals:
+            gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+            proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+            gt_boxes = cat(
+                [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]
+            )
+        else:
+            gt_classes = torch.empty(0, dtype=torch.long, device=logits.device)
+            proposal_boxes = gt_boxes = torch.empty((0, 4), device=deltas.device)
+        losses = self.head.text_loss(logits, gt_classes)
+        losses["loss_box_reg"] = self.loss_weight.get("loss_box_reg", 1.0) * self.box_reg_loss(
+            proposal_boxes, gt_boxes, deltas, gt_classes
         )
         return losses
+
+    @torch.no_grad()
+    def detect(
+        self,
+        box_features: torch.Tensor,
+        proposals: List[Instances],
+        images: torch.Tensor | None = None,
+    ) -> List[Instances]:
+        """Detections: the head scores, detectron2 decodes and clips, the head selects.
+
+        Args:
+            box_features: Tensor[sum N_i, F] from the box head.
+            proposals: per image, ``proposal_boxes`` and ``image_size``.
+            images: Tensor[B, 3, H, W], RGB in [0, 1] (the ensemble's view of the batch).
+
+        Returns:
+            Per image ``Instances`` with ``pred_boxes``, ``scores``, ``pred_classes`` and
+            ``pred_embeddings`` (Tensor[K, D] region embeddings).
+        """
+        probs, deltas, embeddings = self.head.predict(box_features)
+        return self._select(probs, deltas, embeddings, proposals, images)[0]
+
+    @torch.no_grad()
+    def inference(
+        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+    ) -> Tuple[List[Instances], List[torch.Tensor]]:
+        """detectron2's interface: (logits, deltas) of :meth:`forward` -> (instances, kept
+        region indices), post-processed by the head (no ensemble, no embeddings)."""
+        logits, deltas = predictions
+        probs = torch.softmax(logits.float(), dim=-1)[:, :-1]
+        return self._select(probs, deltas, None, proposals, None)
+
+    def _select(self, probs, deltas, embeddings, proposals, images):
+        """Per image: decode and clip (detectron2), then :meth:`OpenVocabularyHead.detect`."""
+        boxes = self.predict_boxes((None, deltas), proposals)
+        counts = [len(p) for p in proposals]
+        if embeddings is None:
+            embeddings = probs.new_zeros((probs.shape[0], 0))
+        results, kept = [], []
+        for i, (b, p, e, prop) in enumerate(
+            zip(boxes, probs.split(counts), embeddings.split(counts), proposals)
+        ):
+            clipped = Boxes(b)
+            clipped.clip(prop.image_size)
+            det = self.head.detect(
+                clipped.tensor, p, e, None if images is None else images[i : i + 1]
+            )
+            result = Instances(prop.image_size)
+            result.pred_boxes = Boxes(det["boxes"])
+            result.scores = det["scores"]
+            result.pred_classes = det["labels"]
+            if det["embeddings"].shape[1]:
+                result.pred_embeddings = det["embeddings"]
+            results.append(result)
+            kept.append(det["region_index"])
+        return results, kept
+
+
+def _upgrade_old_keys(state_dict, prefix, *args) -> None:
+    """Rename ``classifier.*`` / ``bbox_pred.*`` of older checkpoints to ``head.*``."""
+    for key in list(state_dict):
+        rest = key[len(prefix) :]
+        if key.startswith(prefix) and rest.startswith(_OLD_PREFIXES):
+            state_dict[f"{prefix}head.{rest}"] = state_dict.pop(key)

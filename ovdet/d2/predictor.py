@@ -11,12 +11,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ovdet.core.head import get_head
+from ovdet.core.vocabulary import novel_class_mask
 from ovdet.d2.config import load_d2_config
-from ovdet.d2.vocabulary import get_roi_heads, novelty, text_embeddings, training_vocabulary
-from ovdet.errors import ConfigError, ImageError, VocabularyError
+from ovdet.d2.vocabulary import get_roi_heads, text_embeddings, training_vocabulary
+from ovdet.errors import CheckpointError, ConfigError, ImageError, VocabularyError
 from ovdet.text import Vocabulary
 
-__all__ = ["OpenVocabularyD2Predictor", "D2DetectorAdapter"]
+__all__ = ["D2DetectorAdapter", "OpenVocabularyD2Predictor", "load_d2_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ class OpenVocabularyD2Predictor:
     Args:
         config_file: the detectron2 YAML the model was trained with.
         weights: a checkpoint (``model_final.pth``), or ``""`` to keep the initial weights.
-        classes: the class names to detect; ``None`` means the training vocabulary.
+        classes: the classes to detect (a :class:`~ovdet.text.Vocabulary`, whose synonyms are
+            kept, or names); ``None`` means the training vocabulary.
         overrides: ``["KEY", "VALUE", ...]`` config overrides.
         device: ``"cpu"``, ``"cuda"``...; ``None`` keeps ``MODEL.DEVICE``.
         batch_size: images per forward pass.
@@ -41,7 +44,7 @@ class OpenVocabularyD2Predictor:
         self,
         config_file: str,
         weights: str = "",
-        classes: Sequence[str] | None = None,
+        classes: Vocabulary | Sequence[str] | None = None,
         overrides: Sequence[str] = (),
         device: str | None = None,
         batch_size: int = 1,
@@ -64,28 +67,31 @@ class OpenVocabularyD2Predictor:
                     "give the classes to detect: the config's training vocabulary cannot be "
                     "resolved (register its DATASETS.TRAIN or set MODEL.OVDET.VOCABULARY)"
                 )
-            if any("," in c for c in classes):
+            names = list(getattr(classes, "names", classes))
+            if any("," in c for c in names):
                 raise VocabularyError("class names cannot contain commas")
-            cfg.MODEL.OVDET.VOCABULARY = ", ".join(classes)
+            cfg.MODEL.OVDET.VOCABULARY = ", ".join(names)
         cfg.freeze()
         self.cfg = cfg
         self.batch_size = max(1, int(batch_size))
-        self.base_names = base.names if base is not None else ()
+        self.base = base if base is not None else ()
         self.model = build_model(cfg).eval()
+        self.head = get_head(self.model)
         if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            load_d2_weights(self.model, cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
         self.classes: list[str] = []
-        self.set_classes(classes if classes else base.names)
+        self.set_classes(classes if classes else base)
 
-    def set_classes(self, names: Sequence[str] | str) -> None:
-        """Swap the vocabulary (a list of names, or a spec for ``Vocabulary.parse``)."""
-        vocabulary = Vocabulary.parse(names if isinstance(names, str) else list(names))
+    def set_classes(self, classes: Vocabulary | Sequence[str] | str) -> None:
+        """Swap the vocabulary: a :class:`~ovdet.text.Vocabulary` (synonyms kept), names, or a
+        spec for ``Vocabulary.parse``."""
+        vocabulary = Vocabulary.parse(classes if isinstance(classes, str) else classes)
         embeddings = text_embeddings(self.cfg, vocabulary)
         get_roi_heads(self.model).set_vocabulary(
-            embeddings, novelty(vocabulary.names, self.base_names)
+            embeddings, novel_class_mask(vocabulary, self.base)
         )
         self.classes = list(vocabulary.names)
 
@@ -104,21 +110,27 @@ class OpenVocabularyD2Predictor:
         return {"image": tensor, "height": height, "width": width}
 
     @torch.no_grad()
-    def predict(self, images: Sequence[np.ndarray]) -> list[dict]:
+    def predict(
+        self, images: Sequence[np.ndarray], score_thresh: float | None = None
+    ) -> list[dict]:
         """Detect the current classes.
 
         Args:
             images: RGB uint8 arrays of shape [H, W, 3].
+            score_thresh: instead of ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``; the same meaning
+                as in the torchvision engine (strictly above, before NMS).
 
         Returns:
             Per image a dict: ``boxes`` Tensor[K, 4] (x1, y1, x2, y2 in the image's pixels),
-            ``scores`` Tensor[K], ``labels`` LongTensor[K] (indices into :attr:`classes`) and
-            ``class_names`` (K names).
+            ``scores`` Tensor[K], ``labels`` LongTensor[K] (indices into :attr:`classes`),
+            ``embeddings`` Tensor[K, D] and ``class_names`` (K names).
         """
         results = []
         for start in range(0, len(images), self.batch_size):
             inputs = [self._input(im) for im in images[start : start + self.batch_size]]
-            for output in self.model(inputs):
+            with self.head.score_threshold(score_thresh):
+                outputs = self.model(inputs)
+            for output in outputs:
                 instances = output["instances"].to("cpu")
                 labels = instances.pred_classes
                 results.append(
@@ -126,6 +138,7 @@ class OpenVocabularyD2Predictor:
                         "boxes": instances.pred_boxes.tensor,
                         "scores": instances.scores,
                         "labels": labels,
+                        "embeddings": instances.pred_embeddings,
                         "class_names": [self.classes[i] for i in labels.tolist()],
                     }
                 )
@@ -155,8 +168,7 @@ class D2DetectorAdapter:
 
     def set_classes(self, vocabulary) -> None:
         """Swap the vocabulary (a :class:`ovdet.text.Vocabulary`, names, or a spec string)."""
-        names = getattr(vocabulary, "names", vocabulary)
-        self.predictor.set_classes(names if isinstance(names, str) else list(names))
+        self.predictor.set_classes(vocabulary)
 
     def predict(
         self, images: Sequence[np.ndarray], score_thresh: float | None = None, batch_size: int = 1
@@ -166,18 +178,26 @@ class D2DetectorAdapter:
 
         self.predictor.batch_size = max(1, int(batch_size))
         out = []
-        for result in self.predictor.predict(images):
-            keep = (
-                result["scores"] >= score_thresh
-                if score_thresh is not None
-                else torch.ones_like(result["scores"], dtype=torch.bool)
-            )
+        for result in self.predictor.predict(images, score_thresh):
             out.append(
                 Detections(
-                    boxes=result["boxes"][keep].numpy().astype(np.float32),
-                    scores=result["scores"][keep].numpy().astype(np.float32),
-                    labels=result["labels"][keep].numpy().astype(np.int64),
+                    boxes=result["boxes"].numpy().astype(np.float32),
+                    scores=result["scores"].numpy().astype(np.float32),
+                    labels=result["labels"].numpy().astype(np.int64),
                     class_names=self.class_names,
+                    embeddings=result["embeddings"].numpy().astype(np.float32),
                 )
             )
         return out
+
+
+def load_d2_weights(model: torch.nn.Module, path: str) -> None:
+    """Load detectron2 weights with ``DetectionCheckpointer``, with a one-line error for a file
+    that is missing or not a checkpoint."""
+    import pickle
+
+    try:
+        DetectionCheckpointer(model).load(path)
+    except (OSError, EOFError, pickle.UnpicklingError, RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load weights {path}: {first}") from e

@@ -20,7 +20,6 @@ from torch import nn
 
 from ovdet.clip import LoadedClip
 from ovdet.d2.datasets import get_dataset_split
-from ovdet.data.splits import normalize_name
 from ovdet.errors import ConfigError
 from ovdet.text import TextClassifierBuilder, Vocabulary
 
@@ -28,7 +27,6 @@ __all__ = [
     "dataset_vocabulary",
     "get_roi_heads",
     "load_clip_for",
-    "novelty",
     "text_classifier_builder",
     "text_embeddings",
     "training_vocabulary",
@@ -132,12 +130,6 @@ def dataset_vocabulary(cfg: CfgNode, dataset_name: str) -> tuple[Vocabulary, tor
     split = get_dataset_split(dataset_name, cfg.DATASETS.SPLIT)
     classes = MetadataCatalog.get(dataset_name).thing_classes
     return vocabulary, torch.tensor([split.is_novel(n) for n in classes], dtype=torch.bool)
-
-
-def novelty(names: Sequence[str], base_names: Sequence[str]) -> torch.Tensor:
-    """BoolTensor[C]: which of ``names`` are not among ``base_names`` (matched by name)."""
-    base = {normalize_name(n) for n in base_names}
-    return torch.tensor([normalize_name(n) not in base for n in names], dtype=torch.bool)
 
 
 def get_roi_heads(model: nn.Module) -> nn.Module:

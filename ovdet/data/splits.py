@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 import yaml
 
+from ovdet.core.vocabulary import normalize_name
 from ovdet.errors import DataError
 
 __all__ = [
@@ -37,11 +38,6 @@ OVCOCO_NOVEL = (
     "airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard",
     "skateboard", "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
 )  # fmt: skip
-
-
-def normalize_name(name: str) -> str:
-    """Canonical form used to match category names: lower case, ``_`` as space, single spaces."""
-    return " ".join(name.replace("_", " ").lower().split())
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ovdet.errors import ConfigError
+from ovdet.tv.build import build_model
 
 __all__ = [
+    "clip_gradients",
     "build_model",
     "build_optimizer",
     "build_lr_lambda",
@@ -32,30 +34,10 @@ def build_text_classifier(cfg, device="cpu", clip=None):
 
 def build_clip_teacher(cfg, clip):
     """The CLIP region teacher from ``MODEL.OVDET.DISTILL`` and a loaded CLIP."""
-    from ovdet.modeling import ClipRegionTeacher
+    from ovdet.core import ClipRegionTeacher
 
     d = cfg.MODEL.OVDET.DISTILL
     return ClipRegionTeacher.from_clip(clip, d.CROP_SCALES, d.CROP_SIZE)
-
-
-def build_model(cfg, num_classes: int | None = None) -> nn.Module:
-    """The detector named by ``MODEL.META_ARCHITECTURE`` (no vocabulary, no teacher yet).
-
-    Args:
-        num_classes: needed by the closed-set ``FasterRCNN`` baseline.
-    """
-    from ovdet.modeling import build_closed_set_detector, build_detector
-
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch == "OpenVocabularyRCNN":
-        return build_detector(cfg)
-    if arch == "FasterRCNN":
-        if not num_classes:
-            raise ConfigError("the closed-set FasterRCNN needs the number of training classes")
-        return build_closed_set_detector(cfg, num_classes)
-    raise ConfigError(
-        f"MODEL.META_ARCHITECTURE must be 'OpenVocabularyRCNN' or 'FasterRCNN', got {arch!r}"
-    )
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
@@ -104,3 +86,17 @@ def build_lr_lambda(cfg):
 
 def resolve_path(path: str) -> Path:
     return Path(path).expanduser()
+
+
+def clip_gradients(cfg, parameters) -> None:
+    """Clip gradients in place by ``SOLVER.CLIP_GRADIENTS`` (detectron2's keys and meaning)."""
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    params = [p for p in parameters if p.grad is not None]
+    if c.CLIP_TYPE == "norm":
+        torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, norm_type=c.NORM_TYPE)
+    elif c.CLIP_TYPE == "value":
+        torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
+    else:
+        raise ConfigError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {c.CLIP_TYPE!r}"
+        )

@@ -55,7 +55,7 @@ def inference_on_records(
     """Run a detector over every image of ``records``.
 
     Args:
-        model: an :class:`~ovdet.modeling.OpenVocabularyRCNN` whose vocabulary is
+        model: an :class:`~ovdet.tv.OpenVocabularyFasterRCNN` whose vocabulary is
             ``records.class_names`` (same order), or a closed-set torchvision Faster R-CNN
             (``closed_set=True``; labels 1..C).
         records: the dataset (its ``category_ids`` map class indices to COCO ids).

@@ -84,7 +84,7 @@ def precompute_clip_embeddings(
 
     Args:
         records: the training images (see :func:`ovdet.data.coco.load_coco_detection`).
-        teacher: a :class:`~ovdet.modeling.ClipRegionTeacher`.
+        teacher: a :class:`~ovdet.core.ClipRegionTeacher`.
         output: the file to write (atomically).
         proposals: image_id -> Tensor[M, 4] xyxy boxes in the JSON's pixels; or
         detector: an :class:`~ovdet.api.OVDetector` whose RPN proposes the boxes.

@@ -24,6 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ovdet.core.head import get_head
+from ovdet.core.vocabulary import novel_class_mask
 from ovdet.data.coco import load_coco_detection
 from ovdet.data.dataset import DetectionDataset, ResumableTrainingSampler, collate
 from ovdet.data.distill_store import load_distill_store
@@ -34,6 +36,7 @@ from ovdet.engine.build import (
     build_model,
     build_optimizer,
     build_text_classifier,
+    clip_gradients,
 )
 from ovdet.engine.checkpoint import (
     find_last_checkpoint,
@@ -42,6 +45,7 @@ from ovdet.engine.checkpoint import (
     save_checkpoint,
 )
 from ovdet.errors import ConfigError
+from ovdet.tv.build import is_open_vocabulary
 from ovdet.utils.io import atomic_open, check_writable_dir
 
 __all__ = ["Trainer", "TrainingInterrupted"]
@@ -90,7 +94,7 @@ class Trainer:
         self.progress = progress and self.is_main
         self._seed_everything(cfg.SEED + self.rank)
 
-        self.closed_set = cfg.MODEL.META_ARCHITECTURE == "FasterRCNN"
+        self.closed_set = not is_open_vocabulary(cfg)
         self.records = load_coco_detection(
             cfg.DATASETS.TRAIN_JSON,
             cfg.DATASETS.TRAIN_IMAGES,
@@ -127,7 +131,7 @@ class Trainer:
             from ovdet.clip import load_clip
 
             self.clip = load_clip(ov.CLIP, self.device)
-            self.model.set_clip_teacher(build_clip_teacher(cfg, self.clip))
+            get_head(self.model).set_clip_teacher(build_clip_teacher(cfg, self.clip))
         names = self.class_names
         if ov.VOCABULARY:
             from ovdet.text import Vocabulary
@@ -143,7 +147,7 @@ class Trainer:
         # evaluation would compute again.
         self.text_builder = build_text_classifier(cfg, self.device, self.clip)
         self.train_text = self.text_builder(names).to(self.device)
-        self.model.set_vocabulary(self.train_text)
+        get_head(self.model).set_vocabulary(self.train_text)
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -189,13 +193,8 @@ class Trainer:
     # -------------------------------------------------------------- checkpoint
     def _state(self, iteration: int) -> dict:
         model = self._bare_model()
-        state_dict = (
-            model.detector_state_dict()
-            if hasattr(model, "detector_state_dict")
-            else model.state_dict()
-        )
         return {
-            "model": state_dict,
+            "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -208,8 +207,7 @@ class Trainer:
             },
             "config": self.cfg.dump(),
             "class_names": list(self.class_names),
-            "embed_dim": getattr(self._bare_model().roi_heads.box_predictor, "classifier", None)
-            and self._bare_model().roi_heads.box_predictor.classifier.embed_dim,
+            "embed_dim": 0 if self.closed_set else get_head(model).embed_dim,
         }
 
     def _bare_model(self):
@@ -308,9 +306,9 @@ class Trainer:
                         )
                     for k, v in zip(losses, values[1:]):
                         loss_sums[k] = loss_sums.get(k, 0.0) + v / accum
-                if cfg.SOLVER.CLIP_GRADIENTS > 0:
+                if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
                     self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS)
+                    clip_gradients(cfg, model.parameters())
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -386,14 +384,13 @@ class Trainer:
         model = self._bare_model()
         if not self.closed_set:
             text = self.text_builder(records.class_names)
-            train_names = set(self.class_names)
-            is_novel = torch.tensor([n not in train_names for n in records.class_names])
-            model.set_vocabulary(text.to(self.device), is_novel)
+            is_novel = novel_class_mask(records.class_names, self.class_names)
+            get_head(model).set_vocabulary(text.to(self.device), is_novel)
         results = inference_on_records(
             model, records, cfg, self.device, closed_set=self.closed_set, progress=self.progress
         )
         if not self.closed_set:  # back to the training vocabulary (kept in memory)
-            model.set_vocabulary(self.train_text)
+            get_head(model).set_vocabulary(self.train_text)
         metrics = evaluate_coco(cfg.DATASETS.TEST_JSON, results, records.split)
         flat = {}
         for group in ("all", "base", "novel"):

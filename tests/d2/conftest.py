@@ -15,7 +15,9 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs" / "d2"
+from ovdet.config.catalog import CONFIG_DIR
+
+CONFIGS = CONFIG_DIR / "d2"
 INSTANT_CONFIG = CONFIGS / "instant_test.yaml"
 
 # A tiny open_clip model: 32-px images, width 32, one layer per tower.

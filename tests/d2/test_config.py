@@ -17,7 +17,9 @@ from ovdet.config import get_default_config  # noqa: E402
 from ovdet.d2 import OpenVocabularyRCNN, OpenVocabularyROIHeads, add_ovdet_config  # noqa: E402
 from ovdet.errors import ConfigError  # noqa: E402
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "d2"
+from ovdet.config.catalog import CONFIG_DIR as _SHIPPED
+
+CONFIG_DIR = _SHIPPED / "d2"
 
 
 def _keys(node, prefix=""):

@@ -17,8 +17,8 @@ from detectron2.structures import Boxes  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ovdet.core.losses import vild_image_loss  # noqa: E402
 from ovdet.d2 import EnsembleSettings, OfflineDistillationMapper  # noqa: E402
-from ovdet.modeling.losses import vild_image_loss  # noqa: E402
 
 
 def _record(instant_data) -> dict:

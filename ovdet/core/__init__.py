@@ -1,0 +1,31 @@
+"""The framework-free open-vocabulary core shared by both engines.
+
+The vocabulary rule, the zero-shot classifier, the losses, the CLIP region teacher, the
+ViLD-ensemble, post-processing, and the :class:`OpenVocabularyHead` that joins them. Plain
+``torch.nn.Module``s and functions: no detection framework is imported here.
+"""
+
+from ovdet.core.classifier import ZeroShotClassifier
+from ovdet.core.ensemble import ensemble_scores
+from ovdet.core.head import DISTILL_MODES, EnsembleSettings, OpenVocabularyHead, get_head
+from ovdet.core.losses import box_regression_loss, vild_image_loss, vild_text_loss
+from ovdet.core.postprocessing import select_detections, threshold_scores
+from ovdet.core.teacher import ClipRegionTeacher
+from ovdet.core.vocabulary import normalize_name, novel_class_mask
+
+__all__ = [
+    "DISTILL_MODES",
+    "ClipRegionTeacher",
+    "EnsembleSettings",
+    "OpenVocabularyHead",
+    "ZeroShotClassifier",
+    "box_regression_loss",
+    "ensemble_scores",
+    "get_head",
+    "normalize_name",
+    "novel_class_mask",
+    "select_detections",
+    "threshold_scores",
+    "vild_image_loss",
+    "vild_text_loss",
+]

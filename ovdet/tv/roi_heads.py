@@ -1,0 +1,104 @@
+"""RoI heads of the torchvision engine: a thin adapter over the open-vocabulary head."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import boxes as box_ops
+
+from ovdet.core.head import OpenVocabularyHead
+from ovdet.core.losses import box_regression_loss
+
+__all__ = ["TorchvisionOpenVocabularyRoIHeads"]
+
+
+class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
+    """torchvision's ``RoIHeads`` whose box predictor is an :class:`OpenVocabularyHead`.
+
+    This adapter only pools region features (``box_roi_pool`` + ``box_head``), samples and
+    labels training regions, decodes and clips boxes with torchvision's box coder, and computes
+    torchvision's class-agnostic box loss; the head does the rest (classes, open-vocabulary
+    losses, distilled regions, ensemble, post-processing). The head is ``self.box_predictor``
+    (so checkpoint keys are ``roi_heads.box_predictor.*``), also reachable as ``self.head``.
+
+    Labels in ``targets`` follow torchvision: ``1..C`` for classes, ``0`` for background.
+    """
+
+    box_predictor: OpenVocabularyHead
+
+    def __init__(self, *args, box_loss_weight: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.box_predictor, OpenVocabularyHead):
+            raise TypeError("box_predictor must be an OpenVocabularyHead")
+        self.box_loss_weight = float(box_loss_weight)
+
+    @property
+    def head(self) -> OpenVocabularyHead:
+        return self.box_predictor
+
+    def box_features(self, features, boxes, image_shapes) -> torch.Tensor:
+        """Box-head features of given boxes: list of Tensor[N_i, 4] -> Tensor[sum N_i, F]."""
+        return self.box_head(self.box_roi_pool(features, list(boxes), image_shapes))
+
+    def forward(self, features, proposals, image_shapes, targets=None, images=None, offline=None):
+        """Losses (training) or detections (inference).
+
+        Args:
+            features: FPN feature maps.
+            proposals: list of Tensor[N_i, 4] RPN proposals, best first.
+            image_shapes: list of (H, W) of the (resized) images.
+            targets: training targets with ``boxes`` and ``labels``.
+            images: Tensor[B, 3, H, W], RGB in [0, 1]: the CLIP teacher's view of the batch
+                (online distillation, ensemble).
+            offline: offline distillation: per image (boxes Tensor[M_i, 4], embeddings
+                Tensor[M_i, D]).
+
+        Returns:
+            (detections, losses). Each detection dict holds ``boxes`` Tensor[K, 4], ``scores``
+            Tensor[K], ``labels`` Tensor[K] (0-based index into the vocabulary),
+            ``region_index`` Tensor[K] and ``embeddings`` Tensor[K, D].
+        """
+        head = self.head
+        if self.training:
+            distill_proposals = proposals
+            proposals, _, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+            logits, deltas, _ = head(self.box_features(features, proposals, image_shapes))
+            labels = torch.cat(labels)
+            background = logits.shape[1] - 1
+            gt_classes = torch.where(labels == 0, background, labels - 1)
+            losses = head.text_loss(logits, gt_classes)
+            losses["loss_box_reg"] = self.box_loss_weight * box_regression_loss(
+                deltas, torch.cat(regression_targets), gt_classes, background
+            )
+            losses.update(
+                head.distillation_loss(
+                    lambda boxes: head.embed(self.box_features(features, boxes, image_shapes)),
+                    proposals=distill_proposals,
+                    images=images,
+                    offline=offline,
+                )
+            )
+            return [], losses
+
+        # One matrix product scores every region against the whole vocabulary, and one box per
+        # region is decoded (class-agnostic): the product, the softmax and the threshold are the
+        # only work that grows with the vocabulary.
+        probs, deltas, embeddings = head.predict(
+            self.box_features(features, proposals, image_shapes)
+        )
+        boxes = self.box_coder.decode(deltas, proposals).reshape(-1, 4)
+        detections, start = [], 0
+        for i, (p, shape) in enumerate(zip(proposals, image_shapes)):
+            sl = slice(start, start + len(p))
+            start += len(p)
+            detections.append(
+                head.detect(
+                    box_ops.clip_boxes_to_image(boxes[sl], shape),
+                    probs[sl],
+                    embeddings[sl],
+                    None if images is None else images[i : i + 1],
+                )
+            )
+        return detections, {}
