@@ -48,7 +48,7 @@ def _save_untrained(cfg, folder: Path, embed_dim: int = 32) -> Path:
     """An untrained detector written by the training code's own checkpoint writer."""
     torch.manual_seed(0)
     model = build_model(cfg)
-    state = {"model": model.detector_state_dict(), "config": cfg.dump(),
+    state = {"model": model.state_dict(), "config": cfg.dump(),
              "class_names": ["red square", "blue circle"], "embed_dim": embed_dim}  # fmt: skip
     return save_checkpoint(state, folder, "model_final.pt")
 
@@ -248,7 +248,7 @@ def test_files_that_are_not_ovdet_checkpoints_are_checkpoint_errors(checkpoint, 
     "override,message",
     [
         (["MODEL.FPN.OUT_CHANNELS", "32"], "checkpoint (64, 64, 1, 1) vs model (32, 64, 1, 1)"),
-        (["MODEL.BACKBONE.NAME", "resnet34"], "weights missing"),  # 18 -> 34: more blocks
+        (["MODEL.RESNETS.DEPTH", "34"], "weights missing"),  # 18 -> 34: more blocks
         (["MODEL.OVDET.BACKGROUND", "fixed"], "1 unexpected, e.g. roi_heads.box_predictor"),
     ],
 )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
+
+if TYPE_CHECKING:
+    from ovdet.clip import ClipBackend
 
 __all__ = ["ClipRegionTeacher", "scale_boxes"]
 
@@ -29,12 +32,14 @@ class ClipRegionTeacher(nn.Module):
     mean/std and encoded; the per-scale embeddings are L2-normalised, summed and re-normalised.
 
     Args:
-        visual: CLIP's image tower (``clip_model.visual``); it is frozen here.
+        visual: CLIP's image tower, normalised Tensor[B, 3, S, S] -> Tensor[B, D] (a backend's
+            ``image_encoder``); it is frozen here and moves with the teacher.
         image_size: CLIP's input side (default crop size).
         mean, std: CLIP's per-channel normalisation for inputs in [0, 1].
         crop_scales: box scales to crop at.
         crop_size: crop side; 0 means ``image_size``.
         chunk_size: crops encoded per forward pass (bounds memory).
+        embed_dim: ``D``; ``None`` reads it from ``visual`` (open_clip towers).
     """
 
     def __init__(
@@ -46,9 +51,11 @@ class ClipRegionTeacher(nn.Module):
         crop_scales: Sequence[float] = (1.0, 1.5),
         crop_size: int = 0,
         chunk_size: int = 256,
+        embed_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.visual = visual.eval().requires_grad_(False)
+        self.embed_dim = embed_dim
         self.crop_size = int(crop_size or image_size)
         self.crop_scales = tuple(float(s) for s in crop_scales)
         if not self.crop_scales:
@@ -58,9 +65,19 @@ class ClipRegionTeacher(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def from_clip(cls, clip, crop_scales=(1.0, 1.5), crop_size: int = 0) -> ClipRegionTeacher:
-        """From a :class:`~ovdet.clip.LoadedClip`."""
-        return cls(clip.model.visual, clip.image_size, clip.mean, clip.std, crop_scales, crop_size)
+    def from_clip(
+        cls, clip: ClipBackend, crop_scales: Sequence[float] = (1.0, 1.5), crop_size: int = 0
+    ) -> ClipRegionTeacher:
+        """From a loaded CLIP (any :class:`~ovdet.clip.ClipBackend`): its ``image_encoder``."""
+        return cls(
+            clip.image_encoder,
+            clip.image_size,
+            clip.mean,
+            clip.std,
+            crop_scales,
+            crop_size,
+            embed_dim=clip.embed_dim,
+        )
 
     def train(self, mode: bool = True) -> ClipRegionTeacher:
         super().train(mode)
@@ -112,6 +129,8 @@ class ClipRegionTeacher(nn.Module):
         return F.normalize(per_scale.sum(dim=0), dim=-1)
 
     def _embed_dim(self) -> int:
+        if self.embed_dim is not None:
+            return int(self.embed_dim)
         proj = getattr(self.visual, "proj", None)
         if isinstance(proj, torch.Tensor):
             return proj.shape[1]

@@ -45,6 +45,7 @@ __all__ = [
     "register_builtin_datasets",
     "register_ov_coco_dataset",
     "register_ov_lvis_dataset",
+    "thing_classes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,19 @@ def register_ov_lvis_dataset(
     _register(name, json_file, image_root, split, categories, base_only, lvis=True)
 
 
+def thing_classes(dataset_name: str) -> list[str]:
+    """A dataset's ``thing_classes``, loading the dataset first where only that sets them.
+
+    detectron2's own ``register_coco_instances`` fills ``thing_classes`` in the metadata only
+    when the dataset is loaded; a training or evaluation set registered that way is loaded here
+    (detectron2 loads it again for its data loader).
+    """
+    meta = MetadataCatalog.get(dataset_name)
+    if not meta.get("thing_classes") and dataset_name in DatasetCatalog.list():
+        DatasetCatalog.get(dataset_name)
+    return list(meta.get("thing_classes") or [])
+
+
 def get_dataset_split(dataset_name: str, fallback: str = "") -> OpenVocabularySplit:
     """The base/novel split of a registered dataset.
 
@@ -219,8 +233,8 @@ def get_dataset_split(dataset_name: str, fallback: str = "") -> OpenVocabularySp
     Returns:
         The split, restricted to the dataset's ``thing_classes``.
     """
+    classes = thing_classes(dataset_name)
     meta = MetadataCatalog.get(dataset_name)
-    classes = list(meta.get("thing_classes", []))
     categories = [{"name": n} for n in classes]
     if meta.get("base_classes") is not None:
         split = OpenVocabularySplit(

@@ -19,7 +19,7 @@ from detectron2.data import MetadataCatalog
 from torch import nn
 
 from ovdet.clip import LoadedClip
-from ovdet.d2.datasets import get_dataset_split
+from ovdet.d2.datasets import get_dataset_split, thing_classes
 from ovdet.errors import ConfigError
 from ovdet.text import TextClassifierBuilder, Vocabulary
 
@@ -69,8 +69,8 @@ def vocabulary_from_metadata(dataset_name: str) -> Vocabulary:
     Underscores become spaces (LVIS writes ``aerosol_can``), as in
     :meth:`~ovdet.text.Vocabulary.from_coco_json`; the order is that of the contiguous class ids.
     """
+    classes = thing_classes(dataset_name)
     meta = MetadataCatalog.get(dataset_name)
-    classes = meta.get("thing_classes")
     if not classes:
         raise ConfigError(
             f"dataset {dataset_name!r} has no thing_classes in its metadata; register it with "

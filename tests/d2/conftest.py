@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
 from ovdet.config.catalog import CONFIG_DIR
 
 CONFIGS = CONFIG_DIR / "d2"

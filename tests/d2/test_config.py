@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip(
@@ -14,10 +12,9 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from ovdet.config import get_default_config  # noqa: E402
+from ovdet.config.catalog import CONFIG_DIR as _SHIPPED
 from ovdet.d2 import OpenVocabularyRCNN, OpenVocabularyROIHeads, add_ovdet_config  # noqa: E402
 from ovdet.errors import ConfigError  # noqa: E402
-
-from ovdet.config.catalog import CONFIG_DIR as _SHIPPED
 
 CONFIG_DIR = _SHIPPED / "d2"
 
@@ -72,13 +69,13 @@ def test_model_builds_from_yaml(name, instant_cfg, instant_data):
     assert isinstance(heads, OpenVocabularyROIHeads)
     assert heads.num_classes == classes
     predictor = heads.box_predictor
-    assert predictor.classifier.text_embeddings.shape == (classes, 32)  # tiny CLIP's D
-    assert predictor.bbox_pred.out_features == 4  # class-agnostic
+    assert predictor.head.text_embeddings.shape == (classes, 32)  # tiny CLIP's D
+    assert predictor.head.bbox_pred.out_features == 4  # class-agnostic
     assert (heads.clip_teacher is not None) == has_teacher
     assert not any(k.startswith("roi_heads.clip_teacher") for k in model.state_dict())
     if name.startswith("ov"):
         assert cfg.MODEL.RESNETS.DEPTH == 50
-        assert heads.distill_mode == "online"
+        assert heads.head.distill_mode == "online"
 
 
 def test_offline_distillation_needs_the_meta_architecture(instant_cfg, instant_data):

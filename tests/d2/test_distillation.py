@@ -101,10 +101,14 @@ def test_online_loss_distils_the_top_proposals(instant_cfg, instant_data):
         rgb = heads.teacher_images(images)
         teacher = heads.clip_teacher(rgb, [b.tensor for b in boxes])
         expected = vild_image_loss(heads.region_embeddings(features, boxes), teacher).detach()
-        got = heads.distillation_loss(images, features, boxes).detach()
+        got = heads.head.distillation_loss(
+            lambda b: heads.region_embeddings(features, [Boxes(x) for x in b]),
+            proposals=[p.proposal_boxes.tensor for p in proposals],
+            images=rgb,
+        )["loss_image"].detach()
         _, losses = heads(images, features, proposals, targets)
     assert teacher.shape == (10, 32)
-    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    assert float(got) == pytest.approx(cfg.MODEL.OVDET.DISTILL.WEIGHT * float(expected), rel=1e-5)
     assert float(losses["loss_image"].detach()) == pytest.approx(
         cfg.MODEL.OVDET.DISTILL.WEIGHT * float(expected), rel=1e-5
     )
@@ -117,13 +121,13 @@ def test_ensemble_weights_follow_novelty(instant_cfg, instant_data):
     model = build_model(cfg)
     model.eval()
     heads = model.roi_heads
-    assert isinstance(heads.ensemble, EnsembleSettings)
+    assert isinstance(heads.head.ensemble, EnsembleSettings)
     rgb = np.asarray(Image.open(_record(instant_data)["file_name"]))
     image = torch.as_tensor(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float()
     text, _ = heads.get_vocabulary()
 
     def detect(settings, is_novel):
-        heads.ensemble = settings
+        heads.head.ensemble = settings
         heads.set_vocabulary(text, torch.tensor(is_novel))
         with torch.no_grad():
             return model([{"image": image}])[0]["instances"]

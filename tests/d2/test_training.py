@@ -62,7 +62,7 @@ def test_final_evaluation_uses_the_dataset_vocabulary_then_restores(trained, ins
         assert 0.0 <= bbox[key] <= 100.0 or np.isnan(bbox[key])
     heads = trainer.model.roi_heads
     assert heads.num_classes == 2  # the training vocabulary is back
-    assert heads.box_predictor.classifier.text_embeddings.shape[0] == 2
+    assert heads.head.text_embeddings.shape[0] == 2
 
 
 def test_checkpoint_saves_and_loads(trained, instant_cfg, tmp_path):
@@ -168,7 +168,7 @@ def test_predictor_on_any_classes(trained, tiny_clip, text_cache, instant_config
         assert float(out["boxes"][:, 3].max()) <= im.shape[0] + 1e-3
     assert float(outputs[1]["boxes"][:, 2].max()) > 80  # beyond the resized 64-px side
     # Novelty: classes outside the training vocabulary (red, green box) are novel.
-    assert predictor.model.roi_heads.box_predictor.is_novel_class.tolist() == [
+    assert predictor.model.roi_heads.head.is_novel_class.tolist() == [
         True,
         False,
         False,
@@ -178,3 +178,94 @@ def test_predictor_on_any_classes(trained, tiny_clip, text_cache, instant_config
     out = predictor.predict([rgb])[0]
     assert int(out["labels"].max()) < 2
     assert set(out["class_names"]) <= {"cat", "dog"}
+
+
+def _saved_predictor(trained, tmp_path, instant_config_file, tiny_clip, text_cache, classes):
+    trainer, _ = trained
+    DetectionCheckpointer(trainer.model, save_dir=str(tmp_path)).save("model")
+    return OpenVocabularyD2Predictor(
+        str(instant_config_file),
+        str(tmp_path / "model.pth"),
+        classes=classes,
+        overrides=["MODEL.OVDET.CLIP", tiny_clip, "MODEL.OVDET.TEXT_CACHE_DIR", str(text_cache)],
+    )
+
+
+def test_predictor_keeps_synonyms_and_thresholds_like_the_default_engine(
+    trained, tiny_clip, text_cache, instant_config_file, tmp_path
+):
+    """Synonyms reach the text classifier, and a score threshold below the config's one means
+    the same as in the torchvision engine (before NMS), not a filter of kept detections."""
+    from ovdet.d2.predictor import D2DetectorAdapter
+    from ovdet.engine.build import build_text_classifier
+    from ovdet.text import Vocabulary
+
+    vocabulary = Vocabulary(("red box", "blue box"), (("crimson box",), ("azure box", "navy box")))
+    predictor = _saved_predictor(
+        trained, tmp_path, instant_config_file, tiny_clip, text_cache, vocabulary
+    )
+    text = predictor.model.roi_heads.head.text_embeddings
+    expected = build_text_classifier(predictor.cfg)(vocabulary)
+    torch.testing.assert_close(text.cpu(), expected)
+    assert not torch.allclose(text.cpu(), build_text_classifier(predictor.cfg)(vocabulary.names))
+
+    adapter = D2DetectorAdapter(predictor)
+    rgb = np.asarray(Image.open(_first_val_image()).convert("RGB"))
+    config_thresh = predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    (low,) = adapter.predict([rgb], score_thresh=0.0)
+    (default,) = adapter.predict([rgb])
+    assert (default.scores > config_thresh).all()
+    assert (low.scores < config_thresh).any()  # below the config's threshold: still detected
+    assert len(low) > len(default)
+    assert low.embeddings.shape == (len(low), text.shape[1])
+
+
+def test_weights_that_are_not_a_checkpoint_are_a_one_line_error(
+    instant_config_file, tiny_clip, text_cache, instant_data, tmp_path
+):
+    from ovdet.errors import CheckpointError
+
+    bad = tmp_path / "model.pth"
+    bad.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot load weights") as info:
+        OpenVocabularyD2Predictor(
+            str(instant_config_file),
+            str(bad),
+            overrides=[
+                "MODEL.OVDET.CLIP",
+                tiny_clip,
+                "MODEL.OVDET.TEXT_CACHE_DIR",
+                str(text_cache),
+            ],
+        )
+    assert "\n" not in str(info.value)
+
+
+def test_datasets_registered_by_detectron2_itself_train_and_evaluate(instant_cfg, instant_data):
+    """register_coco_instances fills thing_classes only when loaded: the vocabulary loads it."""
+    import json
+
+    from detectron2.data.datasets import register_coco_instances
+
+    from ovdet.d2 import dataset_vocabulary, training_vocabulary
+
+    root = instant_data["root"]
+    train = json.loads(instant_data["train_json"].read_text())
+    base_ids = {1, 3}  # red box, green box
+    train["categories"] = [c for c in train["categories"] if c["id"] in base_ids]
+    train["annotations"] = [a for a in train["annotations"] if a["category_id"] in base_ids]
+    train_json = root / "d2_train.json"
+    train_json.write_text(json.dumps(train))
+    register_coco_instances("plain_d2_train", {}, str(train_json), str(root / "train"))
+    register_coco_instances("plain_d2_val", {}, str(instant_data["val_json"]), str(root / "val"))
+    cfg = instant_cfg(
+        "DATASETS.TRAIN", "('plain_d2_train',)", "DATASETS.TEST", "('plain_d2_val',)",
+        "DATASETS.SPLIT", str(instant_data["split_file"]),
+    )  # fmt: skip
+    assert training_vocabulary(cfg).names == ("red box", "green box")
+    vocabulary, is_novel = dataset_vocabulary(cfg, "plain_d2_val")
+    assert dict(zip(vocabulary.names, is_novel.tolist())) == {
+        "red box": False, "green box": False, "blue box": True, "grey box": False,
+    }  # fmt: skip
+    model = build_model(cfg)
+    assert model.roi_heads.num_classes == 2
