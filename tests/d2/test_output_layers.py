@@ -140,3 +140,17 @@ def test_unsupported_options_raise():
         _layers(3, use_sigmoid_ce=True)
     with pytest.raises(ConfigError):
         _layers(3, cls_agnostic_bbox_reg=False)
+
+
+def test_post_processing_is_the_heads_with_its_candidate_cap():
+    """The plugin selects detections with the shared rule: its candidate cap bounds the work
+    for huge vocabularies (detectron2's stock inference has none)."""
+    layers = _layers(4, score_thresh=0.0, detections_per_img=1000, nms_thresh=1.01)
+    layers.set_vocabulary(torch.randn(2000, DIM))
+    x = torch.randn(20, FEATURES)
+    (full,) = layers.detect(x, [_proposals(20)])
+    assert len(full) == 1000
+    layers.head.max_candidates = 7
+    (capped,) = layers.detect(x, [_proposals(20)])
+    assert len(capped) == 7
+    torch.testing.assert_close(capped.scores, full.scores[:7])

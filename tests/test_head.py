@@ -1,0 +1,142 @@
+"""The framework-free open-vocabulary head and the one novelty rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ovdet.core import EnsembleSettings, OpenVocabularyHead, get_head, novel_class_mask
+from ovdet.errors import ConfigError
+from ovdet.text import Vocabulary
+
+FEATURES, DIM = 12, 8
+
+
+def _head(**kwargs) -> OpenVocabularyHead:
+    torch.manual_seed(0)
+    head = OpenVocabularyHead(FEATURES, DIM, **kwargs)
+    head.set_vocabulary(torch.randn(4, DIM))
+    return head
+
+
+def test_novelty_ignores_case_underscores_and_spacing_and_counts_synonyms():
+    base = ["Red Square", "traffic_light"]
+    vocabulary = Vocabulary(
+        ("red square", "Traffic  Light", "crimson square", "kite"),
+        ((), (), ("red_square",), ()),
+    )
+    assert novel_class_mask(vocabulary, base).tolist() == [False, False, False, True]
+    assert novel_class_mask(["KITE"], Vocabulary(("bird",), (("kite",),))).tolist() == [False]
+    assert novel_class_mask(["kite"], []).tolist() == [True]
+
+
+def test_api_and_trainer_use_the_same_novelty_rule():
+    """The three rules that existed (lower(), exact match, normalize_name) are one now."""
+    import inspect
+
+    from ovdet import api
+    from ovdet.d2 import predictor as d2_predictor
+    from ovdet.engine import trainer
+
+    for module in (api, trainer):
+        assert "novel_class_mask" in inspect.getsource(module)
+        assert ".lower()" not in inspect.getsource(module)
+    pytest.importorskip("detectron2", reason="detectron2 is not installed")
+    assert "novel_class_mask" in inspect.getsource(d2_predictor)
+
+
+def test_forward_shapes_and_losses():
+    head = _head(text_loss_weight=2.0)
+    logits, deltas, embeddings = head(torch.randn(6, FEATURES))
+    assert logits.shape == (6, 5) and deltas.shape == (6, 4) and embeddings.shape == (6, DIM)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(6))
+    gt = torch.tensor([0, 1, 4, 4, 2, 3])
+    expected = 2.0 * torch.nn.functional.cross_entropy(logits, gt)
+    torch.testing.assert_close(head.text_loss(logits, gt)["loss_text"], expected)
+
+
+def test_distillation_picks_the_top_proposals_and_weights_the_loss():
+    head = _head(distill_mode="online", distill_weight=0.25, distill_num_proposals=3)
+    proposals = [torch.rand(10, 4) * 50 + torch.tensor([0, 0, 50, 50]), torch.rand(2, 4) + 60]
+    picked = head.distillation_boxes(proposals)
+    assert [len(b) for b in picked] == [3, 2]
+    assert torch.equal(picked[0], proposals[0][:3])
+
+    class Teacher(torch.nn.Module):
+        mean = torch.zeros(1)
+
+        def forward(self, images, boxes):
+            return torch.nn.functional.normalize(torch.ones(sum(len(b) for b in boxes), DIM), dim=1)
+
+    head.set_clip_teacher(Teacher())
+    seen = []
+
+    def embed(boxes):
+        seen.append([len(b) for b in boxes])
+        return torch.nn.functional.normalize(-torch.ones(sum(len(b) for b in boxes), DIM), dim=1)
+
+    loss = head.distillation_loss(embed, proposals=proposals, images=torch.zeros(2, 3, 8, 8))
+    assert seen == [[3, 2]]
+    # |(-1/sqrt(D)) - (1/sqrt(D))| summed over D dimensions = 2 sqrt(D), times the weight.
+    assert float(loss["loss_image"]) == pytest.approx(0.25 * 2 * DIM**0.5, rel=1e-5)
+    assert _head(distill_mode="none").distillation_loss(embed) == {}
+
+
+def test_offline_distillation_uses_the_given_regions():
+    head = _head(distill_mode="offline", distill_weight=1.0)
+    emb = torch.nn.functional.normalize(torch.randn(3, DIM), dim=1)
+    loss = head.distillation_loss(lambda boxes: emb, offline=[(torch.rand(3, 4), emb)])
+    assert float(loss["loss_image"]) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(RuntimeError, match="EMBEDDINGS_FILE"):
+        head.distillation_loss(lambda boxes: emb)
+
+
+def test_score_threshold_is_strict_and_applies_before_nms():
+    head = _head(score_thresh=0.5, nms_thresh=0.5)
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 30, 30]])
+    probs = torch.tensor([[0.5, 0.1, 0, 0], [0.6, 0, 0, 0], [0.0, 0.51, 0, 0]])
+    det = head.detect(boxes, probs, torch.zeros(3, DIM))
+    assert sorted(det["scores"].tolist()) == pytest.approx([0.51, 0.6])  # 0.5 is not above
+    with head.score_threshold(0.4):
+        det = head.detect(boxes, probs, torch.zeros(3, DIM))
+    # 0.5 passes the lower threshold, but NMS removes it under the overlapping 0.6.
+    assert sorted(det["scores"].tolist()) == pytest.approx([0.51, 0.6])
+    assert head.score_thresh == 0.5  # restored
+
+
+def test_ensemble_needs_a_teacher_and_unknown_modes_are_config_errors():
+    head = _head()
+    with pytest.raises(RuntimeError, match="teacher"):
+        head.enable_ensemble(EnsembleSettings())
+    with pytest.raises(ConfigError, match="DISTILL.MODE"):
+        OpenVocabularyHead(FEATURES, DIM, distill_mode="sometimes")
+
+
+def test_get_head_finds_it_in_either_engine_and_refuses_closed_set_models():
+    from ovdet.config import load_config
+    from ovdet.tv import build_model
+
+    cfg = load_config("tiny", ["MODEL.OVDET.EMBED_DIM", "8"])
+    model = build_model(cfg)
+    assert get_head(model) is model.roi_heads.box_predictor
+    wrapped = torch.nn.Sequential(model)
+    assert get_head(wrapped) is get_head(model)
+    closed = build_model(load_config("tiny", ["MODEL.META_ARCHITECTURE", "FasterRCNN"]), 3)
+    with pytest.raises(ConfigError, match="no open-vocabulary head"):
+        get_head(closed)
+
+
+def test_clip_teacher_is_never_saved_and_follows_the_head():
+    head = _head()
+
+    class Teacher(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(3))
+            self.weight = torch.nn.Parameter(torch.ones(2))
+
+    head.set_clip_teacher(Teacher())
+    assert not any("mean" in k or k.endswith("weight") and "clip" in k for k in head.state_dict())
+    assert all(not k.startswith("clip_teacher") for k in head.state_dict())
+    head.double()
+    assert head.clip_teacher.weight.dtype == torch.float64
