@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("### Text classifier: cold (text tower) and warm (cache)\n")
     print("\n".join(machine_lines(device, args.threads)))
     print(
-        f"- CLIP `{args.clip}` ({type(clip.model.visual).__name__} image tower, embedding "
+        f"- CLIP `{args.clip}` ({type(clip.image_encoder).__name__} image tower, embedding "
         f"{clip.embed_dim}, text context {clip.context_length}), random init unless the spec "
         f"names weights; loaded in {load_s:.2f} s (not in the figures); cold = median of "
         f"{args.repeats}\n"

@@ -15,13 +15,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ovdet.errors import VocabularyError
 from ovdet.utils.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from ovdet.clip import ClipBackend
 
 __all__ = [
     "TEMPLATE_SETS",
@@ -226,7 +229,8 @@ class TextClassifierBuilder:
     The CLIP model is loaded lazily: a fully cached vocabulary needs no CLIP at all.
 
     Args:
-        clip: a CLIP spec string, a :class:`~ovdet.clip.ClipSpec`, or a loaded CLIP.
+        clip: a CLIP spec string, a :class:`~ovdet.clip.ClipSpec`, or a loaded CLIP (any
+            :class:`~ovdet.clip.ClipBackend`: open_clip or transformers).
         templates: a template set name, file or list (see :func:`load_templates`).
         cache_dir: cache folder; ``None`` for :func:`default_cache_dir`; ``""`` disables caching.
         device: where the text tower runs.
@@ -241,13 +245,12 @@ class TextClassifierBuilder:
         device: str | torch.device = "cpu",
         batch_size: int = 1024,
     ) -> None:
-        from ovdet.clip import ClipSpec, LoadedClip
+        from ovdet.clip import ClipSpec
 
-        self._clip: LoadedClip | None = clip if isinstance(clip, LoadedClip) else None
-        self.spec = (
-            clip.spec
-            if isinstance(clip, LoadedClip)
-            else (ClipSpec.parse(clip) if isinstance(clip, str) else clip)
+        loaded = not isinstance(clip, (str, ClipSpec))
+        self._clip: ClipBackend | None = clip if loaded else None
+        self.spec: ClipSpec = (
+            clip.spec if loaded else (clip if isinstance(clip, ClipSpec) else ClipSpec.parse(clip))
         )
         self.templates = load_templates(templates)
         if cache_dir is None:
@@ -259,7 +262,8 @@ class TextClassifierBuilder:
         self._digest: str | None = None
 
     @property
-    def clip(self):
+    def clip(self) -> ClipBackend:
+        """The loaded CLIP (loaded on first use)."""
         from ovdet.clip import load_clip
 
         if self._clip is None:
@@ -268,13 +272,17 @@ class TextClassifierBuilder:
 
     def _weights_digest(self) -> str:
         if self._digest is None:
-            digest = self.spec.weights_digest()
-            self._digest = digest if digest is not None else self.clip.weights_digest()
+            if self._clip is not None:
+                self._digest = self._clip.weights_digest()
+            else:
+                digest = self.spec.weights_digest()
+                self._digest = digest if digest is not None else self.clip.weights_digest()
         return self._digest
 
     def cache_key(self, vocabulary: Vocabulary) -> str:
+        """The cache file name: a hash of model id, weights digest, templates and names."""
         payload = {
-            "model": self.spec.model,
+            "model": self._clip.model_id if self._clip is not None else self.spec.model,
             "weights": self._weights_digest(),
             "templates": list(self.templates),
             "names": list(vocabulary.names),
@@ -319,21 +327,21 @@ class TextClassifierBuilder:
         self._warn_truncation(vocabulary, clip)
         chunks = []
         for start in range(0, len(flat), self.batch_size):
-            tokens = clip.tokenizer(flat[start : start + self.batch_size]).to(self.device)
             self.num_text_tower_calls += 1
-            chunks.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu())
+            features = clip.encode_text(flat[start : start + self.batch_size])
+            chunks.append(F.normalize(features.float(), dim=-1).cpu())
         per_prompt = torch.cat(chunks)
         sums = torch.zeros(len(vocabulary), per_prompt.shape[1]).index_add_(0, owner, per_prompt)
         return F.normalize(sums, dim=-1)
 
-    def _warn_truncation(self, vocabulary: Vocabulary, clip) -> None:
-        encode = getattr(clip.tokenizer, "encode", None)
-        if encode is None:
+    def _warn_truncation(self, vocabulary: Vocabulary, clip: ClipBackend) -> None:
+        longest = max(self.templates, key=len)  # the longest template wraps each name
+        if clip.num_tokens(longest.format("x")) is None:
             return
-        # The longest template wraps each name; +2 for the start and end tokens.
-        longest = max(self.templates, key=len)
         too_long = [
-            n for n in vocabulary.names if len(encode(longest.format(n))) + 2 > clip.context_length
+            n
+            for n in vocabulary.names
+            if (clip.num_tokens(longest.format(n)) or 0) > clip.context_length
         ]
         if too_long:
             warnings.warn(

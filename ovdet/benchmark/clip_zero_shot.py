@@ -37,7 +37,7 @@ def crop_zero_shot_accuracy(
     """Top-1 accuracy of CLIP classifying each crop among all ``split`` classes.
 
     Args:
-        clip: a :class:`ovdet.clip.LoadedClip` or a CLIP spec string.
+        clip: a loaded CLIP (:class:`ovdet.clip.ClipBackend`) or a CLIP spec string.
         captions_csv: a CSV with ``filepath`` and ``label`` columns (the synthetic dataset's
             ``captions/val.csv``).
         split: base and novel class names; the vocabulary is their union.
@@ -48,10 +48,10 @@ def crop_zero_shot_accuracy(
         ``{"all": acc, "base": acc, "novel": acc}`` over the crops of each group (``nan`` for a
         group without crops).
     """
-    from ovdet.clip import LoadedClip, load_clip
+    from ovdet.clip import load_clip
     from ovdet.text import TextClassifierBuilder, Vocabulary
 
-    clip = clip if isinstance(clip, LoadedClip) else load_clip(clip)
+    clip = load_clip(clip) if isinstance(clip, str) else clip
     names = list(split.base) + list(split.novel)
     text = TextClassifierBuilder(clip, templates, cache_dir="")(Vocabulary.from_names(names))
     index = {n.lower(): i for i, n in enumerate(names)}
@@ -69,7 +69,7 @@ def crop_zero_shot_accuracy(
         ]
         pixels = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in batch])
         pixels = F.interpolate(pixels, size=(clip.image_size,) * 2, mode="bilinear")
-        features = F.normalize(clip.model.encode_image((pixels - mean) / std), dim=-1)
+        features = F.normalize(clip.encode_image((pixels - mean) / std), dim=-1)
         predictions.append((features @ text.t()).argmax(dim=1))
     predicted = torch.cat(predictions).tolist()
     truth = [index[label.lower()] for _, label in crops]
