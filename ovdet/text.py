@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,7 +306,8 @@ class TextClassifierBuilder:
                     cached = torch.load(path, map_location="cpu", weights_only=True)
                     if cached["names"] == list(vocabulary.names):
                         return cached["embeddings"]
-                except (OSError, RuntimeError, KeyError, EOFError) as e:
+                except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+                    # a corrupt file, or one holding more than tensors (refused): rebuilt below
                     logger.warning("Ignoring unreadable text-embedding cache %s: %s", path, e)
         embeddings = self.encode(vocabulary)
         if path is not None:

@@ -116,3 +116,23 @@ def test_gradient_clipping_by_value_and_by_norm():
     assert abs(float(clipped("norm").norm()) - 1.0) < 1e-5
     with pytest.raises(ConfigError, match="CLIP_TYPE"):
         clipped("sideways")
+
+
+def test_torchvision_backbone_weights_load_weights_only(monkeypatch):
+    """A torchvision weights name is downloaded and read without unpickling objects."""
+    import torch
+    import torchvision.models
+
+    from ovdet.tv import build_backbone
+
+    seen = {}
+
+    class Weights:
+        def get_state_dict(self, **kwargs):
+            seen.update(kwargs)
+            return torchvision.models.resnet18().state_dict()
+
+    monkeypatch.setattr(torchvision.models, "get_weight", lambda name: Weights())
+    cfg = load_config("tiny", ["MODEL.BACKBONE.WEIGHTS", "ResNet18_Weights.IMAGENET1K_V1"])
+    assert isinstance(build_backbone(cfg), torch.nn.Module)
+    assert seen.get("weights_only") is True

@@ -73,3 +73,27 @@ def test_long_names_are_truncated_with_a_warning(tiny_clip):
         emb = builder([long_name, "cat"])
     assert emb.shape[0] == 2
     assert any("truncated" in str(w.message) for w in caught)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: a stand-in for a file crafted to run code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_crafted_cache_file_is_ignored_and_runs_nothing(tiny_clip, tmp_path):
+    builder = TextClassifierBuilder(tiny_clip, "a", cache_dir=tmp_path / "cache")
+    expected = builder("kite, umbrella")
+    (path,) = (tmp_path / "cache").rglob("*.pt")
+    marker = tmp_path / "pwned"
+    torch.save({"names": ["kite", "umbrella"], "embeddings": _Payload(marker)}, path)
+    again = TextClassifierBuilder(tiny_clip, "a", cache_dir=tmp_path / "cache")
+    assert torch.equal(again("kite, umbrella"), expected)  # recomputed
+    assert again.num_text_tower_calls == 1
+    assert not marker.exists()

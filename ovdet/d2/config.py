@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import yaml
 from detectron2.config import CfgNode, get_cfg
 
 from ovdet.config.catalog import resolve_config_path
@@ -43,9 +44,11 @@ def load_d2_config(config_file: str = "", overrides: Sequence[str] = ()) -> CfgN
     add_ovdet_config(cfg)
     try:
         if config_file:
-            cfg.merge_from_file(str(resolve_config_path(config_file)))
+            # allow_unsafe=False: detectron2 would otherwise fall back to yaml.unsafe_load,
+            # which runs code named in the file
+            cfg.merge_from_file(str(resolve_config_path(config_file)), allow_unsafe=False)
         if overrides:
             cfg.merge_from_list(list(overrides))
-    except (KeyError, AssertionError, OSError, ValueError) as e:
+    except (KeyError, AssertionError, OSError, ValueError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot load detectron2 config {config_file!r}: {e}") from e
     return cfg

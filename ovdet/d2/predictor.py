@@ -192,10 +192,36 @@ class D2DetectorAdapter:
 
 
 def load_d2_weights(model: torch.nn.Module, path: str) -> None:
-    """Load detectron2 weights with ``DetectionCheckpointer``, with a one-line error for a file
-    that is missing or not a checkpoint."""
+    """Load detectron2 weights (``model_final.pth``) without running code from the file.
+
+    The file is read by ovdet's safe reader (``torch.load(weights_only=True)``,
+    :func:`ovdet.engine.checkpoint.read_torch_file`); detectron2's ``DetectionCheckpointer`` then
+    matches the weights to the model as usual (``module.`` prefixes, shape checks, logged missing
+    and unexpected keys), handed the loaded dict instead of reading the file itself: detectron2
+    unpickles ``.pkl`` files with :mod:`pickle` and other files with fvcore's ``torch.load`` at
+    torch's default ``weights_only``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns off.
+
+    Raises:
+        CheckpointError: one line, for a file that is missing, a ``.pkl`` pickle, not a
+            checkpoint, or holding pickled objects beyond tensors and plain types.
+    """
+    from ovdet.engine.checkpoint import read_torch_file
+
+    if str(path).endswith(".pkl"):
+        raise CheckpointError(
+            f"cannot load weights {path}: .pkl files are plain pickles, which can run code when "
+            "loaded; give a PyTorch checkpoint (.pth) written by tools/train_net.py"
+        )
+    checkpoint = read_torch_file(path, label=f"cannot load weights {path}: the file")
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"cannot load weights {path}: it holds no dict of weights")
+    if "model" not in checkpoint:  # a bare state dict, as detectron2 accepts
+        checkpoint = {"model": checkpoint}
+    checkpointer = DetectionCheckpointer(model)
+    # fvcore's documented hook for reading a file: here it returns the dict read above.
+    checkpointer._load_file = lambda _filename: checkpoint
     try:
-        DetectionCheckpointer(model).load(path)
-    except Exception as e:  # unpickling a file that is not a checkpoint raises anything
+        checkpointer.load(str(path))
+    except Exception as e:  # e.g. a non-tensor among the weights, or a shape detectron2 refuses
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot load weights {path}: {first}") from e

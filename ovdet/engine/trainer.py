@@ -39,9 +39,11 @@ from ovdet.engine.build import (
     clip_gradients,
 )
 from ovdet.engine.checkpoint import (
+    capture_rng_state,
     find_last_checkpoint,
     load_checkpoint,
     load_model_weights,
+    restore_rng_state,
     save_checkpoint,
 )
 from ovdet.errors import ConfigError
@@ -199,12 +201,10 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "iteration": iteration,
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            # As tensors and plain types, like everything here: the file loads with
+            # weights_only=True (ovdet.engine.checkpoint); the data order follows from the
+            # iteration (ResumableTrainingSampler).
+            "rng": capture_rng_state(),
             "config": self.cfg.dump(),
             "class_names": list(self.class_names),
             "embed_dim": 0 if self.closed_set else get_head(model).embed_dim,
@@ -229,12 +229,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng_state(state["rng"], f"checkpoint {path}")
         self.start_iter = int(state["iteration"])
         self._truncate_metrics(self.start_iter)
         logger.info("Resumed from %s at iteration %d", path, self.start_iter)

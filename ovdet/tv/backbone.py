@@ -35,7 +35,7 @@ def _load_backbone_weights(body: nn.Module, weights: str) -> None:
         from torchvision.models import get_weight
 
         try:
-            state = get_weight(weights).get_state_dict(progress=True)
+            state = get_weight(weights).get_state_dict(progress=True, weights_only=True)
         except (ValueError, KeyError) as e:
             raise ConfigError(f"unknown torchvision weights {weights!r}: {e}") from e
         except OSError as e:

@@ -95,3 +95,15 @@ def test_training_dataset_must_hold_base_classes_only(instant_cfg, instant_data)
 def test_zero_distillation_weight_loads_no_clip_teacher(instant_cfg, instant_data):
     model = build_model(instant_cfg("MODEL.OVDET.DISTILL.WEIGHT", "0.0"))
     assert model.roi_heads.clip_teacher is None
+
+
+def test_config_with_python_tags_is_refused(tmp_path):
+    """detectron2 alone would fall back to yaml.unsafe_load and run the named function."""
+    from ovdet.d2 import load_d2_config
+
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"MODEL:\n  DEVICE: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="cannot load detectron2 config"):
+        load_d2_config(str(bad))
+    assert not marker.exists()
