@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ovdet.core.head import get_head
 from ovdet.core.vocabulary import novel_class_mask
+from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
 from ovdet.d2.config import load_d2_config
 from ovdet.d2.vocabulary import get_roi_heads, text_embeddings, training_vocabulary
 from ovdet.errors import CheckpointError, ConfigError, ImageError, VocabularyError
@@ -194,34 +195,26 @@ class D2DetectorAdapter:
 def load_d2_weights(model: torch.nn.Module, path: str) -> None:
     """Load detectron2 weights (``model_final.pth``) without running code from the file.
 
-    The file is read by ovdet's safe reader (``torch.load(weights_only=True)``,
-    :func:`ovdet.engine.checkpoint.read_torch_file`); detectron2's ``DetectionCheckpointer`` then
-    matches the weights to the model as usual (``module.`` prefixes, shape checks, logged missing
-    and unexpected keys), handed the loaded dict instead of reading the file itself: detectron2
-    unpickles ``.pkl`` files with :mod:`pickle` and other files with fvcore's ``torch.load`` at
-    torch's default ``weights_only``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns off.
+    :class:`~ovdet.d2.checkpoint.OpenVocabularyCheckpointer` reads the file with ovdet's safe
+    reader (``torch.load(weights_only=True)``) and matches the weights to the model as detectron2
+    does (``module.`` prefixes, shape checks, logged missing and unexpected keys). ``.pkl`` files,
+    which detectron2 unpickles with :mod:`pickle`, are refused here.
 
     Raises:
         CheckpointError: one line, for a file that is missing, a ``.pkl`` pickle, not a
             checkpoint, or holding pickled objects beyond tensors and plain types.
     """
-    from ovdet.engine.checkpoint import read_torch_file
-
     if str(path).endswith(".pkl"):
         raise CheckpointError(
             f"cannot load weights {path}: .pkl files are plain pickles, which can run code when "
             "loaded; give a PyTorch checkpoint (.pth) written by tools/train_net.py"
         )
-    checkpoint = read_torch_file(path, label=f"cannot load weights {path}: the file")
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"cannot load weights {path}: it holds no dict of weights")
-    if "model" not in checkpoint:  # a bare state dict, as detectron2 accepts
-        checkpoint = {"model": checkpoint}
-    checkpointer = DetectionCheckpointer(model)
-    # fvcore's documented hook for reading a file: here it returns the dict read above.
-    checkpointer._load_file = lambda _filename: checkpoint
+    if not Path(path).is_file():
+        raise CheckpointError(f"cannot load weights {path}: the file does not exist")
     try:
-        checkpointer.load(str(path))
+        OpenVocabularyCheckpointer(model).load(str(path))
+    except CheckpointError:
+        raise  # already one line naming the file
     except Exception as e:  # e.g. a non-tensor among the weights, or a shape detectron2 refuses
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot load weights {path}: {first}") from e

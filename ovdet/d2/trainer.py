@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections import OrderedDict
 
 from detectron2.config import CfgNode
@@ -11,6 +12,7 @@ from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import DatasetEvaluator
 from torch import nn
 
+from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
 from ovdet.d2.datasets import get_dataset_split
 from ovdet.d2.distillation import OfflineDistillationMapper
 from ovdet.d2.evaluator import OpenVocabularyEvaluator
@@ -28,8 +30,21 @@ class OpenVocabularyTrainer(DefaultTrainer):
     dataset's classes (base and novel: the generalized setting) and scored by
     :class:`~ovdet.d2.evaluator.OpenVocabularyEvaluator`; the training vocabulary is restored
     afterwards. With ``MODEL.OVDET.DISTILL.MODE "offline"``, training samples carry the
-    precomputed regions of ``MODEL.OVDET.DISTILL.EMBEDDINGS_FILE``.
+    precomputed regions of ``MODEL.OVDET.DISTILL.EMBEDDINGS_FILE``. PyTorch weight files are read
+    by :class:`~ovdet.d2.checkpoint.OpenVocabularyCheckpointer` (no code runs from them).
     """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__(cfg)
+        # Read weights (MODEL.WEIGHTS, --resume) without running code from the file; the
+        # periodic-checkpoint hook saves through the same checkpointer.
+        safe = OpenVocabularyCheckpointer(
+            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        for hook in self._hooks:
+            if getattr(hook, "checkpointer", None) is self.checkpointer:
+                hook.checkpointer = safe
+        self.checkpointer = safe
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

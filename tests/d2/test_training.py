@@ -269,3 +269,31 @@ def test_datasets_registered_by_detectron2_itself_train_and_evaluate(instant_cfg
     }  # fmt: skip
     model = build_model(cfg)
     assert model.roi_heads.num_classes == 2
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: a stand-in for a file crafted to run code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_trainer_reads_weights_without_running_code(instant_cfg, instant_data, tmp_path):
+    from ovdet.errors import CheckpointError
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "model_final.pth"
+    torch.save({"model": {"w": _Payload(marker)}}, crafted)
+    cfg = instant_cfg("MODEL.WEIGHTS", str(crafted), "OUTPUT_DIR", str(tmp_path / "out"))
+    trainer = OpenVocabularyTrainer(cfg)
+    with pytest.raises(CheckpointError, match="is refused"):
+        trainer.resume_or_load(resume=False)
+    assert not marker.exists()
+    assert all(  # periodic checkpoints are written by the same checkpointer
+        h.checkpointer is trainer.checkpointer for h in trainer._hooks if hasattr(h, "checkpointer")
+    )
