@@ -136,3 +136,21 @@ def test_torchvision_backbone_weights_load_weights_only(monkeypatch):
     cfg = load_config("tiny", ["MODEL.BACKBONE.WEIGHTS", "ResNet18_Weights.IMAGENET1K_V1"])
     assert isinstance(build_backbone(cfg), torch.nn.Module)
     assert seen.get("weights_only") is True
+
+
+def test_cli_logging_shows_info_lines(capsys):
+    """The tools used to silence the root logger, hiding every INFO line even with --verbose."""
+    import logging
+
+    from ovdet.cli.common import setup_logging
+
+    try:
+        setup_logging(verbose=False)
+        assert logging.getLogger().getEffectiveLevel() == logging.INFO
+        logging.getLogger("ovdet.engine.trainer").info("iteration 20: loss 1.0")
+        assert "iteration 20: loss 1.0" in capsys.readouterr().err
+        setup_logging(verbose=True)
+        assert logging.getLogger("ovdet.clip").isEnabledFor(logging.DEBUG)
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("ovdet").setLevel(logging.NOTSET)

@@ -13,12 +13,21 @@ __all__ = ["cli_entry", "setup_logging"]
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Log INFO lines (DEBUG with ``verbose``) of ovdet and the libraries to stderr.
+
+    Only third-party loggers known to be chatty are raised to WARNING; the root logger keeps
+    the chosen level, so every ``ovdet.*`` line shows (``logging.getLogger("root")`` *is* the
+    root logger: silencing it hides everything).
+    """
+    level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("PIL", "matplotlib", "root"):
+    logging.getLogger().setLevel(level)  # also where logging was configured before us
+    logging.getLogger("ovdet").setLevel(level)
+    for noisy in ("PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
