@@ -138,7 +138,7 @@ def test_torchvision_backbone_weights_load_weights_only(monkeypatch):
     assert seen.get("weights_only") is True
 
 
-def test_cli_logging_shows_info_lines(capsys):
+def test_cli_logging_shows_info_lines(caplog):
     """The tools used to silence the root logger, hiding every INFO line even with --verbose."""
     import logging
 
@@ -148,7 +148,7 @@ def test_cli_logging_shows_info_lines(capsys):
         setup_logging(verbose=False)
         assert logging.getLogger().getEffectiveLevel() == logging.INFO
         logging.getLogger("ovdet.engine.trainer").info("iteration 20: loss 1.0")
-        assert "iteration 20: loss 1.0" in capsys.readouterr().err
+        assert "iteration 20: loss 1.0" in caplog.messages
         setup_logging(verbose=True)
         assert logging.getLogger("ovdet.clip").isEnabledFor(logging.DEBUG)
     finally:
