@@ -55,6 +55,8 @@ def register_datasets(specs: list[list[str]] | None) -> None:
 def setup(args: argparse.Namespace):
     """The config of the file and overrides, frozen; logging and the output folder set up."""
     from detectron2.engine import default_setup
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
 
     from ovdet.config.catalog import resolve_config_path
     from ovdet.d2 import load_d2_config
@@ -64,6 +66,10 @@ def setup(args: argparse.Namespace):
     cfg = load_d2_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # detectron2 sets up its own loggers only; ovdet's lines go to the same console and log.txt.
+    setup_logger(
+        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ovdet", abbrev_name="ovdet"
+    )
     return cfg
 
 

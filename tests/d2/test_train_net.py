@@ -55,6 +55,8 @@ def test_train_net_trains_and_evaluates(instant_data, tiny_clip, text_cache, tmp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model_final.pth").is_file()
+    log = (tmp_path / "log.txt").read_text()
+    assert " ovdet.d2." in log or " ovdet." in log, "ovdet's log lines must reach detectron2's log.txt"
     assert (tmp_path / "inference" / "cli_val" / "ovdet_instances_results.json").is_file()
     assert (
         "copypaste: AP,AP50,base_AP,base_AP50,novel_AP,novel_AP50" in result.stdout + result.stderr
