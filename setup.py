@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 README = Path(__file__).with_name("README.md")
 
@@ -12,10 +12,15 @@ setup(
     description="Open-vocabulary object detection (ViLD / Detic style), torchvision and detectron2",
     long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
+    license_expression="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.9",
-    packages=find_packages(exclude=("tests", "tests.*", "benchmarks", "tools")),
+    # The shipped configs (found by name from any folder, ovdet.config.catalog) are data folders
+    # without __init__.py; listed as packages, their files ship and setuptools does not warn.
+    packages=find_packages(include=("ovdet", "ovdet.*"))
+    + find_namespace_packages(include=("ovdet.configs", "ovdet.configs.*")),
     include_package_data=True,
-    package_data={"ovdet": ["assets/*"]},
+    package_data={"ovdet.configs": ["*.yaml", "**/*.yaml", "clip/*/*.json"]},
     install_requires=[
         # torchvision's registry wheels are built against the CUDA build of torch; they run on
         # CPU-only machines too. Let torchvision pin the torch it was built with.
@@ -34,13 +39,29 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout", "hypothesis>=6", "ruff>=0.4"],
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout",
+            "hypothesis>=6",
+            "ruff>=0.4",
+            # packaging: python -m build, twine check; the wheel test builds with setuptools
+            "build>=1.0",
+            "twine>=6.1",
+            "setuptools>=77",
+        ],
     },
     entry_points={
         "console_scripts": [
             "ovdet-infer=ovdet.cli.infer:main",
             "ovdet-train=ovdet.cli.train:main",
             "ovdet-evaluate=ovdet.cli.evaluate:main",
+            "ovdet-make-synthetic=ovdet.cli.make_synthetic:main",
+            "ovdet-pretrain-clip=ovdet.cli.pretrain_clip:main",
+            "ovdet-benchmark-synthetic=ovdet.cli.benchmark_synthetic:main",
+            "ovdet-precompute-clip-embeddings=ovdet.cli.precompute_clip_embeddings:main",
+            "ovdet-convert-checkpoint=ovdet.cli.convert_checkpoint:main",
+            # detectron2 training (ovdet.d2); --help works without detectron2
+            "ovdet-train-net=ovdet.cli.train_net:main",
         ]
     },
 )
