@@ -21,4 +21,6 @@ class OpenVocabularyCheckpointer(DetectionCheckpointer):
     """
 
     def _torch_load(self, f: str) -> dict:
-        return read_torch_file(PathManager.get_local_path(f), label=f"cannot load weights {f}: the file")
+        return read_torch_file(
+            PathManager.get_local_path(f), label=f"cannot load weights {f}: the file"
+        )
