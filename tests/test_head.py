@@ -123,6 +123,8 @@ def test_get_head_finds_it_in_either_engine_and_refuses_closed_set_models():
     cfg = load_config("tiny", ["MODEL.OVDET.EMBED_DIM", "8"])
     model = build_model(cfg)
     assert get_head(model) is model.roi_heads.box_predictor
+    model.roi_heads.score_thresh = 0.42  # torchvision's attribute is the head's, not a copy
+    assert get_head(model).score_thresh == 0.42
     wrapped = torch.nn.Sequential(model)
     assert get_head(wrapped) is get_head(model)
     closed = build_model(load_config("tiny", ["MODEL.META_ARCHITECTURE", "FasterRCNN"]), 3)

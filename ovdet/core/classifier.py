@@ -49,17 +49,6 @@ class ZeroShotClassifier(nn.Module):
             self.background_embedding = nn.Parameter(torch.randn(embed_dim) / embed_dim**0.5)
         self.register_buffer("text_embeddings", torch.zeros(0, embed_dim), persistent=False)
 
-    @classmethod
-    def from_config(cls, cfg, input_dim: int, embed_dim: int) -> ZeroShotClassifier:
-        ov = cfg.MODEL.OVDET
-        return cls(
-            input_dim,
-            embed_dim,
-            temperature=ov.TEMPERATURE,
-            background=ov.BACKGROUND,
-            background_logit=ov.BACKGROUND_LOGIT,
-        )
-
     @property
     def num_classes(self) -> int:
         return self.text_embeddings.shape[0]

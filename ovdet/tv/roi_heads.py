@@ -36,6 +36,18 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
     def head(self) -> OpenVocabularyHead:
         return self.box_predictor
 
+    # torchvision's post-processing settings are the head's: one value each, whichever way set.
+    score_thresh = property(
+        lambda self: self.head.score_thresh, lambda self, v: setattr(self.head, "score_thresh", v)
+    )
+    nms_thresh = property(
+        lambda self: self.head.nms_thresh, lambda self, v: setattr(self.head, "nms_thresh", v)
+    )
+    detections_per_img = property(
+        lambda self: self.head.detections_per_img,
+        lambda self, v: setattr(self.head, "detections_per_img", v),
+    )
+
     def box_features(self, features, boxes, image_shapes) -> torch.Tensor:
         """Box-head features of given boxes: list of Tensor[N_i, 4] -> Tensor[sum N_i, F]."""
         return self.box_head(self.box_roi_pool(features, list(boxes), image_shapes))
