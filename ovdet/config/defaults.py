@@ -201,7 +201,7 @@ _C.SOLVER.WARMUP_FACTOR = 0.001
 # gradients to CLIP_VALUE, "value" clips each gradient element to [-CLIP_VALUE, CLIP_VALUE].
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
-_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # Save a checkpoint every this many steps (and at the end).

@@ -33,8 +33,18 @@ def test_add_ovdet_config_adds_the_shared_keys():
     cfg = get_cfg()
     add_ovdet_config(cfg)
     assert _keys(cfg.MODEL.OVDET) == _keys(get_default_config().MODEL.OVDET)
+    assert cfg.MODEL.OVDET == get_default_config().MODEL.OVDET  # same defaults too
     assert cfg.MODEL.OVDET.DISTILL.MODE == "none"
-    assert cfg.DATASETS.SPLIT == ""
+    assert cfg.DATASETS.SPLIT == get_default_config().DATASETS.SPLIT == ""
+    # Keys both engines have, with detectron2's meaning: the same defaults.
+    tv = get_default_config()
+    for key in ("ROI_HEADS.SCORE_THRESH_TEST", "ROI_HEADS.NMS_THRESH_TEST",
+                "ROI_HEADS.IOU_THRESHOLDS", "BACKBONE.FREEZE_AT", "RESNETS.DEPTH",
+                "RESNETS.NORM"):  # fmt: skip
+        node, leaf = key.split(".")
+        assert cfg.MODEL[node][leaf] == tv.MODEL[node][leaf], key
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == tv.TEST.DETECTIONS_PER_IMAGE
+    assert dict(cfg.SOLVER.CLIP_GRADIENTS) == dict(tv.SOLVER.CLIP_GRADIENTS)
     cfg.merge_from_list(["MODEL.OVDET.TEMPERATURE", "30.0", "DATASETS.SPLIT", "ovcoco"])
     assert cfg.MODEL.OVDET.TEMPERATURE == 30.0
 
