@@ -72,6 +72,10 @@ class OpenVocabularyROIHeads(StandardROIHeads):
             raise TypeError("box_predictor must be an OpenVocabularyFastRCNNOutputLayers")
         if self.mask_on or self.keypoint_on:
             raise ConfigError("OpenVocabularyROIHeads supports boxes only (no mask/keypoint head)")
+        if self.train_on_pred_boxes:
+            raise ConfigError(
+                "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is not supported by OpenVocabularyROIHeads"
+            )
         if input_format not in ("BGR", "RGB"):
             raise ConfigError(
                 f"INPUT.FORMAT must be BGR or RGB for the CLIP teacher, got {input_format!r}"

@@ -117,3 +117,9 @@ def test_config_with_python_tags_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="cannot load detectron2 config"):
         load_d2_config(str(bad))
     assert not marker.exists()
+
+
+def test_unsupported_box_head_option_is_a_config_error(instant_cfg, instant_data):
+    cfg = instant_cfg("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "True")
+    with pytest.raises(ConfigError, match="TRAIN_ON_PRED_BOXES"):
+        build_model(cfg)
