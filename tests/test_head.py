@@ -30,23 +30,17 @@ def test_novelty_ignores_case_underscores_and_spacing_and_counts_synonyms():
     assert novel_class_mask(["kite"], []).tolist() == [True]
 
 
-def test_api_and_trainer_use_the_same_novelty_rule():
-    """The three rules that existed (lower(), exact match, normalize_name) are one now."""
-    import inspect
+def test_api_marks_novel_classes_by_the_shared_rule(trained_checkpoint):
+    """The API used ``.lower()``, the trainer exact matches, the plugin ``normalize_name``;
+    now every engine and tool calls :func:`novel_class_mask`."""
+    from ovdet import OVDetector
 
-    from ovdet import api
-    from ovdet.engine import trainer
-
-    for module in (api, trainer):
-        assert "novel_class_mask" in inspect.getsource(module)
-        assert ".lower()" not in inspect.getsource(module)
-    pytest.importorskip(
-        "detectron2",
-        reason="detectron2 is not installed; see README (install by its official guide)",
-    )
-    from ovdet.d2 import predictor as d2_predictor
-
-    assert "novel_class_mask" in inspect.getsource(d2_predictor)
+    detector = OVDetector.from_checkpoint(trained_checkpoint)
+    assert "red square" in detector.train_class_names
+    detector.set_classes(["Red_Square", "red  square thing", "kite"])
+    assert get_head(detector.model).is_novel_class.tolist() == [False, True, True]
+    detector.set_classes(Vocabulary(("crimson square",), (("red square",),)))
+    assert get_head(detector.model).is_novel_class.tolist() == [False]  # base by a synonym
 
 
 def test_forward_shapes_and_losses():
