@@ -258,6 +258,21 @@ class OpenVocabularyHead(nn.Module):
         """Whether training adds ``loss_image``."""
         return self.distill_mode != "none" and self.distill_weight > 0
 
+    @property
+    def distills_online(self) -> bool:
+        """Whether training runs the CLIP teacher on proposals (``loss_image``, online)."""
+        return self.distills and self.distill_mode == "online"
+
+    @property
+    def distills_offline(self) -> bool:
+        """Whether training needs the precomputed regions (``loss_image``, offline)."""
+        return self.distills and self.distill_mode == "offline"
+
+    def needs_images(self, training: bool) -> bool:
+        """Whether this pass runs the CLIP teacher, so the engine must pass the images in
+        CLIP's RGB [0, 1] view: online distillation in training, the ensemble at inference."""
+        return self.distills_online if training else self.ensemble is not None
+
     def distillation_boxes(self, proposals: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The regions distilled online: the top ``distill_num_proposals`` proposals of each
         image, by RPN objectness (proposals come sorted). list of Tensor[N_i, 4] -> list of

@@ -87,7 +87,7 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         heads = self.roi_heads
         head = getattr(heads, "head", None)
-        if not self.training or head is None or not head.distills or head.distill_mode != "offline":
+        if not self.training or head is None or not head.distills_offline:
             return super().forward(batched_inputs)
         if "distill_boxes" not in batched_inputs[0]:
             raise DataError(

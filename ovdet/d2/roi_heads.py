@@ -83,7 +83,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         head = self.head
         if clip_teacher is not None:
             head.set_clip_teacher(clip_teacher)
-        if head.distills and head.distill_mode == "online" and clip_teacher is None:
+        if head.distills_online and clip_teacher is None:
             raise ConfigError("online distillation needs a CLIP teacher")
         head.enable_ensemble(ensemble)
         self.input_format = input_format
@@ -170,9 +170,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         """See ``StandardROIHeads.forward``; training adds ``loss_image`` when distilling."""
         head = self.head
-        online = head.distills and head.distill_mode == "online"
-        needs_images = online if self.training else head.ensemble is not None
-        rgb = self.teacher_images(images) if needs_images else None
+        rgb = self.teacher_images(images) if head.needs_images(self.training) else None
         if not self.training:
             box_features = self.box_features(features, [p.proposal_boxes for p in proposals])
             return self.box_predictor.detect(box_features, proposals, rgb), {}
@@ -183,7 +181,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         box_features = self.box_features(features, [p.proposal_boxes for p in proposals])
         losses = self.box_predictor.losses(self.box_predictor(box_features), proposals)
         offline = None
-        if head.distills and head.distill_mode == "offline":
+        if head.distills_offline:
             if self._offline_targets is None:
                 raise RuntimeError(
                     "offline distillation needs the precomputed regions: use MODEL."

@@ -90,21 +90,15 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
     def head(self) -> OpenVocabularyHead:
         return self.roi_heads.head
 
-    def _needs_images(self) -> bool:
-        """Whether the CLIP teacher runs in this pass (online distillation, ensemble)."""
-        head = self.head
-        if self.training:
-            return head.distills and head.distill_mode == "online"
-        return head.ensemble is not None
-
     def forward(self, images, targets=None):
         """Losses dict (training) or a list of detection dicts (inference), as torchvision."""
         images_t, targets = self.transform(images, targets)
         features = self.backbone(images_t.tensors)
         proposals, proposal_losses = self.rpn(images_t, features, targets)
-        rgb = self.transform.unnormalize(images_t.tensors) if self._needs_images() else None
+        needs_images = self.head.needs_images(self.training)
+        rgb = self.transform.unnormalize(images_t.tensors) if needs_images else None
         offline = None
-        if self.training and self.head.distills and self.head.distill_mode == "offline":
+        if self.training and self.head.distills_offline:
             offline = _offline_targets(targets)
         detections, losses = self.roi_heads(
             features, proposals, images_t.image_sizes, targets, images=rgb, offline=offline
