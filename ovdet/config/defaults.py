@@ -77,6 +77,34 @@ def add_ovdet_config(cfg: Any) -> None:
     # Proposals per image rescored by CLIP (the top ones by detector score).
     ov.ENSEMBLE.NUM_PROPOSALS = 100
 
+    ov.WEAK = node()
+    # Weak supervision (Detic): losses on image-labelled batches (no boxes), which the trainer
+    # mixes with box batches (DATASETS.WEAK_TRAIN, DATALOADER.DATASET_RATIO).
+    # Region that takes an image's labels: "max_size" (Detic: the largest of the top
+    # NUM_PROPOSALS proposals), "max_score" (per label, the proposal scoring highest for it) or
+    # "image" (the whole-image box).
+    ov.WEAK.IMAGE_LABEL_LOSS = "max_size"
+    # Weight of the image-label loss (BCE over the vocabulary, the image's labels positive).
+    ov.WEAK.IMAGE_LOSS_WEIGHT = 0.1
+    # Top proposals per image the labelled region is chosen from (Detic WS_NUM_PROPS: 128 for
+    # LVIS, 32 for OV-COCO).
+    ov.WEAK.NUM_PROPOSALS = 128
+    # Caption loss (Detic WITH_CAPTION): the whole-image box embedding against the CLIP text
+    # embeddings of the batch's captions, its own caption positive. Needs captions in the data.
+    ov.WEAK.CAPTION_LOSS = False
+    # Weight of the caption loss.
+    ov.WEAK.CAPTION_WEIGHT = 1.0
+    # Weight of the other captions of the batch, the negatives (Detic: 0.125; 1.0 for OV-COCO).
+    ov.WEAK.NEG_CAPTION_WEIGHT = 0.125
+    # Federated loss (Detic, LVIS): the image-label BCE runs over the image's classes plus
+    # classes sampled with probability ~ image count ^ FED_LOSS_FREQ_WEIGHT, FED_LOSS_NUM_CLASSES
+    # in all, instead of the whole vocabulary.
+    ov.WEAK.FED_LOSS = False
+    # Size of the federated class set per image.
+    ov.WEAK.FED_LOSS_NUM_CLASSES = 50
+    # Exponent of the class image counts in the sampling weights.
+    ov.WEAK.FED_LOSS_FREQ_WEIGHT = 0.5
+
     # Base/novel split: "ovcoco", "lvis" or a JSON/YAML file {"base": [...], "novel": [...]};
     # training keeps only base annotations, evaluation reports base / novel / all. "" uses the
     # split a dataset was registered with (detectron2 plugin), else every class is base.
@@ -159,6 +187,10 @@ _C.INPUT.MAX_SIZE_TEST = 1333
 _C.INPUT.HFLIP_PROB = 0.5
 # Colour jitter strength at training (brightness, contrast, saturation); 0 disables it.
 _C.INPUT.COLOR_JITTER = 0.2
+# Shorter side (one picked at random) and long-side cap of image-labelled images at training
+# (Detic: 384-448 px for image labels against 896 px for boxes).
+_C.INPUT.WEAK_MIN_SIZE_TRAIN = [320, 352, 384, 416, 448]
+_C.INPUT.WEAK_MAX_SIZE_TRAIN = 667
 # Images larger than this many pixels are downscaled on load, before anything else, to bound
 # memory (a 12000x12000 photo becomes ~4096 px on its long side). 0 disables it.
 _C.INPUT.MAX_LOAD_PIXELS = 16_777_216
@@ -170,6 +202,21 @@ _C.DATASETS.TRAIN_IMAGES = ""
 # The same for the evaluation set (used by TEST.EVAL_PERIOD and tools/evaluate.py).
 _C.DATASETS.TEST_JSON = ""
 _C.DATASETS.TEST_IMAGES = ""
+# Image-labelled training data (weak supervision, no boxes), mixed with the box data at
+# DATALOADER.DATASET_RATIO: a COCO-format JSON whose images carry "pos_category_ids" (and
+# optionally "neg_category_ids"), a COCO captions JSON (labels = vocabulary names found in the
+# captions), or an open_clip_train caption CSV (.csv/.tsv). "" trains on boxes only.
+_C.DATASETS.WEAK_TRAIN = ""
+# The folder the weak data's image paths are relative to ("" for the file's own folder).
+_C.DATASETS.WEAK_TRAIN_IMAGES = ""
+# Classes looked for in captions (captions JSON, CSV): a vocabulary spec (names, a text file
+# with synonyms, a COCO JSON); "" means the box data's base and novel classes.
+_C.DATASETS.WEAK_VOCABULARY = ""
+# Caption CSV columns and separator (open_clip_train's --csv-img-key, --csv-caption-key,
+# --csv-separator).
+_C.DATASETS.WEAK_CSV_IMAGE_KEY = "filepath"
+_C.DATASETS.WEAK_CSV_CAPTION_KEY = "title"
+_C.DATASETS.WEAK_CSV_SEPARATOR = "\t"
 
 add_ovdet_config(_C)
 
@@ -177,6 +224,12 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
 # Drop training images that have no (base) annotation left.
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+# Box batches : image-labelled batches (DATASETS.WEAK_TRAIN), in a fixed repeating order
+# (Detic: [1, 4]). Ignored without weak data.
+_C.DATALOADER.DATASET_RATIO = [1, 4]
+# Images per image-labelled step, summed over processes and accumulation steps (Detic trains
+# them at a larger batch and lower resolution than box data).
+_C.DATALOADER.WEAK_IMS_PER_BATCH = 32
 
 _C.SOLVER = CN()
 # "SGD" or "AdamW".
@@ -222,6 +275,10 @@ _C.OUTPUT_DIR = "./output"
 _C.SEED = 0
 # Log training metrics every this many steps.
 _C.LOG_PERIOD = 20
+# Multi-process runs (torchrun): seconds a process waits for the others in a collective before
+# the job fails with an error (a dead or stuck peer). The OVDET_DIST_TIMEOUT environment
+# variable overrides it.
+_C.DIST_TIMEOUT = 1800
 
 
 def get_default_config() -> CN:

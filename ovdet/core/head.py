@@ -30,6 +30,12 @@ from ovdet.core.ensemble import ensemble_scores
 from ovdet.core.losses import vild_image_loss, vild_text_loss
 from ovdet.core.postprocessing import select_detections
 from ovdet.core.teacher import ClipRegionTeacher
+from ovdet.core.weak_supervision import (
+    WeakSupervisionSettings,
+    caption_loss,
+    federated_classes,
+    image_label_loss,
+)
 from ovdet.errors import ConfigError
 
 __all__ = ["DISTILL_MODES", "EnsembleSettings", "OpenVocabularyHead", "get_head"]
@@ -81,6 +87,8 @@ class OpenVocabularyHead(nn.Module):
         detections_per_img: at most this many detections per image.
         max_candidates: (region, class) pairs kept for NMS, the highest-scoring; default
             ``max(1000, 10 * detections_per_img)``.
+        weak: the weak-supervision losses (image labels, captions, federated), see
+            :class:`~ovdet.core.weak_supervision.WeakSupervisionSettings`.
     """
 
     def __init__(
@@ -99,6 +107,7 @@ class OpenVocabularyHead(nn.Module):
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
         max_candidates: int | None = None,
+        weak: WeakSupervisionSettings | None = None,
     ) -> None:
         super().__init__()
         if distill_mode not in DISTILL_MODES:
@@ -121,6 +130,9 @@ class OpenVocabularyHead(nn.Module):
         self.detections_per_img = int(detections_per_img)
         self.max_candidates = int(max_candidates or max(1000, 10 * self.detections_per_img))
         self.ensemble: EnsembleSettings | None = None
+        self.weak = weak or WeakSupervisionSettings()
+        # Federated loss: Tensor[C] sampling weights of the current vocabulary (or None).
+        self.class_sampling_weights: torch.Tensor | None = None
         # Frozen, loaded separately, never saved: not a registered submodule.
         object.__setattr__(self, "clip_teacher", None)
 
@@ -144,6 +156,7 @@ class OpenVocabularyHead(nn.Module):
             score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
             nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+            weak=WeakSupervisionSettings.from_config(cfg),
         )
 
     # ------------------------------------------------------------------ vocabulary
@@ -314,6 +327,81 @@ class OpenVocabularyHead(nn.Module):
         return {
             "loss_image": self.distill_weight * vild_image_loss(student, targets.to(student.device))
         }
+
+    # ------------------------------------------------------------------ weak supervision
+
+    def set_class_frequencies(self, image_counts: torch.Tensor | None) -> None:
+        """Per-class image counts Tensor[C] of the current vocabulary, for the federated loss
+        (sampling weight = count ^ ``fed_loss_freq_weight``); ``None`` clears them."""
+        if image_counts is None:
+            self.class_sampling_weights = None
+            return
+        if tuple(image_counts.shape) != (self.num_classes,):
+            raise ValueError(
+                f"class counts must be [{self.num_classes}], got {tuple(image_counts.shape)}"
+            )
+        self.class_sampling_weights = image_counts.float().clamp(min=0) ** (
+            self.weak.fed_loss_freq_weight
+        )
+
+    def weak_regions(
+        self, proposals: Sequence[torch.Tensor], image_sizes: Sequence[tuple[int, int]]
+    ) -> list[torch.Tensor]:
+        """The regions of image-labelled images: the top ``weak.num_proposals`` proposals (RPN
+        order) and the whole-image box last. list of Tensor[N_i, 4] -> list of
+        Tensor[min(N_i, K) + 1, 4], detached."""
+        regions = []
+        for p, (h, w) in zip(proposals, image_sizes):
+            image_box = p.new_tensor([[0.0, 0.0, float(w), float(h)]])
+            regions.append(torch.cat([p[: self.weak.num_proposals].detach(), image_box]))
+        return regions
+
+    def weak_losses(
+        self,
+        embed_boxes: BoxEmbedder,
+        proposals: Sequence[torch.Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        image_labels: Sequence[torch.Tensor],
+        caption_embeddings: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Losses of a batch of image-labelled images (no boxes): ``loss_image_label`` and,
+        with ``weak.caption_loss`` and captions, ``loss_caption``.
+
+        Args:
+            embed_boxes: the engine's region embedder for given boxes.
+            proposals: per image the RPN proposals Tensor[N_i, 4], best first.
+            image_sizes: per image (H, W), the proposals' pixel frame.
+            image_labels: per image LongTensor[L_i], indices into the current vocabulary.
+            caption_embeddings: Tensor[B, D], CLIP text embeddings of one caption per image.
+        """
+        weak = self.weak
+        regions = self.weak_regions(proposals, image_sizes)
+        embeddings = embed_boxes(regions)
+        class_logits, _ = self.classifier.split_logits(embeddings)
+        per_image = class_logits.split([len(r) for r in regions])
+        subsets = None
+        if weak.fed_loss:
+            if self.class_sampling_weights is None:
+                raise RuntimeError("the federated loss needs set_class_frequencies()")
+            weights = self.class_sampling_weights.to(class_logits.device)
+            subsets = [
+                federated_classes(labels.to(weights.device), weights, weak.fed_loss_num_classes)
+                for labels in image_labels
+            ]
+        loss = image_label_loss(
+            per_image, regions, image_labels, weak.image_label_loss, class_subsets=subsets
+        )
+        losses = {"loss_image_label": weak.image_loss_weight * loss}
+        if weak.caption_loss and caption_embeddings is not None:
+            ends = torch.tensor([len(r) for r in regions]).cumsum(0) - 1
+            image_box_embeddings = embeddings[ends.to(embeddings.device)]
+            losses["loss_caption"] = weak.caption_weight * caption_loss(
+                image_box_embeddings,
+                caption_embeddings.to(embeddings.device),
+                self.classifier.temperature,
+                weak.negative_caption_weight,
+            )
+        return losses
 
     # ------------------------------------------------------------------ inference
 

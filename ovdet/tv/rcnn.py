@@ -8,7 +8,8 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ovdet.core.head import OpenVocabularyHead
-from ovdet.tv.roi_heads import TorchvisionOpenVocabularyRoIHeads
+from ovdet.tv.roi_heads import TorchvisionOpenVocabularyRoIHeads, is_image_labelled
+from ovdet.tv.sampling import PerImageSeededSampler, sample_seeds
 
 __all__ = ["NormalizeOnlyTransform", "OpenVocabularyFasterRCNN", "PIXEL_MEAN", "PIXEL_STD"]
 
@@ -53,7 +54,10 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
     Inputs are lists of Tensor[3, H, W] RGB images in [0, 1], already resized. Training targets
     are dicts with ``boxes`` Tensor[K, 4] (x1, y1, x2, y2) and ``labels`` Tensor[K] in 1..C;
     offline distillation also needs ``distill_boxes`` Tensor[M, 4] and ``distill_embeddings``
-    Tensor[M, D]. The vocabulary, the CLIP teacher, the ensemble and the score threshold live
+    Tensor[M, D]. Image-labelled batches (weak supervision) carry ``image_labels`` (0-based
+    vocabulary indices), empty ``boxes`` and optionally ``caption_embedding`` Tensor[D]: they
+    train the head's image-label and caption losses only (no RPN or box loss, as Detic).
+    The vocabulary, the CLIP teacher, the ensemble and the score threshold live
     in the head (:func:`~ovdet.core.head.get_head`).
 
     Args:
@@ -85,6 +89,13 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
             box_loss_weight=box_loss_weight,
         )
         self.transform = NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
+        # Each image samples its anchors and regions with its own seed: training does not
+        # depend on how a global batch is split over processes (ovdet.tv.sampling).
+        for salt, module in enumerate((self.rpn, self.roi_heads)):
+            old_sampler = module.fg_bg_sampler
+            module.fg_bg_sampler = PerImageSeededSampler(
+                old_sampler.batch_size_per_image, old_sampler.positive_fraction, salt
+            )
 
     @property
     def head(self) -> OpenVocabularyHead:
@@ -92,20 +103,27 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
 
     def forward(self, images, targets=None):
         """Losses dict (training) or a list of detection dicts (inference), as torchvision."""
+        seeds = sample_seeds(targets) if self.training else None
+        with self.rpn.fg_bg_sampler.seeded(seeds), self.roi_heads.fg_bg_sampler.seeded(seeds):
+            return self._forward(images, targets)
+
+    def _forward(self, images, targets):
         images_t, targets = self.transform(images, targets)
         features = self.backbone(images_t.tensors)
         proposals, proposal_losses = self.rpn(images_t, features, targets)
-        needs_images = self.head.needs_images(self.training)
+        weak = self.training and is_image_labelled(targets)
+        needs_images = self.head.needs_images(self.training) and not weak
         rgb = self.transform.unnormalize(images_t.tensors) if needs_images else None
         offline = None
-        if self.training and self.head.distills_offline:
+        if self.training and self.head.distills_offline and not weak:
             offline = _offline_targets(targets)
         detections, losses = self.roi_heads(
             features, proposals, images_t.image_sizes, targets, images=rgb, offline=offline
         )
         if not self.training:
             return detections
-        losses.update(proposal_losses)
+        if not weak:  # image-labelled images have no boxes: the RPN learns nothing from them
+            losses.update(proposal_losses)
         return losses
 
 

@@ -9,7 +9,20 @@ from torchvision.ops import boxes as box_ops
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.core.losses import box_regression_loss
 
-__all__ = ["TorchvisionOpenVocabularyRoIHeads"]
+__all__ = ["TorchvisionOpenVocabularyRoIHeads", "is_image_labelled"]
+
+
+def is_image_labelled(targets: list[dict] | None) -> bool:
+    """Whether a training batch is image-labelled (weak supervision: ``image_labels``, no
+    boxes to learn from). Batches are of one kind: box or image-labelled."""
+    return bool(targets) and "image_labels" in targets[0]
+
+
+def _caption_embeddings(targets: list[dict]) -> torch.Tensor | None:
+    """Tensor[B, D] of the targets' ``caption_embedding`` when every image has one."""
+    if all("caption_embedding" in t for t in targets):
+        return torch.stack([t["caption_embedding"] for t in targets])
+    return None
 
 
 class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
@@ -59,7 +72,9 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
             features: FPN feature maps.
             proposals: list of Tensor[N_i, 4] RPN proposals, best first.
             image_shapes: list of (H, W) of the (resized) images.
-            targets: training targets with ``boxes`` and ``labels``.
+            targets: training targets with ``boxes`` and ``labels``; or, for image-labelled
+                images (weak supervision), ``image_labels`` (0-based indices into the
+                vocabulary) and optionally ``caption_embedding`` Tensor[D].
             images: Tensor[B, 3, H, W], RGB in [0, 1]: the CLIP teacher's view of the batch
                 (online distillation, ensemble).
             offline: offline distillation: per image (boxes Tensor[M_i, 4], embeddings
@@ -71,6 +86,14 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
             ``region_index`` Tensor[K] and ``embeddings`` Tensor[K, D].
         """
         head = self.head
+        if self.training and is_image_labelled(targets):
+            return [], head.weak_losses(
+                lambda boxes: head.embed(self.box_features(features, boxes, image_shapes)),
+                proposals,
+                image_shapes,
+                [t["image_labels"] for t in targets],
+                _caption_embeddings(targets),
+            )
         if self.training:
             distill_proposals = proposals
             proposals, _, labels, regression_targets = self.select_training_samples(
