@@ -111,6 +111,12 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     return predict_coco_dataset(args.checkpoint, args.gt, args.image_root, device, args.batch_size)
 
 
+def _is_main_process() -> bool:
+    from ovdet.engine.distributed import is_main_process
+
+    return is_main_process()
+
+
 def _check_output(output: str) -> None:
     """Fail before any work if ``--output`` cannot be written (a folder, unwritable, full)."""
     path = Path(output)
@@ -124,6 +130,8 @@ def _run(args: argparse.Namespace) -> None:
         _check_output(args.output)
     dataset = load_ground_truth(args.gt)
     results = args.results if args.results is not None else _predict(args)
+    if args.checkpoint is not None and not _is_main_process():
+        return  # under torchrun: this process ran its share of the images; rank 0 reports
     if args.split == "lvis" or is_lvis(dataset):
         metrics = evaluate_lvis(dataset, results, split=args.split)
     else:

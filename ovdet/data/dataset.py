@@ -42,7 +42,9 @@ class DetectionDataset(Dataset):
         """``(index, seed)`` or ``index`` -> (Tensor[3, H, W] in [0, 1], target dict).
 
         The target holds ``boxes`` Tensor[K, 4], ``labels`` Tensor[K] (1..C), ``image_id``,
-        ``scale`` (x, y: resized / original size) and, with a distill store, ``distill_boxes``
+        ``scale`` (x, y: resized / original size), ``sample_seed`` (the seed of the sample's
+        random training-region sampling, ovdet.tv.sampling) and, with a distill store,
+        ``distill_boxes``
         Tensor[M, 4] and ``distill_embeddings`` Tensor[M, D].
         """
         index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
@@ -74,6 +76,7 @@ class DetectionDataset(Dataset):
             "labels": torch.as_tensor(rec.labels)[indices[is_gt]],
             "image_id": rec.image_id,
             "scale": (img.shape[2] / rec.width, img.shape[1] / rec.height),
+            "sample_seed": int(seed),
         }
         if distill is not None:
             keep = indices[~is_gt] - num_gt

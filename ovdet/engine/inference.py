@@ -1,16 +1,17 @@
-"""Batch inference over a dataset into COCO-format results."""
+"""Batch inference over a dataset into COCO-format results (sharded over torchrun's processes)."""
 
 from __future__ import annotations
 
 import logging
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ovdet.data.coco import DatasetRecords
 from ovdet.data.dataset import DetectionDataset, collate
 from ovdet.data.transforms import build_augmentation
+from ovdet.engine import distributed as comm
 from ovdet.errors import ImageError
 
 __all__ = ["detections_to_coco", "inference_on_records", "predict_coco_dataset"]
@@ -51,14 +52,21 @@ def inference_on_records(
     batch_size: int = 2,
     closed_set: bool = False,
     progress: bool = True,
+    failed: list[str] | None = None,
 ) -> list[dict]:
     """Run a detector over every image of ``records``.
+
+    Under torchrun the images are dealt out to the processes batch by batch (each batch the one
+    a single process runs, :func:`~ovdet.engine.distributed.shard_batches`) and the results
+    gathered: every process returns all results, in the order of one process.
 
     Args:
         model: an :class:`~ovdet.tv.OpenVocabularyFasterRCNN` whose vocabulary is
             ``records.class_names`` (same order), or a closed-set torchvision Faster R-CNN
             (``closed_set=True``; labels 1..C).
         records: the dataset (its ``category_ids`` map class indices to COCO ids).
+        failed: if given, extended with one message per image that could not be read (of all
+            processes, in image order).
 
     Returns:
         COCO-format results. Images that cannot be read are skipped with a warning: they get no
@@ -71,27 +79,33 @@ def inference_on_records(
             max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS,
         )
     )
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=0, collate_fn=_collate_readable, shuffle=False
-    )
     model.eval()
-    results = []
+    per_image: list[tuple[int, list[dict]]] = []  # (image index, its COCO results)
     use_amp = torch.device(device).type == "cuda" and cfg.SOLVER.AMP.ENABLED
-    for images, targets in tqdm(loader, desc="inference", disable=not progress, leave=False):
-        if not images:
+    batches = comm.shard_batches(len(dataset), batch_size)
+    for batch in tqdm(batches, desc="inference", disable=not progress, leave=False):
+        items = [(i, dataset[i]) for i in batch]
+        items = [(i, item) for i, item in items if item is not None]
+        if not items:
             continue
+        images, targets = collate([item for _, item in items])
         with torch.autocast("cuda", enabled=use_amp):
             dets = model([im.to(device) for im in images])
-        for det, t in zip(dets, targets):
+        for (index, _), det, t in zip(items, dets, targets):
             if closed_set:
                 det = {**det, "labels": det["labels"] - 1}
-            results.extend(detections_to_coco(det, t["image_id"], t["scale"], records.category_ids))
-    if dataset.failed:
+            coco = detections_to_coco(det, t["image_id"], t["scale"], records.category_ids)
+            per_image.append((index, coco))
+    results = [r for image_results in comm.gather_in_order(per_image) for r in image_results]
+    unreadable = comm.gather_in_order(dataset.failed)
+    if unreadable and comm.is_main_process():
         logger.warning(
             "%d image(s) could not be read and have no detections: %s",
-            len(dataset.failed),
-            "; ".join(dataset.failed[:3]),
+            len(unreadable),
+            "; ".join(unreadable[:3]),
         )
+    if failed is not None:
+        failed.extend(unreadable)
     return results
 
 
@@ -101,7 +115,7 @@ class _SkipUnreadable(Dataset):
 
     def __init__(self, dataset: DetectionDataset) -> None:
         self.dataset = dataset
-        self.failed: list[str] = []
+        self.failed: list[tuple[int, str]] = []  # (index, message)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -110,23 +124,31 @@ class _SkipUnreadable(Dataset):
         try:
             return self.dataset[index]
         except ImageError as e:
-            self.failed.append(str(e))
+            self.failed.append((index, str(e)))
             return None
 
 
-def _collate_readable(batch: list) -> tuple[list, list]:
-    batch = [item for item in batch if item is not None]
-    return collate(batch) if batch else ([], [])
-
-
 def predict_coco_dataset(
-    checkpoint: str, gt_json: str, image_root: str, device: str = "cpu", batch_size: int = 2
+    checkpoint: str,
+    gt_json: str,
+    image_root: str,
+    device: str = "cpu",
+    batch_size: int = 2,
+    failed: list[str] | None = None,
 ) -> list[dict]:
-    """Detect every category of a COCO JSON (the generalized setting) with a checkpoint."""
+    """Detect every category of a COCO JSON (the generalized setting) with a checkpoint.
+
+    Started by torchrun, the processes join one group and share the images
+    (:func:`inference_on_records`); every process returns all results. ``failed`` as there.
+    """
     from ovdet.api import OVDetector
     from ovdet.data.coco import load_coco_detection
 
+    comm.init_distributed(torch.device(device).type)
+    device = str(comm.local_device(device))
     detector = OVDetector.from_checkpoint(checkpoint, device=device)
     records = load_coco_detection(gt_json, image_root, split=None, filter_empty=False)
     detector.set_classes(records.class_names)
-    return inference_on_records(detector.model, records, detector.cfg, device, batch_size)
+    return inference_on_records(
+        detector.model, records, detector.cfg, device, batch_size, failed=failed
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -30,6 +28,7 @@ from ovdet.data.coco import load_coco_detection
 from ovdet.data.dataset import DetectionDataset, ResumableTrainingSampler, collate
 from ovdet.data.distill_store import load_distill_store
 from ovdet.data.transforms import build_augmentation
+from ovdet.engine import distributed as comm
 from ovdet.engine.build import (
     build_clip_teacher,
     build_lr_lambda,
@@ -59,17 +58,6 @@ class TrainingInterrupted(Exception):
     """Raised after SIGINT, once the checkpoint of the current step is written."""
 
 
-def _dist_info() -> tuple[int, int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def _maybe_init_distributed(device_type: str) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-
-
 class Trainer:
     """Trains a detector from a frozen config.
 
@@ -84,12 +72,9 @@ class Trainer:
         device = torch.device(cfg.MODEL.DEVICE)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("MODEL.DEVICE is cuda but no CUDA device is available")
-        _maybe_init_distributed(device.type)
-        self.rank, self.world_size, local_rank = _dist_info()
-        if device.type == "cuda" and self.world_size > 1:
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        self.device = device
+        comm.init_distributed(device.type, cfg.DIST_TIMEOUT)
+        self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
+        self.device = device = comm.local_device(device)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         if self.is_main:
             check_writable_dir(self.output_dir, min_free_bytes=64 << 20)
@@ -292,8 +277,12 @@ class Trainer:
                     self.scaler.scale(total / accum).backward()
                     # One device-to-host copy per step for the check and the logged values, once
                     # the backward pass is queued (not one synchronisation per loss term).
-                    values = torch.stack(
-                        [total.detach().float(), *(v.detach().float() for v in losses.values())]
+                    # Averaged over the processes: every process logs and checks the global
+                    # batch's losses (and all stop together on a non-finite loss).
+                    values = comm.all_reduce_mean(
+                        torch.stack(
+                            [total.detach().float(), *(v.detach().float() for v in losses.values())]
+                        )
                     ).tolist()
                     if not math.isfinite(values[0]):
                         raise FloatingPointError(
@@ -336,6 +325,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
             if writer is not None:
                 writer.close()
+        comm.barrier()  # no process leaves while another still writes or evaluates
         return metrics
 
     def _tensorboard(self):
@@ -361,12 +351,16 @@ class Trainer:
     # -------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """base / novel / all AP on ``DATASETS.TEST_JSON`` (main process)."""
+        """base / novel / all AP on ``DATASETS.TEST_JSON``.
+
+        Under torchrun every process runs its share of the images; the main process returns the
+        metrics, the others ``{}``.
+        """
         from ovdet.engine.inference import inference_on_records
         from ovdet.evaluation import evaluate_coco
 
         cfg = self.cfg
-        if not self.is_main or not cfg.DATASETS.TEST_JSON:
+        if not cfg.DATASETS.TEST_JSON:
             return {}
         keep = ("base",) if self.closed_set else ("base", "novel")
         records = load_coco_detection(
@@ -386,6 +380,8 @@ class Trainer:
         )
         if not self.closed_set:  # back to the training vocabulary (kept in memory)
             get_head(model).set_vocabulary(self.train_text)
+        if not self.is_main:
+            return {}
         metrics = evaluate_coco(cfg.DATASETS.TEST_JSON, results, records.split)
         flat = {}
         for group in ("all", "base", "novel"):
