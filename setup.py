@@ -48,7 +48,12 @@ setup(
             "build>=1.0",
             "twine>=6.1",
             "setuptools>=77",
+            # the web demo and its browser test (Debian's chromium + chromium-driver)
+            "gradio>=5",
+            "selenium>=4.10",
         ],
+        # the web demo (tools/demo.py)
+        "demo": ["gradio>=5"],
     },
     entry_points={
         "console_scripts": [
@@ -60,6 +65,7 @@ setup(
             "ovdet-benchmark-synthetic=ovdet.cli.benchmark_synthetic:main",
             "ovdet-precompute-clip-embeddings=ovdet.cli.precompute_clip_embeddings:main",
             "ovdet-convert-checkpoint=ovdet.cli.convert_checkpoint:main",
+            "ovdet-demo=ovdet.cli.demo:main",
             # detectron2 training (ovdet.d2); --help works without detectron2
             "ovdet-train-net=ovdet.cli.train_net:main",
         ]

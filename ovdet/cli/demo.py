@@ -1,0 +1,506 @@
+"""``tools/demo.py``: a web demo (Gradio) of a checkpoint: drop pictures, type names, look.
+
+Serves one page on http://127.0.0.1:7860 (``--host``/``--port`` to change): upload one or more
+images or pick an example, type class names, choose the prompt templates, the score threshold and
+the ViLD-ensemble; see the drawn images (novel classes marked ``*``), a table of detections and
+the results JSON (the format of ``tools/infer.py``) to download. Bad input (a file that is not an
+image, an empty or duplicated vocabulary) shows the command line's one-line message in the page;
+the app keeps serving.
+
+Examples::
+
+    make demo                # trains output/synthetic_benchmark/vild/model_final.pt, then:
+    python tools/demo.py     # serves it, with the benchmark's 64 classes and held-out images
+    python tools/demo.py --checkpoint output/model_final.pt --classes "kite,umbrella" \\
+        --examples photos/ --host 0.0.0.0 --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.errors import CheckpointError, ConfigError, ImageError, OvdetError, VocabularyError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ovdet.api import Detections, OVDetector
+    from ovdet.text import Vocabulary
+
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "DemoModel",
+    "DemoResult",
+    "build_app",
+    "build_parser",
+    "detect_files",
+    "main",
+    "parse_class_box",
+]
+
+logger = logging.getLogger("ovdet.demo")
+
+DEFAULT_CHECKPOINT = "output/synthetic_benchmark/vild/model_final.pt"
+MAKE_DEFAULT_CHECKPOINT = "make demo (or: python tools/benchmark_synthetic.py --small)"
+TABLE_HEADERS = ["image", "class", "score", "box (x1, y1, x2, y2)", "base / novel"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="A web demo (Gradio) of an open-vocabulary detector checkpoint.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help=f"checkpoint written by tools/train.py (default: {DEFAULT_CHECKPOINT}, the one "
+        "`make demo` trains)",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        help='initial vocabulary in the page: "kite,umbrella", a text file (one class per line, '
+        "synonyms after commas) or a COCO JSON (default: for the synthetic benchmark's "
+        "checkpoint, its 64 classes; else the checkpoint's training classes)",
+    )
+    p.add_argument(
+        "--examples",
+        default=None,
+        help="example images offered in the page: a folder or a glob pattern (default: the "
+        "synthetic benchmark's held-out images, when serving its checkpoint)",
+    )
+    p.add_argument(
+        "--score-thresh",
+        type=float,
+        default=None,
+        help="initial score threshold (default: the model's MODEL.ROI_HEADS.SCORE_THRESH_TEST)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument(
+        "--clip",
+        default=None,
+        help="CLIP spec replacing the checkpoint's, e.g. ViT-B-32:/path/weights.pt",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
+    )
+    p.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
+    p.add_argument(
+        "--max-images", type=int, default=16, help="most images per request (default: 16)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def parse_class_box(text: str) -> Vocabulary:
+    """The vocabulary typed in the page, in the formats ``tools/infer.py --classes`` takes.
+
+    One line: comma-separated class names (as ``--classes "kite,umbrella"``). Several lines: one
+    class per line, synonyms after commas, ``#`` comments (as a ``--classes`` text file). Never
+    read as a path: the page cannot make the server open its files.
+
+    Raises:
+        VocabularyError: an empty vocabulary, or an empty or duplicated name.
+    """
+    from ovdet.text import Vocabulary
+
+    text = text.strip()
+    if "\n" not in text:
+        return Vocabulary.from_string(text)
+    with tempfile.TemporaryDirectory(prefix="ovdet-demo-") as tmp:
+        path = Path(tmp) / "classes.txt"
+        path.write_text(text, encoding="utf-8")
+        try:
+            return Vocabulary.from_file(path)
+        except VocabularyError as e:  # the message names the class box, not a temporary file
+            raise VocabularyError(str(e).replace(f"vocabulary file {path}", "the class list")
+                                  .replace(str(path), "the class list")) from None  # fmt: skip
+
+
+def format_vocabulary(vocabulary: Vocabulary) -> str:
+    """The inverse of :func:`parse_class_box`: one line, or one class per line with synonyms."""
+    if not any(vocabulary.synonyms):
+        return ", ".join(vocabulary.names)
+    return "\n".join(", ".join((n, *s)) for n, s in zip(vocabulary.names, vocabulary.synonyms))
+
+
+class DemoModel:
+    """A checkpoint served to many requests: one model, one text classifier per template set.
+
+    The template sets share the model (and its head): a request sets the vocabulary again when
+    it differs from the last one (templates or names). Requests run one at a time.
+
+    Args:
+        detector: the loaded detector; its config's ``MODEL.OVDET.TEMPLATES`` is the default set.
+    """
+
+    def __init__(self, detector: OVDetector) -> None:
+        self.default_templates = str(detector.cfg.MODEL.OVDET.TEMPLATES)
+        self._detectors = {self.default_templates: detector}
+        self._current: tuple[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", clip: str | None = None):
+        from ovdet.api import OVDetector
+
+        return cls(OVDetector.from_checkpoint(path, device=device, clip=clip))
+
+    @property
+    def detector(self) -> OVDetector:
+        """The detector of the default template set."""
+        return self._detectors[self.default_templates]
+
+    @property
+    def template_choices(self) -> list[str]:
+        """The template sets offered: the checkpoint's, then the named sets."""
+        from ovdet.text import TEMPLATE_SETS
+
+        return list(dict.fromkeys([self.default_templates, *TEMPLATE_SETS]))
+
+    @property
+    def default_score_thresh(self) -> float:
+        return float(self.detector.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+
+    @property
+    def max_load_pixels(self) -> int:
+        return int(self.detector.cfg.INPUT.MAX_LOAD_PIXELS)
+
+    def _detector_for(self, templates: str) -> OVDetector:
+        if templates not in self.template_choices:
+            raise VocabularyError(
+                f"templates {templates!r} are not one of {', '.join(self.template_choices)}"
+            )
+        if templates not in self._detectors:
+            from ovdet.api import OVDetector
+
+            base = self.detector
+            cfg = base.cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.OVDET.TEMPLATES = templates
+            cfg.freeze()
+            self._detectors[templates] = OVDetector(
+                base.model, cfg, base.train_class_names, base.device
+            )
+        return self._detectors[templates]
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        vocabulary: Vocabulary,
+        templates: str,
+        score_thresh: float,
+        ensemble: bool,
+    ) -> tuple[list[Detections], list[bool]]:
+        """Detect ``vocabulary`` in RGB uint8 images [H, W, 3].
+
+        Returns:
+            One :class:`~ovdet.api.Detections` per image, and per class of the vocabulary
+            whether it is novel (outside the training vocabulary, the head's rule).
+        """
+        with self._lock:
+            detector = self._detector_for(templates)
+            if self._current != (templates, vocabulary):
+                detector.class_names = []  # the head is shared by the template sets: set it
+                detector.set_classes(vocabulary)
+                self._current = (templates, vocabulary)
+            detector.enable_ensemble(ensemble)
+            results = detector.predict(list(images), score_thresh=score_thresh)
+            is_novel = detector.head.get_vocabulary()[1].tolist()
+        return results, is_novel
+
+
+@dataclass
+class DemoResult:
+    """What one request shows.
+
+    Attributes:
+        drawn: per readable image, (drawn picture, its file name).
+        rows: the detections table, one row per detection (:data:`TABLE_HEADERS`).
+        results: the results JSON (``tools/infer.py``'s format, plus ``novel`` per detection).
+        messages: one line per problem (``error: ...``), as the command line prints them.
+    """
+
+    drawn: list[tuple[Image.Image, str]] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """One line per problem, then a summary line."""
+        summary = f"{len(self.rows)} detection(s) in {len(self.drawn)} image(s)"
+        return "\n".join([*self.messages, summary] if self.drawn else self.messages or [summary])
+
+
+def _read_upload(path: Path, max_pixels: int) -> np.ndarray:
+    """An uploaded image; errors name the file as the user knows it (not the server's copy)."""
+    from ovdet.data.image_io import read_image
+
+    try:
+        return read_image(path, max_pixels)
+    except ImageError as e:
+        raise ImageError(str(e).replace(str(path), path.name)) from None
+
+
+def detect_files(
+    model: DemoModel,
+    files: Sequence[str | Path],
+    class_text: str,
+    templates: str,
+    score_thresh: float,
+    ensemble: bool,
+    max_images: int = 16,
+    progress: bool = False,
+) -> DemoResult:
+    """One request of the page, without the page: read, detect, draw, tabulate.
+
+    Bad input never raises: it becomes a message of the result (a bad vocabulary stops the
+    request; an unreadable file is skipped, the others are processed, as ``tools/infer.py``).
+    """
+    from tqdm import tqdm
+
+    from ovdet.viz import draw_detections
+
+    result = DemoResult()
+    try:
+        vocabulary = parse_class_box(class_text or "")
+    except VocabularyError as e:
+        result.messages.append(f"error: {e}")
+        return result
+    files = [Path(f) for f in files or []]
+    if not files:
+        result.messages.append("error: no image; upload one or pick an example")
+        return result
+    if len(files) > max_images:
+        result.messages.append(f"error: {len(files)} images; at most {max_images} per request")
+        return result
+    arrays, names, failed = [], [], []
+    for path in files:
+        try:
+            arrays.append(_read_upload(path, model.max_load_pixels))
+            names.append(path.name)
+        except ImageError as e:
+            result.messages.append(f"error: {e}")
+            failed.append(path.name)
+    result.results = {"categories": [], "detections": [], "failed": failed}
+    if not arrays:
+        return result
+    try:
+        detections = []
+        with tqdm(total=len(arrays), desc="detect", unit="img", disable=not progress) as bar:
+            for array in arrays:
+                found, is_novel = model.detect(
+                    [array], vocabulary, templates, score_thresh, ensemble
+                )
+                detections += found
+                bar.update(1)
+    except (OvdetError, OSError) as e:
+        result.messages.append(f"error: {e}")
+        return result
+    result.results["categories"] = [
+        {"id": i + 1, "name": n, "novel": bool(is_novel[i])} for i, n in enumerate(vocabulary.names)
+    ]
+    for name, array, det in zip(names, arrays, detections):
+        novel = [bool(is_novel[i]) for i in det.labels.tolist()]
+        result.drawn.append(
+            (draw_detections(array, det.boxes, det.scores, det.names, novel=novel), name)
+        )
+        for box, score, label, flag in zip(
+            det.boxes.tolist(), det.scores.tolist(), det.labels.tolist(), novel
+        ):
+            x1, y1, x2, y2 = (round(v, 1) for v in box)
+            result.rows.append(
+                [name, det.class_names[label], round(score, 3), f"{x1}, {y1}, {x2}, {y2}",
+                 "novel" if flag else "base"]
+            )  # fmt: skip
+            result.results["detections"].append(
+                {
+                    "file_name": name,
+                    "category": det.class_names[label],
+                    "category_id": label + 1,
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5),
+                    "novel": flag,
+                }
+            )
+    logger.info("%s", result.status.replace("\n", "; "))
+    return result
+
+
+def _example_images(spec: str | None) -> list[Path]:
+    if not spec:
+        return []
+    from ovdet.cli.infer import collect_images
+
+    return collect_images(spec)
+
+
+def _benchmark_defaults(checkpoint: Path) -> tuple[str | None, str | None]:
+    """(classes, examples) of a checkpoint inside a synthetic benchmark's output folder."""
+    root = checkpoint.resolve().parent.parent
+    classes = root / "data" / "annotations" / "instances_val.json"
+    examples = root / "held_out_images"
+    return (
+        str(classes) if classes.is_file() else None,
+        str(examples) if examples.is_dir() and any(examples.iterdir()) else None,
+    )
+
+
+def build_app(
+    model: DemoModel,
+    classes: str,
+    examples: Sequence[Path] = (),
+    score_thresh: float | None = None,
+    max_images: int = 16,
+    progress: bool = False,
+):
+    """The Gradio page (a ``gradio.Blocks``; ``.launch()`` serves it).
+
+    Args:
+        model: the served checkpoint.
+        classes: the class box's initial text (see :func:`parse_class_box`).
+        examples: images offered as examples.
+        score_thresh: the initial threshold (default: the model's).
+        max_images: most images per request.
+        progress: tqdm progress bars in the server's console.
+    """
+    import gradio as gr
+
+    out_root = Path(tempfile.mkdtemp(prefix="ovdet-demo-results-"))
+
+    def run(files, class_text, templates, thresh, ensemble):
+        from ovdet.utils.io import atomic_write_json
+
+        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
+        result = detect_files(
+            model, paths, class_text, templates, float(thresh), bool(ensemble),
+            max_images=max_images, progress=progress,
+        )  # fmt: skip
+        json_path = None
+        if result.drawn:
+            json_path = Path(tempfile.mkdtemp(dir=out_root)) / "results.json"
+            atomic_write_json(result.results, json_path)
+            json_path = str(json_path)
+        return result.drawn, result.rows, json_path, result.status
+
+    thresh = model.default_score_thresh if score_thresh is None else score_thresh
+    with gr.Blocks(title="ovdet: open-vocabulary detection") as app:
+        gr.Markdown(
+            "# ovdet: open-vocabulary detection\n"
+            "Upload images, name any classes, detect them. Classes outside the training "
+            "vocabulary are **novel** (marked `*`, dashed boxes)."
+        )
+        with gr.Row():
+            with gr.Column():
+                files = gr.File(
+                    label="Images", file_count="multiple", type="filepath", elem_id="images"
+                )
+                class_box = gr.Textbox(
+                    value=classes,
+                    label="Classes (comma-separated; or one per line with synonyms after commas)",
+                    lines=2,
+                    elem_id="classes",
+                )
+                with gr.Row():
+                    templates = gr.Dropdown(
+                        model.template_choices,
+                        value=model.default_templates,
+                        label="Prompt templates",
+                        elem_id="templates",
+                    )
+                    score = gr.Slider(
+                        0.0, 1.0, value=thresh, step=0.01, label="Score threshold",
+                        elem_id="score-thresh",
+                    )  # fmt: skip
+                    ensemble = gr.Checkbox(
+                        value=False, label="ViLD-ensemble (CLIP crop scores)", elem_id="ensemble"
+                    )
+                detect = gr.Button("Detect", variant="primary", elem_id="detect")
+                if examples:
+                    gr.Examples(
+                        examples=[[[str(p)]] for p in examples],
+                        inputs=[files],
+                        label="Examples",
+                    )
+            with gr.Column():
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+                gallery = gr.Gallery(
+                    label="Detections", columns=2, height=480, object_fit="contain", elem_id="drawn"
+                )
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS, label="Detections table", interactive=False,
+                    elem_id="table",
+                )  # fmt: skip
+                download = gr.File(label="results.json", elem_id="results-json")
+        detect.click(
+            run,
+            inputs=[files, class_box, templates, score, ensemble],
+            outputs=[gallery, table, download, status],
+        )
+    return app
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a port number (1-65535)")
+    if args.max_images < 1:
+        raise ConfigError("--max-images must be at least 1")
+    if args.score_thresh is not None and not 0.0 <= args.score_thresh <= 1.0:
+        raise ConfigError(f"--score-thresh {args.score_thresh} is not between 0 and 1")
+    try:
+        import gradio  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"the web demo needs gradio ({e}): pip install 'ovdet[demo]'") from None
+    from ovdet.text import Vocabulary
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        hint = (
+            f"; make it with: {MAKE_DEFAULT_CHECKPOINT}"
+            if args.checkpoint == DEFAULT_CHECKPOINT
+            else ""
+        )
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist{hint}")
+    bench_classes, bench_examples = _benchmark_defaults(checkpoint)
+    classes = args.classes or bench_classes
+    vocabulary = Vocabulary.parse(classes) if classes else None  # bad ones fail before loading
+    examples = _example_images(args.examples or bench_examples)
+    logger.info("loading %s", checkpoint)
+    model = DemoModel.from_checkpoint(checkpoint, device=args.device, clip=args.clip)
+    if vocabulary is None:
+        if not model.detector.train_class_names:
+            raise CheckpointError(f"{checkpoint} names no training classes; pass --classes")
+        vocabulary = Vocabulary.from_names(model.detector.train_class_names)
+    app = build_app(
+        model,
+        format_vocabulary(vocabulary),
+        examples,
+        score_thresh=args.score_thresh,
+        max_images=args.max_images,
+        progress=not args.no_progress,
+    )
+    logger.info("serving %s on http://%s:%d (Ctrl+C stops)", checkpoint, args.host, args.port)
+    app.launch(
+        server_name=args.host,
+        server_port=args.port,
+        allowed_paths=sorted({str(p.resolve().parent) for p in examples}),
+        quiet=not args.verbose,
+    )
+    return 0
