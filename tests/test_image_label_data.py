@@ -173,3 +173,33 @@ def test_unrecognised_or_unreadable_files(tmp_path):
         load_image_labels(broken, tmp_path / "img")
     with pytest.raises(DataError, match="has no 'images' list"):
         load_image_labels(_write(tmp_path / "list.json", [1, 2]), tmp_path / "img")
+
+
+def test_synthetic_image_labelled_split_labels_match_captions(tmp_path):
+    from ovdet.data.synthetic import CLASS_NAMES, generate_synthetic_dataset, synthetic_split
+
+    info = generate_synthetic_dataset(
+        tmp_path / "syn", num_train_images=1, num_val_images=1, num_caption_crops=0,
+        num_weak_images=12, image_size=64, max_object_size=40, novel_captions=False,
+        progress=False,
+    )  # fmt: skip
+    labelled = load_image_labels(info.weak_labels, info.weak_images)
+    captioned = load_image_labels(info.weak_captions, info.weak_images, CLASS_NAMES)
+    assert len(labelled.images) == len(captioned.images) == 12
+    assert labelled.class_names == list(CLASS_NAMES)
+    for a, b in zip(labelled.images, captioned.images):
+        assert a.path == b.path and a.path.is_file()
+        assert a.labels.tolist() == b.labels.tolist()  # the caption names exactly the labels
+        assert len(b.captions) == 1
+    # Web-like: novel classes are named too, though CLIP's captions (novel_captions=False) never
+    # name them.
+    novel = set(synthetic_split().novel)
+    assert any(CLASS_NAMES[c] in novel for r in labelled.images for c in r.labels)
+    assert json.loads(info.weak_labels.read_text())["annotations"] == []
+    # The other files do not change with the new split (their random streams are their own).
+    again = generate_synthetic_dataset(
+        tmp_path / "again", num_train_images=1, num_val_images=1, num_caption_crops=0,
+        image_size=64, max_object_size=40, progress=False,
+    )  # fmt: skip
+    assert again.weak_labels is None
+    assert again.train_annotations.read_bytes() == info.train_annotations.read_bytes()

@@ -10,8 +10,15 @@ from torch.utils.data import Dataset, Sampler
 
 from ovdet.data.coco import DatasetRecords
 from ovdet.data.image_io import read_image
+from ovdet.data.image_labels import ImageLabelRecords
 
-__all__ = ["DetectionDataset", "ResumableTrainingSampler", "collate"]
+__all__ = [
+    "DetectionDataset",
+    "ImageLabelDataset",
+    "ResumableTrainingSampler",
+    "collate",
+    "mixed_batch_kinds",
+]
 
 
 class DetectionDataset(Dataset):
@@ -83,6 +90,73 @@ class DetectionDataset(Dataset):
             target["distill_boxes"] = out_boxes[~is_gt]
             target["distill_embeddings"] = distill[1][keep].float()
         return img, target
+
+
+class ImageLabelDataset(Dataset):
+    """Image-labelled images (weak supervision) through an albumentations pipeline.
+
+    Items are addressed by ``(index, seed)`` like :class:`DetectionDataset`; the seed also
+    picks the caption of an image with several.
+
+    Args:
+        records: the loaded image-labelled data.
+        class_index: int64 [C_data]: the training vocabulary index of each of the data's classes.
+        augmentation: an albumentations ``Compose`` (resize, flip, colour).
+        max_load_pixels: images larger than this are downscaled on load.
+    """
+
+    def __init__(self, records: ImageLabelRecords, class_index: np.ndarray, augmentation,
+                 max_load_pixels: int = 0) -> None:  # fmt: skip
+        if len(class_index) != len(records.class_names):
+            raise ValueError("class_index needs one entry per class of the records")
+        self.records = records
+        self.class_index = np.asarray(class_index, dtype=np.int64)
+        self.augmentation = augmentation
+        self.max_load_pixels = max_load_pixels
+
+    def __len__(self) -> int:
+        return len(self.records.images)
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, dict]:
+        """``(index, seed)`` or ``index`` -> (Tensor[3, H, W] in [0, 1], target dict).
+
+        The target holds ``image_labels`` LongTensor[L] and ``neg_labels`` LongTensor[M]
+        (0-based indices into the training vocabulary), ``caption`` (one of the image's
+        captions, if it has any), empty ``boxes`` Tensor[0, 4] and ``labels``, ``image_id``,
+        ``scale`` and ``sample_seed``.
+        """
+        index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
+        rec = self.records.images[index]
+        image = read_image(rec.path, self.max_load_pixels)
+        h0, w0 = image.shape[:2]
+        self.augmentation.set_random_seed(int(seed))
+        out = self.augmentation(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[],
+                                indices=[])  # fmt: skip
+        img = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
+        img = img.float().div_(255.0)
+        target = {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "image_labels": torch.from_numpy(self.class_index[rec.labels]),
+            "neg_labels": torch.from_numpy(self.class_index[rec.neg_labels]),
+            "image_id": rec.image_id,
+            "scale": (img.shape[2] / w0, img.shape[1] / h0),
+            "sample_seed": int(seed),
+        }
+        if rec.captions:
+            target["caption"] = rec.captions[int(seed) % len(rec.captions)]
+        return img, target
+
+
+def mixed_batch_kinds(ratio: list[int] | tuple[int, ...], start: int, count: int) -> list[int]:
+    """The kind of each training batch ``start .. start + count - 1`` when box batches (kind 0)
+    and image-labelled batches (kind 1) repeat at ``ratio`` (e.g. ``[1, 4]``: one box batch,
+    then four image-labelled ones). A fixed order, so that a resumed run and every process see
+    the same kinds."""
+    if len(ratio) != 2 or min(ratio) < 0 or sum(ratio) == 0:
+        raise ValueError(f"DATALOADER.DATASET_RATIO must be two non-negative counts, got {ratio}")
+    period = [0] * int(ratio[0]) + [1] * int(ratio[1])
+    return [period[k % len(period)] for k in range(start, start + count)]
 
 
 def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:

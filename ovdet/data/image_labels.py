@@ -39,6 +39,7 @@ __all__ = [
     "load_coco_captions",
     "load_coco_image_labels",
     "load_image_labels",
+    "weak_training_vocabulary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -421,3 +422,28 @@ def load_image_labels(
 def _need(vocabulary, path: Path) -> None:
     if vocabulary is None or len(vocabulary) == 0:
         raise DataError(f"{path} holds captions: give the vocabulary whose names are looked for")
+
+
+def weak_training_vocabulary(
+    box_classes: Sequence[str], weak_classes: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """The vocabulary of image-labelled batches: the box data's classes, then the weak data's
+    classes that are not among them (matched by :func:`~ovdet.core.vocabulary.normalize_name`,
+    the one name-matching rule).
+
+    Returns:
+        (names, class_index): the vocabulary and int64 [len(weak_classes)], each weak class's
+        index in it.
+    """
+    from ovdet.core.vocabulary import normalize_name
+
+    names = list(box_classes)
+    position = {normalize_name(n): i for i, n in enumerate(names)}
+    index = []
+    for name in weak_classes:
+        key = normalize_name(name)
+        if key not in position:
+            position[key] = len(names)
+            names.append(name.replace("_", " ") if "_" in name else name)
+        index.append(position[key])
+    return names, np.asarray(index, dtype=np.int64)

@@ -3,7 +3,9 @@
 Features: CPU or CUDA, mixed precision on CUDA, torchrun DDP without code changes, gradient
 accumulation, warm-up + schedule, atomic checkpoints, exact resume (optimizer, scheduler, RNG and
 data order), SIGINT -> checkpoint then exit, JSON-lines and TensorBoard metrics, periodic
-open-vocabulary evaluation.
+open-vocabulary evaluation. With image-labelled data (``DATASETS.WEAK_TRAIN``), box batches and
+image-labelled batches alternate at ``DATALOADER.DATASET_RATIO`` (weak supervision, Detic), each
+kind with its own batch size, image size and resumable sampler.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from tqdm import tqdm
 from ovdet.core.head import get_head
 from ovdet.core.vocabulary import novel_class_mask
 from ovdet.data.coco import load_coco_detection
-from ovdet.data.dataset import DetectionDataset, ResumableTrainingSampler, collate
+from ovdet.data.dataset import (
+    DetectionDataset,
+    ImageLabelDataset,
+    ResumableTrainingSampler,
+    collate,
+    mixed_batch_kinds,
+)
 from ovdet.data.distill_store import load_distill_store
 from ovdet.data.transforms import build_augmentation
 from ovdet.engine import distributed as comm
@@ -48,6 +56,7 @@ from ovdet.engine.checkpoint import (
 from ovdet.errors import ConfigError
 from ovdet.tv.build import is_open_vocabulary
 from ovdet.utils.io import atomic_open, check_writable_dir
+from ovdet.utils.progress import progress_line
 
 __all__ = ["Trainer", "TrainingInterrupted"]
 
@@ -92,6 +101,11 @@ class Trainer:
         self.class_names = self.records.class_names
         self.model = build_model(cfg, num_classes=len(self.class_names)).to(device)
         self.clip = None
+        self.weak_records = None
+        if cfg.DATASETS.WEAK_TRAIN:
+            if self.closed_set:
+                raise ConfigError("DATASETS.WEAK_TRAIN needs an open-vocabulary detector")
+            self._load_weak_data()
         if not self.closed_set:
             self._set_up_open_vocabulary()
         self.optimizer = build_optimizer(cfg, self.model)
@@ -135,33 +149,120 @@ class Trainer:
         self.text_builder = build_text_classifier(cfg, self.device, self.clip)
         self.train_text = self.text_builder(names).to(self.device)
         get_head(self.model).set_vocabulary(self.train_text)
+        if self.weak_records is not None:
+            self._set_up_weak_vocabulary()
+
+    # ------------------------------------------------------ weak supervision
+    def _load_weak_data(self) -> None:
+        """Image-labelled data, and the vocabulary of its batches (box classes first)."""
+        from ovdet.data.image_labels import load_image_labels, weak_training_vocabulary
+        from ovdet.text import Vocabulary
+
+        d = self.cfg.DATASETS
+        if d.WEAK_VOCABULARY:
+            tags = Vocabulary.parse(d.WEAK_VOCABULARY)
+        else:  # the box data's base and novel classes
+            split = self.records.split
+            tags = Vocabulary.from_names(split.all if split is not None else self.class_names)
+        self.weak_records = load_image_labels(
+            d.WEAK_TRAIN, d.WEAK_TRAIN_IMAGES, tags, d.WEAK_CSV_IMAGE_KEY,
+            d.WEAK_CSV_CAPTION_KEY, d.WEAK_CSV_SEPARATOR,
+        )  # fmt: skip
+        self.weak_class_names, self.weak_class_index = weak_training_vocabulary(
+            self.class_names, self.weak_records.class_names
+        )
+        ws = self.cfg.MODEL.OVDET.WEAK
+        if ws.CAPTION_LOSS and not self.weak_records.has_captions:
+            raise ConfigError(
+                f"MODEL.OVDET.WEAK.CAPTION_LOSS needs captions; {d.WEAK_TRAIN} has images without"
+            )
+        try:
+            mixed_batch_kinds(self.cfg.DATALOADER.DATASET_RATIO, 0, 1)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def _set_up_weak_vocabulary(self) -> None:
+        """Text embeddings, novelty and (federated loss) class image counts of the vocabulary of
+        image-labelled batches."""
+        names = self.weak_class_names
+        self.weak_text = self.text_builder(names).to(self.device)
+        self.weak_is_novel = novel_class_mask(names, self.class_names)
+        counts = np.zeros(len(names))
+        np.add.at(counts, self.weak_class_index, self.weak_records.image_counts())
+        for rec in self.records.images:
+            np.add.at(counts, np.unique(rec.labels) - 1, 1)
+        self.weak_class_counts = torch.as_tensor(counts, dtype=torch.float32)
+        if self.cfg.MODEL.OVDET.WEAK.CAPTION_LOSS and self.clip is None:
+            from ovdet.clip import load_clip
+
+            self.clip = load_clip(self.cfg.MODEL.OVDET.CLIP, self.device)
+        logger.info(
+            "Weak supervision: %d image-labelled images, vocabulary of %d classes (%d beyond the "
+            "box classes), batches box:image-labelled = %s",
+            len(self.weak_records.images), len(names), int(self.weak_is_novel.sum()),
+            list(self.cfg.DATALOADER.DATASET_RATIO),
+        )  # fmt: skip
+
+    def _use_vocabulary(self, kind: int) -> None:
+        """Box batches (kind 0) train on the box classes, image-labelled ones (kind 1) on the
+        weak vocabulary; switched only when the kind changes."""
+        if kind == self._vocabulary_kind:
+            return
+        head = get_head(self.model)
+        if kind == 0:
+            head.set_vocabulary(self.train_text)
+            head.set_class_frequencies(None)
+        else:
+            head.set_vocabulary(self.weak_text, self.weak_is_novel)
+            head.set_class_frequencies(self.weak_class_counts)
+        self._vocabulary_kind = kind
+
+    @torch.no_grad()
+    def _add_caption_embeddings(self, targets: list[dict]) -> None:
+        """Each target's ``caption_embedding`` Tensor[D]: CLIP's text embedding of its
+        caption (the caption loss)."""
+        import torch.nn.functional as F
+
+        captions = [t["caption"] for t in targets]
+        embeddings = F.normalize(self.clip.encode_text(captions).float(), dim=-1)
+        for t, e in zip(targets, embeddings.to(self.device)):
+            t["caption_embedding"] = e
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def _data_loader(self, start_iter: int):
-        cfg = self.cfg
-        per_step = cfg.SOLVER.IMS_PER_BATCH
-        accum = cfg.SOLVER.ACCUMULATE_STEPS
+    def batch_kinds(self, start: int, count: int) -> list[int]:
+        """The kind of micro-batches ``start .. start + count - 1`` (one per forward pass):
+        0 box, 1 image-labelled; all box without weak data."""
+        if self.weak_records is None:
+            return [0] * count
+        return mixed_batch_kinds(self.cfg.DATALOADER.DATASET_RATIO, start, count)
+
+    def _batch_size(self, per_step: int, key: str) -> int:
+        """Images per process and forward pass, of ``per_step`` images per optimizer step."""
+        accum = self.cfg.SOLVER.ACCUMULATE_STEPS
         if per_step % (self.world_size * accum):
             raise ConfigError(
-                f"SOLVER.IMS_PER_BATCH ({per_step}) must be divisible by processes x "
+                f"{key} ({per_step}) must be divisible by processes x "
                 f"SOLVER.ACCUMULATE_STEPS ({self.world_size} x {accum})"
             )
-        batch = per_step // (self.world_size * accum)
-        store = None
-        if not self.closed_set and cfg.MODEL.OVDET.DISTILL.MODE == "offline":
-            store = load_distill_store(cfg.MODEL.OVDET.DISTILL.EMBEDDINGS_FILE)
-        dataset = DetectionDataset(
-            self.records,
-            build_augmentation(cfg, is_train=True),
-            distill_store=store,
-            max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS,
-        )
+        return per_step // (self.world_size * accum)
+
+    def _data_loaders(self, start_iter: int) -> list:
+        """One endless iterator per batch kind (box; image-labelled with weak data), each
+        positioned after the micro-batches of its kind that ``start_iter`` steps consumed."""
+        consumed = self.batch_kinds(0, start_iter * self.cfg.SOLVER.ACCUMULATE_STEPS)
+        loaders = [iter(self._data_loader(consumed.count(0)))]
+        if self.weak_records is not None:
+            loaders.append(iter(self._weak_data_loader(consumed.count(1))))
+        return loaders
+
+    def _loader(self, dataset, batch: int, start_batches: int) -> DataLoader:
+        cfg = self.cfg
         sampler = ResumableTrainingSampler(
-            len(dataset), cfg.SEED, start_iter * batch * accum, self.rank, self.world_size
+            len(dataset), cfg.SEED, start_batches * batch, self.rank, self.world_size
         )
         workers = cfg.DATALOADER.NUM_WORKERS
         return DataLoader(
@@ -176,6 +277,38 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.SEED),
             pin_memory=self.device.type == "cuda",
         )
+
+    def _weak_data_loader(self, start_batches: int) -> DataLoader:
+        """Image-labelled batches: ``DATALOADER.WEAK_IMS_PER_BATCH`` images per step at
+        ``INPUT.WEAK_MIN_SIZE_TRAIN`` / ``WEAK_MAX_SIZE_TRAIN``."""
+        cfg = self.cfg
+        batch = self._batch_size(cfg.DATALOADER.WEAK_IMS_PER_BATCH, "DATALOADER.WEAK_IMS_PER_BATCH")
+        sizes = cfg.clone()
+        sizes.defrost()
+        sizes.INPUT.MIN_SIZE_TRAIN = list(cfg.INPUT.WEAK_MIN_SIZE_TRAIN)
+        sizes.INPUT.MAX_SIZE_TRAIN = cfg.INPUT.WEAK_MAX_SIZE_TRAIN
+        dataset = ImageLabelDataset(
+            self.weak_records,
+            self.weak_class_index,
+            build_augmentation(sizes, is_train=True),
+            max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS,
+        )
+        return self._loader(dataset, batch, start_batches)
+
+    def _data_loader(self, start_batches: int) -> DataLoader:
+        """Box batches, positioned after ``start_batches`` of them."""
+        cfg = self.cfg
+        batch = self._batch_size(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        store = None
+        if not self.closed_set and cfg.MODEL.OVDET.DISTILL.MODE == "offline":
+            store = load_distill_store(cfg.MODEL.OVDET.DISTILL.EMBEDDINGS_FILE)
+        dataset = DetectionDataset(
+            self.records,
+            build_augmentation(cfg, is_train=True),
+            distill_store=store,
+            max_load_pixels=cfg.INPUT.MAX_LOAD_PIXELS,
+        )
+        return self._loader(dataset, batch, start_batches)
 
     # -------------------------------------------------------------- checkpoint
     def _state(self, iteration: int) -> dict:
@@ -255,22 +388,31 @@ class Trainer:
         model = self.model
         if self.world_size > 1:
             model = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # Image-labelled batches train neither the RPN nor the box regressor.
+                find_unused_parameters=self.weak_records is not None,
             )
         model.train()
         writer = self._tensorboard()
-        loader_iter = iter(self._data_loader(self.start_iter))
+        loaders = self._data_loaders(self.start_iter)
+        self._vocabulary_kind = 0
         previous = signal.signal(signal.SIGINT, self._on_sigint) if self.is_main else None
         bar = tqdm(total=max_iter, initial=self.start_iter, disable=not self.progress, desc="train")
         metrics: dict = {}
+        train_start = time.perf_counter()
         try:
             for iteration in range(self.start_iter + 1, max_iter + 1):
                 start = time.perf_counter()
                 loss_sums: dict[str, float] = {}
-                for _ in range(accum):
-                    images, targets = next(loader_iter)
+                for kind in self.batch_kinds((iteration - 1) * accum, accum):
+                    images, targets = next(loaders[kind])
                     images = [im.to(self.device, non_blocking=True) for im in images]
                     targets = [_to_device(t, self.device) for t in targets]
+                    if self.weak_records is not None:
+                        self._use_vocabulary(kind)
+                        if kind == 1 and cfg.MODEL.OVDET.WEAK.CAPTION_LOSS:
+                            self._add_caption_embeddings(targets)
                     with torch.autocast("cuda", enabled=self.amp):
                         losses = model(images, targets)
                     total = sum(losses.values())
@@ -309,11 +451,20 @@ class Trainer:
                     }
                     self._log(metrics, writer)
                     bar.set_postfix(loss=f"{metrics['total_loss']:.3f}")
+                    if self.is_main:  # the bar's information, as a log line when it is off
+                        logger.log(
+                            logging.DEBUG if self.progress else logging.INFO,
+                            progress_line(
+                                metrics, max_iter, time.perf_counter() - train_start,
+                                iteration - self.start_iter,
+                            ),
+                        )  # fmt: skip
                 last = iteration == max_iter
                 if iteration % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or last or self._interrupted:
                     self.save(iteration, "model_final.pt" if last else None)
                 if cfg.TEST.EVAL_PERIOD and (iteration % cfg.TEST.EVAL_PERIOD == 0 or last):
                     self._log({"iteration": iteration, **self.evaluate()}, writer)
+                    self._vocabulary_kind = 0  # evaluate() restores the box classes
                     model.train()
                 if self._interrupted:
                     raise TrainingInterrupted(

@@ -26,6 +26,7 @@ from ovdet.data.synthetic.categories import (
     synthetic_categories,
     synthetic_split,
 )
+from ovdet.data.synthetic.image_labels import write_image_labelled_split
 from ovdet.data.synthetic.items import _render_caption_crop, _render_detection_image, _SceneParams
 from ovdet.errors import DataError
 
@@ -51,7 +52,7 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 # Random streams: each item's generator is seeded by (seed, stream, index).
-_STREAM_TRAIN, _STREAM_VAL, _STREAM_CAPTIONS, _STREAM_VAL_CAPTIONS = range(4)
+_STREAM_TRAIN, _STREAM_VAL, _STREAM_CAPTIONS, _STREAM_VAL_CAPTIONS, _STREAM_WEAK = range(5)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class SyntheticDatasetInfo:
         train_captions: tab-separated CLIP pre-training CSV (``filepath``, ``title``, ``label``).
         val_captions: held-out labelled crops of all classes, same format; ``None`` if none.
         class_names: the 64 class names.
+        weak_images: directory of the image-labelled images (no boxes), ``None`` if none.
+        weak_labels: their COCO JSON with ``pos_category_ids`` (base and novel classes).
+        weak_captions: their COCO captions JSON (one caption per image naming its objects).
     """
 
     root: Path
@@ -79,6 +83,9 @@ class SyntheticDatasetInfo:
     train_captions: Path
     val_captions: Path | None
     class_names: tuple[str, ...] = CLASS_NAMES
+    weak_images: Path | None = None
+    weak_labels: Path | None = None
+    weak_captions: Path | None = None
 
 
 def _map(
@@ -217,6 +224,7 @@ def generate_synthetic_dataset(
     min_visible: float = 0.6,
     crop_size: int = 48,
     novel_captions: bool = True,
+    num_weak_images: int = 0,
     seed: int = 0,
     workers: int = 0,
     overwrite: bool = False,
@@ -240,6 +248,9 @@ def generate_synthetic_dataset(
         crop_size: side of the saved caption crops, pixels (the CLIP input size).
         novel_captions: if False, no novel class occurs in the pre-training captions or crops
             (the ablation where CLIP never sees the novel compositions).
+        num_weak_images: number of image-labelled images (scenes of the same kind with image
+            labels and a caption naming base and novel objects, no boxes; see
+            :mod:`ovdet.data.synthetic.image_labels`); 0 writes none.
         seed: random seed; the same seed gives byte-identical files.
         workers: processes to render with (0: in this process). Output does not depend on it.
         overwrite: replace the dataset files of an earlier run in ``output_dir``.
@@ -256,6 +267,7 @@ def generate_synthetic_dataset(
         "num_val_images": num_val_images,
         "num_caption_crops": num_caption_crops,
         "num_val_caption_crops": num_val_caption_crops,
+        "num_weak_images": num_weak_images,
     }
     for key, value in counts.items():
         if not isinstance(value, int) or value < 0:
@@ -350,6 +362,16 @@ def generate_synthetic_dataset(
             workers,
             progress,
         )
+    weak = (None, None, None)
+    if num_weak_images > 0:
+        weak = write_image_labelled_split(
+            root,
+            num_weak_images,
+            _STREAM_WEAK,
+            seed,
+            params,
+            lambda fn, count, desc: _map(fn, count, workers, desc, progress),
+        )
     return SyntheticDatasetInfo(
         root=root,
         train_images=train_images,
@@ -359,4 +381,7 @@ def generate_synthetic_dataset(
         split_file=split_file,
         train_captions=train_captions,
         val_captions=val_captions,
+        weak_images=weak[0],
+        weak_labels=weak[1],
+        weak_captions=weak[2],
     )

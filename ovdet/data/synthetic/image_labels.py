@@ -1,0 +1,147 @@
+"""The image-labelled split of the synthetic dataset: scenes of the same kind, no boxes.
+
+As web data would, each image comes with image-level labels (the classes of its objects, base
+and novel alike) and a caption naming them ("two red circles and a blue star on a grey
+background"), and nothing says where the objects are. :func:`write_image_labelled_split` writes
+
+    images/weak/000001.png ...            the images
+    annotations/image_labels_weak.json    COCO format, images with "pos_category_ids" (Detic's)
+    annotations/captions_weak.json        COCO captions format, one caption per image
+
+With ``novel_captions=False`` in :func:`~ovdet.data.synthetic.generate_synthetic_dataset`, CLIP's
+pre-training captions never name a novel class; this split still does, so that its image labels
+and captions are the only source of the novel names (as LVIS's rare classes are for a
+web-trained CLIP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id, synthetic_categories
+from ovdet.data.synthetic.items import _item_rng, _SceneParams
+from ovdet.data.synthetic.render import render_scene
+
+__all__ = ["make_scene_caption", "write_image_labelled_split"]
+
+logger = logging.getLogger(__package__)
+
+_NUMBERS = ("no", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_PREFIXES = ("", "a photo of ", "a picture of ", "an image with ", "there are ")
+_SUFFIXES = ("", " on a grey background", " in a cluttered scene", ", close up")
+
+
+def _plural(name: str) -> str:
+    return name + ("es" if name.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def make_scene_caption(rng: np.random.Generator, labels: list[int]) -> str:
+    """A web-like caption naming every object of a scene, with counts.
+
+    Args:
+        rng: the random generator (phrasing).
+        labels: class indices (into :data:`CLASS_NAMES`) of the scene's objects.
+
+    Returns:
+        E.g. ``"a photo of two red circles and a blue star on a grey background"``.
+    """
+    counts = Counter(labels)
+    order = sorted(counts, key=lambda c: labels.index(c))
+    phrases = []
+    for c in order:
+        n, name = counts[c], CLASS_NAMES[c]
+        number = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+        phrases.append(f"{'an' if name[0] in 'aeiou' else 'a'} {name}" if n == 1 else
+                       f"{number} {_plural(name)}")  # fmt: skip
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    prefix = _PREFIXES[int(rng.integers(len(_PREFIXES)))]
+    suffix = _SUFFIXES[int(rng.integers(len(_SUFFIXES)))]
+    return prefix + listed + suffix
+
+
+def _render_labelled_image(
+    index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
+) -> tuple[tuple[int, ...], str]:
+    """Render and save one image; return its object labels and its caption."""
+    rng = _item_rng(seed, stream, index)
+    n = int(rng.integers(1, params.max_objects + 1))
+    labels = rng.integers(0, len(CLASS_NAMES), size=n).tolist()
+    scene = render_scene(
+        rng,
+        labels,
+        image_size=params.image_size,
+        object_size=params.object_size,
+        min_visible=params.min_visible,
+    )
+    Image.fromarray(scene.image).save(out_dir / f"{index + 1:06d}.png", compress_level=1)
+    return tuple(scene.labels), make_scene_caption(rng, list(scene.labels))
+
+
+def write_image_labelled_split(
+    root: Path,
+    count: int,
+    stream: int,
+    seed: int,
+    params: _SceneParams,
+    map_fn: Callable[..., Iterator],
+) -> tuple[Path, Path, Path]:
+    """Write the image-labelled split under ``root``.
+
+    Args:
+        root: the dataset folder.
+        count: number of images.
+        stream: the random stream of these images (distinct from the other splits').
+        seed: the dataset's seed.
+        params: the scene parameters of the detection images.
+        map_fn: ``map_fn(fn, count, desc)`` yields ``fn(0) .. fn(count - 1)`` in order (the
+            writer's process pool and progress bar).
+
+    Returns:
+        (image folder, image-label JSON, captions JSON).
+    """
+    image_dir = root / "images" / "weak"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    render = partial(
+        _render_labelled_image, seed=seed, stream=stream, params=params, out_dir=image_dir
+    )
+    images, captions = [], []
+    for i, (labels, caption) in enumerate(map_fn(render, count, "image-labelled images")):
+        ids = sorted({_category_id(*divmod(label, len(SHAPES))) for label in labels})
+        images.append(
+            {
+                "id": i + 1,
+                "file_name": f"{i + 1:06d}.png",
+                "width": params.image_size,
+                "height": params.image_size,
+                "pos_category_ids": ids,
+            }
+        )
+        captions.append({"id": i + 1, "image_id": i + 1, "caption": caption})
+    ann_dir = root / "annotations"
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    info = {
+        "description": "ovdet synthetic dataset, image-labelled split (no boxes)",
+        "seed": seed,
+    }
+    labels_json, captions_json = ann_dir / "image_labels_weak.json", ann_dir / "captions_weak.json"
+    labels_json.write_text(
+        json.dumps({"info": info, "images": images, "annotations": [],
+                    "categories": synthetic_categories()}, separators=(",", ":")) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    plain = [{k: v for k, v in img.items() if k != "pos_category_ids"} for img in images]
+    captions_json.write_text(
+        json.dumps({"info": info, "images": plain, "annotations": captions},
+                   separators=(",", ":")) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    logger.info("wrote %d image-labelled images: %s, %s", count, labels_json, captions_json)
+    return image_dir, labels_json, captions_json
