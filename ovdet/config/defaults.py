@@ -12,7 +12,7 @@ from typing import Any
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["add_ovdet_config", "get_default_config"]
+__all__ = ["add_ovdet_config", "add_weak_supervision_config", "get_default_config"]
 
 
 def add_ovdet_config(cfg: Any) -> None:
@@ -111,6 +111,41 @@ def add_ovdet_config(cfg: Any) -> None:
     cfg.DATASETS.SPLIT = ""
 
 
+def add_weak_supervision_config(cfg: Any) -> None:
+    """Add the keys of image-labelled training data (weak supervision) to a yacs/fvcore config
+    in place: the same keys, with the same defaults, in both engines (the detectron2 plugin
+    calls it on detectron2's config).
+
+    Args:
+        cfg: a config with ``DATASETS``, ``DATALOADER`` and ``INPUT`` nodes.
+    """
+    # Image-labelled training data (weak supervision, no boxes), mixed with the box data at
+    # DATALOADER.DATASET_RATIO: a COCO-format JSON whose images carry "pos_category_ids" (and
+    # optionally "neg_category_ids"), a COCO captions JSON (labels = vocabulary names found in the
+    # captions), or an open_clip_train caption CSV (.csv/.tsv). "" trains on boxes only.
+    cfg.DATASETS.WEAK_TRAIN = ""
+    # The folder the weak data's image paths are relative to ("" for the file's own folder).
+    cfg.DATASETS.WEAK_TRAIN_IMAGES = ""
+    # Classes looked for in captions (captions JSON, CSV): a vocabulary spec (names, a text file
+    # with synonyms, a COCO JSON); "" means the box data's base and novel classes.
+    cfg.DATASETS.WEAK_VOCABULARY = ""
+    # Caption CSV columns and separator (open_clip_train's --csv-img-key, --csv-caption-key,
+    # --csv-separator).
+    cfg.DATASETS.WEAK_CSV_IMAGE_KEY = "filepath"
+    cfg.DATASETS.WEAK_CSV_CAPTION_KEY = "title"
+    cfg.DATASETS.WEAK_CSV_SEPARATOR = "\t"
+    # Box batches : image-labelled batches (DATASETS.WEAK_TRAIN), in a fixed repeating order
+    # (Detic: [1, 4]). Ignored without weak data.
+    cfg.DATALOADER.DATASET_RATIO = [1, 4]
+    # Images per image-labelled step, summed over processes and accumulation steps (Detic trains
+    # them at a larger batch and lower resolution than box data).
+    cfg.DATALOADER.WEAK_IMS_PER_BATCH = 32
+    # Shorter side (one picked at random) and long-side cap of image-labelled images at training
+    # (Detic: 384-448 px for image labels against 896 px for boxes).
+    cfg.INPUT.WEAK_MIN_SIZE_TRAIN = [320, 352, 384, 416, 448]
+    cfg.INPUT.WEAK_MAX_SIZE_TRAIN = 667
+
+
 _C = CN()
 _C.MODEL = CN()
 # "OpenVocabularyRCNN" (ovdet) or "FasterRCNN" (torchvision's closed-set detector, a baseline
@@ -187,10 +222,6 @@ _C.INPUT.MAX_SIZE_TEST = 1333
 _C.INPUT.HFLIP_PROB = 0.5
 # Colour jitter strength at training (brightness, contrast, saturation); 0 disables it.
 _C.INPUT.COLOR_JITTER = 0.2
-# Shorter side (one picked at random) and long-side cap of image-labelled images at training
-# (Detic: 384-448 px for image labels against 896 px for boxes).
-_C.INPUT.WEAK_MIN_SIZE_TRAIN = [320, 352, 384, 416, 448]
-_C.INPUT.WEAK_MAX_SIZE_TRAIN = 667
 # Images larger than this many pixels are downscaled on load, before anything else, to bound
 # memory (a 12000x12000 photo becomes ~4096 px on its long side). 0 disables it.
 _C.INPUT.MAX_LOAD_PIXELS = 16_777_216
@@ -202,21 +233,6 @@ _C.DATASETS.TRAIN_IMAGES = ""
 # The same for the evaluation set (used by TEST.EVAL_PERIOD and tools/evaluate.py).
 _C.DATASETS.TEST_JSON = ""
 _C.DATASETS.TEST_IMAGES = ""
-# Image-labelled training data (weak supervision, no boxes), mixed with the box data at
-# DATALOADER.DATASET_RATIO: a COCO-format JSON whose images carry "pos_category_ids" (and
-# optionally "neg_category_ids"), a COCO captions JSON (labels = vocabulary names found in the
-# captions), or an open_clip_train caption CSV (.csv/.tsv). "" trains on boxes only.
-_C.DATASETS.WEAK_TRAIN = ""
-# The folder the weak data's image paths are relative to ("" for the file's own folder).
-_C.DATASETS.WEAK_TRAIN_IMAGES = ""
-# Classes looked for in captions (captions JSON, CSV): a vocabulary spec (names, a text file
-# with synonyms, a COCO JSON); "" means the box data's base and novel classes.
-_C.DATASETS.WEAK_VOCABULARY = ""
-# Caption CSV columns and separator (open_clip_train's --csv-img-key, --csv-caption-key,
-# --csv-separator).
-_C.DATASETS.WEAK_CSV_IMAGE_KEY = "filepath"
-_C.DATASETS.WEAK_CSV_CAPTION_KEY = "title"
-_C.DATASETS.WEAK_CSV_SEPARATOR = "\t"
 
 add_ovdet_config(_C)
 
@@ -224,12 +240,8 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
 # Drop training images that have no (base) annotation left.
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
-# Box batches : image-labelled batches (DATASETS.WEAK_TRAIN), in a fixed repeating order
-# (Detic: [1, 4]). Ignored without weak data.
-_C.DATALOADER.DATASET_RATIO = [1, 4]
-# Images per image-labelled step, summed over processes and accumulation steps (Detic trains
-# them at a larger batch and lower resolution than box data).
-_C.DATALOADER.WEAK_IMS_PER_BATCH = 32
+# Image-labelled data (DATASETS.WEAK_*, DATALOADER.DATASET_RATIO, INPUT.WEAK_*).
+add_weak_supervision_config(_C)
 
 _C.SOLVER = CN()
 # "SGD" or "AdamW".

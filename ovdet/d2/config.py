@@ -9,6 +9,7 @@ from detectron2.config import CfgNode, get_cfg
 
 from ovdet.config.catalog import resolve_config_path
 from ovdet.config.defaults import add_ovdet_config as _add_shared_ovdet_config
+from ovdet.config.defaults import add_weak_supervision_config
 from ovdet.errors import ConfigError
 
 __all__ = ["add_ovdet_config", "load_d2_config"]
@@ -17,13 +18,16 @@ __all__ = ["add_ovdet_config", "load_d2_config"]
 def add_ovdet_config(cfg: CfgNode) -> None:
     """Add ovdet's keys to a detectron2 config in place.
 
-    Adds every ``MODEL.OVDET`` key and ``DATASETS.SPLIT``, with the defaults of the torchvision
-    engine (see :func:`ovdet.config.defaults.add_ovdet_config`).
+    Adds every ``MODEL.OVDET`` key, ``DATASETS.SPLIT`` and the keys of image-labelled data
+    (``DATASETS.WEAK_*``, ``DATALOADER.DATASET_RATIO``, ``DATALOADER.WEAK_IMS_PER_BATCH``,
+    ``INPUT.WEAK_*``), with the defaults of the torchvision engine (see
+    :func:`ovdet.config.defaults.add_ovdet_config` and ``add_weak_supervision_config``).
 
     Args:
         cfg: detectron2's config, e.g. from ``detectron2.config.get_cfg()``.
     """
     _add_shared_ovdet_config(cfg)
+    add_weak_supervision_config(cfg)
 
 
 def load_d2_config(config_file: str = "", overrides: Sequence[str] = ()) -> CfgNode:
