@@ -99,6 +99,8 @@ def init_distributed(device_type: str = "cpu", timeout_s: float | None = None) -
     """Join torchrun's process group if this process was started by torchrun with
     ``WORLD_SIZE`` > 1 (idempotent). Returns whether the job is distributed.
 
+    Processes other than rank 0 log warnings and errors only (the ``ovdet`` logger).
+
     Args:
         device_type: "cpu" (gloo) or "cuda" (NCCL for tensors, gloo for Python objects).
         timeout_s: how long a collective waits for the other processes (``DIST_TIMEOUT`` in
@@ -115,9 +117,10 @@ def init_distributed(device_type: str = "cpu", timeout_s: float | None = None) -
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, timeout=timeout)
+    if dist.get_rank() != 0:  # one process tells the story; the others only warn
+        logging.getLogger("ovdet").setLevel(logging.WARNING)
     logger.info(
-        "Process %d of %d (%s, timeout %.0f s)",
-        dist.get_rank(),
+        "%d processes (%s; a collective waits %.0f s at most)",
         dist.get_world_size(),
         backend,
         timeout.total_seconds(),
