@@ -120,3 +120,37 @@ def test_without_seeds_the_sampler_is_torchvisions():
     sampler = PerImageSeededSampler(16, 0.25, salt=0)
     with sampler.seeded([1, 2]), pytest.raises(ValueError, match="2 seeds for 1 images"):
         sampler([a])
+
+
+def test_image_detections_of_two_shards_merge_into_those_of_one_process(monkeypatch):
+    from ovdet.engine.inference import gather_image_detections, shard_files
+
+    files = [f"img/{i}.jpg" for i in range(5)]  # batches of 2: [0, 1] [2, 3] [4]
+    _as_rank(monkeypatch, 1, 2)
+    assert shard_files(files, 2) == ["img/2.jpg", "img/3.jpg"]
+    _as_rank(monkeypatch, 0, 2)
+    assert shard_files(files, 2) == ["img/0.jpg", "img/1.jpg", "img/4.jpg"]
+
+    def image(i, name):
+        return {"id": i, "file_name": name, "width": 8, "height": 8}
+
+    def det(i, name, score):
+        return {"image_id": i, "file_name": name, "score": score}
+
+    # Rank 0 read 0 and 4 (1 was unreadable); rank 1 read 2 and 3; ids count from 1 per rank.
+    rank0 = (
+        [det(1, "img/0.jpg", 0.9), det(1, "img/0.jpg", 0.8), det(2, "img/4.jpg", 0.7)],
+        [image(1, "img/0.jpg"), image(2, "img/4.jpg")],
+        ["img/1.jpg"],
+    )
+    rank1 = ([det(2, "img/3.jpg", 0.6)], [image(1, "img/2.jpg"), image(2, "img/3.jpg")], [])
+    monkeypatch.setattr(comm, "is_distributed", lambda: True)
+    monkeypatch.setattr(comm, "all_gather_object", lambda obj: [rank0, rank1])
+    results, images, failed = gather_image_detections(files, *rank0)
+    assert [(im["id"], im["file_name"]) for im in images] == [
+        (1, "img/0.jpg"), (2, "img/2.jpg"), (3, "img/3.jpg"), (4, "img/4.jpg")
+    ]  # fmt: skip
+    assert [(r["image_id"], r["file_name"], r["score"]) for r in results] == [
+        (1, "img/0.jpg", 0.9), (1, "img/0.jpg", 0.8), (3, "img/3.jpg", 0.6), (4, "img/4.jpg", 0.7)
+    ]  # fmt: skip
+    assert failed == ["img/1.jpg"]

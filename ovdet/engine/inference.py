@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence, TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -14,9 +15,17 @@ from ovdet.data.transforms import build_augmentation
 from ovdet.engine import distributed as comm
 from ovdet.errors import ImageError
 
-__all__ = ["detections_to_coco", "inference_on_records", "predict_coco_dataset"]
+__all__ = [
+    "detections_to_coco",
+    "gather_image_detections",
+    "inference_on_records",
+    "predict_coco_dataset",
+    "shard_files",
+]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def detections_to_coco(
@@ -152,3 +161,44 @@ def predict_coco_dataset(
     return inference_on_records(
         detector.model, records, detector.cfg, device, batch_size, failed=failed
     )
+
+
+def shard_files(files: Sequence[T], batch_size: int) -> list[T]:
+    """This process's share of ``files`` run ``batch_size`` at a time (all of them without
+    torchrun): whole batches of one process (:func:`~ovdet.engine.distributed.shard_batches`)."""
+    return [files[i] for batch in comm.shard_batches(len(files), batch_size) for i in batch]
+
+
+def gather_image_detections(
+    files: Sequence, results: list[dict], images: list[dict], failed: list[str]
+) -> tuple[list[dict], list[dict], list[str]]:
+    """Every process's detections on its :func:`shard_files` share -> those of one process.
+
+    Args:
+        files: all the image files, in the order one process runs them.
+        results: this process's detections, each with ``image_id`` and ``file_name``.
+        images: this process's images, ``{"id", "file_name", ...}`` numbered from 1.
+        failed: this process's unreadable files (``str(path)``).
+
+    Returns:
+        (results, images, failed) of all processes in file order, the images numbered 1, 2, ...
+        as one process numbers them, on every process. Without torchrun, the inputs.
+    """
+    if not comm.is_distributed():
+        return results, images, failed
+    position = {str(f): i for i, f in enumerate(files)}
+    parts = comm.all_gather_object((results, images, failed))
+    all_images = sorted(
+        ((position[im["file_name"]], rank, im) for rank, (_, ims, _) in enumerate(parts)
+         for im in ims),
+        key=lambda x: x[0],
+    )  # fmt: skip
+    new_id = {(rank, im["id"]): i + 1 for i, (_, rank, im) in enumerate(all_images)}
+    merged_images = [{**im, "id": new_id[rank, im["id"]]} for _, rank, im in all_images]
+    merged_results = sorted(
+        ({**r, "image_id": new_id[rank, r["image_id"]]} for rank, (res, _, _) in enumerate(parts)
+         for r in res),
+        key=lambda r: r["image_id"],
+    )  # fmt: skip
+    merged_failed = sorted((f for _, _, fs in parts for f in fs), key=position.__getitem__)
+    return merged_results, merged_images, merged_failed
