@@ -12,8 +12,9 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ovdet.errors import CheckpointError, ConfigError
+from ovdet.tv.fast_paths import fold_frozen_batchnorm
 
-__all__ = ["build_backbone"]
+__all__ = ["ResNetFPN", "build_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,32 @@ def _load_backbone_weights(body: nn.Module, weights: str) -> None:
     logger.info("Loaded backbone weights from %s", weights)
 
 
+class ResNetFPN(BackboneWithFPN):
+    """torchvision's ``BackboneWithFPN`` that runs channels-last (NHWC) at inference.
+
+    oneDNN (CPU) and cuDNN convolutions are faster on channels-last tensors; the output feature
+    maps are then channels-last too, which every later layer accepts. Training keeps the
+    default layout. ``channels_last_inference = False`` gives torchvision's behaviour (see
+    :func:`~ovdet.tv.fast_paths.use_reference_paths`).
+    """
+
+    channels_last_inference: bool = True
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Tensor[B, 3, H, W] -> FPN levels ``"0"``..``"3"``, ``"pool"``: Tensor[B, C, H_l, W_l]."""
+        if self.channels_last_inference and not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 def build_backbone(cfg) -> nn.Module:
     """A torchvision ResNet + FPN from ``MODEL.RESNETS.DEPTH`` / ``.NORM``,
     ``MODEL.BACKBONE.FREEZE_AT`` / ``.WEIGHTS`` and ``MODEL.FPN.OUT_CHANNELS``.
 
     ``FREEZE_AT`` has detectron2's meaning: 0 trains every stage, 1 freezes the stem, 2 the stem
-    and ``res2`` (detectron2's default), ..., 5 the whole ResNet.
+    and ``res2`` (detectron2's default), ..., 5 the whole ResNet. With ``NORM: FrozenBN`` the
+    batch norms are folded into the convolutions before them (same names, same results; see
+    :mod:`ovdet.tv.fast_paths`).
     """
     from torchvision.models import resnet
 
@@ -71,8 +92,10 @@ def build_backbone(cfg) -> nn.Module:
     for param_name, param in body.named_parameters():
         if param_name.split(".")[0] in frozen:
             param.requires_grad_(False)
+    if norm == "FrozenBN":
+        fold_frozen_batchnorm(body)
     stage2 = body.inplanes // 8  # channels of layer1 (64 for ResNet-18/34, 256 for 50/101)
-    return BackboneWithFPN(
+    return ResNetFPN(
         body,
         return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
         in_channels_list=[stage2, stage2 * 2, stage2 * 4, stage2 * 8],
