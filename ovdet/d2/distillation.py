@@ -81,11 +81,17 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
     Identical to ``GeneralizedRCNN`` except in training with ``MODEL.OVDET.DISTILL.MODE
     "offline"``, where each input's ``distill_boxes`` and ``distill_embeddings`` (from
     :class:`OfflineDistillationMapper`) reach
-    :meth:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads.offline_targets`.
+    :meth:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads.offline_targets`, and for image-labelled
+    batches (weak supervision: inputs with ``image_labels``, see :mod:`ovdet.d2.weak`), which
+    train only the head's image-label and caption losses
+    (:meth:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads.weak_losses`): the RPN learns nothing
+    from images without boxes, as in Detic.
     """
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         heads = self.roi_heads
+        if self.training and "image_labels" in batched_inputs[0]:
+            return self._image_labelled_forward(batched_inputs)
         head = getattr(heads, "head", None)
         if not self.training or head is None or not head.distills_offline:
             return super().forward(batched_inputs)
@@ -100,3 +106,25 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
         ]
         with heads.offline_targets(targets):
             return super().forward(batched_inputs)
+
+    def _image_labelled_forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> dict:
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        captions = None
+        if all("caption_embedding" in x for x in batched_inputs):
+            captions = torch.stack([x["caption_embedding"] for x in batched_inputs]).to(self.device)
+        losses = self.roi_heads.weak_losses(
+            features,
+            proposals,
+            [x["image_labels"].to(self.device) for x in batched_inputs],
+            captions,
+        )
+        # Zero terms keep every parameter in the graph (DDP without find_unused_parameters):
+        # the RPN, the box regressor and the background learn nothing from images without boxes.
+        unused = sum(v for v in proposal_losses.values()) + sum(
+            p.sum() for p in self.roi_heads.box_predictor.head.parameters()
+        )
+        losses["loss_image_label"] = losses["loss_image_label"] + 0.0 * unused
+        return losses

@@ -199,6 +199,30 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         )
         return proposals, losses
 
+    def weak_losses(
+        self,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        image_labels: List[torch.Tensor],
+        caption_embeddings: torch.Tensor | None = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Losses of image-labelled images (no boxes): the head's ``loss_image_label`` and
+        ``loss_caption`` on the RPN proposals and the whole-image box.
+
+        Args:
+            features: the backbone's feature maps.
+            proposals: per image the RPN's proposals (``proposal_boxes``), best first.
+            image_labels: per image LongTensor[L_i], indices into the current vocabulary.
+            caption_embeddings: Tensor[B, D], CLIP text embeddings of one caption per image.
+        """
+        return self.head.weak_losses(
+            lambda boxes: self.region_embeddings(features, [Boxes(b) for b in boxes]),
+            [p.proposal_boxes.tensor for p in proposals],
+            [p.image_size for p in proposals],
+            image_labels,
+            caption_embeddings,
+        )
+
     def box_features(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         """Box-head features of given boxes (one ``Boxes`` per image) -> Tensor[sum N_i, F]."""
         return self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))

@@ -30,8 +30,10 @@ class OpenVocabularyTrainer(DefaultTrainer):
     dataset's classes (base and novel: the generalized setting) and scored by
     :class:`~ovdet.d2.evaluator.OpenVocabularyEvaluator`; the training vocabulary is restored
     afterwards. With ``MODEL.OVDET.DISTILL.MODE "offline"``, training samples carry the
-    precomputed regions of ``MODEL.OVDET.DISTILL.EMBEDDINGS_FILE``. PyTorch weight files are read
-    by :class:`~ovdet.d2.checkpoint.OpenVocabularyCheckpointer` (no code runs from them).
+    precomputed regions of ``MODEL.OVDET.DISTILL.EMBEDDINGS_FILE``. With ``DATASETS.WEAK_TRAIN``,
+    image-labelled batches alternate with box batches (:mod:`ovdet.d2.weak`). PyTorch weight
+    files are read by :class:`~ovdet.d2.checkpoint.OpenVocabularyCheckpointer` (no code runs from
+    them).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -45,6 +47,13 @@ class OpenVocabularyTrainer(DefaultTrainer):
             if getattr(hook, "checkpointer", None) is self.checkpointer:
                 hook.checkpointer = safe
         self.checkpointer = safe
+        if cfg.DATASETS.WEAK_TRAIN:
+            from ovdet.d2.weak import build_mixed_train_loader
+
+            box_loader = self._trainer.data_loader
+            self._trainer.reset_data_loader(
+                lambda: build_mixed_train_loader(cfg, self._trainer.model, box_loader)
+            )
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

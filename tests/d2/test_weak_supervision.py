@@ -1,0 +1,74 @@
+"""The detectron2 plugin trains with image-labelled batches, with the same keys as the default
+engine (DATASETS.WEAK_TRAIN, DATALOADER.DATASET_RATIO, MODEL.OVDET.WEAK.*)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip(
+    "detectron2", reason="detectron2 is not installed; see README (install by its official guide)"
+)
+
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ovdet.d2 import OpenVocabularyTrainer  # noqa: E402
+from ovdet.d2.vocabulary import get_roi_heads  # noqa: E402
+from tests.d2.conftest import COLOURS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def weak_data(tmp_path_factory):
+    """Image-labelled images of blue boxes (the novel class) in COCO captions format."""
+    root = tmp_path_factory.mktemp("weak")
+    rng = np.random.default_rng(3)
+    images, captions = [], []
+    for i in range(4):
+        pixels = np.full((64, 80, 3), 245, dtype=np.uint8)
+        x, y = (int(v) for v in rng.integers(0, 40, size=2))
+        pixels[y : y + 20, x : x + 24] = COLOURS[7]
+        Image.fromarray(pixels).save(root / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": 64, "width": 80})
+        captions.append({"id": i + 1, "image_id": i + 1, "caption": f"{i + 1} Blue Boxes"})
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": captions}))
+    return root
+
+
+def test_d2_trains_with_image_labels_and_captions(instant_cfg, weak_data):
+    cfg = instant_cfg(
+        "DATASETS.WEAK_TRAIN", str(weak_data / "captions.json"),
+        "DATALOADER.DATASET_RATIO", "[1, 2]",
+        "DATALOADER.WEAK_IMS_PER_BATCH", "2",
+        "INPUT.WEAK_MIN_SIZE_TRAIN", "[48]",
+        "INPUT.WEAK_MAX_SIZE_TRAIN", "96",
+        "MODEL.OVDET.WEAK.NUM_PROPOSALS", "16",
+        "MODEL.OVDET.WEAK.CAPTION_LOSS", "True",
+        "MODEL.OVDET.WEAK.FED_LOSS", "True",
+        "MODEL.OVDET.WEAK.FED_LOSS_NUM_CLASSES", "2",
+        "MODEL.OVDET.DISTILL.MODE", "none",
+        "SOLVER.MAX_ITER", "6",
+        "TEST.EVAL_PERIOD", "0",
+    )  # fmt: skip
+    cfg.DATASETS.TEST = ()
+    cfg.freeze()
+    seed_all_rng(0)
+    trainer = OpenVocabularyTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    # The weak vocabulary: the box classes, then "blue box" found in the captions.
+    _, (weak_text, weak_is_novel, counts) = trainer._trainer.data_loader.vocabularies
+    assert weak_text.shape[0] == 3 and weak_is_novel.tolist() == [False, False, True]
+    assert counts.tolist() == [0.0, 0.0, 4.0]
+    trainer.train()
+    history = trainer.storage.history
+    image_label = [v for v, _ in history("loss_image_label").values()]
+    caption = [v for v, _ in history("loss_caption").values()]
+    text = [v for v, _ in history("loss_text").values()]
+    # 6 steps at [1, 2]: box, weak, weak, box, weak, weak.
+    assert len(text) == 2 and len(image_label) == 4 and len(caption) == 4
+    assert np.isfinite(image_label).all() and min(image_label) > 0 and min(caption) > 0
+    assert get_roi_heads(trainer.model).head.weak.image_label_loss == "max_size"
+    assert torch.isfinite(next(trainer.model.parameters())).all()
