@@ -1,34 +1,139 @@
-"""Shared command-line plumbing: logging set-up and one-line errors instead of tracebacks."""
+"""Shared command-line plumbing: logging set-up, common flags, one-line errors.
+
+Every tool logs the same way (:func:`setup_logging`): INFO lines of ovdet and of the libraries
+to stderr by default, DEBUG with ``--verbose``, warnings only with ``--quiet``, and the same
+lines appended to ``log.txt`` in the tool's output folder (:func:`log_to_file`). Every tool has
+``--no-progress`` (:func:`add_common_arguments`); with the bars off, long loops log periodic
+progress lines instead.
+"""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from ovdet.errors import OvdetError
 
-__all__ = ["cli_entry", "setup_logging"]
+__all__ = [
+    "LOG_FILE_NAME",
+    "add_common_arguments",
+    "cli_entry",
+    "log_level",
+    "log_to_file",
+    "setup_logging",
+]
+
+#: The log file every tool writes in its output folder.
+LOG_FILE_NAME = "log.txt"
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_DATE_FORMAT = "%H:%M:%S"
+# Third-party loggers that are chatty at INFO / DEBUG.
+_NOISY = ("PIL", "matplotlib", "urllib3", "filelock", "fsspec")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Log INFO lines (DEBUG with ``verbose``) of ovdet and the libraries to stderr.
+class _CliHandler:
+    """Marks the handlers this module installed, so that a second set-up replaces them."""
+
+    console = "_ovdet_cli_console"
+    file = "_ovdet_cli_file"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (as :data:`logging.lastResort` does), not to the one
+    of the time of set-up, which a test harness may have closed since."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, progress: bool = True) -> None:
+    """Add ``--verbose`` / ``--quiet`` (exclusive) and, with ``progress``, ``--no-progress``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (default: INFO lines)"
+    )
+    group.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    if progress:
+        parser.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="hide progress bars (periodic progress lines are logged instead)",
+        )
+
+
+def log_level(verbose: bool = False, quiet: bool = False) -> int:
+    """DEBUG with ``verbose``, WARNING with ``quiet``, INFO otherwise."""
+    if verbose:
+        return logging.DEBUG
+    return logging.WARNING if quiet else logging.INFO
+
+
+def _remove_handlers(marker: str) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, marker, False):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def setup_logging(
+    verbose: bool = False, quiet: bool = False, log_dir: str | Path | None = None
+) -> None:
+    """Log the lines of ovdet and the libraries to stderr (and to ``log_dir/log.txt``).
 
     Only third-party loggers known to be chatty are raised to WARNING; the root logger keeps
     the chosen level, so every ``ovdet.*`` line shows (``logging.getLogger("root")`` *is* the
-    root logger: silencing it hides everything).
+    root logger: silencing it hides everything). Calling it again replaces the handlers of the
+    previous call.
+
+    Args:
+        verbose: DEBUG lines too.
+        quiet: warnings and errors only (``verbose`` wins).
+        log_dir: also append the lines to ``log_dir/log.txt`` (see :func:`log_to_file`).
     """
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    logging.getLogger().setLevel(level)  # also where logging was configured before us
+    level = log_level(verbose, quiet)
+    _remove_handlers(_CliHandler.console)
+    console = _StderrHandler()
+    console.setFormatter(logging.Formatter(_FORMAT, datefmt=_DATE_FORMAT))
+    setattr(console, _CliHandler.console, True)
+    root = logging.getLogger()
+    root.addHandler(console)
+    root.setLevel(level)
     logging.getLogger("ovdet").setLevel(level)
-    for noisy in ("PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if log_dir is not None:
+        log_to_file(log_dir)
+
+
+def log_to_file(folder: str | Path) -> Path:
+    """Append the lines shown on the console to ``folder/log.txt`` from now on.
+
+    The folder is created. A file set up by an earlier call is closed first (one log file per
+    tool run). Returns the log file's path.
+    """
+    path = Path(folder) / LOG_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_handlers(_CliHandler.file)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    setattr(handler, _CliHandler.file, True)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger(__name__).debug("logging to %s", path)
+    return path
 
 
 def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
@@ -39,10 +144,13 @@ def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(argv)
         except (OvdetError, OSError) as e:
+            logging.getLogger(main.__module__).debug("error", exc_info=True)
             print(f"error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        finally:
+            _remove_handlers(_CliHandler.file)  # this run's log.txt is complete
 
     return wrapper
