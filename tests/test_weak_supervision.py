@@ -187,3 +187,20 @@ def test_settings_validate_and_read_the_config():
     assert (settings.fed_loss_num_classes, settings.fed_loss_freq_weight) == (50, 0.5)
     with pytest.raises(ConfigError, match="IMAGE_LABEL_LOSS"):
         WeakSupervisionSettings(image_label_loss="biggest")
+
+
+@pytest.mark.parametrize(
+    "name, props, captions, fed",
+    [("ovcoco_detic_captions_R50_FPN", 32, True, False),
+     ("ovlvis_detic_in21k_R50_FPN", 128, False, True)],
+)  # fmt: skip
+def test_weak_supervision_recipes(name, props, captions, fed):
+    from ovdet.config import load_config
+
+    cfg = load_config(name, [])
+    w = cfg.MODEL.OVDET.WEAK
+    settings = (w.NUM_PROPOSALS, w.CAPTION_LOSS, w.FED_LOSS)
+    assert settings == (props, captions, fed)
+    assert cfg.DATASETS.WEAK_TRAIN.startswith("datasets/") and cfg.DATASETS.WEAK_TRAIN_IMAGES
+    assert list(cfg.DATALOADER.DATASET_RATIO) == [1, 4]
+    assert max(cfg.INPUT.WEAK_MIN_SIZE_TRAIN) < min(cfg.INPUT.MIN_SIZE_TRAIN)

@@ -72,3 +72,15 @@ def test_d2_trains_with_image_labels_and_captions(instant_cfg, weak_data):
     assert np.isfinite(image_label).all() and min(image_label) > 0 and min(caption) > 0
     assert get_roi_heads(trainer.model).head.weak.image_label_loss == "max_size"
     assert torch.isfinite(next(trainer.model.parameters())).all()
+
+
+@pytest.mark.parametrize("name", ["ovcoco_detic_captions_R50_FPN", "ovlvis_detic_in21k_R50_FPN"])
+def test_recipes_set_the_same_weak_supervision_as_the_default_engine(name):
+    from ovdet.config import load_config
+    from ovdet.d2 import load_d2_config
+
+    tv, d2 = load_config(name, []), load_d2_config(f"d2/{name}.yaml")
+    assert dict(d2.MODEL.OVDET.WEAK) == dict(tv.MODEL.OVDET.WEAK)
+    assert list(d2.DATALOADER.DATASET_RATIO) == list(tv.DATALOADER.DATASET_RATIO)
+    assert d2.DATALOADER.WEAK_IMS_PER_BATCH == tv.DATALOADER.WEAK_IMS_PER_BATCH
+    assert d2.DATASETS.WEAK_TRAIN == tv.DATASETS.WEAK_TRAIN
