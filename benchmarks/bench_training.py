@@ -12,7 +12,12 @@ starts from the same backbone / RPN / box-head weights and has its own optimizer
   loader gives them from the embeddings file (random boxes and unit vectors here);
 * ``online:M``: ViLD-text + ViLD-image with the CLIP teacher in the loop, ``M`` distilled
   proposals per image (``DISTILL.NUM_PROPOSALS``); the CLIP is ``MODEL.OVDET.CLIP`` (the tiny
-  config's ``configs/clip/tiny``, randomly initialised: its speed does not depend on training).
+  config's ``configs/clip/tiny``, randomly initialised: its speed does not depend on training);
+* ``weak`` / ``weak_caption``: the same images as an image-labelled batch (weak supervision,
+  issue 12): targets carry ``image_labels`` (2 per image) and no boxes, and the step trains the
+  image-label loss (``MODEL.OVDET.WEAK``, max-size over the top ``WEAK.NUM_PROPOSALS``
+  proposals) and, for ``weak_caption``, the caption loss (a precomputed caption embedding per
+  image, as the trainer passes them); compare with ``text``, the box-only step of the batch.
 
 Timings are interleaved (see ``benchmarks/common.py``); peak memory per variant in a fresh
 process.
@@ -94,7 +99,7 @@ def variant_names(args: argparse.Namespace) -> list[str]:
     for v in args.variants:
         if v == "online":
             names += [f"online:{m}" for m in args.distill_proposals]
-        elif v in ("closed", "text", "offline"):
+        elif v in ("closed", "text", "offline", "weak", "weak_caption"):
             names.append(v)
         else:
             raise SystemExit(f"error: unknown variant {v!r}")
@@ -145,8 +150,11 @@ def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     cfg = cfg.clone()
     cfg.defrost()
     mode, _, m = name.partition(":")
-    mode = {"text": "none"}.get(mode, mode)
+    weak = mode.startswith("weak")
+    mode = "none" if mode == "text" or weak else mode
     overrides = ["MODEL.OVDET.DISTILL.MODE", mode]
+    if name == "weak_caption":
+        overrides += ["MODEL.OVDET.WEAK.CAPTION_LOSS", "True"]
     if m:
         overrides += ["MODEL.OVDET.DISTILL.NUM_PROPOSALS", m]
     merge_overrides(cfg, overrides)
@@ -155,6 +163,31 @@ def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     if mode == "online":
         get_head(model).set_clip_teacher(build_clip_teacher(cfg, clip))
     return model
+
+
+def image_labelled_targets(targets: list[dict], num_classes: int, embed_dim: int) -> list[dict]:
+    """The batch as image-labelled data: per image 2 labels and a caption embedding, no boxes."""
+    gen = torch.Generator().manual_seed(2)
+    out = []
+    for i, t in enumerate(targets):
+        device = t["boxes"].device
+        out.append(
+            {
+                "boxes": t["boxes"].new_zeros(0, 4),
+                "labels": t["labels"].new_zeros(0),
+                "image_labels": torch.randint(0, num_classes, (2,), generator=gen).to(device),
+                "caption_embedding": random_text_embeddings(1, embed_dim, seed=100 + i)[0].to(
+                    device
+                ),
+            }
+        )
+    return out
+
+
+def variant_targets(name: str, targets: list[dict], args, embed_dim: int) -> list[dict]:
+    if name.startswith("weak"):
+        return image_labelled_targets(targets, args.num_classes, embed_dim)
+    return targets
 
 
 class Step:
@@ -166,7 +199,7 @@ class Step:
         self.model = model.to(device).train()
         self.optimizer = build_optimizer(cfg, self.model)
         self.images, self.targets, self.device = images, targets, device
-        self.clip_norm = cfg.SOLVER.CLIP_GRADIENTS
+        self.cfg = cfg
         self.amp = device.type == "cuda" and cfg.SOLVER.AMP.ENABLED
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -175,9 +208,11 @@ class Step:
             losses = self.model(self.images, self.targets)
         total = sum(losses.values())
         self.scaler.scale(total).backward()
-        if self.clip_norm > 0:
+        if self.cfg.SOLVER.CLIP_GRADIENTS.ENABLED:  # as the Trainer: SOLVER.CLIP_GRADIENTS.*
+            from ovdet.engine.build import clip_gradients
+
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+            clip_gradients(self.cfg, self.model.parameters())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -202,8 +237,8 @@ def probe_memory(args: argparse.Namespace) -> dict:
     cfg, embed_dim, clip, images, targets, _ = load_everything(args, [args.probe], device)
     base = max_rss_mib()
     with cuda_peak(device) as peak:
-        step = Step(cfg, build_variant(cfg, args, args.probe, embed_dim, clip), images, targets,
-                    device)  # fmt: skip
+        step = Step(cfg, build_variant(cfg, args, args.probe, embed_dim, clip), images,
+                    variant_targets(args.probe, targets, args, embed_dim), device)  # fmt: skip
         for _ in range(2):
             step()
     return {"rss_peak_delta_mib": max_rss_mib() - base, **peak}
@@ -222,7 +257,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for model in models.values():
         if model is not reference:
             share_weights(reference, model)
-    steps = {n: Step(cfg, m, images, targets, device) for n, m in models.items()}
+    steps = {
+        n: Step(cfg, m, images, variant_targets(n, targets, args, embed_dim), device)
+        for n, m in models.items()
+    }
     print(
         f"timing {len(steps)} variants x {args.rounds} rounds, batch {len(images)} of "
         f"{shape[0]}x{shape[1]}",
@@ -272,6 +310,9 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
             "text": "ovdet, ViLD-text only",
             "offline": "ovdet, ViLD-text + offline ViLD-image "
             f"({cfg.MODEL.OVDET.DISTILL.NUM_PROPOSALS} boxes/img)",
+            "weak": "ovdet, image-labelled batch: image-label loss (max-size, "
+            f"{cfg.MODEL.OVDET.WEAK.NUM_PROPOSALS} proposals/img)",
+            "weak_caption": "ovdet, image-labelled batch: image-label + caption loss",
         }.get(name, f"ovdet, ViLD-text + online CLIP teacher, {name.split(':')[-1]} proposals/img")
         rows.append(
             [label, f"{med_ms:.0f}", f"**{ratio:.3f}** [{q1:.3f}, {q3:.3f}]", per_proposal, mem]
