@@ -154,3 +154,24 @@ def test_image_detections_of_two_shards_merge_into_those_of_one_process(monkeypa
         (1, "img/0.jpg", 0.9), (1, "img/0.jpg", 0.8), (3, "img/3.jpg", 0.6), (4, "img/4.jpg", 0.7)
     ]  # fmt: skip
     assert failed == ["img/1.jpg"]
+
+
+def test_a_failed_collective_becomes_one_clear_error(monkeypatch, capsys):
+    from ovdet.cli.common import cli_entry
+
+    timeout = RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 10000ms")
+    assert comm.collective_failure(timeout) is None  # one process: nothing to blame on peers
+    _as_rank(monkeypatch, 0, 2)
+    monkeypatch.setattr(comm, "is_distributed", lambda: True)
+    failure = comm.collective_failure(timeout)
+    assert isinstance(failure, comm.DistributedError)
+    assert "process 0 of 2" in str(failure) and "Timed out waiting 10000ms" in str(failure)
+    assert comm.collective_failure(RuntimeError("mat1 and mat2 shapes differ")) is None
+
+    @cli_entry
+    def tool(argv=None) -> int:
+        raise failure
+
+    assert tool() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: process 0 of 2: another process died") and err.count("\n") == 1

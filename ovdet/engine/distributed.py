@@ -32,6 +32,7 @@ __all__ = [
     "all_gather_object",
     "all_reduce_mean",
     "barrier",
+    "collective_failure",
     "gather_in_order",
     "get_local_rank",
     "get_rank",
@@ -53,8 +54,9 @@ DEFAULT_TIMEOUT_S = 1800
 TIMEOUT_ENV = "OVDET_DIST_TIMEOUT"
 
 
-class DistributedError(RuntimeError):
-    """Another process of the job died or did not answer within the timeout."""
+class DistributedError(ConnectionError):
+    """Another process of the job died or did not answer within the timeout (a lost connection:
+    command-line tools print it as one ``error:`` line)."""
 
 
 def is_distributed() -> bool:
@@ -136,12 +138,25 @@ def local_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _collective_failed(e: Exception) -> DistributedError:
+_COLLECTIVE_FAILURES = ("gloo", "NCCL", "Timed out", "Connection closed", "Connection reset")
+
+
+def collective_failure(e: BaseException) -> DistributedError | None:
+    """A :class:`DistributedError` explaining ``e`` if it is a collective that failed in a
+    distributed job (a peer died, or did not answer within the timeout), else ``None``."""
+    if not is_distributed() or not isinstance(e, RuntimeError):
+        return None
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if not isinstance(e, dist.DistError) and not any(s in str(e) for s in _COLLECTIVE_FAILURES):
+        return None
     return DistributedError(
         f"process {get_rank()} of {get_world_size()}: another process died or did not answer "
-        f"in time ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the job "
-        "stops; resume training with --resume"
+        f"in time ({first_line}); the job stops (resume training with --resume)"
     )
+
+
+def _collective_failed(e: RuntimeError) -> DistributedError:
+    return collective_failure(e) or DistributedError(f"process {get_rank()}: {e}")
 
 
 def barrier() -> None:

@@ -470,6 +470,11 @@ class Trainer:
                     raise TrainingInterrupted(
                         f"stopped by SIGINT at iteration {iteration}; resume with --resume"
                     )
+        except RuntimeError as e:  # a peer died or timed out: say so, not a gloo/NCCL trace
+            failure = comm.collective_failure(e)
+            if failure is None:
+                raise
+            raise failure from e
         finally:
             bar.close()
             if previous is not None:
