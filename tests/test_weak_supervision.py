@@ -26,8 +26,9 @@ def _softplus(x: float) -> float:
 BOXES = torch.tensor(
     [[0.0, 0, 10, 10], [0, 0, 30, 20], [5, 5, 8, 8], [0, 0, 64, 64]]
 )  # fmt: skip
+# Logits of 3 classes and the background (last column).
 LOGITS = torch.tensor(
-    [[0.0, 3.0, 0.0], [1.0, 0.0, 0.0], [5.0, 0.0, 2.0], [9.0, 9.0, 9.0]]
+    [[0.0, 3.0, 0.0, 0.0], [1.0, 0.0, 0.0, -1.0], [5.0, 0.0, 2.0, 0.0], [9.0, 9.0, 9.0, 0.0]]
 )  # fmt: skip
 
 
@@ -52,20 +53,22 @@ def test_image_choice_and_images_without_proposals_use_the_image_box():
 
 
 def test_image_label_loss_known_value():
-    # Region 1 (largest proposal) has logits [1, 0, 0]; the label is class 0.
+    # Region 1 (largest proposal) has logits [1, 0, 0] and background -1; the label is class 0:
+    # class 0 is the positive, classes 1, 2 and the background the negatives.
     loss = image_label_loss([LOGITS], [BOXES], [torch.tensor([0])], "max_size", logit_bias=0.0)
-    expected = _softplus(-1.0) + _softplus(0.0) + _softplus(0.0)
+    expected = _softplus(-1.0) + _softplus(0.0) + _softplus(0.0) + _softplus(-1.0)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     # The prior bias shifts every logit.
     b = PRIOR_LOGIT_BIAS
     loss = image_label_loss([LOGITS], [BOXES], [torch.tensor([0])], "max_size")
-    assert loss.item() == pytest.approx(_softplus(-(1.0 + b)) + 2 * _softplus(b), rel=1e-6)
+    expected = _softplus(-(1.0 + b)) + 2 * _softplus(b) + _softplus(-1.0 + b)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_image_label_loss_every_label_is_positive_and_images_average():
     # Labels 0 and 2 on the same region: both targets are 1 (neither is the other's negative).
     two = image_label_loss([LOGITS], [BOXES], [torch.tensor([0, 2])], "max_size", logit_bias=0.0)
-    assert two.item() == pytest.approx(_softplus(-1.0) + _softplus(0.0) + _softplus(-0.0))
+    assert two.item() == pytest.approx(2 * _softplus(-1.0) + 2 * _softplus(0.0))
     # A second image without labels does not dilute the mean; one with labels does.
     no_labels = torch.tensor([], dtype=torch.long)
     empty = image_label_loss(
@@ -73,9 +76,9 @@ def test_image_label_loss_every_label_is_positive_and_images_average():
         logit_bias=0.0,
     )  # fmt: skip
     assert empty.item() == pytest.approx(two.item())
-    # max_score: label 1 -> region 0 (logits [0, 3, 0]); averaged over the image's labels.
+    # max_score: label 1 -> region 0 (logits [0, 3, 0], background 0).
     loss = image_label_loss([LOGITS], [BOXES], [torch.tensor([1])], "max_score", logit_bias=0.0)
-    assert loss.item() == pytest.approx(_softplus(0.0) + _softplus(-3.0) + _softplus(0.0))
+    assert loss.item() == pytest.approx(3 * _softplus(0.0) + _softplus(-3.0))
 
 
 def test_image_label_loss_gradient_only_reaches_the_chosen_region():
@@ -83,7 +86,8 @@ def test_image_label_loss_gradient_only_reaches_the_chosen_region():
     image_label_loss([logits], [BOXES], [torch.tensor([0])], "max_size").backward()
     rows_with_grad = (logits.grad.abs().sum(dim=1) > 0).nonzero().flatten().tolist()
     assert rows_with_grad == [1]
-    assert logits.grad[1, 0] < 0 < logits.grad[1, 1]  # the label up, the others down
+    # The label up; the other classes and the background down.
+    assert logits.grad[1, 0] < 0 < logits.grad[1, 1] and logits.grad[1, 3] > 0
 
 
 def test_image_label_loss_on_a_federated_subset():
@@ -153,7 +157,7 @@ def test_head_weak_losses_choose_regions_and_add_the_caption_loss():
     # Top 2 proposals, then the (H=48, W=64) image box.
     assert features["boxes"][0].tolist() == [[0, 0, 10, 10], [0, 0, 40, 40], [0, 0, 64, 48]]
     regions = features["boxes"][0]
-    logits = head.classifier.split_logits(embed([regions]))[0]
+    logits = head.classifier.logits_from_embeddings(embed([regions]))
     expected = 0.5 * image_label_loss([logits], [regions], [torch.tensor([3])], "max_size")
     assert losses["loss_image_label"].item() == pytest.approx(expected.item(), rel=1e-5)
     # Without captions (or with the caption loss off) only the image-label loss.

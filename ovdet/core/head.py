@@ -377,13 +377,13 @@ class OpenVocabularyHead(nn.Module):
         weak = self.weak
         regions = self.weak_regions(proposals, image_sizes)
         embeddings = embed_boxes(regions)
-        class_logits, _ = self.classifier.split_logits(embeddings)
-        per_image = class_logits.split([len(r) for r in regions])
+        logits = self.classifier.logits_from_embeddings(embeddings)  # background last
+        per_image = logits.split([len(r) for r in regions])
         subsets = None
         if weak.fed_loss:
             if self.class_sampling_weights is None:
                 raise RuntimeError("the federated loss needs set_class_frequencies()")
-            weights = self.class_sampling_weights.to(class_logits.device)
+            weights = self.class_sampling_weights.to(logits.device)
             subsets = [
                 federated_classes(labels.to(weights.device), weights, weak.fed_loss_num_classes)
                 for labels in image_labels

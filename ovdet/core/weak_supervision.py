@@ -55,7 +55,8 @@ def choose_label_regions(
 
     Args:
         boxes: Tensor[N, 4] (x1, y1, x2, y2): the proposals, then the whole-image box last.
-        class_logits: Tensor[N, C], the regions' class logits.
+        class_logits: Tensor[N, C] (or [N, C + 1] with the background last), the regions'
+            logits.
         labels: LongTensor[L], the image's labels (indices into the C classes).
         method: ``"max_size"`` (the largest proposal), ``"max_score"`` (per label, the
             proposal scoring highest for it) or ``"image"`` (the whole-image box).
@@ -110,7 +111,7 @@ def federated_classes(
 
 
 def image_label_loss(
-    class_logits: Sequence[torch.Tensor],
+    logits: Sequence[torch.Tensor],
     boxes: Sequence[torch.Tensor],
     labels: Sequence[torch.Tensor],
     method: str = "max_size",
@@ -121,35 +122,39 @@ def image_label_loss(
 
     For each image and each of its labels, the region of :func:`choose_label_regions` is scored
     with ``sigmoid(logit + logit_bias)`` against a target that is 1 for every label of the
-    image and 0 for the other classes; the BCE is summed over the classes (or over the image's
-    federated class subset), averaged over the image's labels, then over the images that have
-    labels (Detic's ``image_label_losses`` with ``USE_SIGMOID_CE``; the target holds all the
-    image's labels, so that a co-occurring label is never a negative).
+    image and 0 for the other classes and for the background (the chosen region is an object);
+    the BCE is summed over the classes and the background (or over the image's federated class
+    subset and the background), averaged over the image's labels, then over the images that
+    have labels (Detic's ``image_label_losses`` with ``USE_SIGMOID_CE``, whose target also
+    covers the background column; here the target holds all the image's labels, so that a
+    co-occurring label is never a negative).
 
     Args:
-        class_logits: per image Tensor[N_i, C], the regions' class logits (no background).
+        logits: per image Tensor[N_i, C + 1], the regions' logits, background last.
         boxes: per image Tensor[N_i, 4], the proposals then the whole-image box.
         labels: per image LongTensor[L_i], the image's labels (may be empty).
         method: the region choice (see :func:`choose_label_regions`).
         logit_bias: added to every logit (default: Detic's prior of 0.01).
-        class_subsets: per image LongTensor[K_i] of classes the BCE runs over (federated
-            loss), or ``None`` for the whole vocabulary.
+        class_subsets: per image LongTensor[K_i] of classes (in ``[0, C)``) the BCE runs over
+            besides the background (federated loss), or ``None`` for the whole vocabulary.
 
     Returns:
         A scalar (0, with gradient, when no image has a label).
     """
-    total = sum(logits.sum() for logits in class_logits) * 0.0
+    total = sum(x.sum() for x in logits) * 0.0
     images = 0
-    for i, (logits, image_boxes, image_labels) in enumerate(zip(class_logits, boxes, labels)):
+    for i, (image_logits, image_boxes, image_labels) in enumerate(zip(logits, boxes, labels)):
         if image_labels.numel() == 0:
             continue
-        image_labels = image_labels.to(logits.device)
-        regions = choose_label_regions(image_boxes, logits.detach(), image_labels, method)
-        target = logits.new_zeros(logits.shape[1], dtype=torch.float32)
+        image_labels = image_labels.to(image_logits.device)
+        regions = choose_label_regions(image_boxes, image_logits.detach(), image_labels, method)
+        target = image_logits.new_zeros(image_logits.shape[1], dtype=torch.float32)
         target[image_labels] = 1.0
-        scores = logits[regions].float() + logit_bias  # [L, C]
+        scores = image_logits[regions].float() + logit_bias  # [L, C + 1]
         subset = None if class_subsets is None else class_subsets[i]
         if subset is not None:
+            background = subset.new_full((1,), image_logits.shape[1] - 1)
+            subset = torch.cat([subset.to(scores.device), background])
             scores, target = scores[:, subset], target[subset]
         bce = F.binary_cross_entropy_with_logits(scores, target.expand_as(scores), reduction="none")
         total = total + bce.sum(dim=1).mean()
