@@ -141,6 +141,16 @@ class OVDetector:
             self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
         self.head.enable_ensemble(EnsembleSettings.from_config(self.cfg) if enabled else None)
 
+    @property
+    def clip(self):
+        """The loaded CLIP (:class:`~ovdet.clip.ClipBackend`) of the text classifier."""
+        return self._text.clip
+
+    def text_embeddings(self, classes: str | Sequence[str] | Vocabulary) -> torch.Tensor:
+        """The text classifier of a vocabulary (prompt templates, cache): Tensor[C, D], float32,
+        L2-normalised, on CPU. The vocabulary in use is not changed."""
+        return self._text(Vocabulary.parse(classes))
+
     def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
         """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
         vocab = Vocabulary.parse(classes)

@@ -1,0 +1,189 @@
+"""An onnxruntime detector with the API of :class:`ovdet.api.OVDetector`.
+
+:class:`OnnxDetector` reads an export folder (:func:`~ovdet.export.onnx.export_onnx`): it
+tokenises the prompts of a vocabulary with the saved tokenizer and templates, runs the text
+graph to build the ``[C, D]`` text classifier (as :class:`~ovdet.text.TextClassifierBuilder`:
+per prompt L2-normalised, summed per class, re-normalised), and runs the detector graph per
+image with it. The CUDA execution provider is used when onnxruntime has it, else the CPU one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ovdet.api import Detections, ImageInput
+from ovdet.errors import CheckpointError, ConfigError
+from ovdet.text import Vocabulary
+
+__all__ = ["OnnxDetector", "default_providers"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ConfigError(
+            f"the ONNX runtime needs onnxruntime (pip install ovdet[deploy]): {e}"
+        ) from None
+    return onnxruntime
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build has it, then CPU."""
+    available = _ort().get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxDetector:
+    """Open-vocabulary detection with onnxruntime.
+
+    Args:
+        export_dir: a folder written by ``ovdet-export-onnx``.
+        providers: onnxruntime execution providers; default :func:`default_providers`.
+        text_batch_size: prompts per text-graph call.
+    """
+
+    def __init__(
+        self,
+        export_dir: str | Path,
+        providers: Sequence[str] | None = None,
+        text_batch_size: int = 256,
+    ) -> None:
+        import yaml
+
+        from ovdet.config import config_from_dict
+        from ovdet.data.transforms import build_augmentation
+
+        ort = _ort()
+        self.export_dir = Path(export_dir)
+        manifest = self.export_dir / "manifest.json"
+        if not manifest.is_file():
+            raise CheckpointError(
+                f"{self.export_dir} is not a complete ONNX export (no manifest.json); "
+                "write one with ovdet-export-onnx"
+            )
+        self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+        self.cfg = config_from_dict(
+            yaml.safe_load((self.export_dir / "config.yaml").read_text(encoding="utf-8")),
+            str(self.export_dir / "config.yaml"),
+        )
+        self.templates = tuple(json.loads((self.export_dir / "templates.json").read_text()))
+        self.providers = list(providers or default_providers())
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.detector = ort.InferenceSession(
+                str(self.export_dir / "detector.onnx"), options, providers=self.providers
+            )
+            self.text_encoder = ort.InferenceSession(
+                str(self.export_dir / "text_encoder.onnx"), options, providers=self.providers
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{self.export_dir}: cannot load the ONNX graphs: {e}") from None
+        self.tokenizer = self._tokenizer()
+        self.transform = build_augmentation(self.cfg, is_train=False)
+        self.embed_dim = int(self.manifest["embed_dim"])
+        self.score_thresh = float(self.manifest["score_thresh"])
+        self.text_batch_size = text_batch_size
+        self.class_names: list[str] = []
+        self._text: np.ndarray | None = None
+
+    def _tokenizer(self):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        spec = self.manifest["tokenizer"]
+        return SimpleTokenizer(
+            str(self.export_dir / spec["bpe"]), context_length=int(spec["context_length"])
+        )
+
+    def text_embeddings(self, classes: str | Sequence[str] | Vocabulary) -> np.ndarray:
+        """The text classifier of a vocabulary: float32 [C, D], L2-normalised."""
+        vocab = Vocabulary.parse(classes)
+        prompts = vocab.prompts(self.templates)
+        flat = [p for per_class in prompts for p in per_class]
+        owner = np.array([i for i, per_class in enumerate(prompts) for _ in per_class])
+        chunks = []
+        for start in range(0, len(flat), self.text_batch_size):
+            tokens = self.tokenizer(flat[start : start + self.text_batch_size]).numpy()
+            [features] = self.text_encoder.run(None, {"tokens": tokens.astype(np.int64)})
+            norms = np.linalg.norm(features, axis=1, keepdims=True)
+            chunks.append(features / np.maximum(norms, 1e-12))
+        sums = np.zeros((len(vocab), self.embed_dim), np.float32)
+        np.add.at(sums, owner, np.concatenate(chunks))
+        return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(
+            np.float32
+        )
+
+    def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
+        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
+        vocab = Vocabulary.parse(classes)
+        if vocab.names == tuple(self.class_names):
+            return
+        self._text = self.text_embeddings(vocab)
+        self.class_names = list(vocab.names)
+
+    def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
+        """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does."""
+        from PIL import Image
+
+        from ovdet.data.image_io import _to_rgb, read_image
+
+        if isinstance(image, (str, Path)):
+            array = read_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
+        elif isinstance(image, Image.Image):
+            array = np.asarray(_to_rgb(image), dtype=np.uint8)
+        else:
+            array = np.asarray(image)
+            if array.ndim == 2:
+                array = np.repeat(array[:, :, None], 3, axis=2)
+            if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+                raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
+        out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
+        resized = np.asarray(out["image"])
+        sx, sy = resized.shape[1] / array.shape[1], resized.shape[0] / array.shape[0]
+        tensor = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / 255.0
+        return tensor, np.array([sx, sy, sx, sy], np.float32)
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        classes: str | Sequence[str] | Vocabulary | None = None,
+        score_thresh: float | None = None,
+        batch_size: int = 1,
+        return_embeddings: bool = False,
+    ) -> list[Detections]:
+        """Detect ``classes`` in images; the arguments and results of
+        :meth:`ovdet.api.OVDetector.predict` (``batch_size`` is accepted; the graph runs one
+        image at a time)."""
+        from PIL import Image
+
+        if classes is not None:
+            self.set_classes(classes)
+        if self._text is None:
+            raise ValueError("no classes set; pass classes=[...] or call set_classes()")
+        single = isinstance(images, (str, Path, np.ndarray, Image.Image))
+        images = [images] if single else list(images)
+        thresh = np.array(self.score_thresh if score_thresh is None else score_thresh, np.float32)
+        results = []
+        for image in images:
+            tensor, scale = self._prepare(image)
+            boxes, scores, labels, embeddings = self.detector.run(
+                None, {"image": tensor, "text_embeddings": self._text, "score_thresh": thresh}
+            )
+            results.append(
+                Detections(
+                    boxes=(boxes / scale).astype(np.float32),
+                    scores=scores.astype(np.float32),
+                    labels=labels.astype(np.int64),
+                    class_names=self.class_names,
+                    embeddings=embeddings.astype(np.float32) if return_embeddings else None,
+                )
+            )
+        return results
