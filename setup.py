@@ -37,6 +37,7 @@ setup(
         "PyYAML",
         "yacs>=0.1.8",
         "tensorboard",
+        "av>=12",  # PyAV: video input of tools/infer.py and tools/search.py
     ],
     extras_require={
         "dev": [
@@ -51,9 +52,17 @@ setup(
             # the web demo and its browser test (Debian's chromium + chromium-driver)
             "gradio>=5",
             "selenium>=4.10",
+            # the tests of the deploy and search extras
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "faiss-cpu>=1.8",
         ],
         # the web demo (tools/demo.py)
         "demo": ["gradio>=5"],
+        # ONNX export (tools/export_onnx.py) and its onnxruntime detector
+        "deploy": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # text search over regions (tools/search.py)
+        "search": ["faiss-cpu>=1.8"],
     },
     entry_points={
         "console_scripts": [
@@ -65,6 +74,8 @@ setup(
             "ovdet-benchmark-synthetic=ovdet.cli.benchmark_synthetic:main",
             "ovdet-precompute-clip-embeddings=ovdet.cli.precompute_clip_embeddings:main",
             "ovdet-convert-checkpoint=ovdet.cli.convert_checkpoint:main",
+            "ovdet-export-onnx=ovdet.cli.export_onnx:main",
+            "ovdet-search=ovdet.cli.search:main",
             "ovdet-demo=ovdet.cli.demo:main",
             # detectron2 training (ovdet.d2); --help works without detectron2
             "ovdet-train-net=ovdet.cli.train_net:main",

@@ -1,0 +1,247 @@
+"""``tools/search.py``: search images and videos by text (CLIFS-style) over a vector index.
+
+Examples::
+
+    # embed the regions and whole images of a folder (and the frames of its videos)
+    python tools/search.py index --checkpoint output/model_final.pt --input photos/ \\
+        --index out/photos.index
+    # later: only new or changed files are embedded; an interrupted run resumes
+    python tools/search.py index --checkpoint output/model_final.pt --input photos/ \\
+        --index out/photos.index
+    # the 10 regions closest to a text, with a contact sheet of the hits
+    python tools/search.py query --index out/photos.index --text "a red car" --output out/car
+    # precision@10 per class name against COCO ground truth
+    python tools/search.py evaluate --index out/val.index --gt instances_val.json \\
+        --images images/val --classes "red star,blue circle"
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+from pathlib import Path
+
+from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.errors import ConfigError, DataError, ImageError
+
+logger = logging.getLogger("ovdet.search")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Text search over the regions and images of a collection.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{index,query,evaluate}")
+
+    ix = sub.add_parser("index", help="embed new files into an index (incremental, resumable)")
+    ix.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train.py")
+    ix.add_argument(
+        "--input", required=True, help="an image or video file, a folder of them, or a glob"
+    )
+    ix.add_argument("--index", required=True, help="the index file (created or extended)")
+    ix.add_argument(
+        "--region-classes",
+        default="object",
+        help='vocabulary that proposes the indexed regions (default: "object")',
+    )
+    ix.add_argument(
+        "--min-score",
+        type=float,
+        default=0.0,
+        help="regions must score above this for --region-classes (default: 0, i.e. the "
+        "detector's top TEST.DETECTIONS_PER_IMAGE regions after NMS)",
+    )
+    ix.add_argument(
+        "--no-images", action="store_true", help="index regions only, not whole images / frames"
+    )
+    ix.add_argument(
+        "--fps", type=float, default=1.0, help="frames per second sampled from videos (default 1)"
+    )
+    ix.add_argument(
+        "--save-every", type=int, default=20, help="save the index every N files (default 20)"
+    )
+    ix.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    ix.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    q = sub.add_parser("query", help="the top-k regions for a text, with a contact sheet")
+    q.add_argument("--index", required=True, help="an index built by 'index'")
+    q.add_argument("--text", required=True, help='what to look for, e.g. "a red car"')
+    q.add_argument("--top-k", type=int, default=10, help="number of hits (default 10)")
+    q.add_argument(
+        "--kind",
+        choices=("region", "image", "all"),
+        default="region",
+        help="search regions, whole images / frames, or both (default: region)",
+    )
+    q.add_argument("--output", required=True, help="folder for hits.json and contact_sheet.jpg")
+    q.add_argument(
+        "--checkpoint", default=None, help="the detector (default: the one that built the index)"
+    )
+    q.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+    ev = sub.add_parser("evaluate", help="precision@k per class name against COCO ground truth")
+    ev.add_argument("--index", required=True, help="an index of the ground truth's images")
+    ev.add_argument("--gt", required=True, help="COCO annotation JSON of the indexed images")
+    ev.add_argument("--images", required=True, help="the folder its file_name entries are in")
+    ev.add_argument(
+        "--classes", default=None, help="class names to query (default: every category)"
+    )
+    ev.add_argument("--k", type=int, default=10, help="precision at this many hits (default 10)")
+    ev.add_argument(
+        "--iou", type=float, default=0.5, help="a hit is right at this IoU (default 0.5)"
+    )
+    ev.add_argument("--output", default=None, help="also write the figures to this JSON file")
+    ev.add_argument(
+        "--checkpoint", default=None, help="the detector (default: the one that built the index)"
+    )
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    return p
+
+
+def collect_media(spec: str) -> list[Path]:
+    """Images and videos from a file, a folder (sorted, non-recursive) or a glob."""
+    from ovdet.data.image_io import IMAGE_EXTENSIONS
+    from ovdet.video import VIDEO_EXTENSIONS
+
+    suffixes = tuple(IMAGE_EXTENSIONS) + VIDEO_EXTENSIONS
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        if not files:
+            raise ImageError(f"no images or videos in folder {path}")
+        return files
+    if path.is_file():
+        return [path]
+    files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+    if not files:
+        raise ImageError(f"--input {spec} matches no file")
+    return files
+
+
+def _detector(checkpoint: str, device: str):
+    from ovdet.api import OVDetector
+
+    return OVDetector.from_checkpoint(checkpoint, device=device)
+
+
+def _index(args) -> int:
+    from ovdet.search import Indexer, RegionIndex
+    from ovdet.utils.io import check_writable_dir
+
+    if args.save_every < 1:
+        raise ConfigError("--save-every must be at least 1")
+    if args.fps < 0:
+        raise ConfigError(f"--fps must be 0 (every frame) or positive, got {args.fps}")
+    files = collect_media(args.input)
+    path = Path(args.index)
+    check_writable_dir(path.parent)
+    existing = RegionIndex.load(path) if path.exists() else None
+    detector = _detector(args.checkpoint, args.device)
+    indexer = Indexer(detector, args.region_classes, args.min_score, not args.no_images, args.fps)
+    meta = {**indexer.meta, "checkpoint": str(Path(args.checkpoint).resolve())}
+    if existing is not None:
+        changed = {k for k in meta if existing.meta.get(k) != meta[k]}
+        if changed:
+            raise ConfigError(
+                f"index {path} was built with other settings ({', '.join(sorted(changed))}); "
+                "use the same ones or a new --index file"
+            )
+    index = existing or RegionIndex(detector.head.embed_dim, meta)
+    stats = indexer.index_files(
+        index, files, lambda: index.save(path), args.save_every, not args.no_progress
+    )
+    print(
+        f"{stats['indexed']} file(s) indexed, {stats['skipped']} already there, "
+        f"{stats['failed']} unreadable; {stats['vectors']} vector(s) added, {len(index)} in {path}"
+    )
+    return 0 if stats["indexed"] or stats["skipped"] else 2
+
+
+def _query_vector(index, args):
+    checkpoint = args.checkpoint or index.meta.get("checkpoint")
+    if not checkpoint:
+        raise ConfigError("the index records no checkpoint; pass --checkpoint")
+    detector = _detector(checkpoint, args.device)
+    if detector.head.embed_dim != index.embed_dim:
+        raise ConfigError(
+            f"the detector embeds into {detector.head.embed_dim} dimensions, the index "
+            f"{index.embed_dim}"
+        )
+    return detector
+
+
+def _query(args) -> int:
+    from dataclasses import asdict
+
+    from ovdet.search import RegionIndex, contact_sheet
+    from ovdet.utils.io import atomic_write_json, check_writable_dir
+    from ovdet.viz import save_image
+
+    if args.top_k < 1:
+        raise ConfigError("--top-k must be at least 1")
+    if not args.text.strip():
+        raise ConfigError("--text is empty")
+    index = RegionIndex.load(args.index)
+    out = check_writable_dir(args.output)
+    detector = _query_vector(index, args)
+    query = detector.text_embeddings([args.text.strip()])[0].numpy()
+    hits = index.search(query, args.top_k, None if args.kind == "all" else args.kind)
+    atomic_write_json(
+        {"text": args.text, "kind": args.kind, "hits": [asdict(h) for h in hits]},
+        out / "hits.json",
+    )
+    save_image(contact_sheet(hits, title=args.text), out / "contact_sheet.jpg")
+    for rank, hit in enumerate(hits, 1):
+        when = f" t={hit.timestamp:.2f}s" if hit.timestamp is not None else ""
+        box = ", ".join(f"{v:.0f}" for v in hit.box)
+        print(f"{rank:3d}. {hit.score:.4f}  {hit.file}{when}  [{box}] ({hit.kind})")
+    print(f"{len(hits)} hit(s); wrote {out / 'hits.json'} and {out / 'contact_sheet.jpg'}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from ovdet.search import RegionIndex, precision_at_k
+    from ovdet.search.evaluation import ground_truth_boxes
+    from ovdet.text import Vocabulary
+    from ovdet.utils.io import atomic_write_json
+
+    if args.k < 1:
+        raise ConfigError("--k must be at least 1")
+    index = RegionIndex.load(args.index)
+    try:
+        coco = json.loads(Path(args.gt).read_text(encoding="utf-8"))
+        all_names = [c["name"] for c in coco["categories"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"--gt {args.gt} is not a readable COCO annotation file: {e}") from None
+    names = list(Vocabulary.parse(args.classes).names) if args.classes else all_names
+    unknown = [n for n in names if n not in all_names]
+    if unknown:
+        raise ConfigError(f"--classes not in the ground truth: {', '.join(unknown)}")
+    detector = _query_vector(index, args)
+    text = detector.text_embeddings(names).numpy()
+    figures = {}
+    for name, vector in zip(names, text):
+        truth = ground_truth_boxes(coco, args.images, name)
+        hits = index.search(vector, args.k, "region")
+        figures[name] = precision_at_k(hits, truth, args.k, args.iou)
+        print(f"{name}: precision@{args.k} = {figures[name]:.2f}")
+    mean = sum(figures.values()) / len(figures)
+    print(f"mean precision@{args.k} over {len(figures)} class(es): {mean:.3f}")
+    if args.output:
+        atomic_write_json(
+            {"k": args.k, "iou": args.iou, "precision": figures, "mean": mean}, args.output
+        )
+    return 0
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return {"index": _index, "query": _query, "evaluate": _evaluate}[args.command](args)

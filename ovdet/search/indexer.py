@@ -1,0 +1,157 @@
+"""Filling a :class:`~ovdet.search.store.RegionIndex` from folders of images and videos."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ovdet.errors import ImageError
+from ovdet.search.store import RegionIndex
+
+__all__ = ["Indexer"]
+
+logger = logging.getLogger(__name__)
+
+
+class Indexer:
+    """Embeds the regions and whole images (or sampled frames) of files into an index.
+
+    Regions are the detections of ``region_classes`` (default a single generic ``"object"``)
+    scoring above ``min_score``, with the detector's region embeddings; whole images are
+    embedded by CLIP's image tower (the detector's CLIP, as ViLD's teacher crops them). Both
+    live in CLIP's space, so one text query ranks them together.
+
+    Args:
+        detector: an :class:`~ovdet.api.OVDetector`.
+        region_classes: the vocabulary that selects regions.
+        min_score: regions must score strictly above it.
+        whole_images: also index whole images / frames.
+        fps: frames per second sampled from videos.
+    """
+
+    def __init__(
+        self,
+        detector,
+        region_classes: str | Sequence[str] = "object",
+        min_score: float = 0.0,
+        whole_images: bool = True,
+        fps: float = 1.0,
+    ) -> None:
+        from ovdet.engine.build import build_clip_teacher
+
+        self.detector = detector
+        self.region_classes = region_classes
+        self.min_score = float(min_score)
+        self.fps = fps
+        self.teacher = (
+            build_clip_teacher(detector.cfg, detector.clip).to(detector.device)
+            if whole_images
+            else None
+        )
+
+    @property
+    def meta(self) -> dict:
+        """What the vectors depend on; an index is only extended by a matching indexer."""
+        return {
+            "clip": str(self.detector.cfg.MODEL.OVDET.CLIP),
+            "embed_dim": int(self.detector.head.embed_dim),
+            "region_classes": str(self.region_classes),
+            "min_score": self.min_score,
+            "whole_images": self.teacher is not None,
+            "fps": self.fps,
+        }
+
+    @torch.no_grad()
+    def _image_embedding(self, image: np.ndarray) -> np.ndarray:
+        """CLIP embedding of a whole RGB uint8 image [H, W, 3] -> float [1, D]."""
+        h, w = image.shape[:2]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        box = torch.tensor([[0.0, 0.0, float(w), float(h)]])
+        device = self.detector.device
+        return self.teacher(tensor.to(device), [box.to(device)]).float().cpu().numpy()
+
+    def embed_image(
+        self, image: np.ndarray, file: str, timestamp: float | None = None
+    ) -> tuple[np.ndarray, list[dict]]:
+        """Embeddings float [K, D] and entries of one image's regions (and the image)."""
+        [det] = self.detector.predict(
+            [image], classes=self.region_classes, score_thresh=self.min_score,
+            return_embeddings=True,
+        )  # fmt: skip
+        vectors = [det.embeddings.reshape(-1, self.detector.head.embed_dim)]
+        entries = [
+            {"file": file, "kind": "region", "box": [round(float(v), 2) for v in box],
+             "score": round(float(score), 4), "timestamp": timestamp}
+            for box, score in zip(det.boxes.tolist(), det.scores.tolist())
+        ]  # fmt: skip
+        if self.teacher is not None:
+            h, w = image.shape[:2]
+            vectors.append(self._image_embedding(image))
+            entries.append(
+                {"file": file, "kind": "image", "box": [0.0, 0.0, float(w), float(h)],
+                 "score": 1.0, "timestamp": timestamp}
+            )  # fmt: skip
+        return np.concatenate(vectors), entries
+
+    def _file_vectors(self, path: Path) -> Iterable[tuple[np.ndarray, list[dict]]]:
+        from ovdet.video import VideoReader, is_video
+
+        if is_video(path):
+            reader = VideoReader(path, self.fps or None)
+            for frame in reader:
+                yield self.embed_image(frame.image, str(path), round(frame.timestamp, 4))
+            if reader.corrupt_frames:
+                logger.warning("%s: %d corrupt frame(s) skipped", path, reader.corrupt_frames)
+        else:
+            from ovdet.data.image_io import read_image
+
+            yield self.embed_image(
+                read_image(path, self.detector.cfg.INPUT.MAX_LOAD_PIXELS), str(path)
+            )
+
+    def index_files(
+        self,
+        index: RegionIndex,
+        files: Sequence[Path],
+        save: Callable[[], None],
+        save_every: int = 20,
+        progress: bool = True,
+    ) -> dict:
+        """Add the files not yet in ``index`` (or changed since), calling ``save`` every
+        ``save_every`` files and at the end, so that an interrupted run resumes where it stopped.
+
+        Returns:
+            Counts: ``indexed`` files, ``skipped`` (already there), ``failed`` (unreadable, listed
+            in ``failed_files``), ``vectors`` added.
+        """
+        from tqdm import tqdm
+
+        todo = [f for f in files if not index.is_indexed(f)]
+        stats = {"indexed": 0, "skipped": len(files) - len(todo), "failed": 0, "vectors": 0}
+        stats["failed_files"] = []
+        if stats["skipped"]:
+            logger.info("%d file(s) already indexed, %d new", stats["skipped"], len(todo))
+        since_save = 0
+        for path in tqdm(todo, desc="index", unit="file", disable=not progress):
+            try:
+                parts = list(self._file_vectors(path))
+            except ImageError as e:
+                logger.warning("skipping %s", e)
+                stats["failed"] += 1
+                stats["failed_files"].append(str(path))
+                continue
+            for vectors, entries in parts:
+                index.add(vectors, entries)
+                stats["vectors"] += len(entries)
+            index.mark_indexed(path)
+            stats["indexed"] += 1
+            since_save += 1
+            if since_save >= save_every:
+                save()
+                since_save = 0
+        save()
+        return stats
