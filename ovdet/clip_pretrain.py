@@ -1,9 +1,16 @@
 """Stage 0: pre-train a CLIP on crop-caption pairs with open_clip's own trainer.
 
 ovdet does not implement a CLIP trainer: :func:`pretrain_clip` runs
-``python -m open_clip_train.main`` in a subprocess on a tab-separated caption CSV (the format
-:mod:`ovdet.data.synthetic` writes: columns ``filepath`` and ``title``, image paths relative to
-the CSV's directory), streams its log through :mod:`logging`, and returns the final checkpoint.
+``python -m open_clip_train.main`` in a subprocess on a caption CSV (by default the format
+:mod:`ovdet.data.synthetic` writes: tab separated, columns ``filepath`` and ``title``, image paths
+relative to the CSV's directory; other separators and column names are arguments), streams its
+log through :mod:`logging`, and returns the final checkpoint. A failure of the trainer is raised
+with the trainer's own last error line.
+
+The default model is the tiny CLIP shipped in ``ovdet/configs/clip/tiny``: a ModifiedResNet
+image tower at 32 px (layers 1-1-1-1, width 16) and a 2-layer text transformer (width 64,
+context 16), embedding 64. open_clip resizes every training image to the model's 32 px, so
+larger crops are downscaled.
 
 The checkpoint is open_clip_train's (``{"epoch", "name", "state_dict", "optimizer"}``). Load it
 with the CLIP spec ``local-dir:CONFIG_DIR:CHECKPOINT`` (:func:`ovdet.clip.load_clip`), i.e.
@@ -15,9 +22,11 @@ weights) that ``local-dir:FOLDER`` alone loads.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -30,12 +39,21 @@ from typing import Sequence
 
 from ovdet.config.catalog import CONFIG_DIR
 from ovdet.errors import CheckpointError, ConfigError, DataError
+from ovdet.utils.io import atomic_torch_save
 
-__all__ = ["TINY_CLIP_DIR", "tiny_clip_model", "pretrain_clip", "export_clip_dir"]
+__all__ = [
+    "TINY_CLIP_DIR",
+    "check_caption_csv",
+    "export_clip_dir",
+    "last_error_line",
+    "pretrain_clip",
+    "tiny_clip_model",
+]
 
 logger = logging.getLogger(__name__)
 
-#: The tiny CLIP config shipped in the package (ViT 48 px / patch 8, width 128; text context 16).
+#: The tiny CLIP config shipped in the package: ModifiedResNet at 32 px (layers 1-1-1-1, width
+#: 16), text transformer width 64 / 2 layers / context 16, embedding 64.
 TINY_CLIP_DIR = CONFIG_DIR / "clip" / "tiny"
 
 _LOCAL_DIR = "local-dir:"
@@ -68,6 +86,44 @@ def _log_level(line: str) -> int:
     return logging.INFO
 
 
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Exit)\b|\berror: ")
+_LOG_PREFIX = re.compile(r"^.*? \| [A-Z]+ \| ")
+
+
+def last_error_line(lines: Sequence[str]) -> str:
+    """The last line of a program's output that states an error (an exception's ``Type: message``
+    line, or argparse's ``prog: error: ...``); else the last line; '' for no output."""
+    lines = [_LOG_PREFIX.sub("", line).strip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line):
+            return line
+    return lines[-1] if lines else ""
+
+
+def check_caption_csv(path: Path, columns: Sequence[str], separator: str = "\t") -> None:
+    """Fail early (before the trainer starts) if the CSV lacks a column or rows.
+
+    Raises:
+        DataError: a column is missing (the columns found are named), or no data row.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter=separator)
+            header = next(reader, [])
+            has_row = next(reader, None) is not None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read caption CSV {path}: {e}") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(
+            f"caption CSV {path} has no column {missing[0]!r} (columns with separator "
+            f"{separator!r}: {', '.join(map(repr, header)) or 'none'}); name the image and caption "
+            "columns (--image-column, --caption-column) and the separator (--csv-separator)"
+        )
+    if not has_row:
+        raise DataError(f"caption CSV {path} has a header but no rows")
+
+
 def _absolute_model(model: str) -> str:
     """``local-dir:`` names made absolute (the trainer runs in another working directory)."""
     if not model.startswith(_LOCAL_DIR):
@@ -95,13 +151,17 @@ def pretrain_clip(
     name: str | None = None,
     keep_all_checkpoints: bool = False,
     log_every_n_steps: int = 10,
+    image_column: str = "filepath",
+    caption_column: str = "title",
+    separator: str = "\t",
     extra_args: Sequence[str] = (),
 ) -> Path:
     """Train a CLIP from scratch (or fine-tune one) with ``open_clip_train`` on a caption CSV.
 
     Args:
-        captions_csv: tab-separated CSV with ``filepath`` and ``title`` columns; relative image
-            paths are relative to the CSV's directory.
+        captions_csv: a CSV with an image-path and a caption column (``image_column`` and
+            ``caption_column``, separated by ``separator``); relative image paths are relative
+            to the CSV's directory.
         output_dir: open_clip_train's ``--logs`` folder; the run writes ``output_dir/name/``
             (``out.log``, ``params.txt``, ``checkpoints/epoch_N.pt``).
         model: open_clip model name; default: the repository's tiny CLIP
@@ -119,14 +179,18 @@ def pretrain_clip(
         keep_all_checkpoints: keep every epoch's checkpoint; by default each epoch's checkpoint
             replaces the previous one (still resumable with ``--resume latest``).
         log_every_n_steps: trainer log frequency.
+        image_column: the CSV column of image paths.
+        caption_column: the CSV column of captions.
+        separator: the CSV's column separator (one character).
         extra_args: more ``open_clip_train`` flags, appended last (they override ours).
 
     Returns:
         Path of the final checkpoint, ``output_dir/name/checkpoints/epoch_{epochs}.pt``.
 
     Raises:
-        DataError: the CSV is missing or the arguments are invalid.
-        CheckpointError: the trainer failed or wrote no final checkpoint.
+        DataError: the CSV is missing, lacks a column or rows, or the arguments are invalid.
+        CheckpointError: the trainer failed (its last error line is in the message) or wrote no
+            final checkpoint.
     """
     csv_path = Path(captions_csv).expanduser().resolve()
     if not csv_path.is_file():
@@ -137,6 +201,7 @@ def pretrain_clip(
             f"{epochs}, {batch_size}, {lr}, {warmup}, {workers}"
         )
     model = _absolute_model(model if model is not None else tiny_clip_model())
+    check_caption_csv(csv_path, (image_column, caption_column), separator)
     logs = Path(output_dir).expanduser().resolve()
     name = name or f"clip-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir = logs / name
@@ -151,9 +216,9 @@ def pretrain_clip(
         "open_clip_train.main",
         "--train-data", str(csv_path),
         "--dataset-type", "csv",
-        "--csv-separator", "\t",
-        "--csv-img-key", "filepath",
-        "--csv-caption-key", "title",
+        "--csv-separator", separator,
+        "--csv-img-key", image_column,
+        "--csv-caption-key", caption_column,
         "--model", model,
         "--device", device,
         "--precision", precision,
@@ -183,7 +248,7 @@ def pretrain_clip(
     logger.info("pre-training CLIP %s on %s -> %s", model, csv_path, run_dir)
     logger.debug("command: %s", " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    tail: deque[str] = deque(maxlen=20)
+    tail: deque[str] = deque(maxlen=50)
     start = time.monotonic()
     # The CSV's image paths are relative to its folder, so the trainer runs there.
     with subprocess.Popen(
@@ -206,10 +271,11 @@ def pretrain_clip(
     checkpoint = run_dir / "checkpoints" / f"epoch_{epochs}.pt"
     # open_clip_train exits with status 0 even when it refuses to run, so check the output too.
     if returncode != 0 or not checkpoint.is_file():
-        last = "\n".join(tail)
+        log = run_dir / "out.log"
+        where = f"; its log: {log}" if log.is_file() else ""
         raise CheckpointError(
-            f"open_clip_train failed (exit status {returncode}); no checkpoint {checkpoint}. "
-            f"Log: {run_dir / 'out.log'}. Last output:\n{last}"
+            f"open_clip_train failed (exit status {returncode}, no checkpoint {checkpoint.name}): "
+            f"{last_error_line(tail) or 'no output'}{where}"
         )
     logger.info("CLIP pre-training done in %.0f s: %s", time.monotonic() - start, checkpoint)
     return checkpoint
@@ -238,7 +304,7 @@ def export_clip_dir(
         ConfigError: unknown model.
     """
     import open_clip
-    import torch
+    from open_clip.factory import load_state_dict
 
     model = _absolute_model(model if model is not None else tiny_clip_model())
     out = Path(output_dir)
@@ -251,11 +317,19 @@ def export_clip_dir(
             raise ConfigError(f"unknown open_clip model {model!r}")
         config = {"model_cfg": model_cfg, "preprocess_cfg": {}}
         (out / _CONFIG_FILE).write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
-    clip = open_clip.create_model(_LOCAL_DIR + str(out), device="cpu")
+    weights = out / _WEIGHTS_FILE
+    try:  # open_clip's reader: weights only, the "state_dict" entry, no DDP "module." prefix
+        state = load_state_dict(str(checkpoint), device="cpu")
+    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"cannot read CLIP checkpoint {checkpoint}: {e}") from e
+    atomic_torch_save(state, weights)
+    # The weights are in the folder before the model is built from it, so open_clip loads (and
+    # checks) them instead of announcing a randomly initialised model.
     try:
-        open_clip.load_checkpoint(clip, str(checkpoint), device="cpu")
-    except (OSError, RuntimeError, KeyError) as e:
+        clip = open_clip.create_model(_LOCAL_DIR + str(out), device="cpu")
+    except (RuntimeError, KeyError, ValueError) as e:
+        weights.unlink(missing_ok=True)
         raise CheckpointError(f"cannot load CLIP checkpoint {checkpoint} into {model}: {e}") from e
-    torch.save(clip.state_dict(), out / _WEIGHTS_FILE)
+    atomic_torch_save(clip.state_dict(), weights)
     logger.info("exported CLIP weights to %s (use 'local-dir:%s')", out, out)
     return out

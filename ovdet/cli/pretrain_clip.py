@@ -19,8 +19,9 @@ import argparse
 import logging
 from typing import Sequence
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 from ovdet.clip_pretrain import export_clip_dir, pretrain_clip
+from ovdet.errors import DataError
 
 __all__ = ["build_parser", "main"]
 
@@ -36,8 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--captions",
         required=True,
         metavar="CSV",
-        help="tab-separated CSV with 'filepath' and 'title' columns (image paths relative "
-        "to the CSV's folder), e.g. captions/train.csv of the synthetic dataset",
+        help="CSV of image paths and captions (paths relative to the CSV's folder), e.g. "
+        "captions/train.csv of the synthetic dataset; columns and separator: see below",
+    )
+    parser.add_argument(
+        "--image-column",
+        default="filepath",
+        help="the CSV column of image paths (default: filepath)",
+    )
+    parser.add_argument(
+        "--caption-column", default="title", help="the CSV column of captions (default: title)"
+    )
+    parser.add_argument(
+        "--csv-separator",
+        default="\t",
+        help="the CSV's column separator; '\\t' (a backslash and t) means a tab (default: tab)",
     )
     parser.add_argument(
         "--output", required=True, metavar="DIR", help="folder of training runs (--logs)"
@@ -74,11 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep every epoch's checkpoint (default: only the latest)",
     )
     parser.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="log the trainer's loss every N steps (default: 10)",
+    )
+    parser.add_argument(
         "--no-export",
         action="store_true",
         help="do not export the self-contained model folder OUTPUT/NAME/model",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_arguments(parser)
     parser.add_argument(
         "trainer_args",
         nargs=argparse.REMAINDER,
@@ -91,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ovdet-pretrain-clip``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
+    separator = "\t" if args.csv_separator in ("\\t", "tab") else args.csv_separator
+    if len(separator) != 1:
+        raise DataError(f"--csv-separator must be one character, got {args.csv_separator!r}")
+    log_to_file(args.output)
     extra = list(args.trainer_args)
     if extra and extra[0] == "--":
         extra = extra[1:]
@@ -110,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=args.precision,
         name=args.name,
         keep_all_checkpoints=args.keep_all_checkpoints,
+        log_every_n_steps=args.log_every,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        separator=separator,
         extra_args=extra,
     )
     logger.info("checkpoint: %s", checkpoint)
