@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Sequence
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.data.synthetic import PRESETS, generate_synthetic_dataset
 
 __all__ = ["build_parser", "main"]
@@ -80,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier dataset in --output"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common_arguments(parser)
     return parser
 
 
@@ -89,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ovdet-make-synthetic``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     sizes = dict(PRESETS[args.preset])
     for key in sizes:
         value = getattr(args, key)

@@ -23,7 +23,7 @@ import json
 import logging
 from pathlib import Path
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 from ovdet.errors import ConfigError, DataError
 
 __all__ = ["build_parser", "main"]
@@ -56,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="boxes per image (default: MODEL.OVDET.DISTILL.NUM_PROPOSALS)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
 
@@ -65,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     from ovdet.clip import load_clip
     from ovdet.config import load_config
     from ovdet.data.coco import load_coco_detection
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
     num = args.num_proposals or cfg.MODEL.OVDET.DISTILL.NUM_PROPOSALS
     if num < 1:
         raise ConfigError("--num-proposals must be at least 1")
-    check_writable_dir(Path(args.output).resolve().parent)
+    log_to_file(check_writable_dir(Path(args.output).resolve().parent))
     if not cfg.DATASETS.TRAIN_JSON:
         raise ConfigError("the config sets no DATASETS.TRAIN_JSON")
     records = load_coco_detection(

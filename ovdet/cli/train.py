@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 
 logger = logging.getLogger("ovdet.train")
 
@@ -32,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUTPUT_DIR/last_checkpoint (weights, optimizer, schedule, RNG, data)",
     )
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS and exit")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p)
     p.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
@@ -46,11 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     from ovdet.config import load_config
     from ovdet.engine.trainer import Trainer, TrainingInterrupted
 
     cfg = load_config(args.config, args.opts)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
+        log_to_file(cfg.OUTPUT_DIR)
+    logger.info("config %s, output %s", args.config, cfg.OUTPUT_DIR)
     trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
     if args.eval_only:
         metrics = trainer.evaluate()
