@@ -387,6 +387,13 @@ class Trainer:
             return {}
         model = self.model
         if self.world_size > 1:
+            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                logger.warning(
+                    "BatchNorm under %d processes normalises with each process's own batch "
+                    "statistics; MODEL.RESNETS.NORM FrozenBN (the default) trains the same on any "
+                    "number of processes",
+                    self.world_size,
+                )
             model = DistributedDataParallel(
                 model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
