@@ -12,16 +12,28 @@ from ovdet.core.losses import box_regression_loss, vild_image_loss, vild_text_lo
 from ovdet.core.postprocessing import select_detections, threshold_scores
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.core.vocabulary import normalize_name, novel_class_mask
+from ovdet.core.weak_supervision import (
+    WeakSupervisionSettings,
+    caption_loss,
+    choose_label_regions,
+    federated_classes,
+    image_label_loss,
+)
 
 __all__ = [
     "DISTILL_MODES",
     "ClipRegionTeacher",
     "EnsembleSettings",
     "OpenVocabularyHead",
+    "WeakSupervisionSettings",
     "ZeroShotClassifier",
     "box_regression_loss",
+    "caption_loss",
+    "choose_label_regions",
     "ensemble_scores",
+    "federated_classes",
     "get_head",
+    "image_label_loss",
     "normalize_name",
     "novel_class_mask",
     "select_detections",
