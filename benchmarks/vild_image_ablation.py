@@ -1,0 +1,216 @@
+"""ViLD-image ablations on a finished synthetic benchmark folder (issue 12, BENCHMARKS.md).
+
+Three measurements, each on the data and CLIP of ``tools/benchmark_synthetic.py --output DIR``:
+
+* ``teacher``: top-1 accuracy of the CLIP teacher's crop embeddings against the class text
+  embeddings on the validation ground-truth boxes, for several crop framings;
+* ``proposals``: what online distillation distils: the share of a trained model's top-K RPN
+  proposals that cover an object (IoU >= 0.5), and the teacher's accuracy on those;
+* ``train``: one detector trained with the benchmark's config plus ``KEY VALUE`` overrides,
+  then evaluated (base / novel / all AP50) plain and with the ViLD-ensemble.
+
+Examples::
+
+    python -m benchmarks.vild_image_ablation teacher --bench /tmp/bench_small
+    python -m benchmarks.vild_image_ablation proposals --bench /tmp/bench_small
+    python -m benchmarks.vild_image_ablation train --bench /tmp/bench_small --small \\
+        --output /tmp/abl/w01 MODEL.OVDET.DISTILL.MODE online MODEL.OVDET.DISTILL.WEIGHT 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from ovdet.core.teacher import ClipRegionTeacher
+
+logger = logging.getLogger(__name__)
+
+#: Crop framings compared by ``teacher``: name -> (box scales, square windows).
+FRAMINGS: dict[str, tuple[tuple[float, ...], bool]] = {
+    "1.0x": ((1.0,), False),
+    "1.0x + 1.5x (ViLD)": ((1.0, 1.5), False),
+    "1.5x": ((1.5,), False),
+    "1.5x square": ((1.5,), True),
+    "2.0x square": ((2.0,), True),
+}
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Square windows on the boxes' centres, side = the longest side. Tensor[N, 4] -> [N, 4]."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]).max(dim=1, keepdim=True).values / 2
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+def _val_records(bench: Path):
+    from ovdet.data.coco import load_coco_detection
+
+    data = bench / "data"
+    return load_coco_detection(
+        str(data / "annotations" / "instances_val.json"), str(data / "images" / "val"),
+        split=None, filter_empty=False,
+    )  # fmt: skip
+
+
+def _image(path) -> torch.Tensor:
+    from ovdet.data.image_io import read_image
+
+    return torch.from_numpy(np.array(read_image(str(path)))).permute(2, 0, 1).float()[None] / 255
+
+
+def _novel_mask(bench: Path, names: list[str]) -> torch.Tensor:
+    novel = set(json.loads((bench / "data" / "split.json").read_text())["novel"])
+    return torch.tensor([n in novel for n in names])
+
+
+def teacher_accuracy(bench: Path, num_images: int) -> None:
+    """Prints the teacher's top-1 on ground-truth boxes per framing, base and novel."""
+    from ovdet.text import TextClassifierBuilder
+
+    builder = TextClassifierBuilder(f"local-dir:{bench / 'clip' / 'model'}", "vild")
+    records = _val_records(bench)
+    text = builder(records.class_names).float()
+    novel = _novel_mask(bench, records.class_names)
+    images = [_image(r.path) for r in records.images[:num_images]]
+    boxes = [torch.from_numpy(r.boxes).float() for r in records.images[:num_images]]
+    labels = torch.cat([torch.from_numpy(r.labels) - 1 for r in records.images[:num_images]])
+    is_novel = novel[labels]
+    print("| crop framing | base | novel | cos(crop, its class's text) |")
+    print("|---|---|---|---|")
+    for name, (scales, square) in FRAMINGS.items():
+        teacher = ClipRegionTeacher.from_clip(builder.clip, scales)
+        emb = torch.cat(
+            [teacher(im, [_square(b) if square else b]) for im, b in zip(images, boxes)]
+        )
+        right = (emb @ text.t()).argmax(dim=1) == labels
+        cos = (emb * text[labels]).sum(dim=1).mean()
+        print(
+            f"| {name} | {right[~is_novel].float().mean():.3f} | "
+            f"{right[is_novel].float().mean():.3f} | {cos:.3f} |"
+        )
+    print(f"({len(labels)} boxes on {len(images)} validation images)")
+
+
+@torch.no_grad()
+def proposal_coverage(bench: Path, checkpoint: Path, scales: tuple[float, ...]) -> None:
+    """Prints, per top-K, the share of RPN proposals on an object and the teacher's top-1 there."""
+    from ovdet.api import OVDetector
+
+    detector = OVDetector.from_checkpoint(checkpoint, device="cpu")
+    records = _val_records(bench)
+    detector.set_classes(records.class_names)
+    text, novel = detector.head.text_embeddings, detector.head.is_novel_class
+    teacher = ClipRegionTeacher.from_clip(detector._text.clip, scales)
+    model = detector.model
+    per_image = []
+    for r in records.images:
+        image = _image(r.path)
+        tensor, scale = detector._prepare(r.path)
+        batch, _ = model.transform([tensor])
+        proposals, _ = model.rpn(batch, model.backbone(batch.tensors))
+        per_image.append((image, proposals[0] / scale, r))
+    print("| proposals per image | on an object | on a novel object | teacher top-1 on those |")
+    print("|---|---|---|---|")
+    for k in (4, 8, 16, 32):
+        total = on_object = on_novel = right = 0
+        for image, proposals, r in per_image:
+            top = proposals[:k]
+            total += len(top)
+            if len(r.boxes) == 0:
+                continue
+            best, index = box_iou(top, torch.from_numpy(r.boxes).float()).max(dim=1)
+            labels = torch.from_numpy(r.labels)[index] - 1
+            covers = best >= 0.5
+            predicted = (teacher(image, [top]) @ text.t()).argmax(dim=1)
+            on_object += int(covers.sum())
+            on_novel += int((covers & novel[labels]).sum())
+            right += int(((predicted == labels) & covers).sum())
+        print(
+            f"| top {k} | {on_object / total:.2f} | {on_novel / total:.2f} | "
+            f"{right / max(on_object, 1):.3f} |"
+        )
+
+
+def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[str]) -> None:
+    """Trains one detector on the benchmark's data (its config, size and seed, plus
+    ``overrides``) and prints AP50 plain and with the ensemble."""
+    from ovdet.api import OVDetector
+    from ovdet.benchmark.synthetic_benchmark import SIZES
+    from ovdet.config import load_config
+    from ovdet.config.catalog import get_config_file
+    from ovdet.engine.inference import inference_on_records
+    from ovdet.engine.trainer import Trainer
+    from ovdet.evaluation import evaluate_coco
+
+    size = SIZES["small" if small else "default"]
+    data = bench / "data"
+    cfg = load_config(
+        get_config_file("synthetic_benchmark.yaml"),
+        [
+            "MODEL.OVDET.CLIP", f"local-dir:{bench / 'clip' / 'model'}",
+            "MODEL.DEVICE", "cpu",
+            "DATASETS.TRAIN_JSON", str(data / "annotations" / "instances_train.json"),
+            "DATASETS.TRAIN_IMAGES", str(data / "images" / "train"),
+            "DATASETS.TEST_JSON", str(data / "annotations" / "instances_val.json"),
+            "DATASETS.TEST_IMAGES", str(data / "images" / "val"),
+            "DATASETS.SPLIT", str(data / "split.json"),
+            "SOLVER.MAX_ITER", str(size.detector_iters),
+            "SOLVER.CHECKPOINT_PERIOD", str(max(50, size.detector_iters // 2)),
+            "TEST.EVAL_PERIOD", "0",
+            "SEED", "0",
+            "OUTPUT_DIR", str(output),
+            *size.detector_overrides,
+            *overrides,
+        ],
+    )  # fmt: skip
+    if not (output / "model_final.pt").is_file():
+        Trainer(cfg, resume=True, progress=False).train()
+    detector = OVDetector.from_checkpoint(output / "model_final.pt", device="cpu")
+    records = _val_records(bench)
+    detector.set_classes(records.class_names)
+    gt = str(data / "annotations" / "instances_val.json")
+    for ensemble in (False, True):
+        detector.enable_ensemble(ensemble)
+        results = inference_on_records(detector.model, records, detector.cfg, "cpu", progress=False)
+        m = evaluate_coco(gt, results, str(data / "split.json"))
+        ap50 = " / ".join(f"{m[g]['AP50']:.3f}" for g in ("base", "novel", "all"))
+        print(f"{'with' if ensemble else 'without'} the ensemble: AP50 base / novel / all {ap50}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("teacher", "proposals", "train"), help="measurement")
+    parser.add_argument("--bench", type=Path, required=True, help="a finished benchmark folder")
+    parser.add_argument("--images", type=int, default=60, help="validation images (teacher)")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="model whose RPN proposes (proposals; default: BENCH/vild_text/model_final.pt)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scales", type=float, nargs="+", default=[1.5], help="teacher crop scales (proposals)"
+    )
+    parser.add_argument("--output", type=Path, help="training folder (train)")
+    parser.add_argument("--small", action="store_true", help="the --small size (train)")
+    parser.add_argument("overrides", nargs="*", help="config KEY VALUE pairs (train)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.what == "teacher":
+        teacher_accuracy(args.bench, args.images)
+    elif args.what == "proposals":
+        checkpoint = args.checkpoint or args.bench / "vild_text" / "model_final.pt"
+        proposal_coverage(args.bench, checkpoint, tuple(args.scales))
+    else:
+        if args.output is None:
+            parser.error("train needs --output")
+        train_and_evaluate(args.bench, args.output, args.small, args.overrides)
+
+
+if __name__ == "__main__":
+    main()
