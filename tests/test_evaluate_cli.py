@@ -78,7 +78,7 @@ def test_end_to_end(files, tmp_path, capsys):
     argv = ["--gt", files["gt"], "--split", files["split"], "--results", files["results"]]
     assert main([*argv, "--output", str(out)]) == 0
     assert json.loads(out.read_text())["novel"]["AP"] == pytest.approx(1.0)
-    assert os.listdir(out.parent) == ["metrics.json"]
+    assert sorted(os.listdir(out.parent)) == ["log.txt", "metrics.json"]  # no temporary file
 
 
 def test_lvis_ground_truth_uses_lvis_evaluation(files, tmp_path, capsys):
@@ -145,3 +145,87 @@ def test_tools_wrapper_reports_error_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: cannot read annotation file")
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- any checkpoint, any method
+
+
+@pytest.fixture(scope="module")
+def closed_set_checkpoint(tmp_path_factory, toy_dataset, tiny_clip):
+    """torchvision's closed-set Faster R-CNN, trained 2 iterations on the toy base classes."""
+    from ovdet.config import load_config
+    from ovdet.engine.trainer import Trainer
+    from tests.conftest import TINY_CONFIG, toy_overrides
+
+    out = tmp_path_factory.mktemp("closed_set")
+    overrides = toy_overrides(toy_dataset, tiny_clip, out, max_iter=2)
+    cfg = load_config(TINY_CONFIG, [*overrides, "MODEL.META_ARCHITECTURE", "FasterRCNN"])
+    Trainer(cfg, progress=False).train()
+    return out / "model_final.pt"
+
+
+def _toy_args(toy, *more):
+    return ["--gt", str(toy / "instances.json"), "--image-root", str(toy / "images"),
+            "--split", str(toy / "split.json"), "--no-progress", *more]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_closed_set_checkpoint_is_evaluated(closed_set_checkpoint, toy_dataset, tmp_path):
+    from ovdet.benchmark.predict import predict_with_method
+
+    out = tmp_path / "metrics.json"
+    args = _toy_args(toy_dataset, "--checkpoint", str(closed_set_checkpoint), "--score-thresh",
+                     "0.001", "--output", str(out))  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["num_detections"] > 0
+    assert metrics["novel"]["AP"] == 0.0  # it cannot name a class it was not trained on
+    assert (tmp_path / "log.txt").is_file()
+    results = predict_with_method(
+        closed_set_checkpoint, toy_dataset / "instances.json", toy_dataset / "images",
+        score_thresh=0.001, progress=False,
+    )  # fmt: skip
+    base_ids = {7, 3}  # red square, blue circle (conftest.TOY_CLASSES); green square is novel
+    assert results and {r["category_id"] for r in results} <= base_ids
+    # The methods that need a CLIP say so in one line.
+    assert main(_toy_args(toy_dataset, "--checkpoint", str(closed_set_checkpoint),
+                          "--ensemble")) == 2  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_method_of_the_table_is_evaluated(trained_checkpoint, toy_dataset, capsys):
+    from ovdet.benchmark.predict import predict_with_method
+
+    scores = {}
+    for flag, method in (("", "detector"), ("--ensemble", "ensemble"),
+                         ("--clip-on-proposals", "clip_on_proposals")):  # fmt: skip
+        args = _toy_args(toy_dataset, "--checkpoint", str(trained_checkpoint))
+        assert main([*args, flag] if flag else args) == 0, method
+        table = capsys.readouterr().out
+        assert "novel" in table and "base" in table
+        results = predict_with_method(
+            trained_checkpoint, toy_dataset / "instances.json", toy_dataset / "images", method,
+            progress=False,
+        )  # fmt: skip
+        scores[method] = sorted(r["score"] for r in results)
+    assert scores["ensemble"] != scores["detector"]
+    assert scores["clip_on_proposals"] != scores["detector"]
+
+
+@pytest.mark.slow
+def test_clip_zero_shot_accuracy_on_ground_truth_boxes(tiny_clip, toy_dataset, tmp_path, capsys):
+    out = tmp_path / "zero_shot.json"
+    assert main(_toy_args(toy_dataset, "--clip-zero-shot", tiny_clip, "--output", str(out))) == 0
+    accuracy = json.loads(out.read_text())["zero_shot_accuracy"]
+    boxes = json.loads((toy_dataset / "instances.json").read_text())["annotations"]
+    assert accuracy["num_crops"] == len(boxes)
+    for group in ("all", "base", "novel"):
+        assert 0.0 <= accuracy[group] <= 1.0
+    assert "CLIP zero-shot top-1 accuracy" in capsys.readouterr().out
+
+
+def test_method_flags_need_a_checkpoint(files, capsys):
+    argv = ["--gt", files["gt"], "--results", files["results"], "--ensemble"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "need --checkpoint" in err

@@ -7,9 +7,16 @@ Examples::
     python tools/evaluate.py --gt lvis_v1_val.json --results detections.json   # APr etc.
     python tools/evaluate.py --gt instances_val2017.json --split ovcoco \\
         --checkpoint model.pth --image-root val2017/
+    # any checkpoint ovdet writes (a closed-set baseline too), any method of the benchmark table
+    python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
+        --checkpoint output/vild/model_final.pt --ensemble          # or --clip-on-proposals
+    # CLIP's zero-shot accuracy on the ground-truth boxes (cropped as the ViLD teacher does)
+    python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
+        --clip-zero-shot local-dir:output/clip/model
 
-The table goes to stdout, the metrics (optionally) to a JSON file. Bad input ends the program
-with one ``error: ...`` line on stderr and exit status 2.
+The table goes to stdout, the metrics (optionally) to a JSON file, the log to stderr (and to
+log.txt next to --output). Bad input ends the program with one ``error: ...`` line on stderr and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ovdet.cli.common import add_common_arguments, close_log_file, log_to_file, setup_logging
 from ovdet.errors import OvdetError
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
@@ -66,7 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--checkpoint",
         metavar="PATH",
-        help="evaluate this model checkpoint: run it on the --gt images first",
+        help="evaluate this model checkpoint (open-vocabulary or closed-set, as tools/train.py "
+        "writes them): run it on the --gt images first",
+    )
+    source.add_argument(
+        "--clip-zero-shot",
+        metavar="SPEC",
+        help="instead of detections: the top-1 accuracy of this CLIP (e.g. local-dir:DIR, "
+        "ViT-B-32:openai) classifying the --gt boxes among all --gt categories",
+    )
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="with --checkpoint: the ViLD-ensemble (detector and CLIP crop scores combined)",
+    )
+    method.add_argument(
+        "--clip-on-proposals",
+        action="store_true",
+        help="with --checkpoint: its RPN proposals classified by its CLIP alone (a baseline)",
+    )
+    parser.add_argument(
+        "--score-thresh",
+        type=float,
+        default=None,
+        help="with --checkpoint: least score of the detections evaluated (default: the "
+        "checkpoint's MODEL.ROI_HEADS.SCORE_THRESH_TEST; the benchmark uses 0.001)",
+    )
+    parser.add_argument(
+        "--templates",
+        default="a",
+        help="with --clip-zero-shot: prompt templates, 'a', 'vild', 'openai' or a file "
+        "(default: a)",
     )
     parser.add_argument(
         "--image-root",
@@ -88,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         metavar="JSON",
-        help="also write the metrics to this JSON file (written atomically)",
+        help="also write the metrics to this JSON file (written atomically), and the log to "
+        "log.txt in its folder",
     )
+    add_common_arguments(parser)
     return parser
 
 
@@ -99,16 +140,45 @@ def _predict(args: argparse.Namespace) -> list[dict]:
         raise _UsageError("--checkpoint needs --image-root")
     if args.batch_size < 1:
         raise _UsageError("--batch-size must be at least 1")
-    try:
-        from ovdet.engine.inference import predict_coco_dataset
-    except ImportError as e:
-        raise _UsageError("--checkpoint evaluation is not available") from e
-    device = args.device
-    if device is None:
-        import torch
+    from ovdet.benchmark.predict import predict_with_method
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return predict_coco_dataset(args.checkpoint, args.gt, args.image_root, device, args.batch_size)
+    method = "detector"
+    if args.ensemble:
+        method = "ensemble"
+    elif args.clip_on_proposals:
+        method = "clip_on_proposals"
+    return predict_with_method(
+        args.checkpoint, args.gt, args.image_root, method, _device(args), args.batch_size,
+        score_thresh=args.score_thresh, progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _device(args: argparse.Namespace) -> str:
+    if args.device is not None:
+        return args.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _clip_zero_shot(args: argparse.Namespace) -> dict:
+    """CLIP's zero-shot accuracy on the ``--gt`` boxes; prints its table."""
+    if args.image_root is None:
+        raise _UsageError("--clip-zero-shot needs --image-root")
+    from ovdet.benchmark.clip_zero_shot import box_zero_shot_accuracy
+    from ovdet.clip import load_clip
+
+    clip = load_clip(args.clip_zero_shot, _device(args))
+    accuracy = box_zero_shot_accuracy(
+        clip, args.gt, args.image_root, args.split, templates=args.templates,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"CLIP zero-shot top-1 accuracy on the ground-truth boxes of {args.gt}")
+    print(f"{'group':<8}{'accuracy':>10}")
+    for group in ("all", "base", "novel"):
+        print(f"{group:<8}{accuracy[group] * 100:>10.1f}")
+    print(f"({accuracy['num_crops']} boxes)")
+    return {"clip": args.clip_zero_shot, "zero_shot_accuracy": accuracy}
 
 
 def _is_main_process() -> bool:
@@ -128,6 +198,17 @@ def _check_output(output: str) -> None:
 def _run(args: argparse.Namespace) -> None:
     if args.output:
         _check_output(args.output)
+        log_to_file(Path(args.output).parent)
+    if (args.ensemble or args.clip_on_proposals or args.score_thresh is not None) and (
+        args.checkpoint is None
+    ):
+        raise _UsageError("--ensemble, --clip-on-proposals and --score-thresh need --checkpoint")
+    if args.clip_zero_shot is not None:
+        metrics = _clip_zero_shot(args)
+        if args.output:
+            atomic_write_json(metrics, args.output)
+            logger.info("Wrote metrics to %s", args.output)
+        return
     dataset = load_ground_truth(args.gt)
     results = args.results if args.results is not None else _predict(args)
     if args.checkpoint is not None and not _is_main_process():
@@ -152,13 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 2 on bad input.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.verbose, args.quiet)
     try:
         _run(args)
     except (OvdetError, OSError, _UsageError) as e:
         message = str(e).replace("\n", " ")
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        close_log_file()  # this run's log.txt is complete
     return 0

@@ -1,0 +1,144 @@
+"""The benchmark on a researcher's own dataset (a layout and CSV columns of the test's choosing),
+its target checks, and the counting of novel findings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovdet.benchmark.pictures import match_detections
+from ovdet.benchmark.synthetic_benchmark import METHODS, check_targets
+from tests.conftest import REPO, TOY_CLASSES, write_toy_dataset
+
+
+def _metrics(closed_base=0.5, clip_novel=0.1, vild_text=(0.6, 0.5)) -> dict:
+    def m(base, novel):
+        return {g: {"AP": v, "AP50": v} for g, v in (("base", base), ("novel", novel),
+                                                      ("all", base))}  # fmt: skip
+
+    out = {k.key: m(0.3, 0.2) for k in METHODS}
+    out["closed_set"] = m(closed_base, 0.0)
+    out["clip_on_proposals"] = m(0.1, clip_novel)
+    out["vild_text"] = m(*vild_text)
+    return out
+
+
+def test_targets_are_met_missed_or_not_applicable():
+    met = check_targets(_metrics())
+    assert [t["status"] for t in met] == ["met", "met", "met"]
+    assert "(c) ovdet ViLD-text: 0.500" in met[0]["text"]  # the best novel AP50 is chosen
+    missed = check_targets(_metrics(closed_base=0.9))
+    assert missed[2]["status"] == "MISSED"
+    # A baseline that did not learn, or a reference that scored 0: the check cannot fail.
+    na = check_targets(_metrics(closed_base=0.0, clip_novel=0.0))
+    assert [t["status"] for t in na] == ["met", "not applicable", "not applicable"]
+    assert "did not learn" in na[2]["reason"] and "scored 0" in na[1]["reason"]
+
+
+def test_match_detections_counts_each_object_once():
+    gt_boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
+    gt_labels = torch.tensor([1, 2])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [40, 40, 50, 50]])
+    labels = torch.tensor([1, 1, 3, 1])
+    scores = torch.tensor([0.5, 0.9, 0.8, 0.7])
+    right, found = match_detections(boxes, labels, scores, gt_boxes, gt_labels)
+    # The higher-scored duplicate takes the object; the wrong class and the stray box do not.
+    assert right.tolist() == [False, True, False, False]
+    assert found.tolist() == [True, False]
+
+
+def _write_own_dataset(root: Path) -> None:
+    """A layout of our own: train/, val/, text/captions.csv (comma, 'image' and 'caption')."""
+    write_toy_dataset(root / "train", 24, seed=1)
+    write_toy_dataset(root / "val", 6, seed=2)
+    (root / "split.json").write_text(
+        json.dumps({"base": ["red square", "blue circle"], "novel": ["green square"]})
+    )
+    names = {cid: name for name, cid, _, _ in TOY_CLASSES}
+    data = json.loads((root / "train" / "instances.json").read_text())
+    files = {im["id"]: im["file_name"] for im in data["images"]}
+    crops = root / "text" / "crops"
+    crops.mkdir(parents=True)
+    rows = []
+    for i, ann in enumerate(data["annotations"] * 3):
+        x, y, w, h = ann["bbox"]
+        image = Image.open(root / "train" / "images" / files[ann["image_id"]])
+        crop = image.crop((x - w / 4, y - h / 4, x + w * 1.25, y + h * 1.25)).resize((32, 32))
+        crop.save(crops / f"{i}.png")
+        rows.append({"image": f"crops/{i}.png", "caption": f"a {names[ann['category_id']]}"})
+    with open(root / "text" / "captions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "caption"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _benchmark(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark_synthetic.py"), "--small",
+         "--no-progress", *args],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
+    data, out = tmp_path / "mine", tmp_path / "out"
+    _write_own_dataset(data)
+    args = [
+        "--data", str(data), "--output", str(out),
+        "--train-json", "train/instances.json", "--train-images", "train/images",
+        "--val-json", "val/instances.json", "--val-images", "val/images",
+        "--captions", "text/captions.csv", "--image-column", "image",
+        "--caption-column", "caption", "--csv-separator", ",",
+        "--iters", "2", "--clip-epochs", "1", "--clip-batch-size", "32",
+        "--picture-thresh", "0.0",
+        "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2",
+    ]  # fmt: skip
+    proc = _benchmark(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["metrics"]) == {m.key for m in METHODS}
+    assert report["data"]["train_json"] == str(data / "train" / "instances.json")
+    # No labelled crops in this dataset: CLIP's zero-shot accuracy is measured on the val boxes.
+    zero_shot = report["clip_zero_shot"]
+    val = json.loads((data / "val" / "instances.json").read_text())
+    assert zero_shot["on"].startswith("validation boxes")
+    assert zero_shot["num_crops"] == len(val["annotations"])
+    # The closed-set model names base classes only.
+    assert report["metrics"]["closed_set"]["novel"]["AP50"] == 0.0
+    assert len(report["targets"]) == 3
+    findings = report["novel_findings"]
+    novel_id = next(c["id"] for c in val["categories"] if c["name"] == "green square")
+    assert findings["novel_objects"] == sum(
+        a["category_id"] == novel_id for a in val["annotations"]
+    )
+    assert 0 <= findings["novel_right"] <= findings["novel_detections"]
+    assert len(findings["pictures"]) == 6 and Path(findings["overview"]).is_file()
+    assert "Novel objects found by" in proc.stdout
+    log = (out / "log.txt").read_text()
+    assert "stage 2: training vild_text" in log and "iter 2/2  total_loss" in log
+
+    # A re-run reuses every stage; other inputs in the same folder are refused.
+    rerun = _benchmark(*args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "stage 2: training" not in rerun.stderr and "reusing" in rerun.stderr
+    other = _benchmark(*[a if a != "2" else "3" for a in args])
+    assert other.returncode == 2
+    assert "other inputs" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_missing_dataset_files_are_named_with_their_flags(tmp_path):
+    proc = _benchmark("--data", str(tmp_path), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "--train-json" in proc.stderr and "--captions" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert np.sum([line.startswith("error:") for line in proc.stderr.splitlines()]) == 1
