@@ -19,6 +19,7 @@ from ovdet.tv import build_backbone, build_open_vocabulary_rcnn
 from ovdet.tv.fast_paths import (
     FoldedFrozenBatchNorm2d,
     FrozenBNConv2d,
+    PointwiseConv2d,
     fold_frozen_batchnorm,
     use_reference_paths,
 )
@@ -82,6 +83,18 @@ def test_every_frozen_batchnorm_is_folded_and_names_are_torchvisions():
     # trainable batch norms are not folded
     plain = build_backbone(_tiny_cfg("MODEL.RESNETS.NORM", "BN"))
     assert not any(isinstance(m, FrozenBNConv2d) for m in plain.modules())
+
+
+def test_pointwise_convolutions_run_as_matrix_products_with_the_same_result(detector):
+    pointwise = [m for m in detector.modules() if isinstance(m, PointwiseConv2d)]
+    assert len(pointwise) == 4 + 2  # FPN lateral convolutions, RPN objectness and deltas
+    conv = pointwise[0]
+    x = torch.randn(1, conv.in_channels, 9, 11, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = conv(x.contiguous(memory_format=torch.channels_last))
+        reference = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_fast_and_reference_paths_give_the_same_detections(detector):

@@ -19,6 +19,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.errors import ConfigError
 from ovdet.tv.backbone import build_backbone
+from ovdet.tv.fast_paths import use_pointwise_matmul
 from ovdet.tv.rcnn import PIXEL_MEAN, PIXEL_STD, NormalizeOnlyTransform, OpenVocabularyFasterRCNN
 
 __all__ = [
@@ -123,9 +124,11 @@ def build_open_vocabulary_rcnn(
     kwargs = _detector_kwargs(cfg)
     kwargs["box_head"] = box_head
     head = OpenVocabularyHead.from_config(cfg, cfg.MODEL.ROI_BOX_HEAD.FC_DIM, embed_dim)
-    return OpenVocabularyFasterRCNN(
+    model = OpenVocabularyFasterRCNN(
         backbone, head, box_loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT, **kwargs
     )
+    use_pointwise_matmul(model)  # see ovdet.tv.fast_paths
+    return model
 
 
 @META_ARCH_REGISTRY.register("FasterRCNN")
@@ -142,6 +145,7 @@ def build_closed_set_rcnn(cfg, num_classes: int | None = None) -> FasterRCNN:
         **kwargs,
     )
     model.transform = NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
+    use_pointwise_matmul(model)  # see ovdet.tv.fast_paths
     return model
 
 

@@ -15,6 +15,11 @@ Profiling ovdet's R50-FPN against detectron2's on CPU (``benchmarks/bench_vs_det
 * **Memory format.** oneDNN's convolutions run faster on channels-last (NHWC) tensors than on
   NCHW ones, which they reorder at every call; the backbone takes its input as channels-last at
   inference (:func:`~ovdet.tv.backbone.build_backbone`).
+* **1x1 convolutions.** At batch 1 on one thread PyTorch runs a 1x1, stride-1 convolution
+  outside oneDNN (``_slow_conv2d_forward``), which copies a channels-last input to NCHW and
+  back: a third of the convolutions of a ResNet-50 + FPN + RPN. On a channels-last tensor such a
+  convolution is one matrix product over the channels, ``[B*H*W, C_in] @ W^T``, with no copy
+  (:class:`PointwiseConv2d`, and :class:`FrozenBNConv2d` for its 1x1 convolutions).
 
 :func:`use_reference_paths` switches a model back to torchvision's own computation, for the
 tests that check both give the same detections and for benchmarks.
@@ -23,15 +28,57 @@ tests that check both give the same detections and for benchmarks.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 __all__ = [
     "FoldedFrozenBatchNorm2d",
     "FrozenBNConv2d",
+    "PointwiseConv2d",
     "fold_frozen_batchnorm",
+    "use_pointwise_matmul",
     "use_reference_paths",
 ]
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (
+        conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+
+
+def _channels_last_only(x: torch.Tensor) -> bool:
+    """Whether Tensor[B, C, H, W] is laid out channels-last (and not also NCHW-contiguous)."""
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    )
+
+
+def _conv2d(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``conv``'s convolution of ``x`` with the given weights; a 1x1 one on a channels-last
+    input as a matrix product over the channels (output channels-last, no copy)."""
+    if _is_pointwise(conv) and _channels_last_only(x):
+        out = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)  # [B, H, W, C_out]
+        return out.permute(0, 3, 1, 2)
+    return conv._conv_forward(x, weight, bias)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1, stride-1 ``nn.Conv2d`` that runs as a matrix product on channels-last inputs
+    (the same parameters and results; NCHW inputs take ``nn.Conv2d``'s path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tensor[B, C_in, H, W] -> Tensor[B, C_out, H, W] (channels-last if ``x`` is)."""
+        return _conv2d(self, x, self.weight, self.bias)
 
 
 class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
@@ -77,7 +124,7 @@ class FrozenBNConv2d(nn.Conv2d):
         scale, shift = self._norm[0].scale_and_shift()
         weight = self.weight * scale.view(-1, 1, 1, 1).to(self.weight.dtype)
         bias = shift if self.bias is None else self.bias * scale + shift
-        return self._conv_forward(x, weight, bias.to(self.weight.dtype))
+        return _conv2d(self, x, weight, bias.to(self.weight.dtype))
 
 
 def _fused_pair(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[FrozenBNConv2d, nn.Module]:
@@ -128,6 +175,27 @@ def fold_frozen_batchnorm(resnet: nn.Module) -> int:
                 setattr(module, norm_name, folded_norm)
                 folded += 1
     return folded
+
+
+def use_pointwise_matmul(model: nn.Module) -> int:
+    """Replace, in place, every plain 1x1 stride-1 ``nn.Conv2d`` of ``model`` by a
+    :class:`PointwiseConv2d` sharing its parameters (names unchanged). Returns how many."""
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Conv2d and _is_pointwise(child) and child.padding_mode == "zeros":
+                new = PointwiseConv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    1,
+                    bias=child.bias is not None,
+                    device=child.weight.device,
+                    dtype=child.weight.dtype,
+                )
+                new.weight, new.bias = child.weight, child.bias
+                setattr(module, name, new)
+                replaced += 1
+    return replaced
 
 
 def use_reference_paths(model: nn.Module, reference: bool = True) -> None:
