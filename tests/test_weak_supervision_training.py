@@ -1,4 +1,4 @@
-"""Mixed box / image-labelled training: learning a class from image labels only, exact resume."""
+"""Mixed box / image-labelled training: exact resume after SIGKILL with both kinds of batches."""
 
 import json
 import os
@@ -45,33 +45,6 @@ def weak_overrides(weak_toy) -> list[str]:
         "INPUT.WEAK_MAX_SIZE_TRAIN", "64",
         "MODEL.OVDET.WEAK.NUM_PROPOSALS", "32",
     ]  # fmt: skip
-
-
-def _novel_ap50(cfg_overrides):
-    from ovdet.config import load_config
-    from ovdet.engine.trainer import Trainer
-
-    trainer = Trainer(load_config(TINY_CONFIG, cfg_overrides), progress=False)
-    trainer.train()
-    return trainer.evaluate()["novel/AP50"]
-
-
-def test_image_labels_teach_a_class_that_has_no_box(
-    toy_dataset, tiny_clip, trained_checkpoint, weak_toy, tmp_path
-):
-    """From the same base-trained detector, the same number of steps with and without the
-    image-labelled batches; no CLIP distillation. Only image labels name the novel class."""
-    common = ["MODEL.WEIGHTS", str(trained_checkpoint), "SOLVER.WARMUP_ITERS", "1",
-              "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"]  # fmt: skip
-    boxes_only = _novel_ap50(
-        toy_overrides(toy_dataset, tiny_clip, tmp_path / "boxes", max_iter=30) + common
-    )
-    with_labels = _novel_ap50(
-        toy_overrides(toy_dataset, tiny_clip, tmp_path / "weak", max_iter=30)
-        + common
-        + weak_overrides(weak_toy)
-    )
-    assert with_labels > boxes_only + 0.2, (with_labels, boxes_only)
 
 
 def _train(overrides, *extra):
