@@ -51,6 +51,7 @@ logger = logging.getLogger("ovdet.demo")
 
 DEFAULT_CHECKPOINT = "output/synthetic_benchmark/vild/model_final.pt"
 MAKE_DEFAULT_CHECKPOINT = "make demo (or: python tools/benchmark_synthetic.py --small)"
+DISPLAY_MIN_SIDE = 512  # smaller pictures are drawn enlarged (see _display_view)
 TABLE_HEADERS = ["image", "class", "score", "box (x1, y1, x2, y2)", "base / novel"]
 
 
@@ -117,8 +118,7 @@ def parse_class_box(text: str) -> Vocabulary:
     """
     from ovdet.text import Vocabulary
 
-    text = text.strip()
-    if "\n" not in text:
+    if "\n" not in text.strip():
         return Vocabulary.from_string(text)
     with tempfile.TemporaryDirectory(prefix="ovdet-demo-") as tmp:
         path = Path(tmp) / "classes.txt"
@@ -256,6 +256,19 @@ def _read_upload(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageError(str(e).replace(str(path), path.name)) from None
 
 
+def _display_view(array: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> tuple[np.ndarray, int]:
+    """A small picture enlarged by a whole factor (nearest pixel) for drawing, so that its labels
+    stay small beside its objects; returns (picture [H * s, W * s, 3], s)."""
+    from PIL import Image
+
+    scale = max(1, min_side // max(array.shape[:2]))
+    if scale == 1:
+        return array, 1
+    height, width = array.shape[:2]
+    view = Image.fromarray(array).resize((width * scale, height * scale), Image.NEAREST)
+    return np.asarray(view), scale
+
+
 def detect_files(
     model: DemoModel,
     files: Sequence[str | Path],
@@ -316,9 +329,9 @@ def detect_files(
     ]
     for name, array, det in zip(names, arrays, detections):
         novel = [bool(is_novel[i]) for i in det.labels.tolist()]
-        result.drawn.append(
-            (draw_detections(array, det.boxes, det.scores, det.names, novel=novel), name)
-        )
+        view, scale = _display_view(array)
+        drawn = draw_detections(view, det.boxes * scale, det.scores, det.names, novel=novel)
+        result.drawn.append((drawn, name))
         for box, score, label, flag in zip(
             det.boxes.tolist(), det.scores.tolist(), det.labels.tolist(), novel
         ):
@@ -439,7 +452,7 @@ def build_app(
             with gr.Column():
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
                 gallery = gr.Gallery(
-                    label="Detections", columns=2, height=480, object_fit="contain", elem_id="drawn"
+                    label="Detections", columns=1, height=560, object_fit="contain", elem_id="drawn"
                 )
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS, label="Detections table", interactive=False,

@@ -1,0 +1,167 @@
+"""The web demo's request logic without a browser (ovdet.cli.demo); see test_demo_browser.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from ovdet.cli import demo
+from ovdet.cli import infer as infer_cli
+from ovdet.cli.demo import DemoModel, detect_files, parse_class_box
+from ovdet.data.image_io import read_image
+from ovdet.errors import ImageError, VocabularyError
+from ovdet.text import Vocabulary
+from tests.conftest import TINY_CONFIG, toy_overrides
+
+
+def red_square_image(path, size: int = 64):
+    """A toy picture: a red square on grey (the toy dataset's base class 'red square')."""
+    img = Image.new("RGB", (size, size), (128, 128, 128))
+    ImageDraw.Draw(img).rectangle((16, 20, 40, 44), fill=(220, 30, 30))
+    img.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(tmp_path_factory, toy_dataset, tiny_clip) -> Path:
+    """The tiny config trained for 2 iterations on the toy base classes ('green square' is
+    novel): barely trained, so requests use threshold 0 where they need detections."""
+    from ovdet.config import load_config
+    from ovdet.engine.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("demo_model")
+    cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=2))
+    Trainer(cfg, progress=False).train()
+    return out / "model_final.pt"
+
+
+@pytest.fixture(scope="module")
+def demo_model(demo_checkpoint) -> DemoModel:
+    return DemoModel.from_checkpoint(demo_checkpoint)
+
+
+def test_class_box_reads_the_command_line_formats():
+    assert parse_class_box(" kite, red umbrella ").names == ("kite", "red umbrella")
+    vocab = parse_class_box("kite, paper kite\n# a comment\numbrella, parasol, sunshade\n")
+    assert vocab.names == ("kite", "umbrella")
+    assert vocab.synonyms == (("paper kite",), ("parasol", "sunshade"))
+    assert demo.format_vocabulary(vocab) == "kite, paper kite\numbrella, parasol, sunshade"
+    assert parse_class_box(demo.format_vocabulary(vocab)) == vocab
+    # A path is a class name here: the page never makes the server open its files.
+    assert parse_class_box("/etc/passwd").names == ("/etc/passwd",)
+
+
+@pytest.mark.parametrize("text", ["", " , ", "kite, Kite", "kite\nkite, bird"])
+def test_bad_vocabularies_give_the_command_lines_message(text, tmp_path, capsys):
+    with pytest.raises(VocabularyError) as page_error:
+        parse_class_box(text)
+    assert "classes.txt" not in str(page_error.value)  # not the temporary file's name
+    if "\n" not in text:  # the same words as tools/infer.py --classes TEXT
+        code = infer_cli.main(
+            ["--checkpoint", "x.pt", "--classes", text, "--input", "x", "--output", str(tmp_path)]
+        )
+        assert code == 2
+        assert capsys.readouterr().err.strip() == f"error: {page_error.value}"
+
+
+def test_a_request_draws_tabulates_and_marks_novel_classes(demo_model, tmp_path):
+    image = red_square_image(tmp_path / "photo.png")
+    result = detect_files(demo_model, [image], "red square, green square", "a", 0.0, False)
+    assert result.messages == []
+    assert len(result.drawn) == 1 and result.drawn[0][1] == "photo.png"
+    assert result.drawn[0][0].size == (512, 512)  # small pictures are drawn enlarged
+    assert len(result.rows) == len(result.results["detections"]) > 0
+    classes = {row[1] for row in result.rows}
+    assert "red square" in classes
+    # 'green square' is outside the training vocabulary (the toy split's novel class).
+    kinds = {row[1]: row[4] for row in result.rows}
+    assert kinds["red square"] == "base"
+    assert kinds.get("green square", "novel") == "novel"
+    assert result.results["categories"] == [
+        {"id": 1, "name": "red square", "novel": False},
+        {"id": 2, "name": "green square", "novel": True},
+    ]
+    for d in result.results["detections"]:
+        x, y, w, h = d["bbox"]
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 64.01 and y + h <= 64.01
+    json.dumps(result.results)  # serialisable as downloaded
+    assert result.status == f"{len(result.rows)} detection(s) in 1 image(s)"
+
+
+def test_threshold_and_template_sets_are_applied(demo_model, tmp_path):
+    image = red_square_image(tmp_path / "photo.png")
+    first = detect_files(demo_model, [image], "red square", "a", 0.0, False)
+    high = detect_files(demo_model, [image], "red square", "a", 0.99, False)
+    assert len(high.rows) < len(first.rows)
+    assert all(row[2] > 0.99 for row in high.rows)
+    other = detect_files(demo_model, [image], "red square", "vild", 0.0, False)
+    assert other.results["detections"] != first.results["detections"]  # other text embeddings
+    # The template sets share one model: switching back gives the first answer again.
+    again = detect_files(demo_model, [image], "red square", "a", 0.0, False)
+    assert again.results == first.results
+    bad = detect_files(demo_model, [image], "red square", "no-such-set", 0.0, False)
+    assert bad.drawn == [] and bad.messages[0].startswith("error: templates 'no-such-set'")
+
+
+def test_bad_uploads_are_messages_and_the_good_ones_still_run(demo_model, tmp_path):
+    good = red_square_image(tmp_path / "photo.png")
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a picture")
+    result = detect_files(demo_model, [bad, good], "red square", "a", 0.0, False)
+    assert [name for _, name in result.drawn] == ["photo.png"]
+    assert len(result.messages) == 1
+    message = result.messages[0]
+    with pytest.raises(ImageError) as cli_error:  # what tools/infer.py reports for that file
+        read_image(bad)
+    assert message == f"error: {cli_error.value}".replace(str(bad), "notes.png")
+    assert str(tmp_path) not in message
+    assert result.results["failed"] == ["notes.png"]
+    assert result.status.splitlines()[0] == message
+    only_bad = detect_files(demo_model, [bad], "red square", "a", 0.0, False)
+    assert only_bad.drawn == [] and only_bad.status == message
+    no_vocab = detect_files(demo_model, [good], " ", "a", 0.0, False)
+    assert no_vocab.drawn == [] and no_vocab.status == f"error: {_error_of(' ')}"
+    assert detect_files(demo_model, [], "red square", "a", 0.0, False).status.startswith("error:")
+    too_many = detect_files(demo_model, [good] * 3, "red square", "a", 0.0, False, max_images=2)
+    assert too_many.drawn == [] and "at most 2" in too_many.status
+
+
+def _error_of(text: str) -> str:
+    with pytest.raises(VocabularyError) as e:
+        Vocabulary.parse(text)
+    return str(e.value)
+
+
+def test_ensemble_changes_scores(demo_model, tmp_path):
+    image = red_square_image(tmp_path / "photo.png")
+    plain = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, False)
+    ensembled = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, True)
+    assert ensembled.messages == [] and ensembled.rows
+    assert ensembled.results["detections"] != plain.results["detections"]
+    off_again = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, False)
+    assert off_again.results == plain.results
+
+
+def test_missing_default_checkpoint_names_the_command_that_makes_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert demo.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: checkpoint {demo.DEFAULT_CHECKPOINT} does not exist")
+    assert "make demo" in err and len(err.splitlines()) == 1
+    assert demo.main(["--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+
+
+def test_benchmark_layout_gives_the_default_classes_and_examples(tmp_path):
+    checkpoint = tmp_path / "vild" / "model_final.pt"
+    assert demo._benchmark_defaults(checkpoint) == (None, None)
+    (tmp_path / "data" / "annotations").mkdir(parents=True)
+    (tmp_path / "data" / "annotations" / "instances_val.json").write_text("{}")
+    (tmp_path / "held_out_images").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "held_out_images" / "a.png")
+    classes, examples = demo._benchmark_defaults(checkpoint)
+    assert classes.endswith("instances_val.json") and examples.endswith("held_out_images")
