@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ovdet.benchmark.pictures import match_detections
+from ovdet.benchmark.pictures import best_f1_threshold, match_detections
 from ovdet.benchmark.synthetic_benchmark import METHODS, check_targets
 from tests.conftest import REPO, TOY_CLASSES, write_toy_dataset
 
@@ -53,6 +53,14 @@ def test_match_detections_counts_each_object_once():
     # The higher-scored duplicate takes the object; the wrong class and the stray box do not.
     assert right.tolist() == [False, True, False, False]
     assert found.tolist() == [True, False]
+
+
+def test_best_f1_threshold():
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.3, 0.2])
+    right = torch.tensor([True, True, False, True, False])
+    # F1 of the prefixes with 4 objects: 0.4, 0.667, 0.571, 0.75, 0.667 -> keep down to 0.3.
+    assert best_f1_threshold(scores, right, num_objects=4) == pytest.approx(0.3)
+    assert best_f1_threshold(scores, torch.zeros(5, dtype=torch.bool), 4) == 1.0
 
 
 def _write_own_dataset(root: Path) -> None:

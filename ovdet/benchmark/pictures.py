@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["match_detections", "novel_detection_summary"]
+__all__ = ["best_f1_threshold", "match_detections", "novel_detection_summary"]
+
+#: Scores below this are never drawn or counted.
+MIN_SCORE = 0.05
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +43,49 @@ def match_detections(
     Returns:
         BoolTensor[N] (detection is right), BoolTensor[M] (object was found).
     """
+    matched = _match(det_boxes, det_labels, det_scores, gt_boxes, gt_labels, iou_thresh)
+    found = torch.zeros(len(gt_boxes), dtype=torch.bool)
+    found[matched[matched >= 0]] = True
+    return matched >= 0, found
+
+
+def _match(det_boxes, det_labels, det_scores, gt_boxes, gt_labels, iou_thresh=0.5):
+    """LongTensor[N]: the ground-truth index each detection matched, or -1. Greedy by score,
+    so the matches of the detections above any score are those of matching only them."""
     from torchvision.ops import box_iou
 
-    right = torch.zeros(len(det_boxes), dtype=torch.bool)
-    found = torch.zeros(len(gt_boxes), dtype=torch.bool)
+    matched = torch.full((len(det_boxes),), -1, dtype=torch.long)
     if len(det_boxes) == 0 or len(gt_boxes) == 0:
-        return right, found
+        return matched
+    taken = torch.zeros(len(gt_boxes), dtype=torch.bool)
     iou = box_iou(det_boxes.float(), gt_boxes.float())
     iou[det_labels[:, None] != gt_labels[None, :]] = -1.0
     for i in torch.argsort(det_scores, descending=True).tolist():
-        candidates = iou[i].masked_fill(found, -1.0)
+        candidates = iou[i].masked_fill(taken, -1.0)
         best = int(candidates.argmax())
         if candidates[best] >= iou_thresh:
-            right[i] = True
-            found[best] = True
-    return right, found
+            matched[i] = best
+            taken[best] = True
+    return matched
+
+
+def best_f1_threshold(scores: torch.Tensor, right: torch.Tensor, num_objects: int) -> float:
+    """The score threshold with the best F1 of detections against objects.
+
+    Args:
+        scores: Tensor[N], every detection's score; right: BoolTensor[N], matched an object.
+        num_objects: the number of ground-truth objects.
+
+    Returns:
+        The lowest score of the best prefix (by decreasing score); 1.0 without a right one.
+    """
+    if not bool(right.any()):
+        return 1.0
+    order = torch.argsort(scores, descending=True)
+    true_pos = torch.cumsum(right[order].float(), 0)
+    kept = torch.arange(1, len(order) + 1, dtype=torch.float32)
+    f1 = 2 * true_pos / (kept + num_objects)
+    return float(scores[order][int(torch.argmax(f1))])
 
 
 def _enlarged(image: np.ndarray, boxes: np.ndarray, min_side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +122,7 @@ def novel_detection_summary(
     records,
     novel: list[str],
     output_dir: str | Path,
-    score_thresh: float,
+    score_thresh: float | None = None,
     num_pictures: int = 6,
     picture_side: int = 384,
     progress: bool = False,
@@ -105,7 +136,10 @@ def novel_detection_summary(
         novel: the novel class names (marked in the pictures and counted).
         output_dir: where ``NAME_det.jpg`` pictures and ``overview.jpg`` (them side by side)
             are written.
-        score_thresh: the least score of a detection counted and drawn.
+        score_thresh: the least score of a detection counted and drawn; ``None``: the one with
+            the best F1 of all detections against all objects of ``records``
+            (:func:`best_f1_threshold`, at least :data:`MIN_SCORE`), so the pictures show what
+            the model found whatever the scale of its scores.
         num_pictures: images drawn (the first ones of ``records``).
         picture_side: pictures are scaled up (nearest neighbour) to at least this side.
         progress: a progress bar.
@@ -126,35 +160,52 @@ def novel_detection_summary(
     names = list(records.class_names)
     detector.set_classes(names)
     novel_lower = {n.lower() for n in novel}
-    is_novel = torch.tensor([n.lower() in novel_lower for n in names])
-    counts = dict.fromkeys(
-        ("novel_objects", "novel_found", "novel_detections", "novel_right", "all_detections"), 0
-    )
-    pictures = []
-    for index, record in enumerate(
-        tqdm(records.images, desc="pictures", disable=not progress, unit="img")
-    ):
+    is_novel = torch.tensor([n.lower() in novel_lower for n in names], dtype=torch.bool)
+    low = MIN_SCORE if score_thresh is None else score_thresh
+    per_image = []
+    for record in tqdm(records.images, desc="pictures", disable=not progress, unit="img"):
         image = read_image(record.path, detector.cfg.INPUT.MAX_LOAD_PIXELS)
-        det = detector.predict(image, score_thresh=score_thresh)[0]
+        det = detector.predict(image, score_thresh=low)[0]
         boxes = torch.as_tensor(np.asarray(det.boxes), dtype=torch.float32).reshape(-1, 4)
         labels = torch.as_tensor(np.asarray(det.labels), dtype=torch.long).reshape(-1)
         scores = torch.as_tensor(np.asarray(det.scores), dtype=torch.float32).reshape(-1)
         scale = torch.tensor([image.shape[1] / record.width, image.shape[0] / record.height] * 2)
         gt_boxes = torch.as_tensor(record.boxes, dtype=torch.float32).reshape(-1, 4) * scale
         gt_labels = torch.as_tensor(record.labels, dtype=torch.long).reshape(-1) - 1  # 1..C
-        right, found = match_detections(boxes, labels, scores, gt_boxes, gt_labels)
-        novel_det = is_novel[labels] if len(labels) else torch.zeros(0, dtype=torch.bool)
-        novel_gt = is_novel[gt_labels] if len(gt_labels) else torch.zeros(0, dtype=torch.bool)
+        matched = _match(boxes, labels, scores, gt_boxes, gt_labels)
+        per_image.append((record, boxes, labels, scores, gt_labels, matched))
+    if score_thresh is None:
+        scores = torch.cat([p[3] for p in per_image]) if per_image else torch.zeros(0)
+        right = (
+            torch.cat([p[5] >= 0 for p in per_image])
+            if per_image
+            else torch.zeros(0, dtype=torch.bool)
+        )
+        num_objects = sum(len(p[4]) for p in per_image)
+        score_thresh = max(MIN_SCORE, best_f1_threshold(scores, right, num_objects))
+    counts = dict.fromkeys(
+        ("novel_objects", "novel_found", "novel_detections", "novel_right", "all_detections"), 0
+    )
+    pictures = []
+    for index, (record, boxes, labels, scores, gt_labels, matched) in enumerate(per_image):
+        keep = scores >= score_thresh
+        boxes, labels, scores, matched = boxes[keep], labels[keep], scores[keep], matched[keep]
+        novel_det = is_novel[labels]
+        novel_gt = is_novel[gt_labels]
+        found = torch.zeros(len(gt_labels), dtype=torch.bool)
+        found[matched[matched >= 0]] = True
         counts["novel_objects"] += int(novel_gt.sum())
         counts["novel_found"] += int((found & novel_gt).sum())
         counts["novel_detections"] += int(novel_det.sum())
-        counts["novel_right"] += int((right & novel_det).sum())
+        counts["novel_right"] += int(((matched >= 0) & novel_det).sum())
         counts["all_detections"] += len(labels)
         if index < num_pictures:
+            image = read_image(record.path, detector.cfg.INPUT.MAX_LOAD_PIXELS)
             big, big_boxes = _enlarged(image, boxes.numpy(), picture_side)
             drawn = draw_detections(
-                big, big_boxes, scores.tolist(), list(det.names), novel=novel_det.tolist()
-            )
+                big, big_boxes, scores.tolist(), [names[i] for i in labels.tolist()],
+                novel=novel_det.tolist(),
+            )  # fmt: skip
             path = out / f"{Path(record.path).stem}_det.jpg"
             save_image(drawn, path)
             pictures.append(str(path))
@@ -165,7 +216,7 @@ def novel_detection_summary(
     summary = {
         **counts,
         "images": len(records.images),
-        "score_thresh": score_thresh,
+        "score_thresh": round(float(score_thresh), 4),
         "pictures": pictures,
         "overview": overview,
     }

@@ -70,7 +70,9 @@ class BenchmarkSize:
         clip_epochs, clip_batch_size, clip_lr, clip_warmup: CLIP pre-training.
         detector_iters: training iterations of each detector.
         detector_overrides: more config ``KEY VALUE`` pairs for every detector.
-        picture_thresh: least score of the detections counted and drawn at the end.
+        picture_thresh: least score of the detections counted and drawn at the end; ``None``:
+            the threshold with the best F1 on the validation images
+            (:func:`ovdet.benchmark.pictures.best_f1_threshold`).
         num_pictures: validation images drawn at the end.
     """
 
@@ -81,7 +83,7 @@ class BenchmarkSize:
     detector_iters: int
     detector_overrides: tuple[str, ...] = ()
     clip_warmup: int = 50
-    picture_thresh: float = 0.5
+    picture_thresh: float | None = None
     num_pictures: int = 6
 
 

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--picture-thresh",
         type=float,
         default=None,
-        help="least score of the detections counted and drawn at the end (default: the size's)",
+        help="least score of the detections counted and drawn at the end (default: the one "
+        "with the best F1 of all detections on the validation images)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of every stage (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -198,7 +199,8 @@ def _check_output(output: str) -> None:
 def _run(args: argparse.Namespace) -> None:
     if args.output:
         _check_output(args.output)
-        log_to_file(Path(args.output).parent)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
+            log_to_file(Path(args.output).parent)
     if (args.ensemble or args.clip_on_proposals or args.score_thresh is not None) and (
         args.checkpoint is None
     ):
