@@ -69,7 +69,7 @@ class Indexer:
     def _image_embedding(self, image: np.ndarray) -> np.ndarray:
         """CLIP embedding of a whole RGB uint8 image [H, W, 3] -> float [1, D]."""
         h, w = image.shape[:2]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]])
         device = self.detector.device
         return self.teacher(tensor.to(device), [box.to(device)]).float().cpu().numpy()
