@@ -9,6 +9,12 @@ Examples::
     # a model trained with detectron2 (tools/train_net.py; needs detectron2 installed)
     python tools/infer.py --d2-config configs/d2/ovcoco_vild_R50_FPN.yaml \\
         --weights output/d2/model_final.pth --classes "kite,umbrella" --input img/ --output out/
+    # auto-annotation: a COCO dataset and YOLO labels of the detections scoring >= 0.5
+    python tools/infer.py --checkpoint model.pt --classes "kite,umbrella" --input img/ \\
+        --output out/ --coco-out out/auto_labels.json --yolo-out out/labels --label-thresh 0.5
+    # a video, sampled at 2 frames per second: per-frame detections and a drawn video
+    python tools/infer.py --checkpoint model.pt --classes "kite" --input clip.mp4 --fps 2 \\
+        --output out/
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ovdet.cli.common import cli_entry, setup_logging
 from ovdet.errors import CheckpointError, ConfigError, ImageError
+from ovdet.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger("ovdet.infer")
 
@@ -44,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='vocabulary: "kite,umbrella", a text file (one class per line, synonyms after '
         "commas), or a COCO JSON (its categories)",
     )
-    p.add_argument("--input", required=True, help="an image file, a folder, or a glob pattern")
+    p.add_argument(
+        "--input",
+        required=True,
+        help=f"an image file, a folder, a glob pattern, or a video ({', '.join(VIDEO_EXTENSIONS)})",
+    )
     p.add_argument("--output", required=True, help="folder for drawn images and results.json")
     p.add_argument(
         "--score-thresh",
@@ -63,6 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--ensemble",
         action="store_true",
         help="ViLD-ensemble: combine detector scores with CLIP crop scores",
+    )
+    p.add_argument(
+        "--coco-out",
+        default=None,
+        metavar="FILE",
+        help="also write a COCO dataset of the detections scoring at least --label-thresh "
+        "(images with sizes, categories = the vocabulary); trains with tools/train.py",
+    )
+    p.add_argument(
+        "--yolo-out",
+        default=None,
+        metavar="DIR",
+        help="also write YOLO labels (one <image>.txt per image, classes.txt) of the detections "
+        "scoring at least --label-thresh",
+    )
+    p.add_argument(
+        "--label-thresh",
+        type=float,
+        default=0.5,
+        help="minimum score of a detection written by --coco-out / --yolo-out (default: 0.5)",
+    )
+    p.add_argument(
+        "--save-embeddings",
+        action="store_true",
+        help="write the detections' region embeddings to embeddings.npy [N, D] beside "
+        "results.json (row = the detection's embedding_index)",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=1.0,
+        help="video input: frames per second to detect on (default: 1; 0 = every frame)",
     )
     p.add_argument("--no-draw", action="store_true", help="write results.json only")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -108,34 +153,126 @@ def _load_d2(args, vocabulary):
     return D2DetectorAdapter(predictor)
 
 
-@cli_entry
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+def _check_args(args) -> None:
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
-    from tqdm import tqdm
+    if not 0.0 <= args.label_thresh <= 1.0:
+        raise ConfigError(f"--label-thresh must be in [0, 1], got {args.label_thresh}")
+    if args.fps < 0:
+        raise ConfigError(f"--fps must be 0 (every frame) or positive, got {args.fps}")
 
+
+def _join_torchrun(args, video: bool) -> bool:
+    """Under torchrun: join the process group and run on this process's device (each process
+    detects its share of the images, rank 0 writes results.json). Returns whether it did."""
+    import torch
+
+    from ovdet.engine import distributed as comm
+
+    if not comm.init_distributed(torch.device(args.device).type):
+        return False
+    if video or args.coco_out or args.yolo_out or args.save_embeddings:
+        raise ConfigError(
+            "under torchrun, tools/infer.py detects in image files only; run a video, "
+            "--coco-out, --yolo-out or --save-embeddings in one process"
+        )
+    args.device = str(comm.local_device(args.device))
+    return True
+
+
+def _records(det, file_name: str, image_id: int, class_names, embedding_rows=None) -> list[dict]:
+    """results.json entries of one image's :class:`~ovdet.api.Detections` (COCO xywh boxes)."""
+    out = []
+    for i, (box, score, label) in enumerate(
+        zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist())
+    ):
+        x1, y1, x2, y2 = box
+        record = {
+            "image_id": image_id,
+            "file_name": file_name,
+            "category": class_names[label],
+            "category_id": int(label) + 1,
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(score), 5),
+        }
+        if embedding_rows is not None:
+            record["embedding_index"] = embedding_rows[i]
+        out.append(record)
+    return out
+
+
+def _load_detector(args, vocabulary):
+    """(detector with the API of OVDetector, max pixels of a loaded image)."""
     from ovdet.api import OVDetector
-    from ovdet.data.image_io import read_image
-    from ovdet.text import Vocabulary
-    from ovdet.utils.io import atomic_write_json, check_writable_dir
-    from ovdet.viz import draw_detections, save_image
 
-    vocabulary = Vocabulary.parse(args.classes)  # bad vocabularies fail before any loading
-    files = collect_images(args.input)
-    out_dir = check_writable_dir(args.output)
     if args.d2_config:
         detector = _load_d2(args, vocabulary)
-        max_load_pixels = detector.max_load_pixels
-    else:
-        detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
-        if args.ensemble:
-            detector.enable_ensemble(True)
-        detector.set_classes(vocabulary)
-        max_load_pixels = detector.cfg.INPUT.MAX_LOAD_PIXELS
+        return detector, detector.max_load_pixels
+    detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
+    if args.ensemble:
+        detector.enable_ensemble(True)
+    detector.set_classes(vocabulary)
+    return detector, detector.cfg.INPUT.MAX_LOAD_PIXELS
 
-    results, failed = [], []
+
+def _detect_video(args, detector, reader, out_dir: Path, embeddings) -> tuple[list, list, dict]:
+    """Detections on the sampled frames of a video (and the drawn video)."""
+    from contextlib import nullcontext
+
+    from tqdm import tqdm
+
+    from ovdet.video import VideoWriter
+    from ovdet.viz import draw_detections
+
+    rate = args.fps or reader.native_fps or 1.0
+    drawn = out_dir / f"{Path(args.input).stem}_det.mp4"
+    writer = nullcontext() if args.no_draw else VideoWriter(drawn, rate)
+    results, frames = [], []
+    bar = tqdm(
+        total=reader.expected_samples(), desc="detect", disable=args.no_progress, unit="frame"
+    )
+    with writer:
+        for frame in reader:
+            [det] = detector.predict(
+                [frame.image], score_thresh=args.score_thresh, **_embedding_kwargs(args)
+            )
+            image_id = len(frames) + 1
+            frames.append(
+                {"id": image_id, "frame": frame.index, "timestamp": round(frame.timestamp, 4),
+                 "width": frame.image.shape[1], "height": frame.image.shape[0]}
+            )  # fmt: skip
+            rows = embeddings.add(det.embeddings) if embeddings is not None else None
+            for r in _records(det, str(args.input), image_id, detector.class_names, rows):
+                r.update(frame=frame.index, timestamp=round(frame.timestamp, 4))
+                results.append(r)
+            if not args.no_draw:
+                writer.write(
+                    np.asarray(draw_detections(frame.image, det.boxes, det.scores, det.names))
+                )
+            bar.update(1)
+    bar.close()
+    logger.info(
+        "%s: %d frame(s) decoded, %d sampled, %d corrupt frame(s) skipped",
+        args.input, reader.decoded_frames, len(frames), reader.corrupt_frames,
+    )  # fmt: skip
+    video = {
+        "file_name": str(args.input),
+        "fps": rate,
+        "decoded_frames": reader.decoded_frames,
+        "corrupt_frames": reader.corrupt_frames,
+        "drawn": None if args.no_draw else str(drawn),
+    }
+    return results, frames, video
+
+
+def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, sinks):
+    """Detections on image files; returns (results, images, failed)."""
+    from tqdm import tqdm
+
+    from ovdet.data.image_io import read_image
+    from ovdet.viz import draw_detections, save_image
+
+    results, images, failed = [], [], []
     bar = tqdm(total=len(files), desc="detect", disable=args.no_progress, unit="img")
     for start in range(0, len(files), args.batch_size):
         batch, arrays = [], []
@@ -147,42 +284,113 @@ def main(argv=None) -> int:
                 logger.warning("skipping %s", e)
                 failed.append(str(path))
         if arrays:
-            for path, array, det in zip(
-                batch,
-                arrays,
-                detector.predict(arrays, score_thresh=args.score_thresh, batch_size=len(arrays)),
-            ):
-                for box, score, name in zip(det.boxes.tolist(), det.scores.tolist(), det.names):
-                    x1, y1, x2, y2 = box
-                    results.append(
-                        {
-                            "file_name": str(path),
-                            "category": name,
-                            "category_id": detector.class_names.index(name) + 1,
-                            "bbox": [
-                                round(x1, 2),
-                                round(y1, 2),
-                                round(x2 - x1, 2),
-                                round(y2 - y1, 2),
-                            ],
-                            "score": round(float(score), 5),
-                        }
-                    )
+            dets = detector.predict(
+                arrays, score_thresh=args.score_thresh, batch_size=len(arrays),
+                **_embedding_kwargs(args),
+            )  # fmt: skip
+            for path, array, det in zip(batch, arrays, dets):
+                height, width = array.shape[:2]
+                image_id = len(images) + 1
+                images.append(
+                    {"id": image_id, "file_name": str(path), "width": width, "height": height}
+                )
+                rows = embeddings.add(det.embeddings) if embeddings is not None else None
+                results += _records(det, str(path), image_id, detector.class_names, rows)
+                for sink in sinks:
+                    sink.add(path, width, height, det.boxes, det.scores, det.labels)
                 if not args.no_draw:
                     drawn = draw_detections(array, det.boxes, det.scores, det.names)
                     save_image(drawn, out_dir / f"{path.stem}_det.jpg")
         bar.update(len(files[start : start + args.batch_size]))
     bar.close()
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(detector.class_names)]
-    atomic_write_json(
-        {"categories": categories, "detections": results, "failed": failed},
-        out_dir / "results.json",
+    return results, images, failed
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    _check_args(args)
+    from ovdet.engine.distributed import is_main_process
+    from ovdet.engine.inference import gather_image_detections, shard_files
+    from ovdet.export.datasets import (
+        CocoDatasetWriter,
+        EmbeddingWriter,
+        YoloLabelWriter,
+        common_root,
     )
-    done = len(files) - len(failed)
+    from ovdet.text import Vocabulary
+    from ovdet.utils.io import atomic_write_json, check_writable_dir
+    from ovdet.video import VideoReader, is_video
+
+    vocabulary = Vocabulary.parse(args.classes)  # bad vocabularies fail before any loading
+    video = is_video(args.input)
+    if video and (args.coco_out or args.yolo_out):
+        raise ConfigError(
+            "--coco-out and --yolo-out label image files; for a video, run on its frames as images"
+        )
+    reader = VideoReader(args.input, args.fps or None) if video else None
+    files = [] if video else collect_images(args.input)
+    out_dir = check_writable_dir(args.output)
+    if args.coco_out:
+        check_writable_dir(Path(args.coco_out).parent)
+    if args.yolo_out:
+        check_writable_dir(args.yolo_out)
+    distributed = _join_torchrun(args, video)
+    detector, max_load_pixels = _load_detector(args, vocabulary)
+    names = detector.class_names
+    embeddings = EmbeddingWriter() if args.save_embeddings else None
+    coco = (
+        CocoDatasetWriter(names, common_root(files), args.label_thresh) if args.coco_out else None
+    )
+    yolo = YoloLabelWriter(Path(args.yolo_out), names, args.label_thresh) if args.yolo_out else None
+
+    summary: dict = {"categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    if video:
+        results, images, summary["video"] = _detect_video(
+            args, detector, reader, out_dir, embeddings
+        )
+        failed = []
+    else:
+        sinks = [s for s in (coco, yolo) if s is not None]
+        results, images, failed = _detect_images(
+            args, detector, shard_files(files, args.batch_size), max_load_pixels, out_dir,
+            embeddings, sinks,
+        )  # fmt: skip
+        results, images, failed = gather_image_detections(files, results, images, failed)
+        if distributed and not is_main_process():
+            return 0 if images else 2  # rank 0 writes and reports for the whole job
+    summary.update(images=images, detections=results, failed=failed)
+    if embeddings is not None:
+        embeddings.write(out_dir / "embeddings.npy", _embed_dim(detector))
+        summary["embeddings"] = "embeddings.npy"
+    if coco is not None:
+        coco.write(args.coco_out)
+        logger.info(
+            "wrote %s: %d image(s), %d annotation(s) (image root %s)",
+            args.coco_out, len(coco.images), len(coco.annotations), coco.image_root,
+        )  # fmt: skip
+    atomic_write_json(summary, out_dir / "results.json")
+    unit = "frame(s)" if video else "image(s)"
     print(
-        f"{done} image(s) processed, {len(results)} detection(s), {len(failed)} skipped; "
+        f"{len(images)} {unit} processed, {len(results)} detection(s), {len(failed)} skipped; "
         f"wrote {out_dir}"
     )
+    if video and summary["video"]["corrupt_frames"]:
+        print(
+            f"warning: {summary['video']['corrupt_frames']} corrupt frame(s) skipped",
+            file=sys.stderr,
+        )
     if failed:
         print(f"warning: {len(failed)} image(s) could not be read: {failed[:3]}", file=sys.stderr)
-    return 0 if done else 2
+    return 0 if images else 2
+
+
+def _embedding_kwargs(args) -> dict:
+    """The d2 adapter always returns region embeddings; OVDetector on request."""
+    return {} if args.d2_config else {"return_embeddings": args.save_embeddings}
+
+
+def _embed_dim(detector) -> int:
+    head = getattr(detector, "head", None) or getattr(detector.predictor, "head", None)
+    return int(head.embed_dim) if head is not None else 0
