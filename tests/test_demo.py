@@ -165,3 +165,26 @@ def test_benchmark_layout_gives_the_default_classes_and_examples(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "held_out_images" / "a.png")
     classes, examples = demo._benchmark_defaults(checkpoint)
     assert classes.endswith("instances_val.json") and examples.endswith("held_out_images")
+
+
+def test_search_tab_ranks_the_matching_region_first(demo_model, tmp_path):
+    pytest.importorskip("faiss", reason="text search needs faiss-cpu")
+    from ovdet.search import RegionIndex
+
+    images = [red_square_image(tmp_path / f"im{i}.png") for i in range(3)]
+    dim = demo_model.detector.head.embed_dim
+    target = demo_model.detector.text_embeddings(["red square"])[0].numpy()
+    others = np.random.default_rng(0).normal(size=(3, dim)).astype(np.float32)
+    index = RegionIndex(dim)
+    index.add(
+        np.concatenate([others[:2], target[None], others[2:]]),
+        [{"file": str(images[i % 3]), "kind": "region" if i != 3 else "image",
+          "box": [1, 2, 30, 40], "timestamp": None} for i in range(4)],
+    )  # fmt: skip
+    sheet, rows, status = demo.search_index(demo_model, index, "red square", top_k=2)
+    assert status == "2 hit(s) for 'red square'"
+    assert rows[0][0] == 1 and rows[0][2] == "im2.png" and rows[0][1] == pytest.approx(1, 1e-4)
+    assert sheet is not None and sheet.width > 0
+    _, only_images, _ = demo.search_index(demo_model, index, "red square", 5, kind="image")
+    assert [r[3] for r in only_images] == ["image"]
+    assert demo.search_index(demo_model, index, "  ", 5)[2].startswith("error: the query is empty")

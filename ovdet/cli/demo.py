@@ -5,7 +5,8 @@ images or pick an example, type class names, choose the prompt templates, the sc
 the ViLD-ensemble; see the drawn images (novel classes marked ``*``), a table of detections and
 the results JSON (the format of ``tools/infer.py``) to download. Bad input (a file that is not an
 image, an empty or duplicated vocabulary) shows the command line's one-line message in the page;
-the app keeps serving.
+the app keeps serving. ``--search-index`` (an index of ``tools/search.py index``) adds a
+text-search tab: the top hits of a query as a contact sheet and a table.
 
 Examples::
 
@@ -45,6 +46,7 @@ __all__ = [
     "detect_files",
     "main",
     "parse_class_box",
+    "search_index",
 ]
 
 logger = logging.getLogger("ovdet.demo")
@@ -79,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="example images offered in the page: a folder or a glob pattern (default: the "
         "synthetic benchmark's held-out images, when serving its checkpoint)",
+    )
+    p.add_argument(
+        "--search-index",
+        default=None,
+        help="an index written by tools/search.py index: adds a text-search tab (default: none)",
     )
     p.add_argument(
         "--score-thresh",
@@ -354,6 +361,59 @@ def detect_files(
     return result
 
 
+SEARCH_HEADERS = ["rank", "score", "file", "kind", "box (x1, y1, x2, y2)", "time (s)"]
+
+
+def search_index(model: DemoModel, index, text: str, top_k: int = 10, kind: str = "all"):
+    """One query of the search tab (as ``tools/search.py query``), without the page.
+
+    Args:
+        model: the served checkpoint; its text classifier embeds the query.
+        index: a :class:`~ovdet.search.RegionIndex` of the same embedding size.
+        text: the query, e.g. "a red square".
+        top_k: number of hits.
+        kind: "region", "image" or "all".
+
+    Returns:
+        (contact sheet or None, table rows, status line); bad input is an ``error: ...`` status.
+    """
+    from ovdet.search import contact_sheet
+
+    text = (text or "").strip()
+    if not text:
+        return None, [], "error: the query is empty; type what to search for"
+    if kind not in ("region", "image", "all"):
+        return None, [], f"error: kind {kind!r} is not region, image or all"
+    try:
+        with model._lock:
+            query = model.detector.text_embeddings([text])[0].numpy()
+    except (OvdetError, OSError) as e:
+        return None, [], f"error: {e}"
+    hits = index.search(query, int(top_k), None if kind == "all" else kind)
+    rows = [
+        [rank, round(h.score, 4), Path(h.file).name, h.kind,
+         ", ".join(f"{v:.0f}" for v in h.box), h.timestamp]
+        for rank, h in enumerate(hits, 1)
+    ]  # fmt: skip
+    return contact_sheet(hits, title=text), rows, f"{len(hits)} hit(s) for {text!r}"
+
+
+def _load_search_index(path: str, model: DemoModel):
+    from ovdet.search import RegionIndex
+
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"--search-index {path} does not exist; make it with tools/search.py index"
+        )
+    index = RegionIndex.load(path)
+    if index.embed_dim != model.detector.head.embed_dim:
+        raise ConfigError(
+            f"the detector embeds into {model.detector.head.embed_dim} dimensions, the index "
+            f"{index.embed_dim}"
+        )
+    return index
+
+
 def _example_images(spec: str | None) -> list[Path]:
     if not spec:
         return []
@@ -380,6 +440,7 @@ def build_app(
     score_thresh: float | None = None,
     max_images: int = 16,
     progress: bool = False,
+    index=None,
 ):
     """The Gradio page (a ``gradio.Blocks``; ``.launch()`` serves it).
 
@@ -390,6 +451,7 @@ def build_app(
         score_thresh: the initial threshold (default: the model's).
         max_images: most images per request.
         progress: tqdm progress bars in the server's console.
+        index: a :class:`~ovdet.search.RegionIndex` for a text-search tab (None: no tab).
     """
     import gradio as gr
 
@@ -464,6 +526,23 @@ def build_app(
             inputs=[files, class_box, templates, score, ensemble],
             outputs=[gallery, table, download, status],
         )
+        if index is not None:
+            with gr.Tab("Text search"):
+                with gr.Row():
+                    query = gr.Textbox(label="Search for", elem_id="query")
+                    top_k = gr.Slider(1, 50, value=10, step=1, label="Hits", elem_id="top-k")
+                    kind = gr.Dropdown(["all", "region", "image"], value="all", label="Kind")
+                search = gr.Button("Search", elem_id="search")
+                search_status = gr.Textbox(
+                    label="Status", interactive=False, elem_id="search-status"
+                )
+                sheet = gr.Image(label="Hits", type="pil", elem_id="sheet")
+                hits = gr.Dataframe(headers=SEARCH_HEADERS, interactive=False, elem_id="hits")
+            search.click(
+                lambda text, k, which: search_index(model, index, text, k, which),
+                inputs=[query, top_k, kind],
+                outputs=[sheet, hits, search_status],
+            )
     return app
 
 
@@ -501,6 +580,7 @@ def main(argv=None) -> int:
         if not model.detector.train_class_names:
             raise CheckpointError(f"{checkpoint} names no training classes; pass --classes")
         vocabulary = Vocabulary.from_names(model.detector.train_class_names)
+    index = _load_search_index(args.search_index, model) if args.search_index else None
     app = build_app(
         model,
         format_vocabulary(vocabulary),
@@ -508,6 +588,7 @@ def main(argv=None) -> int:
         score_thresh=args.score_thresh,
         max_images=args.max_images,
         progress=not args.no_progress,
+        index=index,
     )
     logger.info("serving %s on http://%s:%d (Ctrl+C stops)", checkpoint, args.host, args.port)
     app.launch(
