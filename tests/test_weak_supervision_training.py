@@ -1,4 +1,4 @@
-"""Mixed box / image-labelled training: exact resume after SIGKILL with both kinds of batches."""
+"""Mixed box / image-labelled training: learning a class from image labels only, exact resume."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from tests.conftest import REPO, TINY_CONFIG, TOY_CLASSES, draw_toy_image, toy_overrides
 
@@ -96,3 +97,55 @@ def test_sigkill_then_resume_with_mixed_batches_logs_the_same_losses(
         for key, value in expected[it].items():
             if key.startswith(("loss", "total")):
                 assert got[it][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (it, key)
+
+
+@pytest.fixture(scope="module")
+def labelled_toy(tmp_path_factory):
+    """Image-labelled images as web data are: one object of any toy class (base or novel) per
+    image, labelled by ``pos_category_ids``, no boxes."""
+    root = tmp_path_factory.mktemp("labelled_toy")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(36):
+        name, cid, color, shape = TOY_CLASSES[i % 3]
+        img = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(100, 150, 3)))
+        s = int(rng.integers(28, 44))
+        x, y = (int(v) for v in rng.integers(0, 64 - s, 2))
+        draw = ImageDraw.Draw(img)
+        (draw.rectangle if shape == "square" else draw.ellipse)((x, y, x + s - 1, y + s - 1),
+                                                                fill=color)  # fmt: skip
+        img.save(root / "images" / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 64, "height": 64,
+                       "pos_category_ids": [cid]})  # fmt: skip
+    categories = [{"id": cid, "name": name} for name, cid, _, _ in TOY_CLASSES]
+    (root / "labels.json").write_text(json.dumps({"images": images, "categories": categories}))
+    return root
+
+
+def _novel_ap50(overrides):
+    from ovdet.config import load_config
+    from ovdet.engine.trainer import Trainer
+
+    trainer = Trainer(load_config(TINY_CONFIG, overrides), progress=False)
+    trainer.train()
+    return trainer.evaluate()["novel/AP50"]
+
+
+def test_image_labels_teach_a_class_that_has_no_box(
+    toy_dataset, tiny_clip, trained_checkpoint, labelled_toy, tmp_path
+):
+    """From the same base-trained detector, the same steps with and without image-labelled
+    batches (mixed into each step by accumulation); no CLIP distillation. Only image labels name
+    the novel class, whose objects are background in the box images."""
+    common = ["MODEL.WEIGHTS", str(trained_checkpoint), "SOLVER.WARMUP_ITERS", "1",
+              "SOLVER.ACCUMULATE_STEPS", "2",
+              "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"]  # fmt: skip
+    boxes_only = _novel_ap50(
+        toy_overrides(toy_dataset, tiny_clip, tmp_path / "boxes", max_iter=30) + common
+    )
+    with_labels = _novel_ap50(
+        toy_overrides(toy_dataset, tiny_clip, tmp_path / "weak", max_iter=30) + common
+        + weak_overrides(labelled_toy) + ["DATALOADER.DATASET_RATIO", "[1, 1]"]
+    )  # fmt: skip
+    assert with_labels > boxes_only + 0.05, (with_labels, boxes_only)
