@@ -22,6 +22,7 @@ __all__ = [
     "LOG_FILE_NAME",
     "add_common_arguments",
     "cli_entry",
+    "close_log_file",
     "log_level",
     "log_to_file",
     "setup_logging",
@@ -136,6 +137,11 @@ def log_to_file(folder: str | Path) -> Path:
     return path
 
 
+def close_log_file() -> None:
+    """Stop writing to the log file of :func:`log_to_file` (the end of a tool run)."""
+    _remove_handlers(_CliHandler.file)
+
+
 def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
     """Wrap a ``main``: user errors print ``error: ...`` on one line and exit with status 2."""
 
@@ -151,6 +157,6 @@ def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
             print("interrupted", file=sys.stderr)
             return 130
         finally:
-            _remove_handlers(_CliHandler.file)  # this run's log.txt is complete
+            close_log_file()  # this run's log.txt is complete
 
     return wrapper
