@@ -91,12 +91,12 @@ def test_search_cli_end_to_end(trained_checkpoint, toy_dataset, tmp_path, capsys
     # Precision@10 per class against the ground truth, far above chance.
     report = tmp_path / "precision.json"
     assert main(["evaluate", "--index", str(index_file), "--gt",
-                 str(toy_dataset / "instances.json"), "--images", str(toy_dataset / "images"),
+                 str(toy_dataset / "instances.json"), "--images", str(images),
                  "--classes", "red square,blue circle", "--output", str(report)]) == 0  # fmt: skip
     precision = json.loads(report.read_text())["precision"]
     coco = json.loads((toy_dataset / "instances.json").read_text())
     for name in ("red square", "blue circle"):
-        chance = _chance(index, ground_truth_boxes(coco, toy_dataset / "images", name))
+        chance = _chance(index, ground_truth_boxes(coco, images, name))
         assert precision[name] >= max(0.7, 3 * chance), (name, precision, chance)
 
 
