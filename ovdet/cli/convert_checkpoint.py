@@ -20,7 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.errors import CheckpointError
 
 __all__ = ["build_parser", "main"]
@@ -44,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace OUTPUT if it exists (it may be INPUT itself)",
     )
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p, progress=False)
     return p
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     from ovdet.engine.checkpoint import convert_checkpoint, load_checkpoint
 
     output = Path(args.output)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.errors import CheckpointError, ConfigError, ImageError, OvdetError, VocabularyError
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-images", type=int, default=16, help="most images per request (default: 16)"
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p)
     return p
 
 
@@ -549,7 +548,7 @@ def build_app(
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port} is not a port number (1-65535)")
     if args.max_images < 1:

@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.errors import ConfigError
 
 logger = logging.getLogger("ovdet.export_onnx")
@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after export, compare onnxruntime with PyTorch on a generated image for these "
         'classes (e.g. "cat,dog") and print the largest differences',
     )
-    p.add_argument("--no-progress", action="store_true", help="accepted for uniformity (no bar)")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p)
     return p
 
 
@@ -75,7 +74,7 @@ def _verify(detector, out_dir: Path, classes: str) -> None:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     if args.opset < 16:
         raise ConfigError(
             f"--opset must be at least 16 (torchvision's roi_align), got {args.opset}"

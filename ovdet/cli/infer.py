@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.errors import CheckpointError, ConfigError, ImageError
 from ovdet.video import VIDEO_EXTENSIONS
 
@@ -110,8 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="video input: frames per second to detect on (default: 1; 0 = every frame)",
     )
     p.add_argument("--no-draw", action="store_true", help="write results.json only")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p)
     return p
 
 
@@ -309,7 +308,7 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     _check_args(args)
     from ovdet.engine.distributed import is_main_process
     from ovdet.engine.inference import gather_image_detections, shard_files

@@ -22,7 +22,7 @@ import glob
 import logging
 from pathlib import Path
 
-from ovdet.cli.common import cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.errors import ConfigError, DataError, ImageError
 
 logger = logging.getLogger("ovdet.search")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_common_arguments(p, progress=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="{index,query,evaluate}")
 
     ix = sub.add_parser("index", help="embed new files into an index (incremental, resumable)")
@@ -243,5 +243,5 @@ def _evaluate(args) -> int:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     return {"index": _index, "query": _query, "evaluate": _evaluate}[args.command](args)
