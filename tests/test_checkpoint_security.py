@@ -94,8 +94,12 @@ def checkpoint(tmp_path_factory, state) -> pathlib.Path:
 
 
 def _one_line(capsys, *fragments: str) -> str:
+    """The failure is one ``error:`` line, the last, with no traceback (log lines may precede)."""
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    assert sum(line.startswith("error: ") for line in lines) == 1, err
+    err = lines[-1]
     for fragment in fragments:
         assert fragment in err, err
     return err
