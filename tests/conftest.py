@@ -30,6 +30,20 @@ TOY_CLASSES = [
 ]
 
 
+def assert_one_line_error(err: str, *fragments: str) -> str:
+    """A tool's failure: one ``error:`` line, the last of ``err``, with no traceback.
+
+    Log lines the tool printed before failing (INFO and warnings go to stderr by default) may
+    precede it. Returns the error line.
+    """
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    assert sum(line.startswith("error: ") for line in lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[-1], err
+    return lines[-1]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep the text-embedding cache out of the user's home."""

@@ -35,7 +35,7 @@ from ovdet.engine.checkpoint import (
 )
 from ovdet.engine.trainer import Trainer
 from ovdet.errors import CheckpointError
-from tests.conftest import TINY_CONFIG, toy_overrides
+from tests.conftest import TINY_CONFIG, assert_one_line_error, toy_overrides
 
 D2_MISSING = "detectron2 is not installed; see README (install by its official guide)"
 
@@ -94,15 +94,7 @@ def checkpoint(tmp_path_factory, state) -> pathlib.Path:
 
 
 def _one_line(capsys, *fragments: str) -> str:
-    """The failure is one ``error:`` line, the last, with no traceback (log lines may precede)."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
-    assert sum(line.startswith("error: ") for line in lines) == 1, err
-    err = lines[-1]
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
+    return assert_one_line_error(capsys.readouterr().err, *fragments)
 
 
 # ------------------------------------------------------------------------------ the format

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ovdet.errors import OvdetError
+from ovdet.utils.io import check_writable_dir
 
 __all__ = [
     "LOG_FILE_NAME",
@@ -123,11 +124,10 @@ def setup_logging(
 def log_to_file(folder: str | Path) -> Path:
     """Append the lines shown on the console to ``folder/log.txt`` from now on.
 
-    The folder is created. A file set up by an earlier call is closed first (one log file per
-    tool run). Returns the log file's path.
+    The folder is created and checked writable (a one-line error otherwise). A file set up by an
+    earlier call is closed first (one log file per tool run). Returns the log file's path.
     """
-    path = Path(folder) / LOG_FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_writable_dir(folder) / LOG_FILE_NAME  # a one-line error where it cannot be
     _remove_handlers(_CliHandler.file)
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))

@@ -144,13 +144,16 @@ def predict_coco_dataset(
     device: str = "cpu",
     batch_size: int = 2,
     failed: list[str] | None = None,
+    score_thresh: float | None = None,
 ) -> list[dict]:
     """Detect every category of a COCO JSON (the generalized setting) with a checkpoint.
 
     Started by torchrun, the processes join one group and share the images
-    (:func:`inference_on_records`); every process returns all results. ``failed`` as there.
+    (:func:`inference_on_records`); every process returns all results. ``failed`` as there;
+    ``score_thresh`` replaces the checkpoint's test threshold (``None``: keep it).
     """
     from ovdet.api import OVDetector
+    from ovdet.core import get_head
     from ovdet.data.coco import load_coco_detection
 
     comm.init_distributed(torch.device(device).type)
@@ -158,9 +161,10 @@ def predict_coco_dataset(
     detector = OVDetector.from_checkpoint(checkpoint, device=device)
     records = load_coco_detection(gt_json, image_root, split=None, filter_empty=False)
     detector.set_classes(records.class_names)
-    return inference_on_records(
-        detector.model, records, detector.cfg, device, batch_size, failed=failed
-    )
+    with get_head(detector.model).score_threshold(score_thresh):
+        return inference_on_records(
+            detector.model, records, detector.cfg, device, batch_size, failed=failed
+        )
 
 
 def shard_files(files: Sequence[T], batch_size: int) -> list[T]:
