@@ -15,7 +15,7 @@ from ovdet.clip import ClipSpec
 from ovdet.config import config_from_dict
 from ovdet.core.head import EnsembleSettings, get_head
 from ovdet.core.vocabulary import novel_class_mask
-from ovdet.data.image_io import read_image
+from ovdet.data.image_io import as_rgb_array
 from ovdet.data.transforms import build_augmentation
 from ovdet.engine.build import build_clip_teacher, build_model, build_text_classifier
 from ovdet.engine.checkpoint import load_checkpoint, load_model_weights
@@ -165,18 +165,7 @@ class OVDetector:
 
     def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
         """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy))."""
-        if isinstance(image, (str, Path)):
-            array = read_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
-        elif isinstance(image, Image.Image):
-            from ovdet.data.image_io import _to_rgb
-
-            array = np.asarray(_to_rgb(image), dtype=np.uint8)
-        else:
-            array = np.asarray(image)
-            if array.ndim == 2:
-                array = np.repeat(array[:, :, None], 3, axis=2)
-            if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-                raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
+        array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
         out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
         tensor = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
         # Per axis: rounding makes them differ, by a lot for thin images (1 x 1000 -> 1 x 64).

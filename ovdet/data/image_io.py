@@ -10,7 +10,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ovdet.errors import ImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "as_rgb_array", "read_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -67,3 +67,20 @@ def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageError(f"image {path} decoded to an unexpected shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def as_rgb_array(image: str | Path | Image.Image | np.ndarray, max_pixels: int = 0) -> np.ndarray:
+    """A path (read with :func:`read_image`), a PIL image or an array -> RGB uint8 [H, W, 3].
+
+    A grey array [H, W] is repeated to three channels; any other shape or dtype is a ValueError.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image, max_pixels)
+    if isinstance(image, Image.Image):
+        return np.asarray(_to_rgb(image), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
+    return array

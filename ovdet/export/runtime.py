@@ -131,20 +131,9 @@ class OnnxDetector:
 
     def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
         """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does."""
-        from PIL import Image
+        from ovdet.data.image_io import as_rgb_array
 
-        from ovdet.data.image_io import _to_rgb, read_image
-
-        if isinstance(image, (str, Path)):
-            array = read_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
-        elif isinstance(image, Image.Image):
-            array = np.asarray(_to_rgb(image), dtype=np.uint8)
-        else:
-            array = np.asarray(image)
-            if array.ndim == 2:
-                array = np.repeat(array[:, :, None], 3, axis=2)
-            if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-                raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
+        array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
         out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
         resized = np.asarray(out["image"])
         sx, sy = resized.shape[1] / array.shape[1], resized.shape[0] / array.shape[0]
