@@ -94,6 +94,7 @@ def test_infer_cli_writes_pictures_and_results(trained_checkpoint, toy_dataset, 
     ]  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     assert results["failed"] == [str(inputs / "broken.jpg")]
+    assert "broken.jpg" in (out / "log.txt").read_text()  # the skip is logged there too
     assert {d["category"] for d in results["detections"]} <= {"red square", "blue circle"}
     assert any(d["file_name"].endswith("im0.png") for d in results["detections"])
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
+from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 from ovdet.errors import CheckpointError, ConfigError, ImageError
 from ovdet.video import VIDEO_EXTENSIONS
 
@@ -336,6 +336,8 @@ def main(argv=None) -> int:
     if args.yolo_out:
         check_writable_dir(args.yolo_out)
     distributed = _join_torchrun(args, video)
+    if is_main_process():
+        log_to_file(out_dir)  # the console's lines, also in OUTPUT/log.txt
     detector, max_load_pixels = _load_detector(args, vocabulary)
     names = detector.class_names
     embeddings = EmbeddingWriter() if args.save_embeddings else None
