@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
 from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id, synthetic_categories
-from ovdet.data.synthetic.items import _item_rng, _SceneParams
-from ovdet.data.synthetic.render import render_scene
+from ovdet.data.synthetic.items import _render_and_save_scene, _SceneParams
 
 __all__ = ["make_scene_caption", "write_image_labelled_split"]
 
@@ -71,17 +69,9 @@ def _render_labelled_image(
     index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
 ) -> tuple[tuple[int, ...], str]:
     """Render and save one image; return its object labels and its caption."""
-    rng = _item_rng(seed, stream, index)
-    n = int(rng.integers(1, params.max_objects + 1))
-    labels = rng.integers(0, len(CLASS_NAMES), size=n).tolist()
-    scene = render_scene(
-        rng,
-        labels,
-        image_size=params.image_size,
-        object_size=params.object_size,
-        min_visible=params.min_visible,
+    rng, scene = _render_and_save_scene(
+        index, seed=seed, stream=stream, params=params, out_dir=out_dir
     )
-    Image.fromarray(scene.image).save(out_dir / f"{index + 1:06d}.png", compress_level=1)
     return tuple(scene.labels), make_scene_caption(rng, list(scene.labels))
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ovdet.data.synthetic.captions import _crop_window, make_caption
 from ovdet.data.synthetic.categories import CLASS_NAMES
-from ovdet.data.synthetic.render import render_scene
+from ovdet.data.synthetic.render import Scene, render_scene
 
 __all__: list[str] = []
 
@@ -34,10 +34,11 @@ def _item_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def _render_detection_image(
+def _render_and_save_scene(
     index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
-) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int], ...], tuple[int, ...]]:
-    """Render and save one detection image; return its labels, boxes and areas."""
+) -> tuple[np.random.Generator, Scene]:
+    """Render one scene of random objects, save it as ``out_dir/{index + 1:06d}.png``; return the
+    item's random generator (for what the caller draws next) and the scene."""
     rng = _item_rng(seed, stream, index)
     n = int(rng.integers(1, params.max_objects + 1))
     labels = rng.integers(0, len(CLASS_NAMES), size=n).tolist()
@@ -49,6 +50,16 @@ def _render_detection_image(
         min_visible=params.min_visible,
     )
     Image.fromarray(scene.image).save(out_dir / f"{index + 1:06d}.png", compress_level=1)
+    return rng, scene
+
+
+def _render_detection_image(
+    index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
+) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int], ...], tuple[int, ...]]:
+    """Render and save one detection image; return its labels, boxes and areas."""
+    _, scene = _render_and_save_scene(
+        index, seed=seed, stream=stream, params=params, out_dir=out_dir
+    )
     return scene.labels, scene.boxes, scene.areas
 
 
