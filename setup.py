@@ -55,12 +55,14 @@ setup(
             # the tests of the deploy and search extras
             "onnx>=1.16",
             "onnxruntime>=1.18",
+            "tokenizers>=0.15",
             "faiss-cpu>=1.8",
         ],
         # the web demo (tools/demo.py)
         "demo": ["gradio>=5"],
-        # ONNX export (tools/export_onnx.py) and its onnxruntime detector
-        "deploy": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # ONNX export (tools/export_onnx.py) and its onnxruntime detector (which, with its
+        # tokenizer, needs no torch: README "Deployment")
+        "deploy": ["onnx>=1.16", "onnxruntime>=1.18", "tokenizers>=0.15", "ftfy"],
         # text search over regions (tools/search.py)
         "search": ["faiss-cpu>=1.8"],
     },

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ovdet.clip import ClipSpec
 from ovdet.config import config_from_dict
@@ -17,6 +15,7 @@ from ovdet.core.head import EnsembleSettings, get_head
 from ovdet.core.vocabulary import novel_class_mask
 from ovdet.data.image_io import as_rgb_array
 from ovdet.data.transforms import build_augmentation
+from ovdet.detections import Detections, ImageInput, as_image_list
 from ovdet.engine.build import build_clip_teacher, build_model, build_text_classifier
 from ovdet.engine.checkpoint import load_checkpoint, load_model_weights
 from ovdet.errors import CheckpointError, ConfigError
@@ -25,35 +24,6 @@ from ovdet.text import Vocabulary
 __all__ = ["Detections", "OVDetector"]
 
 logger = logging.getLogger(__name__)
-
-ImageInput = Union[str, Path, np.ndarray, Image.Image]
-
-
-@dataclass
-class Detections:
-    """Detections in one image, in the image's original pixel coordinates.
-
-    Attributes:
-        boxes: float32 [K, 4] (x1, y1, x2, y2).
-        scores: float32 [K].
-        labels: int64 [K], indices into ``class_names``.
-        class_names: the vocabulary the labels index.
-        embeddings: float32 [K, D] region embeddings, if requested.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    class_names: list[str] = field(repr=False)
-    embeddings: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def names(self) -> list[str]:
-        """The class name of each detection."""
-        return [self.class_names[i] for i in self.labels]
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 def _check_embed_dim(clip_dim: int, model_dim: int, clip) -> None:
@@ -197,8 +167,7 @@ class OVDetector:
             self.set_classes(classes)
         if not self.class_names:
             raise ValueError("no classes set; pass classes=[...] or call set_classes()")
-        single = isinstance(images, (str, Path, np.ndarray, Image.Image))
-        images = [images] if single else list(images)
+        images = as_image_list(images)
         amp = self.device.type == "cuda" and self.cfg.SOLVER.AMP.ENABLED
         results = []
         with self.head.score_threshold(score_thresh):

@@ -1,8 +1,13 @@
 """ONNX export: the detector with the vocabulary as an input and the text tower agree with
 PyTorch (same labels, boxes within 1e-3 relative, scores within 1e-4) for C = 1, 80, 1203 and
-20000 classes and images of several sizes; bad input is a one-line error."""
+20000 classes and images of several sizes; the runtime runs where torch cannot be imported;
+bad input is a one-line error."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -107,3 +112,55 @@ def test_bad_input_is_one_line_error(untrained_checkpoint, tmp_path, capsys):
         assert err.startswith("error:") and message in err and "\n" not in err
     with pytest.raises(CheckpointError, match="manifest.json"):
         OnnxDetector(tmp_path)
+
+
+# Run in a fresh interpreter where importing torch (or anything built on it) fails.
+_WITHOUT_TORCH = textwrap.dedent(
+    """
+    import sys
+    for name in ("torch", "torchvision", "open_clip"):
+        sys.modules[name] = None  # `import torch` now raises ImportError
+    import numpy as np
+    from ovdet.export.runtime import OnnxDetector
+
+    export_dir, images_file, out_file = sys.argv[1:]
+    images = list(np.load(images_file))
+    detector = OnnxDetector(export_dir, providers=["CPUExecutionProvider"])
+    results = detector.predict(images, classes=["red square", "blue circle"], score_thresh=0.0)
+    np.savez(out_file, **{f"{key}{i}": getattr(r, key) for i, r in enumerate(results)
+                          for key in ("boxes", "scores", "labels")})
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision",
+                                                                 "open_clip")
+                    and sys.modules[m] is not None)
+    print("torch modules loaded:", loaded)
+    """
+)
+
+
+def test_runtime_runs_without_torch(exported, detectors, tmp_path):
+    """A deployed vocabulary needs no PyTorch: the runtime loads the export, tokenises a new
+    vocabulary and detects, with torch unimportable, and gives the detections of a normal run."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 80, 120, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, str(exported), str(tmp_path / "images.npy"),
+         str(tmp_path / "out.npz")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "torch modules loaded: []" in proc.stdout
+    got = np.load(tmp_path / "out.npz")
+    torch_detector, onnx_detector = detectors
+    classes = ["red square", "blue circle"]
+    same_runtime = onnx_detector.predict(list(images), classes=classes, score_thresh=0.0)
+    pytorch = torch_detector.predict(list(images), classes=classes, score_thresh=0.0)
+    for i, (ref, ref_torch) in enumerate(zip(same_runtime, pytorch)):
+        assert len(ref) > 0  # threshold 0 keeps every region: never an empty comparison
+        np.testing.assert_array_equal(got[f"labels{i}"], ref.labels)
+        np.testing.assert_allclose(got[f"scores{i}"], ref.scores, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got[f"boxes{i}"], ref.boxes, rtol=0, atol=1e-4)
+        # and the PyTorch detector's, within the export agreement's tolerances
+        np.testing.assert_array_equal(got[f"labels{i}"], ref_torch.labels)
+        np.testing.assert_allclose(got[f"scores{i}"], ref_torch.scores, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got[f"boxes{i}"], ref_torch.boxes, rtol=1e-3, atol=1e-3)

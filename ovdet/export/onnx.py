@@ -8,8 +8,12 @@ needs to detect any vocabulary:
   outputs ``boxes`` [K, 4], ``scores`` [K], ``labels`` int64 [K], ``embeddings`` [K, D];
 * ``text_encoder.onnx``: ``tokens`` int64 [N, L] -> ``text_features`` float32 [N, D] (not
   normalised), CLIP's text tower;
-* ``tokenizer/`` (open_clip's BPE vocabulary), ``templates.json`` (the prompt templates),
-  ``config.yaml`` (the detector's config: test size, thresholds) and ``manifest.json``.
+* ``tokenizer/tokenizer.json`` (the CLIP's BPE vocabulary and merges as a ``tokenizers`` file,
+  :mod:`ovdet.export.tokenizer`), ``templates.json`` (the prompt templates), ``config.yaml``
+  (the detector's config: test size, thresholds) and ``manifest.json``.
+
+Reading the folder needs no PyTorch: numpy, onnxruntime, tokenizers, Pillow and the config and
+image libraries (:class:`~ovdet.export.runtime.OnnxDetector`).
 
 torchvision's ``nms`` and ``roi_align`` export as ONNX ops from opset 16 on; the exporter is
 ``torch.onnx.export``'s TorchScript tracer with dynamic axes.
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from torch import nn
 
 from ovdet.errors import ConfigError
 from ovdet.export.graph import ExportableDetector
+from ovdet.export.tokenizer import save_open_clip_tokenizer
 from ovdet.utils.io import atomic_open, atomic_write_json
 
 __all__ = ["DEFAULT_OPSET", "TextTower", "export_onnx"]
@@ -35,7 +39,7 @@ __all__ = ["DEFAULT_OPSET", "TextTower", "export_onnx"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the tokenizer as tokenizer/tokenizer.json (1: open_clip's BPE file)
 
 
 class TextTower(nn.Module):
@@ -83,7 +87,7 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     if opset < 16:
         raise ConfigError(f"--opset must be at least 16 (torchvision's roi_align), got {opset}")
     clip = detector.clip
-    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+    from open_clip.tokenizer import SimpleTokenizer
 
     if not isinstance(getattr(clip, "tokenizer", None), SimpleTokenizer):
         raise ConfigError(
@@ -92,6 +96,10 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer").mkdir(exist_ok=True)
+    # first: it refuses a tokenizer the runtime could not reproduce before the long exports
+    tokenizer = save_open_clip_tokenizer(clip.tokenizer, out / "tokenizer" / "tokenizer.json")
+    tokenizer["file"] = f"tokenizer/{tokenizer['file']}"
     cfg = detector.cfg
     embed_dim = int(detector.head.embed_dim)
     size = int(cfg.INPUT.MIN_SIZE_TEST)
@@ -123,7 +131,6 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     model.to(detector.device)
 
     logger.info("exporting the text tower")
-    context = int(clip.tokenizer.context_length)
     tower = TextTower(clip.model).float().cpu()
     tokens = clip.tokenizer(["a photo of a cat.", "a dog"])
     _write(
@@ -139,10 +146,6 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     )
     clip.model.to(detector.device)
 
-    (out / "tokenizer").mkdir(exist_ok=True)
-    bpe = Path(default_bpe())
-    with atomic_open(out / "tokenizer" / bpe.name, "wb") as f, open(bpe, "rb") as src:
-        shutil.copyfileobj(src, f)
     from ovdet.text import load_templates
 
     atomic_write_json(list(load_templates(cfg.MODEL.OVDET.TEMPLATES)), out / "templates.json")
@@ -153,14 +156,16 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
         "opset": opset,
         "embed_dim": embed_dim,
         "clip": str(cfg.MODEL.OVDET.CLIP),
-        "tokenizer": {
-            "type": "open_clip",
-            "bpe": f"tokenizer/{bpe.name}",
-            "context_length": context,
-        },  # fmt: skip
+        "tokenizer": tokenizer,
         "score_thresh": float(detector.head.score_thresh),
         "train_class_names": list(detector.train_class_names),
-        "files": ["detector.onnx", "text_encoder.onnx", "templates.json", "config.yaml"],
+        "files": [
+            "detector.onnx",
+            "text_encoder.onnx",
+            tokenizer["file"],
+            "templates.json",
+            "config.yaml",
+        ],  # fmt: skip
     }
     atomic_write_json(manifest, out / "manifest.json")
     return manifest

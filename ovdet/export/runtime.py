@@ -5,6 +5,10 @@ tokenises the prompts of a vocabulary with the saved tokenizer and templates, ru
 graph to build the ``[C, D]`` text classifier (as :class:`~ovdet.text.TextClassifierBuilder`:
 per prompt L2-normalised, summed per class, re-normalised), and runs the detector graph per
 image with it. The CUDA execution provider is used when onnxruntime has it, else the CPU one.
+
+Nothing here imports PyTorch: a deployed vocabulary needs numpy, onnxruntime, tokenizers (and
+ftfy), Pillow and the config and resizing libraries of :mod:`ovdet.config` and
+:mod:`ovdet.data.transforms`. ``tests/test_export_onnx.py`` runs it with torch unimportable.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ovdet.api import Detections, ImageInput
+from ovdet.detections import Detections, ImageInput, as_image_list
 from ovdet.errors import CheckpointError, ConfigError
-from ovdet.text import Vocabulary
+from ovdet.vocabulary import Vocabulary
 
 __all__ = ["OnnxDetector", "default_providers"]
 
@@ -95,13 +99,20 @@ class OnnxDetector:
         self.class_names: list[str] = []
         self._text: np.ndarray | None = None
 
-    def _tokenizer(self):
-        from open_clip.tokenizer import SimpleTokenizer
+    def _tokenizer(self) -> Callable[[Sequence[str]], np.ndarray]:
+        """The export's tokenizer: prompts -> int64 [N, L]."""
+        from ovdet.export.tokenizer import ClipTokenizer
 
         spec = self.manifest["tokenizer"]
-        return SimpleTokenizer(
+        if spec.get("type") == "clip-bpe":
+            return ClipTokenizer.from_manifest(self.export_dir, spec)
+        # manifest version 1 (open_clip's BPE file): tokenised by open_clip, which needs torch
+        from open_clip.tokenizer import SimpleTokenizer
+
+        tokenizer = SimpleTokenizer(
             str(self.export_dir / spec["bpe"]), context_length=int(spec["context_length"])
         )
+        return lambda texts: tokenizer(list(texts)).numpy()
 
     def text_embeddings(self, classes: str | Sequence[str] | Vocabulary) -> np.ndarray:
         """The text classifier of a vocabulary: float32 [C, D], L2-normalised."""
@@ -111,7 +122,7 @@ class OnnxDetector:
         owner = np.array([i for i, per_class in enumerate(prompts) for _ in per_class])
         chunks = []
         for start in range(0, len(flat), self.text_batch_size):
-            tokens = self.tokenizer(flat[start : start + self.text_batch_size]).numpy()
+            tokens = self.tokenizer(flat[start : start + self.text_batch_size])
             [features] = self.text_encoder.run(None, {"tokens": tokens.astype(np.int64)})
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             chunks.append(features / np.maximum(norms, 1e-12))
@@ -151,14 +162,11 @@ class OnnxDetector:
         """Detect ``classes`` in images; the arguments and results of
         :meth:`ovdet.api.OVDetector.predict` (``batch_size`` is accepted; the graph runs one
         image at a time)."""
-        from PIL import Image
-
         if classes is not None:
             self.set_classes(classes)
         if self._text is None:
             raise ValueError("no classes set; pass classes=[...] or call set_classes()")
-        single = isinstance(images, (str, Path, np.ndarray, Image.Image))
-        images = [images] if single else list(images)
+        images = as_image_list(images)
         thresh = np.array(self.score_thresh if score_thresh is None else score_thresh, np.float32)
         results = []
         for image in images:
