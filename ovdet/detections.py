@@ -1,4 +1,5 @@
-"""The result type of detection, shared by :class:`ovdet.api.OVDetector` and the ONNX runtime.
+"""The result type of detection, shared by :class:`ovdet.api.OVDetector` and the ONNX runtime,
+and its entries in a ``results.json`` (``tools/infer.py``, the demo).
 
 Kept free of PyTorch: :mod:`ovdet.export.runtime` returns it without importing torch.
 """
@@ -12,7 +13,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
-__all__ = ["Detections", "ImageInput", "as_image_list"]
+__all__ = ["Detections", "ImageInput", "as_image_list", "detection_records"]
 
 ImageInput = Union[str, Path, np.ndarray, Image.Image]
 """What ``predict`` takes per image: a path, an RGB uint8 array [H, W, 3] or a PIL image."""
@@ -50,3 +51,38 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
     if isinstance(images, (str, Path, np.ndarray, Image.Image)):
         return [images]
     return list(images)
+
+
+def detection_records(
+    det: Detections,
+    file_name: str,
+    image_id: int,
+    class_names: Sequence[str],
+    embedding_rows: Sequence[int] | None = None,
+) -> list[dict]:
+    """``results.json`` entries of one image's detections: COCO xywh boxes, rounded.
+
+    Args:
+        det: the image's detections.
+        file_name: the image as the results name it.
+        image_id: its id in the results' ``images``.
+        class_names: the vocabulary the labels index (``category_id`` is label + 1).
+        embedding_rows: per detection, its row in the run's ``embeddings.npy``.
+    """
+    out = []
+    for i, (box, score, label) in enumerate(
+        zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist())
+    ):
+        x1, y1, x2, y2 = box
+        record = {
+            "image_id": image_id,
+            "file_name": file_name,
+            "category": class_names[label],
+            "category_id": int(label) + 1,
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(score), 5),
+        }
+        if embedding_rows is not None:
+            record["embedding_index"] = embedding_rows[i]
+        out.append(record)
+    return out

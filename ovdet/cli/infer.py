@@ -25,8 +25,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 from ovdet.errors import CheckpointError, ConfigError, ImageError
 from ovdet.video import VIDEO_EXTENSIONS
@@ -179,27 +177,6 @@ def _join_torchrun(args, video: bool) -> bool:
     return True
 
 
-def _records(det, file_name: str, image_id: int, class_names, embedding_rows=None) -> list[dict]:
-    """results.json entries of one image's :class:`~ovdet.api.Detections` (COCO xywh boxes)."""
-    out = []
-    for i, (box, score, label) in enumerate(
-        zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist())
-    ):
-        x1, y1, x2, y2 = box
-        record = {
-            "image_id": image_id,
-            "file_name": file_name,
-            "category": class_names[label],
-            "category_id": int(label) + 1,
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(score), 5),
-        }
-        if embedding_rows is not None:
-            record["embedding_index"] = embedding_rows[i]
-        out.append(record)
-    return out
-
-
 def _load_detector(args, vocabulary):
     """(detector with the API of OVDetector, max pixels of a loaded image)."""
     from ovdet.api import OVDetector
@@ -216,52 +193,15 @@ def _load_detector(args, vocabulary):
 
 def _detect_video(args, detector, reader, out_dir: Path, embeddings) -> tuple[list, list, dict]:
     """Detections on the sampled frames of a video (and the drawn video)."""
-    from contextlib import nullcontext
+    from ovdet.video_detection import detect_video
 
-    from tqdm import tqdm
-
-    from ovdet.video import VideoWriter
-    from ovdet.viz import draw_detections
-
-    rate = args.fps or reader.native_fps or 1.0
-    drawn = out_dir / f"{Path(args.input).stem}_det.mp4"
-    writer = nullcontext() if args.no_draw else VideoWriter(drawn, rate)
-    results, frames = [], []
-    bar = tqdm(
-        total=reader.expected_samples(), desc="detect", disable=args.no_progress, unit="frame"
-    )
-    with writer:
-        for frame in reader:
-            [det] = detector.predict(
-                [frame.image], score_thresh=args.score_thresh, **_embedding_kwargs(args)
-            )
-            image_id = len(frames) + 1
-            frames.append(
-                {"id": image_id, "frame": frame.index, "timestamp": round(frame.timestamp, 4),
-                 "width": frame.image.shape[1], "height": frame.image.shape[0]}
-            )  # fmt: skip
-            rows = embeddings.add(det.embeddings) if embeddings is not None else None
-            for r in _records(det, str(args.input), image_id, detector.class_names, rows):
-                r.update(frame=frame.index, timestamp=round(frame.timestamp, 4))
-                results.append(r)
-            if not args.no_draw:
-                writer.write(
-                    np.asarray(draw_detections(frame.image, det.boxes, det.scores, det.names))
-                )
-            bar.update(1)
-    bar.close()
-    logger.info(
-        "%s: %d frame(s) decoded, %d sampled, %d corrupt frame(s) skipped",
-        args.input, reader.decoded_frames, len(frames), reader.corrupt_frames,
+    found = detect_video(
+        detector, reader, str(args.input),
+        None if args.no_draw else out_dir / f"{Path(args.input).stem}_det.mp4",
+        score_thresh=args.score_thresh, predict_kwargs=_embedding_kwargs(args),
+        embeddings=embeddings, progress=not args.no_progress,
     )  # fmt: skip
-    video = {
-        "file_name": str(args.input),
-        "fps": rate,
-        "decoded_frames": reader.decoded_frames,
-        "corrupt_frames": reader.corrupt_frames,
-        "drawn": None if args.no_draw else str(drawn),
-    }
-    return results, frames, video
+    return found.detections, found.frames, found.video
 
 
 def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, sinks):
@@ -269,6 +209,7 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
     from tqdm import tqdm
 
     from ovdet.data.image_io import read_image
+    from ovdet.detections import detection_records
     from ovdet.viz import draw_detections, save_image
 
     results, images, failed = [], [], []
@@ -294,7 +235,7 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
                     {"id": image_id, "file_name": str(path), "width": width, "height": height}
                 )
                 rows = embeddings.add(det.embeddings) if embeddings is not None else None
-                results += _records(det, str(path), image_id, detector.class_names, rows)
+                results += detection_records(det, str(path), image_id, detector.class_names, rows)
                 for sink in sinks:
                     sink.add(path, width, height, det.boxes, det.scores, det.labels)
                 if not args.no_draw:
