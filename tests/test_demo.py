@@ -188,3 +188,88 @@ def test_search_tab_ranks_the_matching_region_first(demo_model, tmp_path):
     _, only_images, _ = demo.search_index(demo_model, index, "red square", 5, kind="image")
     assert [r[3] for r in only_images] == ["image"]
     assert demo.search_index(demo_model, index, "  ", 5)[2].startswith("error: the query is empty")
+
+
+@pytest.fixture
+def toy_clip(tmp_path) -> Path:
+    """A 2 s clip (20 frames at 10 fps, 64 x 64) of toy pictures."""
+    av = pytest.importorskip("av", reason="PyAV (av) is not installed")
+    from tests.test_video import make_clip
+
+    path = tmp_path / "toy_clip.mp4"
+    make_clip(path, "libx264" if "libx264" in av.codecs_available else "mpeg4")
+    return path
+
+
+def test_video_tab_gives_tools_infer_detections_with_times_and_a_drawn_video(
+    demo_model, demo_checkpoint, toy_clip, tmp_path
+):
+    from ovdet.video import VideoReader
+
+    classes = "red square, green square"
+    result = demo.detect_video_file(
+        demo_model, toy_clip, classes, demo_model.default_templates, 0.0, False, 2.0,
+        tmp_path / "page",
+    )  # fmt: skip
+    assert result.messages == []
+    assert result.status == f"{len(result.rows)} detection(s) in 4 frame(s) of toy_clip.mp4 " \
+        "(sampled at 2 fps)"  # fmt: skip
+    results = result.results
+    assert [im["timestamp"] for im in results["images"]] == [0.0, 0.5, 1.0, 1.5]
+    assert results["categories"][1] == {"id": 2, "name": "green square", "novel": True}
+    assert len(result.rows) == len(results["detections"]) > 0
+    assert {row[0] for row in result.rows} == {0.0, 0.5, 1.0, 1.5}  # every frame has boxes
+    assert {row[5] for row in result.rows if row[2] == "red square"} == {"base"}
+    assert {row[5] for row in result.rows if row[2] == "green square"} <= {"novel"}
+    json.dumps(results)
+    # The drawn video: one frame per sampled frame, playable by the page (H.264 mp4).
+    assert result.drawn == tmp_path / "page" / "toy_clip_det.mp4"
+    drawn = list(VideoReader(result.drawn))
+    assert len(drawn) == 4 and drawn[0].image.shape == (64, 64, 3)
+
+    # The same detections as tools/infer.py on the same clip (one code path).
+    out = tmp_path / "cli"
+    assert infer_cli.main([
+        "--checkpoint", str(demo_checkpoint), "--classes", classes, "--input", str(toy_clip),
+        "--fps", "2", "--score-thresh", "0", "--output", str(out), "--no-progress",
+    ]) == 0  # fmt: skip
+    cli = json.loads((out / "results.json").read_text())
+    assert cli["images"] == results["images"]
+    keys = ("image_id", "frame", "timestamp", "category", "category_id", "bbox", "score")
+    assert [{k: d[k] for k in keys} for d in cli["detections"]] == [
+        {k: d[k] for k in keys} for d in results["detections"]
+    ]
+
+
+def test_bad_videos_are_the_command_lines_messages_and_the_tab_keeps_working(
+    demo_model, toy_clip, tmp_path, capsys
+):
+    def request(video, classes="red square", fps=2.0, max_frames=300):
+        return demo.detect_video_file(
+            demo_model, video, classes, "a", 0.0, False, fps, tmp_path / "page",
+            max_frames=max_frames,
+        )  # fmt: skip
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video at all\n")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(toy_clip.read_bytes()[:2000])
+    for bad, fragment in [(notes, "cannot be read"), (cut, "truncated")]:
+        result = request(bad)
+        assert result.drawn is None and result.rows == [] and result.results == {}
+        message = result.status
+        assert message.startswith("error: ") and fragment in message and bad.name in message
+        assert "\n" not in message and str(tmp_path) not in message
+        # what tools/infer.py prints for the same file, the path named as uploaded
+        code = infer_cli.main(["--checkpoint", "x.pt", "--classes", "red square", "--input",
+                               str(bad), "--output", str(tmp_path / "o")])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        if bad == notes:  # refused before the checkpoint is read
+            assert code == 2 and message == err.replace(str(bad), bad.name)
+    assert not list((tmp_path / "page").glob("*.mp4"))  # no partial drawn video left
+    assert request(None).status == "error: no video; upload one"
+    assert request(toy_clip, classes="kite, Kite").status == f"error: {_error_of('kite, Kite')}"
+    too_long = request(toy_clip, fps=0, max_frames=10).status
+    assert too_long.startswith("error: toy_clip.mp4 gives 20 frames") and "at most 10" in too_long
+    assert request(toy_clip, fps=-1).status.startswith("error: the frame rate")
+    assert request(toy_clip).status.endswith("in 4 frame(s) of toy_clip.mp4 (sampled at 2 fps)")

@@ -3,10 +3,13 @@
 Serves one page on http://127.0.0.1:7860 (``--host``/``--port`` to change): upload one or more
 images or pick an example, type class names, choose the prompt templates, the score threshold and
 the ViLD-ensemble; see the drawn images (novel classes marked ``*``), a table of detections and
-the results JSON (the format of ``tools/infer.py``) to download. Bad input (a file that is not an
-image, an empty or duplicated vocabulary) shows the command line's one-line message in the page;
-the app keeps serving. ``--search-index`` (an index of ``tools/search.py index``) adds a
-text-search tab: the top hits of a query as a contact sheet and a table.
+the results JSON (the format of ``tools/infer.py``) to download. A video tab does the same for a
+video sampled at a frame rate (as ``tools/infer.py --input clip.mp4 --fps``): the drawn video,
+the detections of each sampled frame with its time, the results JSON. Bad input (a file that is
+not an image or not a whole video, an empty or duplicated vocabulary) shows the command line's
+one-line message in the page; the app keeps serving. ``--search-index`` (an index of
+``tools/search.py index``) adds a text-search tab: the top hits of a query as a contact sheet and
+a table.
 
 Examples::
 
@@ -22,9 +25,10 @@ import argparse
 import logging
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -41,9 +45,11 @@ __all__ = [
     "DEFAULT_CHECKPOINT",
     "DemoModel",
     "DemoResult",
+    "DemoVideoResult",
     "build_app",
     "build_parser",
     "detect_files",
+    "detect_video_file",
     "main",
     "parse_class_box",
     "search_index",
@@ -55,6 +61,8 @@ DEFAULT_CHECKPOINT = "output/synthetic_benchmark/vild/model_final.pt"
 MAKE_DEFAULT_CHECKPOINT = "make demo (or: python tools/benchmark_synthetic.py --small)"
 DISPLAY_MIN_SIDE = 512  # smaller pictures are drawn enlarged (see _display_view)
 TABLE_HEADERS = ["image", "class", "score", "box (x1, y1, x2, y2)", "base / novel"]
+VIDEO_TABLE_HEADERS = ["time (s)", "frame", "class", "score", "box (x1, y1, x2, y2)",
+                       "base / novel"]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
     p.add_argument(
         "--max-images", type=int, default=16, help="most images per request (default: 16)"
+    )
+    p.add_argument(
+        "--max-video-frames",
+        type=int,
+        default=300,
+        help="most sampled frames per video request; a longer video is refused with a message "
+        "(lower the frame rate) (default: 300)",
     )
     add_common_arguments(p)
     return p
@@ -217,6 +232,20 @@ class DemoModel:
             One :class:`~ovdet.api.Detections` per image, and per class of the vocabulary
             whether it is novel (outside the training vocabulary, the head's rule).
         """
+        with self.prepared(vocabulary, templates, ensemble) as (detector, is_novel):
+            results = detector.predict(list(images), score_thresh=score_thresh)
+        return results, is_novel
+
+    @contextmanager
+    def prepared(
+        self, vocabulary: Vocabulary, templates: str, ensemble: bool
+    ) -> Iterator[tuple[OVDetector, list[bool]]]:
+        """Hold the model for one request with its vocabulary, templates and ensemble set.
+
+        Yields:
+            (the detector, per class of the vocabulary whether it is novel: outside the
+            training vocabulary, the head's rule).
+        """
         with self._lock:
             detector = self._detector_for(templates)
             if self._current != (templates, vocabulary):
@@ -224,9 +253,7 @@ class DemoModel:
                 detector.set_classes(vocabulary)
                 self._current = (templates, vocabulary)
             detector.enable_ensemble(ensemble)
-            results = detector.predict(list(images), score_thresh=score_thresh)
-            is_novel = detector.head.get_vocabulary()[1].tolist()
-        return results, is_novel
+            yield detector, detector.head.get_vocabulary()[1].tolist()
 
 
 @dataclass
@@ -252,14 +279,23 @@ class DemoResult:
         return "\n".join([*self.messages, summary] if self.drawn else self.messages or [summary])
 
 
-def _read_upload(path: Path, max_pixels: int) -> np.ndarray:
-    """An uploaded image; errors name the file as the user knows it (not the server's copy)."""
-    from ovdet.data.image_io import read_image
+def _upload_message(error: Exception, path: Path) -> str:
+    """The one-line message of a failed upload, naming the file as the user knows it (not the
+    server's copy)."""
+    return f"error: {error}".replace(str(path), path.name)
 
-    try:
-        return read_image(path, max_pixels)
-    except ImageError as e:
-        raise ImageError(str(e).replace(str(path), path.name)) from None
+
+def _categories(vocabulary: Vocabulary, is_novel: Sequence[bool]) -> list[dict]:
+    """The results' ``categories``: id, name and whether the class is novel."""
+    return [
+        {"id": i + 1, "name": n, "novel": bool(is_novel[i])} for i, n in enumerate(vocabulary.names)
+    ]
+
+
+def _box_text(bbox: Sequence[float]) -> str:
+    """A results entry's COCO ``[x, y, w, h]`` as the table's ``x1, y1, x2, y2``."""
+    x, y, w, h = bbox
+    return f"{round(x, 1)}, {round(y, 1)}, {round(x + w, 1)}, {round(y + h, 1)}"
 
 
 def _display_view(array: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> tuple[np.ndarray, int]:
@@ -307,13 +343,16 @@ def detect_files(
     if len(files) > max_images:
         result.messages.append(f"error: {len(files)} images; at most {max_images} per request")
         return result
+    from ovdet.data.image_io import read_image
+    from ovdet.detections import detection_records
+
     arrays, names, failed = [], [], []
     for path in files:
         try:
-            arrays.append(_read_upload(path, model.max_load_pixels))
+            arrays.append(read_image(path, model.max_load_pixels))
             names.append(path.name)
         except ImageError as e:
-            result.messages.append(f"error: {e}")
+            result.messages.append(_upload_message(e, path))
             failed.append(path.name)
     result.results = {"categories": [], "detections": [], "failed": failed}
     if not arrays:
@@ -330,32 +369,131 @@ def detect_files(
     except (OvdetError, OSError) as e:
         result.messages.append(f"error: {e}")
         return result
-    result.results["categories"] = [
-        {"id": i + 1, "name": n, "novel": bool(is_novel[i])} for i, n in enumerate(vocabulary.names)
-    ]
-    for name, array, det in zip(names, arrays, detections):
+    result.results["categories"] = _categories(vocabulary, is_novel)
+    result.results["images"] = []
+    for image_id, (name, array, det) in enumerate(zip(names, arrays, detections), 1):
         novel = [bool(is_novel[i]) for i in det.labels.tolist()]
         view, scale = _display_view(array)
         drawn = draw_detections(view, det.boxes * scale, det.scores, det.names, novel=novel)
         result.drawn.append((drawn, name))
-        for box, score, label, flag in zip(
-            det.boxes.tolist(), det.scores.tolist(), det.labels.tolist(), novel
-        ):
-            x1, y1, x2, y2 = (round(v, 1) for v in box)
+        height, width = array.shape[:2]
+        result.results["images"].append(
+            {"id": image_id, "file_name": name, "width": width, "height": height}
+        )
+        for record, flag in zip(detection_records(det, name, image_id, det.class_names), novel):
+            record["novel"] = flag
             result.rows.append(
-                [name, det.class_names[label], round(score, 3), f"{x1}, {y1}, {x2}, {y2}",
+                [name, record["category"], round(record["score"], 3), _box_text(record["bbox"]),
                  "novel" if flag else "base"]
             )  # fmt: skip
-            result.results["detections"].append(
-                {
-                    "file_name": name,
-                    "category": det.class_names[label],
-                    "category_id": label + 1,
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5),
-                    "novel": flag,
-                }
+            result.results["detections"].append(record)
+    logger.info("%s", result.status.replace("\n", "; "))
+    return result
+
+
+@dataclass
+class DemoVideoResult:
+    """What one request of the video tab shows.
+
+    Attributes:
+        drawn: the drawn video (mp4 at the sampling rate), or None.
+        rows: the detections table, one row per detection (:data:`VIDEO_TABLE_HEADERS`).
+        results: the results JSON (``tools/infer.py``'s for a video, plus ``novel``).
+        messages: one line per problem (``error: ...``, ``warning: ...``), as the command line
+            prints them.
+    """
+
+    drawn: Path | None = None
+    rows: list[list[Any]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """One line per problem, then a summary line when the video was processed."""
+        if not self.results:
+            return "\n".join(self.messages)
+        video = self.results["video"]
+        summary = (
+            f"{len(self.rows)} detection(s) in {len(self.results['images'])} frame(s) of "
+            f"{video['file_name']} (sampled at {video['fps']:g} fps)"
+        )
+        return "\n".join([*self.messages, summary])
+
+
+def detect_video_file(
+    model: DemoModel,
+    video: str | Path | None,
+    class_text: str,
+    templates: str,
+    score_thresh: float,
+    ensemble: bool,
+    fps: float,
+    out_dir: str | Path,
+    max_frames: int = 300,
+    progress: bool = False,
+) -> DemoVideoResult:
+    """One request of the video tab, without the page: sample, detect, draw, tabulate.
+
+    The frames are sampled, detected and drawn by :func:`~ovdet.video_detection.detect_video`,
+    the code path of ``tools/infer.py --input clip.mp4``. Bad input never raises: a bad
+    vocabulary, a missing, unreadable or truncated video, or one giving more than
+    ``max_frames`` samples is a message of the result; corrupt frames are skipped and counted.
+
+    Args:
+        video: the uploaded file.
+        fps: frames per second to detect on; 0 keeps every frame.
+        out_dir: where the drawn video is written (``<video stem>_det.mp4``).
+    """
+    from ovdet.video import VideoReader
+    from ovdet.video_detection import detect_video
+
+    result = DemoVideoResult()
+    try:
+        vocabulary = parse_class_box(class_text or "")
+    except VocabularyError as e:
+        result.messages.append(f"error: {e}")
+        return result
+    if not video:
+        result.messages.append("error: no video; upload one")
+        return result
+    if fps < 0:
+        result.messages.append(f"error: the frame rate must be 0 (every frame) or more, got {fps}")
+        return result
+    path = Path(video)
+    drawn = Path(out_dir) / f"{path.stem}_det.mp4"
+    try:
+        reader = VideoReader(path, fps or None)
+        expected = reader.expected_samples()
+        if expected is not None and expected > max_frames:
+            result.messages.append(
+                f"error: {path.name} gives {expected} frames at "
+                f"{'every frame' if not fps else f'{fps:g} fps'}; at most {max_frames} per "
+                "request (lower the frame rate)"
             )
+            return result
+        with model.prepared(vocabulary, templates, ensemble) as (detector, is_novel):
+            found = detect_video(
+                detector, reader, path.name, drawn, score_thresh=score_thresh, novel=is_novel,
+                progress=progress,
+            )  # fmt: skip
+    except (OvdetError, OSError) as e:  # ImageError: a missing, unreadable or truncated video
+        result.messages.append(_upload_message(e, path))
+        return result
+    result.drawn = drawn
+    result.results = {
+        "categories": _categories(vocabulary, is_novel),
+        "images": found.frames,
+        "detections": found.detections,
+        "video": {**found.video, "drawn": drawn.name},
+    }
+    for record in found.detections:
+        result.rows.append(
+            [record["timestamp"], record["frame"], record["category"], round(record["score"], 3),
+             _box_text(record["bbox"]), "novel" if record["novel"] else "base"]
+        )  # fmt: skip
+    if found.video["corrupt_frames"]:
+        result.messages.append(f"warning: {found.video['corrupt_frames']} corrupt frame(s) skipped")
     logger.info("%s", result.status.replace("\n", "; "))
     return result
 
@@ -440,6 +578,7 @@ def build_app(
     max_images: int = 16,
     progress: bool = False,
     index=None,
+    max_video_frames: int = 300,
 ):
     """The Gradio page (a ``gradio.Blocks``; ``.launch()`` serves it).
 
@@ -451,6 +590,7 @@ def build_app(
         max_images: most images per request.
         progress: tqdm progress bars in the server's console.
         index: a :class:`~ovdet.search.RegionIndex` for a text-search tab (None: no tab).
+        max_video_frames: most sampled frames per request of the video tab.
     """
     import gradio as gr
 
@@ -470,6 +610,21 @@ def build_app(
             atomic_write_json(result.results, json_path)
             json_path = str(json_path)
         return result.drawn, result.rows, json_path, result.status
+
+    def run_video(video, class_text, templates, thresh, ensemble, fps):
+        from ovdet.utils.io import atomic_write_json
+
+        out_dir = Path(tempfile.mkdtemp(dir=out_root))
+        result = detect_video_file(
+            model, video, class_text, templates, float(thresh), bool(ensemble), float(fps),
+            out_dir, max_frames=max_video_frames, progress=progress,
+        )  # fmt: skip
+        json_path = None
+        if result.drawn is not None:
+            json_path = out_dir / "results.json"
+            atomic_write_json(result.results, json_path)
+        drawn = None if result.drawn is None else str(result.drawn)
+        return drawn, result.rows, None if json_path is None else str(json_path), result.status
 
     thresh = model.default_score_thresh if score_thresh is None else score_thresh
     with gr.Blocks(title="ovdet: open-vocabulary detection") as app:
@@ -525,6 +680,48 @@ def build_app(
             inputs=[files, class_box, templates, score, ensemble],
             outputs=[gallery, table, download, status],
         )
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(
+                        label="Video", sources=["upload"], include_audio=True, elem_id="video"
+                    )
+                    video_classes = gr.Textbox(
+                        value=classes, label="Classes", lines=2, elem_id="video-classes"
+                    )
+                    with gr.Row():
+                        video_templates = gr.Dropdown(
+                            model.template_choices, value=model.default_templates,
+                            label="Prompt templates",
+                        )  # fmt: skip
+                        video_fps = gr.Slider(
+                            0, 30, value=1, step=0.5, elem_id="video-fps",
+                            label="Frames per second to detect on (0: every frame)",
+                        )  # fmt: skip
+                        video_score = gr.Slider(
+                            0.0, 1.0, value=thresh, step=0.01, label="Score threshold",
+                            elem_id="video-score-thresh",
+                        )  # fmt: skip
+                        video_ensemble = gr.Checkbox(value=False, label="ViLD-ensemble")
+                    detect_video_button = gr.Button(
+                        "Detect in video", variant="primary", elem_id="detect-video"
+                    )
+                with gr.Column():
+                    video_status = gr.Textbox(
+                        label="Status", interactive=False, elem_id="video-status"
+                    )
+                    drawn_video = gr.Video(label="Detections", elem_id="drawn-video")
+                    video_table = gr.Dataframe(
+                        headers=VIDEO_TABLE_HEADERS, label="Detections per frame",
+                        interactive=False, elem_id="video-table",
+                    )  # fmt: skip
+                    video_json = gr.File(label="results.json", elem_id="video-results-json")
+            detect_video_button.click(
+                run_video,
+                inputs=[video, video_classes, video_templates, video_score, video_ensemble,
+                        video_fps],
+                outputs=[drawn_video, video_table, video_json, video_status],
+            )  # fmt: skip
         if index is not None:
             with gr.Tab("Text search"):
                 with gr.Row():
@@ -553,6 +750,8 @@ def main(argv=None) -> int:
         raise ConfigError(f"--port {args.port} is not a port number (1-65535)")
     if args.max_images < 1:
         raise ConfigError("--max-images must be at least 1")
+    if args.max_video_frames < 1:
+        raise ConfigError("--max-video-frames must be at least 1")
     if args.score_thresh is not None and not 0.0 <= args.score_thresh <= 1.0:
         raise ConfigError(f"--score-thresh {args.score_thresh} is not between 0 and 1")
     try:
@@ -588,6 +787,7 @@ def main(argv=None) -> int:
         max_images=args.max_images,
         progress=not args.no_progress,
         index=index,
+        max_video_frames=args.max_video_frames,
     )
     logger.info("serving %s on http://%s:%d (Ctrl+C stops)", checkpoint, args.host, args.port)
     app.launch(
