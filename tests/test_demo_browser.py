@@ -144,3 +144,62 @@ def test_demo_in_a_browser(served_demo, browser, tmp_path):
     # The app keeps serving: the good picture again.
     _upload(browser, photo)
     assert _detect(browser, status).endswith("detection(s) in 1 image(s)")
+
+
+def _video_status(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "#video-status textarea").get_attribute("value")
+
+
+def _detect_video(driver, path: Path, previous_status: str) -> str:
+    """Upload ``path`` in the video tab, run, and wait for the new status."""
+    for clear in driver.find_elements(By.CSS_SELECTOR, "#video button[aria-label='Clear']"):
+        clear.click()
+    driver.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(path))
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#video video")
+        or path.stem in d.find_element(By.CSS_SELECTOR, "#video").text
+    )
+    driver.find_element(By.CSS_SELECTOR, "#detect-video").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: _video_status(d) not in ("", previous_status))
+    return _video_status(driver)
+
+
+def test_video_tab_in_a_browser(served_demo, browser, tmp_path):
+    av = pytest.importorskip("av", reason="PyAV (av) is not installed")
+    from tests.test_video import make_clip
+
+    clip = tmp_path / "toy_clip.mp4"
+    make_clip(clip, "libx264" if "libx264" in av.codecs_available else "mpeg4")
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video at all\n")
+
+    browser.get(served_demo)
+    tab = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.XPATH, "//button[@role='tab' and normalize-space()='Video']")
+    )
+    tab[0].click()
+    classes = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#video-classes textarea")
+    )
+    classes.clear()
+    classes.send_keys("red square")
+    status = _detect_video(browser, clip, "")
+    assert status.endswith("in 2 frame(s) of toy_clip.mp4 (sampled at 1 fps)"), status
+    assert not status.startswith("0 "), status
+    drawn = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#drawn-video video")
+    )
+    assert "toy_clip_det.mp4" in (drawn[0].get_attribute("src") or "")
+    playable = "return arguments[0].readyState >= 1 && arguments[0].duration > 0"
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script(playable, drawn[0]))
+    table = browser.find_element(By.CSS_SELECTOR, "#video-table").text
+    assert "red square" in table and "base" in table
+    assert browser.find_elements(By.CSS_SELECTOR, "#video-results-json a")
+    browser.save_screenshot(str(tmp_path / "demo_video.png"))
+    assert (tmp_path / "demo_video.png").stat().st_size > 10_000
+
+    # Not a video: the command line's one-line message, in the page; then the tab still works.
+    status = _detect_video(browser, notes, status)
+    assert status.startswith("error: video notes.mp4 cannot be read"), status
+    assert len(status.splitlines()) == 1
+    assert _detect_video(browser, clip, status).endswith("(sampled at 1 fps)")
