@@ -152,8 +152,13 @@ def test_missing_default_checkpoint_names_the_command_that_makes_it(tmp_path, mo
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: checkpoint {demo.DEFAULT_CHECKPOINT} does not exist")
     assert "make demo" in err and len(err.splitlines()) == 1
-    assert demo.main(["--port", "70000"]) == 2
-    assert "--port 70000" in capsys.readouterr().err
+    for argv, message in [
+        (["--port", "70000"], "error: --port 70000 is not a port number (1-65535)"),
+        (["--max-video-frames", "0"], "error: --max-video-frames must be at least 1"),
+        (["--score-thresh", "2"], "error: --score-thresh 2.0 is not between 0 and 1"),
+    ]:
+        assert demo.main(argv) == 2
+        assert capsys.readouterr().err.strip() == message
 
 
 def test_benchmark_layout_gives_the_default_classes_and_examples(tmp_path):
@@ -270,6 +275,9 @@ def test_bad_videos_are_the_command_lines_messages_and_the_tab_keeps_working(
     assert request(None).status == "error: no video; upload one"
     assert request(toy_clip, classes="kite, Kite").status == f"error: {_error_of('kite, Kite')}"
     too_long = request(toy_clip, fps=0, max_frames=10).status
-    assert too_long.startswith("error: toy_clip.mp4 gives 20 frames") and "at most 10" in too_long
+    assert too_long == (
+        "error: toy_clip.mp4 gives 20 frames (every frame); at most 10 per request (lower the "
+        "frame rate)"
+    )
     assert request(toy_clip, fps=-1).status.startswith("error: the frame rate")
     assert request(toy_clip).status.endswith("in 4 frame(s) of toy_clip.mp4 (sampled at 2 fps)")

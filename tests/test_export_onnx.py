@@ -5,6 +5,7 @@ bad input is a one-line error."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -98,7 +99,7 @@ def test_detections_agree_with_pytorch(detectors, num_classes):
             np.testing.assert_allclose(out.embeddings, ref.embeddings, atol=1e-4)
 
 
-def test_bad_input_is_one_line_error(untrained_checkpoint, tmp_path, capsys):
+def test_bad_input_is_one_line_error(untrained_checkpoint, exported, tmp_path, capsys):
     cases = [
         (["--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "o")],
          "does not exist"),
@@ -112,6 +113,12 @@ def test_bad_input_is_one_line_error(untrained_checkpoint, tmp_path, capsys):
         assert err.startswith("error:") and message in err and "\n" not in err
     with pytest.raises(CheckpointError, match="manifest.json"):
         OnnxDetector(tmp_path)
+    # a damaged graph: the folder names the problem, not onnxruntime's traceback
+    damaged = tmp_path / "damaged"
+    shutil.copytree(exported, damaged)
+    (damaged / "detector.onnx").write_bytes(b"not a graph")
+    with pytest.raises(CheckpointError, match="cannot load the ONNX graphs"):
+        OnnxDetector(damaged)
 
 
 # Run in a fresh interpreter where importing torch (or anything built on it) fails.

@@ -136,3 +136,25 @@ def test_infer_cli_on_a_clip(trained_checkpoint, clip, tmp_path, capsys):
         "--checkpoint", str(trained_checkpoint), "--classes", "red square", "--input",
         str(clip), "--output", str(tmp_path / "o3"), "--coco-out", str(tmp_path / "c.json"),
     ]) == 2  # fmt: skip
+
+
+def test_infer_cli_video_bad_input_is_one_line_before_loading(clip, tmp_path, capsys):
+    """Caught before the checkpoint is read (``x.pt`` does not exist): one line, exit 2."""
+    from ovdet.cli.infer import main
+    from tests.conftest import assert_one_line_error
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video at all\n")
+    cases = [
+        (tmp_path / "nope.mp4", [], f"error: video {tmp_path / 'nope.mp4'} does not exist"),
+        (notes, [], f"error: video {notes} cannot be read (truncated or not a video): "),
+        (clip, ["--fps", "-1"], "error: --fps must be 0 (every frame) or positive, got -1.0"),
+        (clip, ["--coco-out", str(tmp_path / "c.json")],
+         "error: --coco-out and --yolo-out label image files; for a video, run on its frames as "
+         "images"),
+    ]  # fmt: skip
+    for video, extra, message in cases:
+        argv = ["--checkpoint", str(tmp_path / "x.pt"), "--classes", "red square", "--input",
+                str(video), "--output", str(tmp_path / "out"), *extra]  # fmt: skip
+        assert main(argv) == 2
+        assert assert_one_line_error(capsys.readouterr().err).startswith(message)

@@ -467,8 +467,8 @@ def detect_video_file(
         expected = reader.expected_samples()
         if expected is not None and expected > max_frames:
             result.messages.append(
-                f"error: {path.name} gives {expected} frames at "
-                f"{'every frame' if not fps else f'{fps:g} fps'}; at most {max_frames} per "
+                f"error: {path.name} gives {expected} frames "
+                f"{'(every frame)' if not fps else f'at {fps:g} fps'}; at most {max_frames} per "
                 "request (lower the frame rate)"
             )
             return result
