@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,28 @@ def test_runtime_runs_without_torch(exported, detectors, tmp_path):
         np.testing.assert_array_equal(got[f"labels{i}"], ref_torch.labels)
         np.testing.assert_allclose(got[f"scores{i}"], ref_torch.scores, rtol=0, atol=1e-4)
         np.testing.assert_allclose(got[f"boxes{i}"], ref_torch.boxes, rtol=1e-3, atol=1e-3)
+
+
+def test_exports_of_manifest_version_1_still_load(exported, detectors, tmp_path):
+    """Folders exported before the torch-free tokenizer (open_clip's BPE file) still work, through
+    open_clip, with the same text classifier."""
+    import json
+
+    from open_clip.tokenizer import default_bpe
+
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    bpe = Path(default_bpe())
+    shutil.copy(bpe, old / "tokenizer" / bpe.name)
+    (old / "tokenizer" / "tokenizer.json").unlink()
+    context = manifest["tokenizer"]["context_length"]
+    manifest.update(version=1, tokenizer={"type": "open_clip", "bpe": f"tokenizer/{bpe.name}",
+                                          "context_length": context})  # fmt: skip
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    _, onnx_detector = detectors
+    names = _names(20)
+    np.testing.assert_array_equal(
+        OnnxDetector(old, providers=["CPUExecutionProvider"]).text_embeddings(names),
+        onnx_detector.text_embeddings(names),
+    )
