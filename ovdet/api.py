@@ -14,7 +14,7 @@ from ovdet.config import config_from_dict
 from ovdet.core.head import EnsembleSettings, get_head
 from ovdet.core.vocabulary import novel_class_mask
 from ovdet.data.image_io import as_rgb_array
-from ovdet.data.transforms import build_augmentation
+from ovdet.data.transforms import build_augmentation, resize_for_inference
 from ovdet.detections import Detections, ImageInput, as_image_list
 from ovdet.engine.build import build_clip_teacher, build_model, build_text_classifier
 from ovdet.engine.checkpoint import load_checkpoint, load_model_weights
@@ -136,11 +136,9 @@ class OVDetector:
     def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
         """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy))."""
         array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
-        out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
-        tensor = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
-        # Per axis: rounding makes them differ, by a lot for thin images (1 x 1000 -> 1 x 64).
-        sx, sy = tensor.shape[2] / array.shape[1], tensor.shape[1] / array.shape[0]
-        return tensor.float().div_(255.0), torch.tensor([sx, sy, sx, sy])
+        resized, scale = resize_for_inference(self.transform, array)
+        tensor = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
+        return tensor.float().div_(255.0), torch.from_numpy(scale)
 
     @torch.no_grad()
     def predict(

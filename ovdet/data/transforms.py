@@ -6,8 +6,9 @@ from typing import Any, Sequence
 
 import albumentations as A
 import cv2
+import numpy as np
 
-__all__ = ["ResizeShortestEdge", "build_augmentation"]
+__all__ = ["ResizeShortestEdge", "build_augmentation", "resize_for_inference"]
 
 
 class ResizeShortestEdge(A.SmallestMaxSize):
@@ -53,3 +54,18 @@ def build_augmentation(cfg, is_train: bool) -> A.Compose:
             format="pascal_voc", label_fields=["labels", "indices"], min_width=1, min_height=1
         ),
     )
+
+
+def resize_for_inference(transform: A.Compose, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB uint8 image [H, W, 3] resized by the test pipeline, and the box scale.
+
+    Returns:
+        (resized uint8 [H', W', 3], float32 [4] ``(sx, sy, sx, sy)``: boxes in the resized
+        image divided by it are in the original's pixels). Per axis: rounding makes the two
+        differ, by a lot for thin images (1 x 1000 -> 1 x 64).
+    """
+    resized = np.asarray(
+        transform(image=image, bboxes=np.zeros((0, 4)), labels=[], indices=[])["image"]
+    )
+    sx, sy = resized.shape[1] / image.shape[1], resized.shape[0] / image.shape[0]
+    return resized, np.array([sx, sy, sx, sy], np.float32)

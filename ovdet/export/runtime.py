@@ -143,13 +143,12 @@ class OnnxDetector:
     def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
         """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does."""
         from ovdet.data.image_io import as_rgb_array
+        from ovdet.data.transforms import resize_for_inference
 
         array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
-        out = self.transform(image=array, bboxes=np.zeros((0, 4)), labels=[], indices=[])
-        resized = np.asarray(out["image"])
-        sx, sy = resized.shape[1] / array.shape[1], resized.shape[0] / array.shape[0]
+        resized, scale = resize_for_inference(self.transform, array)
         tensor = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / 255.0
-        return tensor, np.array([sx, sy, sx, sy], np.float32)
+        return tensor, scale
 
     def predict(
         self,
