@@ -156,8 +156,10 @@ def _detect_video(driver, path: Path, previous_status: str) -> str:
         clear.click()
     driver.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(path))
     WebDriverWait(driver, WAIT_S).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#video video")
-        or path.stem in d.find_element(By.CSS_SELECTOR, "#video").text
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, "#video video")
+            or path.stem in d.find_element(By.CSS_SELECTOR, "#video").text
+        )
     )
     driver.find_element(By.CSS_SELECTOR, "#detect-video").click()
     WebDriverWait(driver, WAIT_S).until(lambda d: _video_status(d) not in ("", previous_status))
