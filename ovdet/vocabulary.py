@@ -14,7 +14,12 @@ from typing import Sequence
 
 from ovdet.errors import VocabularyError
 
-__all__ = ["Vocabulary"]
+__all__ = ["Vocabulary", "normalize_name"]
+
+
+def normalize_name(name: str) -> str:
+    """Canonical form used to match category names: lower case, ``_`` as space, single spaces."""
+    return " ".join(name.replace("_", " ").lower().split())
 
 
 @dataclass(frozen=True)

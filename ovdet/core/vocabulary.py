@@ -6,17 +6,14 @@ from typing import TYPE_CHECKING, Iterable, Sequence, Union
 
 import torch
 
+from ovdet.vocabulary import normalize_name
+
 if TYPE_CHECKING:
     from ovdet.text import Vocabulary
 
 __all__ = ["normalize_name", "novel_class_mask"]
 
 Names = Union["Vocabulary", Sequence[str]]
-
-
-def normalize_name(name: str) -> str:
-    """Canonical form used to match category names: lower case, ``_`` as space, single spaces."""
-    return " ".join(name.replace("_", " ").lower().split())
 
 
 def _spellings(vocabulary: Names) -> list[set[str]]:

@@ -14,8 +14,8 @@ from typing import Iterable, Sequence
 
 import yaml
 
-from ovdet.core.vocabulary import normalize_name
 from ovdet.errors import DataError
+from ovdet.vocabulary import normalize_name
 
 __all__ = [
     "OVCOCO_BASE",

@@ -40,6 +40,10 @@ def build_clip_teacher(cfg, clip):
     return ClipRegionTeacher.from_clip(clip, d.CROP_SCALES, d.CROP_SIZE)
 
 
+#: Devices whose parameters the fused SGD / AdamW kernels update.
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW over trainable parameters; no weight decay on norms, biases and embeddings."""
     decay, no_decay = [], []
@@ -52,10 +56,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": s.WEIGHT_DECAY},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # One fused kernel over all parameters instead of a Python loop per tensor: on CPU, AdamW's
+    # per-tensor loop took about 10% of a tiny-config iteration (BENCHMARKS.md, "Training").
+    fused = all(p.device.type in _FUSED_DEVICES for p in decay + no_decay) or None
     if s.OPTIMIZER == "SGD":
-        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, fused=fused)
     if s.OPTIMIZER == "AdamW":
-        return torch.optim.AdamW(groups, lr=s.BASE_LR)
+        return torch.optim.AdamW(groups, lr=s.BASE_LR, fused=fused)
     raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {s.OPTIMIZER!r}")
 
 
