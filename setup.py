@@ -43,6 +43,7 @@ setup(
         "dev": [
             "pytest>=7",
             "pytest-timeout",
+            "pytest-xdist>=3",
             "hypothesis>=6",
             "ruff>=0.4",
             # packaging: python -m build, twine check; the wheel test builds with setuptools

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -42,6 +45,16 @@ def assert_one_line_error(err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[-1], err
     return lines[-1]
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), the worker processes share the cores:
+    each, and every tool it starts, gets its share of threads instead of all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(autouse=True)
@@ -154,13 +167,32 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = "tiny"
 
 
+def build_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(folder)`` once per test session, also when pytest-xdist runs it in several worker
+    processes: the first worker builds under a file lock, the others reuse what it returned."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / name  # the session's, above the workers'
+    with FileLock(f"{shared}.lock"):
+        done = shared / ".built"
+        if not done.is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            done.write_text(str(build(shared)))
+        return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, toy_dataset, tiny_clip) -> Path:
     """The tiny detector trained briefly on the toy base classes (real learning, no mocks)."""
     from ovdet.config import load_config
     from ovdet.engine.trainer import Trainer
 
-    out = tmp_path_factory.mktemp("trained")
-    cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=150))
-    Trainer(cfg, progress=False).train()
-    return out / "model_final.pt"
+    def train(out: Path) -> Path:
+        cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=150))
+        Trainer(cfg, progress=False).train()
+        return out / "model_final.pt"
+
+    return build_once(tmp_path_factory, "trained", train)

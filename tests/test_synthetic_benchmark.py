@@ -1,4 +1,11 @@
-"""The quick-start main job: tools/benchmark_synthetic.py --small, end to end (real training)."""
+"""The quick-start main job, tools/benchmark_synthetic.py --small, end to end (real training), and
+what it must show: the open-vocabulary detector finds novel classes (novel AP50 >= 0.4), the
+closed-set baseline learns its base classes (base AP50 > 0.2), and its novel-class detections
+label a dataset that a closed-set detector learns the novel classes from.
+
+About 10 minutes on 2 CPU cores, so these tests are their own step: ``make test-benchmark``
+(``pytest -m synthetic_benchmark``); ``make test`` deselects them.
+"""
 
 import json
 import subprocess
@@ -8,57 +15,109 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.synthetic_benchmark]
+
+#: The floor of issue "The quick start convinces": learning, not a wall-clock limit.
+MIN_BEST_NOVEL_AP50 = 0.4
+MIN_CLOSED_SET_BASE_AP50 = 0.2
 
 
-def _run_small(out, timeout: int) -> subprocess.CompletedProcess:
-    """The README's command at the small size; asserts it succeeded."""
+def _run_tool(tool: str, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run ``tools/TOOL.py ARGS``; asserts it succeeded."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "benchmark_synthetic.py"), "--small",
-         "--output", str(out), "--no-progress"],
+        [sys.executable, str(REPO / "tools" / f"{tool}.py"), "--no-progress", *args],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
+def _run_small(out, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """The README's command at the small size."""
+    return _run_tool("benchmark_synthetic", "--small", "--output", str(out), timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    return out, _run_small(out, timeout=1800).stdout
+    return out, _run_small(out).stdout
 
 
-def test_open_vocabulary_beats_closed_set_on_novel_classes(small_run):
+def _report(out) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_open_vocabulary_finds_novel_classes_and_the_closed_set_baseline_learns(small_run):
     out, stdout = small_run
-    report = json.loads((out / "results.json").read_text())
+    report = _report(out)
     metrics = report["metrics"]
-    closed_novel = metrics["closed_set"]["novel"]["AP50"]
-    assert closed_novel < 0.01  # it cannot name a class it was not trained on
+    closed = metrics["closed_set"]
+    assert closed["novel"]["AP50"] < 0.01  # it cannot name a class it was not trained on
+    assert closed["base"]["AP50"] > MIN_CLOSED_SET_BASE_AP50, metrics
     best_novel = max(metrics[k]["novel"]["AP50"] for k in ("vild_text", "vild", "vild_ensemble"))
-    assert best_novel > closed_novel + 0.05, metrics
+    assert best_novel >= MIN_BEST_NOVEL_AP50, metrics
     # CLIP pre-training learned the compositions, novel ones included (chance: 1/64).
-    assert report["clip_zero_shot"]["novel"] > 0.2
+    assert report["clip_zero_shot"]["novel"] > 0.5
+    # With a baseline that learned, every target is a real check, and each is met.
+    assert [t["status"] for t in report["targets"]] == ["met"] * 3, report["targets"]
     assert "| (e) (d) + ViLD-ensemble |" in stdout
 
 
-def test_the_run_ends_with_novel_findings_counted_and_pictured(small_run):
+def test_the_run_ends_with_correct_novel_findings_counted_and_pictured(small_run):
     out, stdout = small_run
-    report = json.loads((out / "results.json").read_text())
-    findings = report["novel_findings"]
+    findings = _report(out)["novel_findings"]
     val = json.loads((out / "data" / "annotations" / "instances_val.json").read_text())
     split = json.loads((out / "data" / "split.json").read_text())
     novel_ids = {c["id"] for c in val["categories"] if c["name"] in split["novel"]}
     assert findings["novel_objects"] == sum(a["category_id"] in novel_ids
                                             for a in val["annotations"])  # fmt: skip
-    assert 0 <= findings["novel_found"] <= findings["novel_objects"]
-    assert 0 <= findings["novel_right"] <= findings["novel_detections"]
+    # The pictures' threshold shows what the model found: most novel objects, named right.
+    assert findings["novel_found"] >= 0.4 * findings["novel_objects"], findings
+    assert findings["novel_right"] >= 0.4 * findings["novel_detections"], findings
     assert len(list((out / "pictures").glob("*_det.jpg"))) == 6
     assert (out / "pictures" / "overview.jpg").is_file()
     assert f"{findings['novel_found']} of {findings['novel_objects']}" in stdout
-    # A check against a baseline that did not learn is not reported as met.
-    closed = report["metrics"]["closed_set"]["base"]["AP50"]
-    status = report["targets"][2]["status"]
-    assert status == "not applicable" if closed < 0.05 else status in ("met", "MISSED")
+
+
+def test_novel_auto_labels_teach_a_closed_set_detector(small_run, tmp_path):
+    """Auto-annotation (issue "Use it in the world"): the best ovdet model labels the training
+    images with the novel class names only; a closed-set Faster R-CNN trained on those labels
+    alone (the benchmark's own closed-set recipe) detects the novel classes on the validation
+    ground truth, which it never saw a human box of."""
+    out, _ = small_run
+    report = _report(out)
+    findings = report["novel_findings"]
+    data = out / "data"
+    split = json.loads((data / "split.json").read_text())
+    best = json.loads((out / "pictures" / "summary.json").read_text())["method"]
+    detector = "vild_text" if "ViLD-image" not in best else "vild"
+    labels = tmp_path / "labels"
+    _run_tool(
+        "infer", "--checkpoint", str(out / detector / "model_final.pt"),
+        "--classes", ",".join(split["novel"]), "--input", str(data / "images" / "train"),
+        "--output", str(labels), "--no-draw", "--coco-out", str(labels / "auto.json"),
+        "--label-thresh", str(findings["score_thresh"]),
+        *(["--ensemble"] if "ensemble" in best else []),
+    )  # fmt: skip
+    auto = json.loads((labels / "auto.json").read_text())
+    assert [c["name"] for c in auto["categories"]] == split["novel"]
+    assert len(auto["annotations"]) >= 50, len(auto["annotations"])
+
+    run = tmp_path / "closed"
+    _run_tool(
+        "train", "--config", str(out / "closed_set" / "config.yaml"),
+        "DATASETS.TRAIN_JSON", str(labels / "auto.json"),
+        "DATASETS.TRAIN_IMAGES", auto["info"]["image_root"],
+        "DATASETS.SPLIT", "", "OUTPUT_DIR", str(run),
+    )  # fmt: skip
+    _run_tool(
+        "evaluate", "--gt", str(data / "annotations" / "instances_val.json"),
+        "--split", str(data / "split.json"), "--checkpoint", str(run / "model_final.pt"),
+        "--image-root", str(data / "images" / "val"), "--score-thresh", "0.001",
+        "--device", "cpu", "--output", str(tmp_path / "metrics.json"),
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["novel"]["AP50"] > 0.1, metrics
 
 
 def test_a_rerun_reuses_every_finished_stage(small_run):

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--small",
         action="store_true",
-        help="the small size (about 3 minutes on 2 CPU cores) instead of the default size",
+        help="the small size (about 12 minutes on 2 CPU cores) instead of the default size",
     )
     p.add_argument(
         "--data",
@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="use this CLIP (e.g. local-dir:DIR) instead of pre-training one on the captions",
     )
-    p.add_argument("--iters", type=int, default=0, help="detector iterations (default: the size's)")
+    p.add_argument(
+        "--iters", type=int, default=0, help="iterations of every detector (default: the size's)"
+    )
     p.add_argument(
         "--clip-epochs", type=int, default=0, help="CLIP pre-training epochs (default: the size's)"
     )
@@ -146,6 +148,7 @@ def _size(args):
     changes = {}
     if args.iters:
         changes["detector_iters"] = args.iters
+        changes["detector_iters_overrides"] = ()  # every detector
     if args.clip_epochs:
         changes["clip_epochs"] = args.clip_epochs
     if args.clip_batch_size:

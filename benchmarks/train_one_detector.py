@@ -1,0 +1,111 @@
+"""Train one detector of the synthetic benchmark with given settings; print its base / novel AP50.
+
+The search behind the ``--small`` size (BENCHMARKS.md, section 7) in one command per row: a
+detector of :data:`ovdet.benchmark.synthetic_benchmark.DETECTORS` (closed-set, ViLD-text or ViLD
+with the online teacher), configured exactly as the benchmark configures it
+(``synthetic_benchmark.yaml`` + the data, the CLIP and ``KEY VALUE`` overrides), trained on a
+dataset :mod:`ovdet.data.synthetic` wrote (``--make-data`` writes one first), evaluated on its
+validation images down to score 0.001 (ViLD also with the ViLD-ensemble).
+
+Example (a row of the table)::
+
+    python -m benchmarks.train_one_detector --data /tmp/d --make-data max_objects=3 \\
+        min_object_size=24 max_object_size=64 min_visible=0.8 num_caption_crops=9600 \\
+        --clip local-dir:output/synthetic_benchmark/clip/model --detector closed_set \\
+        --iters 300 --threads 1 MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ovdet.benchmark import synthetic_benchmark as sb
+from ovdet.benchmark.data import BenchmarkData
+from ovdet.benchmark.predict import predict_with_method
+from ovdet.evaluation import evaluate_coco
+
+#: Prediction methods evaluated per detector.
+_PREDICTIONS = {"closed_set": ["detector"], "vild_text": ["detector"],
+                "vild": ["detector", "ensemble"]}  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", required=True, help="synthetic dataset folder")
+    p.add_argument(
+        "--make-data",
+        nargs="*",
+        metavar="KEY=VALUE",
+        default=None,
+        help="first write the dataset into --data: 400 train / 100 val images and 640 val "
+        "crops, with these generate_synthetic_dataset arguments on top",
+    )
+    p.add_argument("--clip", required=True, help="CLIP spec, e.g. local-dir:DIR")
+    p.add_argument("--detector", required=True, choices=sorted(_PREDICTIONS), help="which one")
+    p.add_argument("--iters", type=int, required=True, help="training iterations")
+    p.add_argument("--batch", type=int, default=4, help="images per iteration (default: 4)")
+    p.add_argument("--output", default="output/train_one_detector", help="training folder")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("opts", nargs="*", default=[], help="config overrides: KEY VALUE ...")
+    return p.parse_args(argv)
+
+
+def _make_data(root: Path, settings: Sequence[str]) -> None:
+    from ovdet.data.synthetic import generate_synthetic_dataset
+
+    kwargs = {"num_train_images": 400, "num_val_images": 100, "num_caption_crops": 0,
+              "num_val_caption_crops": 640, "crop_size": 32}  # fmt: skip
+    for item in settings:
+        key, value = item.split("=", 1)
+        kwargs[key] = float(value) if "." in value else int(value)
+    generate_synthetic_dataset(root, **kwargs, overwrite=True, progress=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.make_data is not None:
+        _make_data(Path(args.data), args.make_data)
+    data = BenchmarkData(Path(args.data).resolve())
+    size = sb.BenchmarkSize(
+        data={}, clip_epochs=0, clip_batch_size=0, clip_lr=0.0, detector_iters=args.iters,
+        detector_overrides=("SOLVER.IMS_PER_BATCH", str(args.batch), "SOLVER.WARMUP_ITERS", "20"),
+    )  # fmt: skip
+    detector = {d.name: d for d in sb.DETECTORS}[args.detector]
+    out = Path(args.output)
+    shutil.rmtree(out / detector.name, ignore_errors=True)
+    cfg = sb._detector_config(out, data, args.clip, detector, size, 0, "cpu", tuple(args.opts))
+    from ovdet.engine.trainer import Trainer
+
+    start, cpu = time.perf_counter(), time.process_time()
+    Trainer(cfg, resume=False, progress=False).train()
+    report = {
+        "detector": detector.name,
+        "iters": args.iters,
+        "batch": args.batch,
+        "opts": args.opts,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "train_cpu_seconds": round(time.process_time() - cpu, 1),
+    }
+    for prediction in _PREDICTIONS[detector.name]:
+        results = predict_with_method(
+            out / detector.name / "model_final.pt", data.path("val_json"),
+            data.path("val_images"), prediction, device="cpu",
+            score_thresh=sb.EVAL_SCORE_THRESH, progress=False,
+        )  # fmt: skip
+        metrics = evaluate_coco(str(data.path("val_json")), results, data.split_spec)
+        report[prediction] = {g: round(metrics[g]["AP50"] or 0.0, 3) for g in ("base", "novel")}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
