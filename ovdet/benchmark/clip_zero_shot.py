@@ -165,7 +165,7 @@ def box_zero_shot_accuracy(
         height, width = image.shape[:2]
         boxes = torch.as_tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
         scale = torch.tensor([width / record.width, height / record.height] * 2)
-        pixels = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)[None]
+        pixels = torch.tensor(image).permute(2, 0, 1).float().div(255.0)[None]  # read-only array
         embeddings = teacher(pixels, [boxes * scale])
         predicted.extend((embeddings @ text.t().to(embeddings.dtype)).argmax(dim=1).tolist())
         truth.extend(int(c) - 1 for c in record.labels)  # labels are 1..C
