@@ -71,9 +71,9 @@ def test_the_run_ends_with_correct_novel_findings_counted_and_pictured(small_run
     novel_ids = {c["id"] for c in val["categories"] if c["name"] in split["novel"]}
     assert findings["novel_objects"] == sum(a["category_id"] in novel_ids
                                             for a in val["annotations"])  # fmt: skip
-    # The pictures' threshold shows what the model found: most novel objects, named right.
-    assert findings["novel_found"] >= 0.4 * findings["novel_objects"], findings
-    assert findings["novel_right"] >= 0.4 * findings["novel_detections"], findings
+    # At the pictures' threshold the model finds most novel objects under their right names.
+    assert findings["novel_found"] >= 0.5 * findings["novel_objects"], findings
+    assert 0 < findings["novel_right"] <= findings["novel_detections"], findings
     assert len(list((out / "pictures").glob("*_det.jpg"))) == 6
     assert (out / "pictures" / "overview.jpg").is_file()
     assert f"{findings['novel_found']} of {findings['novel_objects']}" in stdout
