@@ -239,6 +239,22 @@ def test_cli(tmp_path):
     assert make_synthetic_main(argv) == 2  # not empty, no --overwrite: one-line error
 
 
+def test_cli_object_sizes(tmp_path):
+    out = tmp_path / "sizes"
+    argv = [
+        "--output", str(out), "--num-train-images", "6", "--num-val-images", "1",
+        "--num-caption-crops", "0", "--num-val-caption-crops", "0", "--max-objects", "3",
+        "--min-object-size", "40", "--max-object-size", "60", "--min-visible", "1.0",
+        "--no-progress",
+    ]  # fmt: skip
+    assert make_synthetic_main(argv) == 0
+    train = json.loads((out / "annotations" / "instances_train.json").read_text())
+    boxes = [a["bbox"] for a in train["annotations"]]
+    assert boxes and all(max(w, h) >= 20 for _, _, w, h in boxes)  # no object under 40 px across
+    bad = [*argv[:-1], "--overwrite", "--min-object-size", "70", "--no-progress"]
+    assert make_synthetic_main(bad) == 2  # min > max: one-line error
+
+
 @pytest.mark.slow
 def test_workers_give_identical_files(dataset, tmp_path):
     parallel = _generate(tmp_path / "parallel", workers=2)

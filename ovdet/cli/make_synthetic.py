@@ -67,6 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-objects", type=int, default=5, help="most objects per image (default: 5)"
     )
     parser.add_argument(
+        "--min-object-size",
+        type=float,
+        default=14.0,
+        help="smallest nominal object diameter, pixels (default: 14; the benchmark's --small: 24)",
+    )
+    parser.add_argument(
+        "--max-object-size",
+        type=float,
+        default=56.0,
+        help="largest nominal object diameter, pixels, at most --image-size / 1.5 (default: 56; "
+        "--small: 64)",
+    )
+    parser.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.6,
+        help="least visible fraction of each object under occlusion, in (0, 1] (default: 0.6; "
+        "--small: 0.8)",
+    )
+    parser.add_argument(
         "--no-novel-captions",
         action="store_true",
         help="keep novel classes out of the CLIP pre-training captions (ablation)",
@@ -100,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         **sizes,
         image_size=args.image_size,
         max_objects=args.max_objects,
+        min_object_size=args.min_object_size,
+        max_object_size=args.max_object_size,
+        min_visible=args.min_visible,
         novel_captions=not args.no_novel_captions,
         seed=args.seed,
         workers=args.workers,
