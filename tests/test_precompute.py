@@ -55,7 +55,7 @@ def test_embeddings_match_the_teacher_on_the_same_boxes(
     teacher = build_clip_teacher(cfg, load_clip(tiny_clip))
     file_name = next(i["file_name"] for i in data["images"] if i["id"] == image_id)
     image = read_image(toy_dataset / "images" / file_name)
-    pixels = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
+    pixels = torch.tensor(image).permute(2, 0, 1).float()[None] / 255.0
     expected = teacher(pixels, [boxes])
     assert embeddings.shape == (1, expected.shape[1])
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=1e-4)
