@@ -151,6 +151,16 @@ def parse_class_box(text: str) -> Vocabulary:
                                   .replace(str(path), "the class list")) from None  # fmt: skip
 
 
+def _vocabulary_or_message(class_text: str | None, messages: list[str]) -> Vocabulary | None:
+    """:func:`parse_class_box` of the page's class box; on a bad vocabulary, its one-line
+    message appended to ``messages`` and ``None``."""
+    try:
+        return parse_class_box(class_text or "")
+    except VocabularyError as e:
+        messages.append(f"error: {e}")
+        return None
+
+
 def format_vocabulary(vocabulary: Vocabulary) -> str:
     """The inverse of :func:`parse_class_box`: one line, or one class per line with synonyms."""
     if not any(vocabulary.synonyms):
@@ -331,10 +341,8 @@ def detect_files(
     from ovdet.viz import draw_detections
 
     result = DemoResult()
-    try:
-        vocabulary = parse_class_box(class_text or "")
-    except VocabularyError as e:
-        result.messages.append(f"error: {e}")
+    vocabulary = _vocabulary_or_message(class_text, result.messages)
+    if vocabulary is None:
         return result
     files = [Path(f) for f in files or []]
     if not files:
@@ -449,10 +457,8 @@ def detect_video_file(
     from ovdet.video_detection import detect_video
 
     result = DemoVideoResult()
-    try:
-        vocabulary = parse_class_box(class_text or "")
-    except VocabularyError as e:
-        result.messages.append(f"error: {e}")
+    vocabulary = _vocabulary_or_message(class_text, result.messages)
+    if vocabulary is None:
         return result
     if not video:
         result.messages.append("error: no video; upload one")
