@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from ovdet.benchmark.synthetic_benchmark import METHODS
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.synthetic_benchmark]
@@ -89,15 +90,15 @@ def test_novel_auto_labels_teach_a_closed_set_detector(small_run, tmp_path):
     findings = report["novel_findings"]
     data = out / "data"
     split = json.loads((data / "split.json").read_text())
-    best = json.loads((out / "pictures" / "summary.json").read_text())["method"]
-    detector = "vild_text" if "ViLD-image" not in best else "vild"
+    pictured = json.loads((out / "pictures" / "summary.json").read_text())["method"]
+    best = next(m for m in METHODS if m.description == pictured)
     labels = tmp_path / "labels"
     _run_tool(
-        "infer", "--checkpoint", str(out / detector / "model_final.pt"),
+        "infer", "--checkpoint", str(out / best.detector / "model_final.pt"),
         "--classes", ",".join(split["novel"]), "--input", str(data / "images" / "train"),
         "--output", str(labels), "--no-draw", "--coco-out", str(labels / "auto.json"),
         "--label-thresh", str(findings["score_thresh"]),
-        *(["--ensemble"] if "ensemble" in best else []),
+        *(["--ensemble"] if best.prediction == "ensemble" else []),
     )  # fmt: skip
     auto = json.loads((labels / "auto.json").read_text())
     assert [c["name"] for c in auto["categories"]] == split["novel"]
