@@ -156,7 +156,8 @@ def toy_overrides(toy: Path, clip: str, out: Path, max_iter: int = 60) -> list[s
         "SOLVER.IMS_PER_BATCH", "4",
         "SOLVER.BASE_LR", "0.002",
         "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.CHECKPOINT_PERIOD", "20",
+        # the final checkpoint only (tests that resume set their own period): each is ~150 MB
+        "SOLVER.CHECKPOINT_PERIOD", str(max_iter),
         "SOLVER.WARMUP_ITERS", "5",
         "LOG_PERIOD", "1",
         "OUTPUT_DIR", str(out),

@@ -22,7 +22,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -600,7 +602,9 @@ def build_app(
     """
     import gradio as gr
 
+    # each request's results.json and drawn video, kept while the server runs
     out_root = Path(tempfile.mkdtemp(prefix="ovdet-demo-results-"))
+    atexit.register(shutil.rmtree, out_root, ignore_errors=True)
 
     def run(files, class_text, templates, thresh, ensemble):
         from ovdet.utils.io import atomic_write_json
