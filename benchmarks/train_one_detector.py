@@ -31,9 +31,12 @@ from ovdet.benchmark.data import BenchmarkData
 from ovdet.benchmark.predict import predict_with_method
 from ovdet.evaluation import evaluate_coco
 
-#: Prediction methods evaluated per detector.
-_PREDICTIONS = {"closed_set": ["detector"], "vild_text": ["detector"],
-                "vild": ["detector", "ensemble"]}  # fmt: skip
+#: Prediction methods evaluated per detector: plain, and those of its benchmark rows.
+_PREDICTIONS = {
+    d.name: ["detector"] + sorted({m.prediction for m in sb.METHODS if m.detector == d.name}
+                                  - {"detector", "clip_on_proposals"})
+    for d in sb.DETECTORS
+}  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -19,15 +19,17 @@ from ovdet.benchmark.synthetic_benchmark import METHODS, check_targets
 from tests.conftest import REPO, TOY_CLASSES, write_toy_dataset
 
 
-def _metrics(closed_base=0.5, clip_novel=0.1, vild_text=(0.6, 0.5)) -> dict:
-    def m(base, novel):
-        return {g: {"AP": v, "AP50": v} for g, v in (("base", base), ("novel", novel),
-                                                      ("all", base))}  # fmt: skip
+def _m(base, novel) -> dict:
+    return {g: {"AP": v, "AP50": v} for g, v in (("base", base), ("novel", novel), ("all", base))}
 
-    out = {k.key: m(0.3, 0.2) for k in METHODS}
-    out["closed_set"] = m(closed_base, 0.0)
-    out["clip_on_proposals"] = m(0.1, clip_novel)
-    out["vild_text"] = m(*vild_text)
+
+def _metrics(closed_base=0.5, clip_novel=0.1, vild_text=(0.6, 0.5)) -> dict:
+    """Metrics of the rows without image labels."""
+    out = {k.key: _m(0.3, 0.2) for k in METHODS if not k.key.startswith("vild_text_")
+           and k.key != "vild_weak_ensemble"}  # fmt: skip
+    out["closed_set"] = _m(closed_base, 0.0)
+    out["clip_on_proposals"] = _m(0.1, clip_novel)
+    out["vild_text"] = _m(*vild_text)
     return out
 
 
@@ -41,6 +43,22 @@ def test_targets_are_met_missed_or_not_applicable():
     na = check_targets(_metrics(closed_base=0.0, clip_novel=0.0))
     assert [t["status"] for t in na] == ["met", "not applicable", "not applicable"]
     assert "did not learn" in na[2]["reason"] and "scored 0" in na[1]["reason"]
+
+
+def test_weak_supervision_targets():
+    metrics = _metrics()  # the best row without image labels: ViLD-text, novel 0.5
+    metrics["vild_text_labels"] = _m(0.6, 0.76)
+    metrics["vild_weak_ensemble"] = _m(0.64, 0.61)
+    targets = check_targets(metrics)
+    assert len(targets) == 5  # the (f) target only in the variant without novel captions
+    assert [t["status"] for t in targets[3:]] == ["met", "met"]
+    assert "(c) ovdet ViLD-text: 0.500) + 0.10" in targets[3]["text"]
+    metrics["vild_weak_ensemble"] = _m(0.7, 0.59)  # 0.09 above, and under 0.95 x its base
+    assert [t["status"] for t in check_targets(metrics)[3:]] == ["MISSED", "MISSED"]
+    variant = check_targets(metrics, novel_captions=False)
+    assert variant[5]["status"] == "met" and "1.5 x ViLD-text's (0.500)" in variant[5]["text"]
+    metrics["vild_text_labels"] = _m(0.6, 0.74)
+    assert check_targets(metrics, novel_captions=False)[5]["status"] == "MISSED"
 
 
 def test_match_detections_counts_each_object_once():
@@ -86,6 +104,16 @@ def _write_own_dataset(root: Path) -> None:
         writer = csv.DictWriter(f, ["image", "caption"])
         writer.writeheader()
         writer.writerows(rows)
+    # image labels, no boxes (Detic's pos_category_ids), on the same crops
+    ids = {name: cid for cid, name in names.items()}
+    images = [
+        {"id": i + 1, "file_name": r["image"], "width": 32, "height": 32,
+         "pos_category_ids": [ids[r["caption"][2:]]]}
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    (root / "text" / "labels.json").write_text(
+        json.dumps({"images": images, "annotations": [], "categories": data["categories"]})
+    )
 
 
 def _benchmark(*args) -> subprocess.CompletedProcess:
@@ -106,6 +134,8 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
         "--val-json", "val/instances.json", "--val-images", "val/images",
         "--captions", "text/captions.csv", "--image-column", "image",
         "--caption-column", "caption", "--csv-separator", ",",
+        "--weak-labels", "text/labels.json", "--weak-images", "text",
+        "--weak-captions", "text/none.json",
         "--iters", "2", "--clip-epochs", "1", "--clip-batch-size", "32",
         "--picture-thresh", "0.0",
         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
@@ -114,7 +144,9 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     proc = _benchmark(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
-    assert set(report["metrics"]) == {m.key for m in METHODS}
+    # no captions of image-labelled images: the rows with the caption loss are skipped
+    with_captions = {"vild_text_captions", "vild_weak_ensemble"}
+    assert set(report["metrics"]) == {m.key for m in METHODS} - with_captions
     assert report["data"]["train_json"] == str(data / "train" / "instances.json")
     # No labelled crops in this dataset: CLIP's zero-shot accuracy is measured on the val boxes.
     zero_shot = report["clip_zero_shot"]
@@ -134,6 +166,11 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     assert "Novel objects found by" in proc.stdout
     log = (out / "log.txt").read_text()
     assert "stage 2: training vild_text" in log and "iter 2/2  total_loss" in log
+    assert "skipping vild_text_captions: the dataset has no weak_captions" in log
+    weak_config = (out / "vild_text_labels" / "config.yaml").read_text()
+    assert f"\n  WEIGHTS: {out / 'vild_text' / 'model_final.pt'}\n" in weak_config  # fine-tuned
+    assert "\n  ACCUMULATE_STEPS: 2\n" in weak_config  # a box and an image-labelled batch a step
+    assert "Weak supervision: 72 image-labelled images" in log
 
     # A re-run reuses every stage; other inputs in the same folder are refused.
     rerun = _benchmark(*args)

@@ -32,6 +32,12 @@ class BenchmarkData:
             ``caption_column``), image paths relative to the CSV's folder.
         val_captions: labelled crops (``image_column``, ``label_column``) for CLIP's zero-shot
             accuracy; when the file does not exist, CLIP classifies the validation boxes instead.
+        weak_labels: image-labelled training images (no boxes) for the weak-supervision rows:
+            anything ``DATASETS.WEAK_TRAIN`` takes (COCO JSON with ``pos_category_ids``, COCO
+            captions JSON, caption CSV); when the file does not exist, those rows are skipped.
+        weak_captions: the same images' captions (COCO captions JSON or caption CSV) for the
+            rows with the caption loss; skipped when the file does not exist.
+        weak_images: the folder of the image-labelled files' image paths.
         image_column, caption_column, label_column: CSV column names.
         separator: the CSVs' column separator.
     """
@@ -44,12 +50,15 @@ class BenchmarkData:
     split: str = "split.json"
     captions: str = "captions/train.csv"
     val_captions: str = "captions/val.csv"
+    weak_labels: str = "annotations/image_labels_weak.json"
+    weak_captions: str = "annotations/captions_weak.json"
+    weak_images: str = "images/weak"
     image_column: str = "filepath"
     caption_column: str = "title"
     label_column: str = "label"
     separator: str = "\t"
 
-    #: Fields that name files or folders (each must exist, except ``val_captions``).
+    #: Fields that name files or folders that must exist.
     PATH_FIELDS = (
         "train_json", "train_images", "val_json", "val_images", "split", "captions",
     )  # fmt: skip
@@ -67,9 +76,12 @@ class BenchmarkData:
         """The split as :func:`ovdet.data.splits.load_split` takes it."""
         return "ovcoco" if self.split == "ovcoco" else str(self.path("split"))
 
-    @property
-    def has_val_captions(self) -> bool:
-        return bool(self.val_captions) and self.path("val_captions").is_file()
+    #: Optional files: a row that needs one is skipped where it does not exist.
+    OPTIONAL_FIELDS = ("val_captions", "weak_labels", "weak_captions", "weak_images")
+
+    def has(self, field: str) -> bool:
+        """Whether the optional file or folder ``field`` is given and exists."""
+        return bool(getattr(self, field)) and self.path(field).exists()
 
     def with_root(self, root: str | Path) -> BenchmarkData:
         return dataclasses.replace(self, root=Path(root))
@@ -95,7 +107,7 @@ class BenchmarkData:
         for f in dataclasses.fields(self):
             if f.name == "root":
                 out["root"] = str(Path(self.root).resolve())
-            elif f.name in self.PATH_FIELDS or f.name == "val_captions":
+            elif f.name in self.PATH_FIELDS or f.name in self.OPTIONAL_FIELDS:
                 out[f.name] = str(self.path(f.name)) if getattr(self, f.name) else ""
             else:
                 out[f.name] = getattr(self, f.name)

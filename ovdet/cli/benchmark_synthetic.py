@@ -4,7 +4,8 @@ Without ``--data`` it generates the synthetic colour x shape dataset; with ``--d
 on a COCO-format dataset of your own (train/val annotations and images, a base/novel split file,
 an image-caption CSV; every path and column is a flag below, relative to DIR). It pre-trains a
 tiny CLIP on the captions with open_clip_train (or takes ``--clip``), trains a closed-set Faster
-R-CNN and two ovdet detectors on the base boxes, evaluates five methods (base / novel / all
+R-CNN and two ovdet detectors on the base boxes, fine-tunes them on image-labelled images
+(weak supervision, where the dataset has them), evaluates each method (base / novel / all
 AP50), prints the table and the target checks, and draws the best method's detections with
 every class name on validation images (novel classes marked with ``*``), counting the novel
 objects it found. A re-run with the same --output reuses finished stages (an interrupted run
@@ -14,6 +15,7 @@ Examples::
 
     python tools/benchmark_synthetic.py --small --output output/synthetic_benchmark_small
     python tools/benchmark_synthetic.py --output output/synthetic_benchmark
+    python tools/benchmark_synthetic.py --small --no-novel-captions --output output/nonovel
     python tools/benchmark_synthetic.py --small --data my_dataset --output output/mine \\
         --train-json train.json --train-images imgs --val-json val.json --val-images imgs \\
         --split split.json --captions captions.csv --caption-column caption --csv-separator ,
@@ -42,6 +44,11 @@ _DATA_HELP = {
     "captions": "image-caption CSV for CLIP pre-training (image paths relative to its folder)",
     "val_captions": "labelled crops CSV (image and label columns) for CLIP's zero-shot accuracy; "
     "if the file does not exist, CLIP classifies the validation boxes instead",
+    "weak_labels": "image-labelled training data without boxes (COCO JSON with pos_category_ids, "
+    "COCO captions JSON or caption CSV) for rows (f)-(h); skipped if the file does not exist",
+    "weak_captions": "captions of image-labelled images (COCO captions JSON or caption CSV) for "
+    "rows (g) and (h); skipped if the file does not exist",
+    "weak_images": "folder of the image-labelled files' image paths",
     "image_column": "CSV column of image paths",
     "caption_column": "CSV column of captions",
     "label_column": "CSV column of class names (in --val-captions)",
@@ -85,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv-separator",
         default="\\t",
         help="the CSVs' column separator; '\\\\t' (a backslash and t) means a tab (default: tab)",
+    )
+    p.add_argument(
+        "--no-novel-captions",
+        action="store_true",
+        help="synthetic data whose CLIP captions never name a novel class, so that image labels "
+        "are the only source of the novel names (without --data)",
     )
     p.add_argument(
         "--clip",
@@ -141,6 +154,10 @@ def _size(args):
     from ovdet.benchmark.synthetic_benchmark import SIZES
 
     spec = SIZES["small" if args.small else "default"]
+    if args.no_novel_captions and args.data is not None:
+        raise ConfigError(
+            "--no-novel-captions changes the synthetic data; it cannot be used with --data"
+        )
     if min(args.iters, args.clip_epochs, args.clip_batch_size) < 0:
         raise ConfigError(
             "--iters, --clip-epochs and --clip-batch-size must be positive (0: the size's)"
@@ -155,6 +172,8 @@ def _size(args):
         changes["clip_batch_size"] = args.clip_batch_size
     if args.picture_thresh is not None:
         changes["picture_thresh"] = args.picture_thresh
+    if args.no_novel_captions:
+        changes["data"] = {**spec.data, "novel_captions": False}
     return replace(spec, **changes) if changes else ("small" if args.small else "default")
 
 
