@@ -65,10 +65,25 @@ def test_image_label_loss_known_value():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_image_label_loss_every_label_is_positive_and_images_average():
-    # Labels 0 and 2 on the same region: both targets are 1 (neither is the other's negative).
+def test_image_label_loss_each_label_positive_never_another_labels_negative():
+    # Labels 0 and 2 on the same region (logits [1, 0, 0], background -1). Label 0's terms:
+    # class 0 positive, class 1 and the background negative, class 2 (the other label) left out;
+    # label 2's terms likewise; averaged over the two labels.
     two = image_label_loss([LOGITS], [BOXES], [torch.tensor([0, 2])], "max_size", logit_bias=0.0)
-    assert two.item() == pytest.approx(2 * _softplus(-1.0) + 2 * _softplus(0.0))
+    label0 = _softplus(-1.0) + _softplus(0.0) + _softplus(-1.0)
+    label2 = _softplus(-0.0) + _softplus(0.0) + _softplus(-1.0)
+    assert two.item() == pytest.approx((label0 + label2) / 2)
+    # max_score, labels 1 and 0: label 1 takes region 0 (logits [0, 3, 0], background 0), label
+    # 0 region 2 (logits [5, 0, 2], background 0); neither region learns the other's label.
+    logits = LOGITS.clone().requires_grad_(True)
+    loss = image_label_loss([logits], [BOXES], [torch.tensor([1, 0])], "max_score", logit_bias=0.0)
+    assert loss.item() == pytest.approx(
+        (_softplus(-3.0) + 2 * _softplus(0.0) + _softplus(2.0) + _softplus(0.0) + _softplus(-5.0))
+        / 2
+    )
+    loss.backward()
+    assert logits.grad[0, 0] == 0 and logits.grad[2, 1] == 0  # the other label: left out
+    assert logits.grad[0, 1] < 0 and logits.grad[2, 0] < 0  # its own label: up
     # A second image without labels does not dilute the mean; one with labels does.
     no_labels = torch.tensor([], dtype=torch.long)
     empty = image_label_loss(
