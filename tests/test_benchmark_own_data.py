@@ -53,6 +53,11 @@ def test_weak_supervision_targets():
     assert len(targets) == 5  # the (f) target only in the variant without novel captions
     assert [t["status"] for t in targets[3:]] == ["met", "met"]
     assert "(c) ovdet ViLD-text: 0.500) + 0.10" in targets[3]["text"]
+    # the control, (c) trained as long on boxes only, is a row without image labels
+    metrics["vild_text_longer"] = _m(0.6, 0.55)
+    control = check_targets(metrics)[3]
+    assert control["status"] == "MISSED" and "(c') (c) fine-tuned as long" in control["text"]
+    del metrics["vild_text_longer"]
     metrics["vild_weak_ensemble"] = _m(0.7, 0.59)  # 0.09 above, and under 0.95 x its base
     assert [t["status"] for t in check_targets(metrics)[3:]] == ["MISSED", "MISSED"]
     variant = check_targets(metrics, novel_captions=False)

@@ -11,7 +11,11 @@ interrupted run loses nothing; training resumes from its last checkpoint):
    CLIP); its zero-shot accuracy (base / novel) on held-out labelled crops, or on the
    validation boxes when the dataset has no labelled crops.
 2. one folder per entry of :data:`DETECTORS` (``closed_set/``, ``vild_text/``, ``vild/``):
-   detectors trained on the base boxes only, with the same backbone, data, schedule and seed.
+   detectors trained on the base boxes only, with the same backbone, data, schedule and seed;
+   then the weak-supervision detectors, which fine-tune ``vild_text`` / ``vild`` on steps that
+   mix box images and image-labelled images (``vild_text_labels/``, ``vild_text_captions/``,
+   ``vild_weak/``; skipped where the dataset has no image-labelled data), and their control,
+   ``vild_text`` fine-tuned as long on box images only (``vild_text_longer/``).
 3. ``eval/`` and ``results.json`` / ``results.md``: base / novel / all AP50 on the validation
    images in the generalized setting (every category in the vocabulary) of each entry of
    :data:`METHODS`, and the target checks (:func:`check_targets`).
@@ -107,8 +111,10 @@ _SMALL_DETECTOR_OVERRIDES = (
 
 
 def _weak_fine_tuning(iters: int) -> tuple[tuple[str, int], ...]:
-    """Iterations of the weak-supervision detectors, which fine-tune the box-trained ones."""
-    return tuple((name, iters) for name in ("vild_text_labels", "vild_text_captions", "vild_weak"))
+    """Iterations of the weak-supervision detectors and their control, which fine-tune the
+    box-trained ones."""
+    names = ("vild_text_longer", "vild_text_labels", "vild_text_captions", "vild_weak")
+    return tuple((name, iters) for name in names)
 
 
 SIZES: dict[str, BenchmarkSize] = {
@@ -201,6 +207,8 @@ DETECTORS: list[Detector] = [
     Detector("closed_set", ("MODEL.META_ARCHITECTURE", "FasterRCNN")),
     Detector("vild_text", ("MODEL.OVDET.DISTILL.MODE", "none")),
     Detector("vild", ("MODEL.OVDET.DISTILL.MODE", "online")),
+    # the control of the weak-supervision rows: (c) fine-tuned as long, on box images only
+    Detector("vild_text_longer", ("MODEL.OVDET.DISTILL.MODE", "none"), init_from="vild_text"),
     # weak supervision (Detic): fine-tuned on image-labelled images mixed with the box images
     Detector(
         "vild_text_labels",
@@ -234,6 +242,8 @@ METHODS: list[Method] = [
     Method("vild_text", "(c) ovdet ViLD-text", "vild_text"),
     Method("vild", "(d) ovdet ViLD-text + ViLD-image", "vild"),
     Method("vild_ensemble", "(e) (d) + ViLD-ensemble", "vild", "ensemble"),
+    Method("vild_text_longer", "(c') (c) fine-tuned as long as (f)-(h), box images only",
+           "vild_text_longer"),
     Method("vild_text_labels", "(f) (c) + image labels", "vild_text_labels"),
     Method("vild_text_captions", "(g) (f) + caption loss", "vild_text_captions"),
     Method("vild_weak_ensemble", "(h) (g) + ViLD-image + ViLD-ensemble", "vild_weak", "ensemble"),
