@@ -3,7 +3,7 @@ what it must show: the open-vocabulary detector finds novel classes (novel AP50 
 closed-set baseline learns its base classes (base AP50 > 0.2), and its novel-class detections
 label a dataset that a closed-set detector learns the novel classes from.
 
-About 17 minutes on 2 CPU cores, so these tests are their own step: ``make test-benchmark``
+About 22 minutes on 2 CPU cores, so these tests are their own step: ``make test-benchmark``
 (``pytest -m synthetic_benchmark``); ``make test`` deselects them.
 """
 
