@@ -110,57 +110,6 @@ _SMALL_DETECTOR_OVERRIDES = (
 )  # fmt: skip
 
 
-def _weak_fine_tuning(iters: int) -> tuple[tuple[str, int], ...]:
-    """Iterations of the weak-supervision detectors and their control, which fine-tune the
-    box-trained ones."""
-    names = ("vild_text_longer", "vild_text_labels", "vild_text_captions", "vild_weak")
-    return tuple((name, iters) for name in names)
-
-
-SIZES: dict[str, BenchmarkSize] = {
-    # About the least that meets the floor of tests/test_synthetic_benchmark.py (BENCHMARKS.md,
-    # section 7): the closed-set baseline, which has no text embeddings to share what it learns
-    # between compositions, needs ~1500 images seen to pass 0.2 base AP50, so it trains longer
-    # than ovdet's detectors (a comparison that favours it); fewer, larger objects (24-64 px, up
-    # to 3) than the default size; CLIP needs ~10k distinct crops.
-    "small": BenchmarkSize(
-        data={
-            "num_train_images": 400,
-            "num_val_images": 100,
-            "num_caption_crops": 9600,
-            "num_val_caption_crops": 640,
-            "num_weak_images": 400,
-            "crop_size": 32,
-            "max_objects": 3,
-            "min_object_size": 24.0,
-            "max_object_size": 64.0,
-            "min_visible": 0.8,
-        },
-        clip_epochs=4,
-        clip_batch_size=128,
-        clip_lr=3e-3,
-        detector_iters=300,
-        detector_iters_overrides=(("closed_set", 480), *_weak_fine_tuning(100)),
-        detector_overrides=_SMALL_DETECTOR_OVERRIDES,
-    ),
-    "default": BenchmarkSize(
-        data={
-            "num_train_images": 2000,
-            "num_val_images": 250,
-            "num_caption_crops": 16000,
-            "num_val_caption_crops": 1280,
-            "num_weak_images": 2000,
-            "crop_size": 32,
-        },
-        clip_epochs=6,
-        clip_batch_size=128,
-        clip_lr=3e-3,
-        detector_iters=600,
-        detector_iters_overrides=_weak_fine_tuning(200),
-    ),
-}
-
-
 @dataclass(frozen=True)
 class Detector:
     """A detector the benchmark trains.
@@ -227,6 +176,57 @@ DETECTORS: list[Detector] = [
         "vild_weak", ("MODEL.OVDET.DISTILL.MODE", "online"), weak="weak_labels", init_from="vild"
     ),
 ]
+
+
+def _weak_fine_tuning(iters: int) -> tuple[tuple[str, int], ...]:
+    """Iterations of the detectors that fine-tune box-trained ones (``init_from``): the
+    weak-supervision detectors and their control."""
+    return tuple((d.name, iters) for d in DETECTORS if d.init_from)
+
+
+SIZES: dict[str, BenchmarkSize] = {
+    # About the least that meets the floor of tests/test_synthetic_benchmark.py (BENCHMARKS.md,
+    # section 7): the closed-set baseline, which has no text embeddings to share what it learns
+    # between compositions, needs ~1500 images seen to pass 0.2 base AP50, so it trains longer
+    # than ovdet's detectors (a comparison that favours it); fewer, larger objects (24-64 px, up
+    # to 3) than the default size; CLIP needs ~10k distinct crops.
+    "small": BenchmarkSize(
+        data={
+            "num_train_images": 400,
+            "num_val_images": 100,
+            "num_caption_crops": 9600,
+            "num_val_caption_crops": 640,
+            "num_weak_images": 400,
+            "crop_size": 32,
+            "max_objects": 3,
+            "min_object_size": 24.0,
+            "max_object_size": 64.0,
+            "min_visible": 0.8,
+        },
+        clip_epochs=4,
+        clip_batch_size=128,
+        clip_lr=3e-3,
+        detector_iters=300,
+        detector_iters_overrides=(("closed_set", 480), *_weak_fine_tuning(100)),
+        detector_overrides=_SMALL_DETECTOR_OVERRIDES,
+    ),
+    "default": BenchmarkSize(
+        data={
+            "num_train_images": 2000,
+            "num_val_images": 250,
+            "num_caption_crops": 16000,
+            "num_val_caption_crops": 1280,
+            "num_weak_images": 2000,
+            "crop_size": 32,
+        },
+        clip_epochs=6,
+        clip_batch_size=128,
+        clip_lr=3e-3,
+        detector_iters=600,
+        detector_iters_overrides=_weak_fine_tuning(200),
+    ),
+}
+
 
 #: The detectors that train on image-labelled data.
 _WEAK_DETECTORS = {d.name for d in DETECTORS if d.weak}
@@ -473,7 +473,7 @@ def check_targets(metrics: dict, novel_captions: bool = True) -> list[dict]:
             else "",
         ),
     ]
-    weak = {m.key: m for m in METHODS if m.detector in _WEAK_DETECTORS}
+    weak = {m.key for m in METHODS if m.detector in _WEAK_DETECTORS}
     if "vild_weak_ensemble" in metrics:
         boxes_only = max(
             (m for m in METHODS if m.open_vocabulary and m.key in metrics and m.key not in weak),

@@ -47,7 +47,7 @@ _DATA_HELP = {
     "weak_labels": "image-labelled training data without boxes (COCO JSON with pos_category_ids, "
     "COCO captions JSON or caption CSV) for rows (f)-(h); skipped if the file does not exist",
     "weak_captions": "captions of image-labelled images (COCO captions JSON or caption CSV) for "
-    "rows (g) and (h); skipped if the file does not exist",
+    "row (g); skipped if the file does not exist",
     "weak_images": "folder of the image-labelled files' image paths",
     "image_column": "CSV column of image paths",
     "caption_column": "CSV column of captions",
