@@ -142,7 +142,7 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
         "--weak-labels", "text/labels.json", "--weak-images", "text",
         "--weak-captions", "text/none.json",
         "--iters", "2", "--clip-epochs", "1", "--clip-batch-size", "32",
-        "--picture-thresh", "0.0",
+        "--picture-thresh", "0.0", "--workers", "2", "--threads", "1",
         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
         "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2",
     ]  # fmt: skip
@@ -170,6 +170,9 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     assert "Novel objects found by" in proc.stdout
     log = (out / "log.txt").read_text()
     assert "stage 2: training vild_text" in log and "iter 2/2  total_loss" in log
+    # Two worker processes trained the detectors; their lines carry the detector's name.
+    assert "on 2 worker processes (torch threads per worker: 1)" in log
+    assert "[vild_text] iter 2/2  total_loss" in log and "[closed_set] iter 2/2" in log
     assert "skipping vild_text_captions: the dataset has no weak_captions" in log
     weak_config = (out / "vild_text_labels" / "config.yaml").read_text()
     assert f"\n  WEIGHTS: {out / 'vild_text' / 'model_final.pt'}\n" in weak_config  # fine-tuned

@@ -270,6 +270,11 @@ def _make_data(out: Path, size: BenchmarkSize, seed: int, progress: bool) -> Ben
     return BenchmarkData(root)
 
 
+def _clip_spec(out: Path) -> str:
+    """The spec of the CLIP that stage 1 pre-trains and exports."""
+    return f"local-dir:{out / 'clip' / 'model'}"
+
+
 def _pretrain_clip(out: Path, data: BenchmarkData, size: BenchmarkSize, seed: int, device: str):
     from ovdet.clip_pretrain import export_clip_dir, pretrain_clip
 
@@ -289,7 +294,7 @@ def _pretrain_clip(out: Path, data: BenchmarkData, size: BenchmarkSize, seed: in
         (out / "clip" / "seconds.json").write_text(json.dumps(time.perf_counter() - t))
     else:
         logger.info("stage 1: reusing the CLIP in %s", model_dir)
-    return f"local-dir:{model_dir}"
+    return _clip_spec(out)
 
 
 def _clip_zero_shot(out: Path, data: BenchmarkData, clip: str, split, progress: bool) -> dict:
@@ -365,39 +370,33 @@ def _detector_config(out: Path, data: BenchmarkData, clip: str, detector: Detect
     return cfg
 
 
-def _train_detectors(out, data, clip, size, seed, device, progress, opts) -> dict[str, float]:
+def _train_detector(out, data, clip, detector, size, seed, device, progress, opts) -> float:
+    """Train one detector (reused when its final checkpoint exists). Returns its seconds."""
     from ovdet.engine.trainer import Trainer
 
-    seconds = {}
-    for detector in DETECTORS:
-        if detector.weak and not data.has(detector.weak):
-            logger.info(
-                "stage 2: skipping %s: the dataset has no %s (%s)",
-                detector.name, detector.weak, data.path(detector.weak),
-            )  # fmt: skip
-            continue
-        final = out / detector.name / "model_final.pt"
-        timing = out / detector.name / "seconds.json"
-        if final.is_file():
-            logger.info("stage 2: reusing %s", final)
-            seconds[detector.name] = (
-                json.loads(timing.read_text()) if timing.is_file() else math.nan
-            )
-            continue
-        t = _stage(f"stage 2: training {detector.name} ({size.iters(detector.name)} iterations)")
-        cfg = _detector_config(out, data, clip, detector, size, seed, device, opts)
-        Trainer(cfg, resume=True, progress=progress).train()
-        seconds[detector.name] = time.perf_counter() - t
-        timing.write_text(json.dumps(seconds[detector.name]))
+    final = out / detector.name / "model_final.pt"
+    timing = out / detector.name / "seconds.json"
+    if final.is_file():
+        logger.info("stage 2: reusing %s", final)
+        return json.loads(timing.read_text()) if timing.is_file() else math.nan
+    t = _stage(f"stage 2: training {detector.name} ({size.iters(detector.name)} iterations)")
+    cfg = _detector_config(out, data, clip, detector, size, seed, device, opts)
+    Trainer(cfg, resume=True, progress=progress).train()
+    seconds = time.perf_counter() - t
+    timing.write_text(json.dumps(seconds))
     return seconds
 
 
-def _evaluate(out: Path, data: BenchmarkData, device: str, progress: bool) -> dict[str, dict]:
+def _evaluate(
+    out: Path, data: BenchmarkData, device: str, progress: bool, methods: list[Method] | None = None
+) -> dict[str, dict]:
+    """Base / novel / all AP and AP50 of ``methods`` (default: every entry of :data:`METHODS`
+    whose detector was trained), each cached in ``eval/KEY.json``."""
     from ovdet.benchmark.predict import predict_with_method
     from ovdet.evaluation import evaluate_coco
 
     metrics = {}
-    for method in METHODS:
+    for method in METHODS if methods is None else methods:
         if not (out / method.detector / "model_final.pt").is_file():
             continue  # a detector skipped for want of its data
         path = out / "eval" / f"{method.key}.json"
@@ -417,6 +416,64 @@ def _evaluate(out: Path, data: BenchmarkData, device: str, progress: bool) -> di
         path.write_text(json.dumps(summary, indent=1))
         metrics[method.key] = summary
     return metrics
+
+
+def _detector_stage(out, data, clip, detector, size, seed, device, progress, opts) -> dict:
+    """Stages 2 and 3 of one detector: train it, then evaluate the methods that use it.
+    Returns ``{detector name: training seconds, "evaluation": evaluation seconds}``."""
+    train = _train_detector(out, data, clip, detector, size, seed, device, progress, opts)
+    t = time.perf_counter()
+    _evaluate(out, data, device, progress, [m for m in METHODS if m.detector == detector.name])
+    return {detector.name: train, "evaluation": time.perf_counter() - t}
+
+
+def _clip_stage(out, data, size, seed, device, progress, clip) -> dict:
+    """Stage 1: the CLIP (pre-trained unless ``clip`` is given) and its zero-shot accuracy.
+    Returns ``{"clip": spec, "zero_shot": accuracy, "seconds": seconds}``."""
+    from ovdet.data.splits import load_split
+
+    t = time.perf_counter()
+    if clip is None:
+        clip = _pretrain_clip(out, data, size, seed, device)
+    zero_shot = _clip_zero_shot(out, data, clip, load_split(data.split_spec), progress)
+    return {"clip": clip, "zero_shot": zero_shot, "seconds": time.perf_counter() - t}
+
+
+def _stage_tasks(out, data, clip, size, seed, device, progress, opts) -> list:
+    """Stages 1-3 as a task graph (:mod:`ovdet.utils.task_graph`): the CLIP; each detector after
+    the CLIP where it uses one (the closed-set baseline does not) and after the detector it
+    starts from; in :data:`DETECTORS` order among the ready ones."""
+    from ovdet.tv.build import is_open_vocabulary
+    from ovdet.utils.task_graph import Task
+
+    clip_spec = clip or _clip_spec(out)
+    tasks = [Task("clip", _clip_stage, (out, data, size, seed, device, progress, clip))]
+    for detector in DETECTORS:
+        if detector.weak and not data.has(detector.weak):
+            logger.info(
+                "stage 2: skipping %s: the dataset has no %s (%s)",
+                detector.name, detector.weak, data.path(detector.weak),
+            )  # fmt: skip
+            continue
+        cfg = _detector_config(out, data, clip_spec, detector, size, seed, device, opts)
+        after = (detector.init_from,) if detector.init_from else ()
+        if is_open_vocabulary(cfg):
+            after += ("clip",)
+        args = (out, data, clip_spec, detector, size, seed, device, progress, opts)
+        tasks.append(Task(detector.name, _detector_stage, args, after))
+    return tasks
+
+
+def stage_workers(
+    device: str, workers: int | None = None, threads: int | None = None
+) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` of stages 1-3, defaults filled in: on a CPU with
+    2 or more cores, two trainings side by side; on a GPU, one at a time; the cores shared out
+    between the workers."""
+    cores = os.cpu_count() or 1
+    if workers is None:
+        workers = 1 if device.startswith("cuda") or cores < 2 else 2
+    return workers, threads if threads is not None else max(1, cores // workers)
 
 
 def _fmt(value) -> str:
@@ -597,6 +654,8 @@ def run_synthetic_benchmark(
     data: BenchmarkData | None = None,
     clip: str | None = None,
     detector_opts: tuple[str, ...] = (),
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Run every stage (see the module docstring); finished stages are reused.
 
@@ -610,6 +669,10 @@ def run_synthetic_benchmark(
         data: the dataset; ``None`` generates the synthetic one in ``output_dir/data``.
         clip: a CLIP spec to use instead of pre-training one (stage 1 is skipped).
         detector_opts: config ``KEY VALUE`` pairs for every detector (after the size's).
+        workers: stages run side by side in worker processes (:mod:`ovdet.utils.task_graph`);
+            1 runs them one by one in this process, with progress bars. Default
+            (:func:`stage_workers`): 2 on a CPU with 2 or more cores, 1 on a GPU.
+        threads: torch threads of each worker process (default: the cores shared out).
 
     Returns:
         The report also written to ``results.json``: ``metrics`` per method (base / novel /
@@ -619,6 +682,7 @@ def run_synthetic_benchmark(
     """
     from ovdet.data.splits import load_split
     from ovdet.utils.io import atomic_write_json, check_writable_dir
+    from ovdet.utils.task_graph import run_task_graph
 
     if isinstance(size, str):
         if size not in SIZES:
@@ -652,17 +716,23 @@ def run_synthetic_benchmark(
         "dataset %s: %d base and %d novel classes; training on %s",
         data.root, len(split.base), len(split.novel), data.path("train_json"),
     )  # fmt: skip
-    t = time.perf_counter()
-    if clip is None:
-        clip = _pretrain_clip(out, data, spec, seed, device)
-    zero_shot = _clip_zero_shot(out, data, clip, split, progress)
-    seconds["clip"] = time.perf_counter() - t
-    seconds.update(
-        _train_detectors(out, data, clip, spec, seed, device, progress, tuple(detector_opts))
-    )
-    t = time.perf_counter()
-    metrics = _evaluate(out, data, device, progress)
-    seconds["evaluation"] = time.perf_counter() - t
+    workers, threads = stage_workers(device, workers, threads)
+    opts = tuple(detector_opts)
+    tasks = _stage_tasks(out, data, clip, spec, seed, device, progress and workers == 1, opts)
+    if workers > 1:
+        logger.info(
+            "stages 1-3: %d tasks on %d worker processes (torch threads per worker: %d)",
+            len(tasks), workers, threads,
+        )  # fmt: skip
+    results = run_task_graph(tasks, workers, threads)
+    clip, zero_shot = results["clip"]["clip"], results["clip"]["zero_shot"]
+    seconds["clip"] = results["clip"]["seconds"]
+    seconds["evaluation"] = 0.0
+    for name, result in results.items():
+        if name != "clip":
+            seconds[name] = result[name]
+            seconds["evaluation"] += result["evaluation"]
+    metrics = _evaluate(out, data, device, progress)  # the cached evaluations, in table order
     t = time.perf_counter()
     findings = _draw_pictures(out, data, split, metrics, spec, device, progress)
     seconds["pictures"] = time.perf_counter() - t
@@ -673,7 +743,8 @@ def run_synthetic_benchmark(
         "size_settings": asdict(spec),
         "seed": seed,
         "device": device,
-        "torch_threads": torch.get_num_threads(),
+        "workers": workers,
+        "torch_threads": threads if workers > 1 else torch.get_num_threads(),
         "data": data.describe(),
         "clip": clip,
         "clip_zero_shot": zero_shot,

@@ -127,10 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of every stage (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that train and evaluate detectors side by side (default: 0, two on a CPU "
+        "with 2 or more cores, one on CUDA; 1 trains one after another, with progress bars)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=0,
-        help="torch CPU threads (default: 0, torch's choice)",
+        help="torch CPU threads of each process (default: 0, the cores shared out among --workers)",
     )
     add_common_arguments(p)
     p.add_argument(
@@ -186,6 +193,8 @@ def main(argv=None) -> int:
     from ovdet.benchmark.synthetic_benchmark import format_results, run_synthetic_benchmark
     from ovdet.utils.io import check_writable_dir
 
+    if args.workers < 0 or args.threads < 0:
+        raise ConfigError("--workers and --threads must be positive (0: the default)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     log_to_file(check_writable_dir(args.output))
@@ -198,6 +207,8 @@ def main(argv=None) -> int:
         data=_dataset(args),
         clip=args.clip,
         detector_opts=tuple(args.opts),
+        workers=args.workers or None,
+        threads=args.threads or None,
     )
     print(format_results(report))
     total = sum(v for k, v in report["seconds"].items() if not k.startswith("total"))
