@@ -14,8 +14,10 @@ interrupted run loses nothing; training resumes from its last checkpoint):
    detectors trained on the base boxes only, with the same backbone, data, schedule and seed;
    then the weak-supervision detectors, which fine-tune ``vild_text`` / ``vild`` on steps that
    mix box images and image-labelled images (``vild_text_labels/``, ``vild_text_captions/``,
-   ``vild_weak/``; skipped where the dataset has no image-labelled data), and their control,
-   ``vild_text`` fine-tuned as long on box images only (``vild_text_longer/``).
+   ``vild_weak/``; skipped where the dataset has no image-labelled data), and their controls,
+   ``vild_text`` and ``vild`` fine-tuned as long on box images only (``vild_text_longer/``,
+   ``vild_longer/``). Stages 1-3 run as a task graph on worker processes
+   (:func:`stage_workers`), each detector's evaluation right after its training.
 3. ``eval/`` and ``results.json`` / ``results.md``: base / novel / all AP50 on the validation
    images in the generalized setting (every category in the vocabulary) of each entry of
    :data:`METHODS`, and the target checks (:func:`check_targets`).
@@ -156,8 +158,9 @@ DETECTORS: list[Detector] = [
     Detector("closed_set", ("MODEL.META_ARCHITECTURE", "FasterRCNN")),
     Detector("vild_text", ("MODEL.OVDET.DISTILL.MODE", "none")),
     Detector("vild", ("MODEL.OVDET.DISTILL.MODE", "online")),
-    # the control of the weak-supervision rows: (c) fine-tuned as long, on box images only
+    # the controls of the weak-supervision rows: (c) and (d) fine-tuned as long, on box images only
     Detector("vild_text_longer", ("MODEL.OVDET.DISTILL.MODE", "none"), init_from="vild_text"),
+    Detector("vild_longer", ("MODEL.OVDET.DISTILL.MODE", "online"), init_from="vild"),
     # weak supervision (Detic): fine-tuned on image-labelled images mixed with the box images
     Detector(
         "vild_text_labels",
@@ -242,6 +245,8 @@ METHODS: list[Method] = [
     Method("vild_ensemble", "(e) (d) + ViLD-ensemble", "vild", "ensemble"),
     Method("vild_text_longer", "(c') (c) fine-tuned as long as (f)-(h), box images only",
            "vild_text_longer"),
+    Method("vild_longer_ensemble", "(e') (e) fine-tuned as long as (h), box images only",
+           "vild_longer", "ensemble"),
     Method("vild_text_labels", "(f) (c) + image labels", "vild_text_labels"),
     Method("vild_text_captions", "(g) (f) + caption loss", "vild_text_captions"),
     Method("vild_weak_ensemble", "(h) (f) + ViLD-image + ViLD-ensemble", "vild_weak", "ensemble"),
@@ -661,7 +666,7 @@ def run_synthetic_benchmark(
 
     Args:
         output_dir: where everything is written.
-        size: a key of :data:`SIZES` ("small": about 16 minutes on 2 CPU cores; "default") or a
+        size: a key of :data:`SIZES` ("small": about 11 minutes on 2 CPU cores; "default") or a
             :class:`BenchmarkSize`.
         seed: seed of the data, CLIP pre-training and detector training.
         device: "cpu" or "cuda".
