@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 
 from ovdet.benchmark.pictures import best_f1_threshold, match_detections
-from ovdet.benchmark.synthetic_benchmark import METHODS, check_targets
+from ovdet.benchmark.synthetic_benchmark import METHODS, check_targets, stage_workers
 from tests.conftest import REPO, TOY_CLASSES, write_toy_dataset
 
 
@@ -69,6 +70,16 @@ def test_weak_supervision_targets():
     assert variant[5]["status"] == "met" and "1.5 x ViLD-text's (0.500)" in variant[5]["text"]
     metrics["vild_text_labels"] = _m(0.6, 0.74)
     assert check_targets(metrics, novel_captions=False)[5]["status"] == "MISSED"
+
+
+def test_stage_workers_share_out_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert stage_workers("cpu") == (2, 8)  # two trainings side by side
+    assert stage_workers("cuda") == (1, 16)  # one GPU: one at a time
+    assert stage_workers("cpu", workers=4) == (4, 4)
+    assert stage_workers("cpu", threads=3) == (2, 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert stage_workers("cpu") == (1, 1)
 
 
 def test_match_detections_counts_each_object_once():
