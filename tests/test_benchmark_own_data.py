@@ -16,7 +16,14 @@ import torch
 from PIL import Image
 
 from ovdet.benchmark.pictures import best_f1_threshold, match_detections
-from ovdet.benchmark.synthetic_benchmark import METHODS, check_targets, stage_workers
+from ovdet.benchmark.synthetic_benchmark import (
+    DETECTORS,
+    METHODS,
+    SIZES,
+    check_targets,
+    stage_workers,
+)
+from ovdet.errors import ConfigError
 from tests.conftest import REPO, TOY_CLASSES, write_toy_dataset
 
 
@@ -70,6 +77,26 @@ def test_weak_supervision_targets():
     assert variant[5]["status"] == "met" and "1.5 x ViLD-text's (0.500)" in variant[5]["text"]
     metrics["vild_text_labels"] = _m(0.6, 0.74)
     assert check_targets(metrics, novel_captions=False)[5]["status"] == "MISSED"
+
+
+def test_fine_tune_iters_set_only_the_detectors_that_fine_tune():
+    from ovdet.cli.benchmark_synthetic import _size, build_parser
+
+    def size(*argv):
+        return _size(build_parser().parse_args(["--small", *argv]))
+
+    spec = size("--iters", "50", "--fine-tune-iters", "20")
+    iters = {d.name: spec.iters(d.name) for d in DETECTORS}
+    assert iters == {d.name: 20 if d.init_from else 50 for d in DETECTORS}
+    assert {n for n, i in iters.items() if i == 20} == {
+        "vild_text_longer", "vild_longer", "vild_text_labels", "vild_text_captions", "vild_weak"
+    }  # fmt: skip
+    small = SIZES["small"]
+    spec = size("--fine-tune-iters", "7")  # the closed-set baseline keeps its longer schedule
+    assert spec.iters("closed_set") == small.iters("closed_set") != small.detector_iters
+    assert spec.iters("vild_text") == small.detector_iters and spec.iters("vild_weak") == 7
+    with pytest.raises(ConfigError, match="--fine-tune-iters"):
+        size("--fine-tune-iters", "-1")
 
 
 def test_stage_workers_share_out_the_cores(monkeypatch):
@@ -157,8 +184,8 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
         "--caption-column", "caption", "--csv-separator", ",",
         "--weak-labels", "text/labels.json", "--weak-images", "text",
         "--weak-captions", "text/none.json",
-        "--iters", "2", "--clip-epochs", "1", "--clip-batch-size", "32",
-        "--picture-thresh", "0.0", "--workers", "2", "--threads", "1",
+        "--iters", "2", "--fine-tune-iters", "1", "--clip-epochs", "1",
+        "--clip-batch-size", "32", "--picture-thresh", "0.0", "--workers", "2", "--threads", "1",
         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
         "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2",
     ]  # fmt: skip
@@ -193,6 +220,7 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     weak_config = (out / "vild_text_labels" / "config.yaml").read_text()
     assert f"\n  WEIGHTS: {out / 'vild_text' / 'model_final.pt'}\n" in weak_config  # fine-tuned
     assert "\n  ACCUMULATE_STEPS: 2\n" in weak_config  # a box and an image-labelled batch a step
+    assert "\n  MAX_ITER: 1\n" in weak_config and "[vild_text_labels] iter 1/1  total_loss" in log
     labelled = json.loads((data / "text" / "labels.json").read_text())["images"]
     assert f"Weak supervision: {len(labelled)} image-labelled images" in log
 

@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--iters", type=int, default=0, help="iterations of every detector (default: the size's)"
     )
     p.add_argument(
+        "--fine-tune-iters",
+        type=int,
+        default=0,
+        help="iterations of the detectors that fine-tune a box-trained one, rows (c'), (e') and "
+        "(f)-(h) (default: the size's, 100; after --iters)",
+    )
+    p.add_argument(
         "--clip-epochs", type=int, default=0, help="CLIP pre-training epochs (default: the size's)"
     )
     p.add_argument(
@@ -165,14 +172,18 @@ def _size(args):
         raise ConfigError(
             "--no-novel-captions changes the synthetic data; it cannot be used with --data"
         )
-    if min(args.iters, args.clip_epochs, args.clip_batch_size) < 0:
+    if min(args.iters, args.fine_tune_iters, args.clip_epochs, args.clip_batch_size) < 0:
         raise ConfigError(
-            "--iters, --clip-epochs and --clip-batch-size must be positive (0: the size's)"
+            "--iters, --fine-tune-iters, --clip-epochs and --clip-batch-size must be positive "
+            "(0: the size's)"
         )
     changes = {}
     if args.iters:
         changes["detector_iters"] = args.iters
         changes["detector_iters_overrides"] = ()  # every detector
+    if args.fine_tune_iters:
+        fine_tuning = replace(spec, **changes).with_fine_tuning(args.fine_tune_iters)
+        changes["detector_iters_overrides"] = fine_tuning.detector_iters_overrides
     if args.clip_epochs:
         changes["clip_epochs"] = args.clip_epochs
     if args.clip_batch_size:
