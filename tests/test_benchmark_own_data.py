@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +229,15 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     rerun = _benchmark(*args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "stage 2: training" not in rerun.stderr and "reusing" in rerun.stderr
+    assert "stage 3: evaluating" not in rerun.stderr
+    # A detector retrained since its evaluation (here: other weights) is evaluated again.
+    shutil.copy(out / "vild_text_longer" / "model_final.pt", out / "vild_text_labels")
+    rescored = _benchmark(*args)
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    assert rescored.stderr.count("stage 3: evaluating") == 1
+    assert "scored another" in rescored.stderr and "evaluating (f)" in rescored.stderr
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    assert metrics["vild_text_labels"] == metrics["vild_text_longer"]
     other = _benchmark(*[a if a != "2" else "3" for a in args])
     assert other.returncode == 2
     assert "other inputs" in other.stderr and "Traceback" not in other.stderr

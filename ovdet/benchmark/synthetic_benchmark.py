@@ -236,9 +236,9 @@ SIZES: dict[str, BenchmarkSize] = {
         clip_batch_size=128,
         clip_lr=3e-3,
         detector_iters=600,
-        # 200 fine-tuning iterations made the run 35 minutes on 2 cores; 100 fit it in 30
-        # (BENCHMARKS.md, section 7; --fine-tune-iters 200 gives the longer runs of section 8)
-        detector_iters_overrides=_weak_fine_tuning(100),
+        # 100 fine-tuning iterations (--fine-tune-iters 100) cut the run from 35 to 31 minutes
+        # on 2 cores but cost the fine-tuned rows 0.05-0.12 novel AP50 (BENCHMARKS.md, section 7)
+        detector_iters_overrides=_weak_fine_tuning(200),
     ),
 }
 
@@ -408,29 +408,37 @@ def _evaluate(
     out: Path, data: BenchmarkData, device: str, progress: bool, methods: list[Method] | None = None
 ) -> dict[str, dict]:
     """Base / novel / all AP and AP50 of ``methods`` (default: every entry of :data:`METHODS`
-    whose detector was trained), each cached in ``eval/KEY.json``."""
+    whose detector was trained), each cached in ``eval/KEY.json`` with the SHA-256 of the
+    checkpoint it scored: a detector retrained since (its folder deleted and the run repeated)
+    is evaluated again, as is a cache entry without a digest."""
     from ovdet.benchmark.predict import predict_with_method
+    from ovdet.clip.spec import file_digest
     from ovdet.evaluation import evaluate_coco
+    from ovdet.utils.io import atomic_write_json
 
     metrics = {}
     for method in METHODS if methods is None else methods:
-        if not (out / method.detector / "model_final.pt").is_file():
+        checkpoint = out / method.detector / "model_final.pt"
+        if not checkpoint.is_file():
             continue  # a detector skipped for want of its data
         path = out / "eval" / f"{method.key}.json"
+        digest = file_digest(checkpoint)
         if path.is_file():
-            metrics[method.key] = json.loads(path.read_text())
-            continue
+            cached = json.loads(path.read_text())
+            if cached.pop("checkpoint_sha256", None) == digest:
+                metrics[method.key] = cached
+                continue
+            logger.info("stage 3: %s scored another %s; evaluating again", path, checkpoint)
         _stage(f"stage 3: evaluating {method.description}")
         results = predict_with_method(
-            out / method.detector / "model_final.pt", data.path("val_json"),
-            data.path("val_images"), method.prediction, device=device,
-            score_thresh=EVAL_SCORE_THRESH, progress=progress,
+            checkpoint, data.path("val_json"), data.path("val_images"), method.prediction,
+            device=device, score_thresh=EVAL_SCORE_THRESH, progress=progress,
         )  # fmt: skip
         m = evaluate_coco(str(data.path("val_json")), results, data.split_spec)
         summary = {g: {k: m[g][k] for k in ("AP", "AP50")} for g in ("base", "novel", "all")}
         summary["num_detections"] = len(results)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1))
+        atomic_write_json({**summary, "checkpoint_sha256": digest}, path)
         metrics[method.key] = summary
     return metrics
 

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="iterations of the detectors that fine-tune a box-trained one, rows (c'), (e') and "
-        "(f)-(h) (default: the size's, 100; after --iters)",
+        "(f)-(h) (default: the size's: 100 with --small, 200 without; after --iters)",
     )
     p.add_argument(
         "--clip-epochs", type=int, default=0, help="CLIP pre-training epochs (default: the size's)"
