@@ -142,34 +142,20 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
     """Trains one detector on the benchmark's data (its config, size and seed, plus
     ``overrides``) and prints AP50 plain and with the ensemble."""
     from ovdet.api import OVDetector
-    from ovdet.benchmark.synthetic_benchmark import SIZES
-    from ovdet.config import load_config
-    from ovdet.config.catalog import get_config_file
+    from ovdet.benchmark import synthetic_benchmark as sb
+    from ovdet.benchmark.data import BenchmarkData
     from ovdet.engine.inference import inference_on_records
     from ovdet.engine.trainer import Trainer
     from ovdet.evaluation import evaluate_coco
 
-    size = SIZES["small" if small else "default"]
-    data = bench / "data"
-    cfg = load_config(
-        get_config_file("synthetic_benchmark.yaml"),
-        [
-            "MODEL.OVDET.CLIP", f"local-dir:{bench / 'clip' / 'model'}",
-            "MODEL.DEVICE", "cpu",
-            "DATASETS.TRAIN_JSON", str(data / "annotations" / "instances_train.json"),
-            "DATASETS.TRAIN_IMAGES", str(data / "images" / "train"),
-            "DATASETS.TEST_JSON", str(data / "annotations" / "instances_val.json"),
-            "DATASETS.TEST_IMAGES", str(data / "images" / "val"),
-            "DATASETS.SPLIT", str(data / "split.json"),
-            "SOLVER.MAX_ITER", str(size.detector_iters),
-            "SOLVER.CHECKPOINT_PERIOD", str(max(50, size.detector_iters // 2)),
-            "TEST.EVAL_PERIOD", "0",
-            "SEED", "0",
-            "OUTPUT_DIR", str(output),
-            *size.detector_overrides,
-            *overrides,
-        ],
+    # the benchmark's own config of a detector named after the output folder
+    size = sb.SIZES["small" if small else "default"]
+    cfg = sb._detector_config(
+        output.parent, BenchmarkData(bench.resolve() / "data"),
+        f"local-dir:{bench / 'clip' / 'model'}", sb.Detector(output.name, tuple(overrides)),
+        size, 0, "cpu", (),
     )  # fmt: skip
+    data = bench / "data"
     if not (output / "model_final.pt").is_file():
         Trainer(cfg, resume=True, progress=False).train()
     detector = OVDetector.from_checkpoint(output / "model_final.pt", device="cpu")
@@ -184,7 +170,7 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
         print(f"{'with' if ensemble else 'without'} the ensemble: AP50 base / novel / all {ap50}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("teacher", "proposals", "train"), help="measurement")
     parser.add_argument("--bench", type=Path, required=True, help="a finished benchmark folder")
@@ -199,7 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, help="training folder (train)")
     parser.add_argument("--small", action="store_true", help="the --small size (train)")
     parser.add_argument("overrides", nargs="*", help="config KEY VALUE pairs (train)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_intermixed_args(argv)  # KEY VALUE pairs after the options
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.what == "teacher":
         teacher_accuracy(args.bench, args.images)
@@ -208,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         proposal_coverage(args.bench, checkpoint, tuple(args.scales))
     else:
         if args.output is None:
-            parser.error("train needs --output")
+            build_parser().error("train needs --output")
         train_and_evaluate(args.bench, args.output, args.small, args.overrides)
 
 
