@@ -17,7 +17,10 @@ starts from the same backbone / RPN / box-head weights and has its own optimizer
   issue 12): targets carry ``image_labels`` (2 per image) and no boxes, and the step trains the
   image-label loss (``MODEL.OVDET.WEAK``, max-size over the top ``WEAK.NUM_PROPOSALS``
   proposals) and, for ``weak_caption``, the caption loss (a precomputed caption embedding per
-  image, as the trainer passes them); compare with ``text``, the box-only step of the batch.
+  image, as the trainer passes them); compare with ``text``, the box-only step of the batch;
+* any of them with ``@reference`` (``text@reference``): the same model on torchvision's own
+  computation (:func:`ovdet.tv.fast_paths.use_reference_paths`: NCHW training, torchvision's
+  RoIAlign backward), to time what the fast paths save.
 
 Timings are interleaved (see ``benchmarks/common.py``); peak memory per variant in a fresh
 process.
@@ -82,7 +85,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="DISTILL.NUM_PROPOSALS values of the online variants (also the boxes per image of "
         "the offline variant: the config's value)",
     )
-    p.add_argument("--variants", nargs="+", default=["closed", "text", "offline", "online"])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["closed", "text", "offline", "online"],
+        help="closed, text, offline, online (one per --distill-proposals value), online:M, weak, "
+        "weak_caption; NAME@reference: on torchvision's reference paths (default: %(default)s)",
+    )
     p.add_argument("--rounds", type=int, default=20, help="timed rounds (default: 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: float16 autocast)")
@@ -96,13 +105,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def variant_names(args: argparse.Namespace) -> list[str]:
     names = []
-    for v in args.variants:
+    for variant in args.variants:
+        v, at, paths = variant.partition("@")
+        if at and paths != "reference":
+            raise SystemExit(f"error: unknown paths {paths!r} in {variant!r} (only @reference)")
         if v == "online":
-            names += [f"online:{m}" for m in args.distill_proposals]
-        elif v in ("closed", "text", "offline", "weak", "weak_caption"):
-            names.append(v)
+            names += [f"online:{m}{at}{paths}" for m in args.distill_proposals]
+        elif v in ("closed", "text", "offline", "weak", "weak_caption") or v.startswith("online:"):
+            names.append(variant)
         else:
-            raise SystemExit(f"error: unknown variant {v!r}")
+            raise SystemExit(f"error: unknown variant {variant!r}")
     return names
 
 
@@ -143,7 +155,13 @@ def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     from ovdet.core import get_head
     from ovdet.engine.build import build_clip_teacher
     from ovdet.tv import build_closed_set_rcnn, build_open_vocabulary_rcnn
+    from ovdet.tv.fast_paths import use_reference_paths
 
+    name, at, _ = name.partition("@")
+    if at:
+        model = build_variant(cfg, args, name, embed_dim, clip)
+        use_reference_paths(model, True)
+        return model
     torch.manual_seed(0)
     if name == "closed":
         return build_closed_set_rcnn(cfg, args.num_classes)
@@ -185,7 +203,7 @@ def image_labelled_targets(targets: list[dict], num_classes: int, embed_dim: int
 
 
 def variant_targets(name: str, targets: list[dict], args, embed_dim: int) -> list[dict]:
-    if name.startswith("weak"):
+    if name.partition("@")[0].startswith("weak"):
         return image_labelled_targets(targets, args.num_classes, embed_dim)
     return targets
 
@@ -297,7 +315,7 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
         med_ms = sorted(times[name])[len(times[name]) // 2] * 1e3
         ratio, q1, q3 = ratio_summary(paired_ratios(times, base, name))
         per_proposal = ""
-        if name.startswith("online:") and text is not None:
+        if name.startswith("online:") and "@" not in name and text is not None:
             m = int(name.split(":")[1])
             extra = statistics.median(b - a for a, b in zip(times[text], times[name]))
             per_proposal = f"{extra * 1e3 / (batch * m):.3f}"
@@ -305,6 +323,7 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
         if memory:
             key = "cuda_peak_mib" if device.type == "cuda" else "rss_peak_delta_mib"
             mem = f"{memory[name][key]:.0f}"
+        kind, at, _ = name.partition("@")
         label = {
             "closed": f"closed-set Faster R-CNN ({args.num_classes} classes)",
             "text": "ovdet, ViLD-text only",
@@ -313,7 +332,9 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
             "weak": "ovdet, image-labelled batch: image-label loss (max-size, "
             f"{cfg.MODEL.OVDET.WEAK.NUM_PROPOSALS} proposals/img)",
             "weak_caption": "ovdet, image-labelled batch: image-label + caption loss",
-        }.get(name, f"ovdet, ViLD-text + online CLIP teacher, {name.split(':')[-1]} proposals/img")
+        }.get(kind, f"ovdet, ViLD-text + online CLIP teacher, {kind.split(':')[-1]} proposals/img")
+        if at:
+            label += ", torchvision's reference paths"
         rows.append(
             [label, f"{med_ms:.0f}", f"**{ratio:.3f}** [{q1:.3f}, {q3:.3f}]", per_proposal, mem]
         )
@@ -357,7 +378,7 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
 def marginal_cost(times, names, text) -> tuple[float, float] | None:
     """(seconds per proposal per image, fixed seconds per step) of online distillation: a
     least-squares line through the per-round ``online:M - text`` differences against M."""
-    online = [n for n in names if n.startswith("online:")]
+    online = [n for n in names if n.startswith("online:") and "@" not in n]
     if text is None or len({int(n.split(":")[1]) for n in online}) < 2:
         return None
     xs, ys = [], []

@@ -8,9 +8,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torchvision.ops as tv_ops
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.resnet import resnet18
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ovdet.config import load_config
@@ -23,6 +24,7 @@ from ovdet.tv.fast_paths import (
     fold_frozen_batchnorm,
     use_reference_paths,
 )
+from ovdet.tv.roi_pooling import MultiScaleRoIAlign, roi_align_input_grad
 from tests.conftest import draw_toy_image
 
 EMBED_DIM = 32
@@ -165,3 +167,85 @@ def test_training_gradients_are_the_same_folded_or_not():
     assert grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def _random_rois(num: int, images: int, width: float, height: float, seed: int) -> torch.Tensor:
+    """Tensor[num, 5] (image, x1, y1, x2, y2), some boxes partly outside the image and some
+    smaller than a feature-map pixel."""
+    gen = torch.Generator().manual_seed(seed)
+    corners = torch.rand(num, 4, generator=gen) * torch.tensor([width, height] * 2) * 1.2 - 8
+    corners[: num // 4, 2:] = corners[: num // 4, :2] + 0.5  # tiny boxes
+    boxes = torch.cat([corners[:, :2].min(corners[:, 2:]), corners[:, :2].max(corners[:, 2:])], 1)
+    return torch.cat([torch.randint(0, images, (num, 1), generator=gen).float(), boxes], 1)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
+def test_roi_align_input_grad_is_torchvisions_gradient(aligned, sampling_ratio):
+    x = torch.randn(3, 8, 13, 17, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    rois = _random_rois(80, 3, 17 * 8, 13 * 8, seed=sampling_ratio)
+    out = roi_align(x, rois, (7, 5), 0.125, sampling_ratio, aligned)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(6))
+    (reference,) = torch.autograd.grad(out, x, upstream)
+    assert reference.abs().sum() > 0
+    grad = roi_align_input_grad(upstream, rois, tuple(x.shape), 0.125, sampling_ratio, aligned)
+    assert grad.shape == x.shape and grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grad, reference, rtol=1e-5, atol=1e-5)
+    empty = roi_align_input_grad(upstream[:0], rois[:0], tuple(x.shape), 0.125, sampling_ratio)
+    assert torch.equal(empty, torch.zeros_like(x))
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        roi_align_input_grad(upstream, rois, tuple(x.shape), 0.125, 0)
+
+
+def test_multiscale_roi_align_forward_and_backward_match_torchvisions():
+    gen = torch.Generator().manual_seed(7)
+    levels = {str(i): torch.randn(2, 16, 40 >> i, 48 >> i, generator=gen) for i in range(4)}
+    levels = {k: v.contiguous(memory_format=torch.channels_last) for k, v in levels.items()}
+    # large boxes too, so that every FPN level pools some
+    boxes = [_random_rois(60, 1, 192 * 4, 160 * 4, seed=i)[:, 1:].clamp(0, 600) for i in (8, 9)]
+    shapes = [(160, 192)] * 2
+    outputs, grads = [], []
+    for pooler in (
+        tv_ops.MultiScaleRoIAlign(list(levels), 7, 2),
+        MultiScaleRoIAlign(list(levels), 7, 2),
+    ):
+        inputs = {k: v.clone().requires_grad_() for k, v in levels.items()}
+        out = pooler(inputs, boxes, shapes)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(10))
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out, list(inputs.values()), upstream))
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    for name, ours, reference in zip(levels, grads[1], grads[0]):
+        assert reference.abs().sum() > 0, name  # every level pooled something
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_training_losses_and_gradients_are_the_same_on_the_fast_paths():
+    """Channels-last training and the vectorised RoIAlign backward: one training step of the
+    detector gives torchvision's losses and gradients."""
+    torch.manual_seed(0)
+    model = build_open_vocabulary_rcnn(_tiny_cfg(), embed_dim=EMBED_DIM).train()
+    get_head(model).set_vocabulary(torch.nn.functional.normalize(torch.randn(5, EMBED_DIM), dim=1))
+    images = [_image(11), _image(12, size=128)]
+    targets = [
+        {"boxes": torch.tensor([[20.0, 30.0, 90.0, 100.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0], [70, 60, 120, 120]]),
+         "labels": torch.tensor([2, 4])},
+    ]  # fmt: skip
+    results = []
+    for reference in (True, False):
+        use_reference_paths(model, reference)
+        model.zero_grad()
+        torch.manual_seed(1)
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append(({k: v.detach() for k, v in losses.items()}, grads))
+    (ref_losses, ref_grads), (losses, grads) = results
+    assert ref_losses.keys() == losses.keys() and ref_grads.keys() == grads.keys()
+    for name, value in ref_losses.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert ref_grads["backbone.body.conv1.weight"].abs().sum() > 0
+    for name, g in ref_grads.items():
+        scale = g.abs().max().clamp(min=1e-8)
+        torch.testing.assert_close(grads[name] / scale, g / scale, rtol=0, atol=1e-3, msg=name)

@@ -110,9 +110,7 @@ class BenchmarkSize:
 _SMALL_DETECTOR_OVERRIDES = (
     "SOLVER.IMS_PER_BATCH", "4",
     "SOLVER.WARMUP_ITERS", "20",
-    # few objects per image: 64 sampled RoIs, half of them positive, from 100 proposals
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
-    "MODEL.ROI_HEADS.POSITIVE_FRACTION", "0.5",
+    # few objects per image: the RoIs (64 per image, synthetic_benchmark.yaml) from 100 proposals
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "300",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
 )  # fmt: skip

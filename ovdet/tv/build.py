@@ -14,13 +14,13 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.errors import ConfigError
 from ovdet.tv.backbone import build_backbone
 from ovdet.tv.fast_paths import use_pointwise_matmul
 from ovdet.tv.rcnn import PIXEL_MEAN, PIXEL_STD, NormalizeOnlyTransform, OpenVocabularyFasterRCNN
+from ovdet.tv.roi_pooling import MultiScaleRoIAlign
 
 __all__ = [
     "META_ARCH_REGISTRY",

@@ -13,16 +13,18 @@ Profiling ovdet's R50-FPN against detectron2's on CPU (``benchmarks/bench_vs_det
   and buffers keep their names (``conv1.weight``, ``bn1.running_mean``, ...): checkpoints are
   unchanged.
 * **Memory format.** oneDNN's convolutions run faster on channels-last (NHWC) tensors than on
-  NCHW ones, which they reorder at every call; the backbone takes its input as channels-last at
-  inference (:func:`~ovdet.tv.backbone.build_backbone`).
+  NCHW ones, which they reorder at every call; the backbone takes its input as channels-last, in
+  training and at inference (:func:`~ovdet.tv.backbone.build_backbone`).
 * **1x1 convolutions.** At batch 1 on one thread PyTorch runs a 1x1, stride-1 convolution
   outside oneDNN (``_slow_conv2d_forward``), which copies a channels-last input to NCHW and
   back: a third of the convolutions of a ResNet-50 + FPN + RPN. On a channels-last tensor such a
   convolution is one matrix product over the channels, ``[B*H*W, C_in] @ W^T``, with no copy
   (:class:`PointwiseConv2d`, and :class:`FrozenBNConv2d` for its 1x1 convolutions).
 
-:func:`use_reference_paths` switches a model back to torchvision's own computation, for the
-tests that check both give the same detections and for benchmarks.
+Training also pools regions with :class:`ovdet.tv.roi_pooling.MultiScaleRoIAlign`, whose CPU
+backward pass is vectorised. :func:`use_reference_paths` switches a model back to torchvision's
+own computation (all of the above), for the tests that check both give the same detections and
+gradients, and for benchmarks.
 """
 
 from __future__ import annotations
@@ -204,5 +206,7 @@ def use_reference_paths(model: nn.Module, reference: bool = True) -> None:
     for module in model.modules():
         if isinstance(module, FrozenBNConv2d) and module._norm:
             module._norm[0].folded = not reference
-        if hasattr(module, "channels_last_inference"):
-            module.channels_last_inference = not reference
+        if hasattr(module, "channels_last"):
+            module.channels_last = not reference
+        if hasattr(module, "vectorised_backward"):
+            module.vectorised_backward = not reference
