@@ -16,6 +16,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ovdet.core import get_head  # noqa: E402
 from ovdet.d2 import (  # noqa: E402
     OpenVocabularyD2Predictor,
     OpenVocabularyROIHeads,
@@ -109,28 +110,31 @@ def test_swapped_vocabulary_labels(trained):
     trainer, cfg = trained
     model = trainer.model
     model.eval()
+    # labels, not accuracy: every scored region counts (20 iterations leave few scores above
+    # the config's threshold; with detectron2 of late 2026 none on this image for one class)
     try:
-        image = torch.as_tensor(
-            np.asarray(Image.open(_first_val_image()))[:, :, ::-1].transpose(2, 0, 1).copy()
-        ).float()
-        names = ["red box", "green box", "blue box", "yellow box", "box", "cat", "dog"]
-        text = text_embeddings(cfg, names)
-        for count in (1, 3, 7):
-            instances = _detect(model, text[:count], image)
-            assert len(instances) > 0
-            assert int(instances.pred_classes.max()) < count
-        # Permuting the vocabulary permutes the labels, and changes nothing else.
-        perm = torch.tensor([2, 0, 1])
-        base = _detect(model, text[:3], image)
-        permuted = _detect(model, text[:3][perm], image)
-        inverse = torch.argsort(perm)
-        mapped = inverse[base.pred_classes]
-        key_a = sorted(zip(base.scores.tolist(), mapped.tolist()))
-        key_b = sorted(zip(permuted.scores.tolist(), permuted.pred_classes.tolist()))
-        assert len(key_a) == len(key_b)
-        for (sa, la), (sb, lb) in zip(key_a, key_b):
-            assert sa == pytest.approx(sb, abs=1e-5)
-            assert la == lb
+        with get_head(model).score_threshold(0.0):
+            image = torch.as_tensor(
+                np.asarray(Image.open(_first_val_image()))[:, :, ::-1].transpose(2, 0, 1).copy()
+            ).float()
+            names = ["red box", "green box", "blue box", "yellow box", "box", "cat", "dog"]
+            text = text_embeddings(cfg, names)
+            for count in (1, 3, 7):
+                instances = _detect(model, text[:count], image)
+                assert len(instances) > 0
+                assert int(instances.pred_classes.max()) < count
+            # Permuting the vocabulary permutes the labels, and changes nothing else.
+            perm = torch.tensor([2, 0, 1])
+            base = _detect(model, text[:3], image)
+            permuted = _detect(model, text[:3][perm], image)
+            inverse = torch.argsort(perm)
+            mapped = inverse[base.pred_classes]
+            key_a = sorted(zip(base.scores.tolist(), mapped.tolist()))
+            key_b = sorted(zip(permuted.scores.tolist(), permuted.pred_classes.tolist()))
+            assert len(key_a) == len(key_b)
+            for (sa, la), (sb, lb) in zip(key_a, key_b):
+                assert sa == pytest.approx(sb, abs=1e-5)
+                assert la == lb
     finally:
         model.train()
     assert model.roi_heads.num_classes == 2
