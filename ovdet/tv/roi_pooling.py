@@ -7,9 +7,8 @@ and recomputes the bilinear weights of every sample once per *channel*. The grad
 with respect to its feature map is a fixed sparse linear map: each output bin spreads its
 gradient over the four neighbours of each of its sampling points. :func:`roi_align_input_grad`
 computes the weights once per output bin and adds whole channel rows of a channels-last
-gradient with ``index_add_`` (deterministic on CPU): on 1,024 RoIs of an 8 x 64 x 36 x 48 map,
-one thread, about 115 ms against torchvision's 270 ms; 176 ms against 265 ms per step in the
-training profile (BENCHMARKS.md, section 9).
+gradient with ``index_add_`` (deterministic on CPU): 176 ms against torchvision's 265 ms per
+step in that profile (BENCHMARKS.md, section 9).
 
 :class:`MultiScaleRoIAlign` is torchvision's pooler with that backward on CPU: its forward pass
 is torchvision's own, unchanged; on CUDA, and where no gradient is needed, it is torchvision's
@@ -135,8 +134,8 @@ class _MultiScaleRoIAlignFunction(torch.autograd.Function):
 
 class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
     """torchvision's ``MultiScaleRoIAlign`` whose backward pass on CPU is
-    :func:`roi_align_input_grad` (the same gradient, within float rounding, about twice as
-    fast). The forward pass and every argument are torchvision's; ``vectorised_backward =
+    :func:`roi_align_input_grad` (the same gradient, within float rounding, in about two
+    thirds of the time). The forward pass and every argument are torchvision's; ``vectorised_backward =
     False`` gives torchvision's backward too (see :func:`~ovdet.tv.fast_paths.use_reference_paths`).
     """
 
