@@ -134,9 +134,10 @@ class _MultiScaleRoIAlignFunction(torch.autograd.Function):
 
 class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
     """torchvision's ``MultiScaleRoIAlign`` whose backward pass on CPU is
-    :func:`roi_align_input_grad` (the same gradient, within float rounding, in about two
-    thirds of the time). The forward pass and every argument are torchvision's; ``vectorised_backward =
-    False`` gives torchvision's backward too (see :func:`~ovdet.tv.fast_paths.use_reference_paths`).
+    :func:`roi_align_input_grad` (the same gradient, within float rounding, in about two thirds
+    of the time). The forward pass and every argument are torchvision's;
+    ``vectorised_backward = False`` gives torchvision's backward too (see
+    :func:`~ovdet.tv.fast_paths.use_reference_paths`).
     """
 
     vectorised_backward: bool = True
