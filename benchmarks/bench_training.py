@@ -103,6 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def split_variant(name: str) -> tuple[str, bool]:
+    """``"text@reference"`` -> ``("text", True)``: the variant and whether it runs on
+    torchvision's reference paths."""
+    kind, at, _ = name.partition("@")
+    return kind, bool(at)
+
+
 def variant_names(args: argparse.Namespace) -> list[str]:
     names = []
     for variant in args.variants:
@@ -157,8 +164,8 @@ def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     from ovdet.tv import build_closed_set_rcnn, build_open_vocabulary_rcnn
     from ovdet.tv.fast_paths import use_reference_paths
 
-    name, at, _ = name.partition("@")
-    if at:
+    name, reference = split_variant(name)
+    if reference:
         model = build_variant(cfg, args, name, embed_dim, clip)
         use_reference_paths(model, True)
         return model
@@ -203,7 +210,7 @@ def image_labelled_targets(targets: list[dict], num_classes: int, embed_dim: int
 
 
 def variant_targets(name: str, targets: list[dict], args, embed_dim: int) -> list[dict]:
-    if name.partition("@")[0].startswith("weak"):
+    if split_variant(name)[0].startswith("weak"):
         return image_labelled_targets(targets, args.num_classes, embed_dim)
     return targets
 
@@ -314,8 +321,9 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
     for name in names:
         med_ms = sorted(times[name])[len(times[name]) // 2] * 1e3
         ratio, q1, q3 = ratio_summary(paired_ratios(times, base, name))
+        kind, reference = split_variant(name)
         per_proposal = ""
-        if name.startswith("online:") and "@" not in name and text is not None:
+        if kind.startswith("online:") and not reference and text is not None:
             m = int(name.split(":")[1])
             extra = statistics.median(b - a for a, b in zip(times[text], times[name]))
             per_proposal = f"{extra * 1e3 / (batch * m):.3f}"
@@ -323,7 +331,6 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
         if memory:
             key = "cuda_peak_mib" if device.type == "cuda" else "rss_peak_delta_mib"
             mem = f"{memory[name][key]:.0f}"
-        kind, at, _ = name.partition("@")
         label = {
             "closed": f"closed-set Faster R-CNN ({args.num_classes} classes)",
             "text": "ovdet, ViLD-text only",
@@ -333,7 +340,7 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
             f"{cfg.MODEL.OVDET.WEAK.NUM_PROPOSALS} proposals/img)",
             "weak_caption": "ovdet, image-labelled batch: image-label + caption loss",
         }.get(kind, f"ovdet, ViLD-text + online CLIP teacher, {kind.split(':')[-1]} proposals/img")
-        if at:
+        if reference:
             label += ", torchvision's reference paths"
         rows.append(
             [label, f"{med_ms:.0f}", f"**{ratio:.3f}** [{q1:.3f}, {q3:.3f}]", per_proposal, mem]
@@ -378,7 +385,7 @@ def report(args, cfg, device, shape, batch, names, times, memory) -> None:
 def marginal_cost(times, names, text) -> tuple[float, float] | None:
     """(seconds per proposal per image, fixed seconds per step) of online distillation: a
     least-squares line through the per-round ``online:M - text`` differences against M."""
-    online = [n for n in names if n.startswith("online:") and "@" not in n]
+    online = [n for n in names if n.startswith("online:") and not split_variant(n)[1]]
     if text is None or len({int(n.split(":")[1]) for n in online}) < 2:
         return None
     xs, ys = [], []

@@ -54,9 +54,10 @@ class ResNetFPN(BackboneWithFPN):
 
     oneDNN (CPU) and cuDNN convolutions are faster on channels-last tensors, forward and
     backward; the output feature maps are then channels-last too, which every later layer
-    accepts. A training step of the synthetic benchmark's ResNet-18 FPN takes about a fifth less
-    time than in NCHW on one CPU thread (BENCHMARKS.md, section 7). ``channels_last = False``
-    gives torchvision's behaviour (see :func:`~ovdet.tv.fast_paths.use_reference_paths`).
+    accepts. With the vectorised RoIAlign backward (:mod:`ovdet.tv.roi_pooling`) it takes
+    10-16% off a training step of the synthetic benchmark's ResNet-18 FPN on one CPU thread
+    (BENCHMARKS.md, section 9). ``channels_last = False`` gives torchvision's behaviour (see
+    :func:`~ovdet.tv.fast_paths.use_reference_paths`).
     """
 
     channels_last: bool = True

@@ -2,7 +2,7 @@
 
 Profiling a training step of the synthetic benchmark's detector (ResNet-18 FPN, 8 images of
 144x192, 128 RoIs each; ``python -m benchmarks.profile_hot_paths --what training``) put
-torchvision's CPU ``_roi_align_backward`` at about a fifth of the step: it runs on one thread
+torchvision's CPU ``_roi_align_backward`` at 17% of the step: it runs on one thread
 and recomputes the bilinear weights of every sample once per *channel*. The gradient of RoIAlign
 with respect to its feature map is a fixed sparse linear map: each output bin spreads its
 gradient over the four neighbours of each of its sampling points. :func:`roi_align_input_grad`
