@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -36,3 +38,58 @@ def test_training_variants_on_the_reference_paths_are_the_same_model_on_torchvis
     assert not reference.roi_heads.box_roi_pool.vectorised_backward
     for (name, a), (_, b) in zip(fast.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name  # the same weights (both built with seed 0)
+
+
+def _report(seed: int, novel: dict[str, float], size: str = "small") -> dict:
+    """A results.json of the rows in ``novel`` (base AP50 = novel + 0.1)."""
+    metrics = {
+        key: {"base": {"AP50": value + 0.1}, "novel": {"AP50": value}}
+        for key, value in novel.items()
+    }
+    return {"size": size, "size_settings": {"detector_iters": 300 if size == "small" else 600},
+            "seed": seed, "metrics": metrics}  # fmt: skip
+
+
+def test_every_control_is_a_box_only_row_of_the_table():
+    from ovdet.benchmark.synthetic_benchmark import _WEAK_DETECTORS, METHODS
+
+    by_key = {m.key: m for m in METHODS}
+    controlled = [m for m in METHODS if m.control]
+    assert {m.key for m in controlled} == {m.key for m in METHODS if m.detector in _WEAK_DETECTORS}
+    for method in controlled:
+        control = by_key[method.control]
+        assert control.detector not in _WEAK_DETECTORS
+        assert control.prediction == method.prediction  # the ensemble row against an ensemble row
+
+
+def test_summary_of_runs_gives_each_rows_spread_and_its_gain_over_its_control(tmp_path):
+    from benchmarks import summarize_runs
+
+    runs = []
+    for seed, (f, c) in enumerate([(0.5, 0.4), (0.3, 0.35), (0.7, 0.45)]):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        novel = {"vild_text": 0.2, "vild_text_longer": c, "vild_text_labels": f}
+        (run / "results.json").write_text(json.dumps(_report(seed, novel)))
+        runs.append(run)
+    summary = summarize_runs.summarize([summarize_runs.load_report(r) for r in runs])
+    assert summary["seeds"] == [0, 1, 2]
+    assert list(summary["rows"]) == ["vild_text", "vild_text_longer", "vild_text_labels"]
+    assert summary["rows"]["vild_text_labels"]["base"] == pytest.approx([0.6, 0.4, 0.8])
+    assert list(summary["gains"]) == ["vild_text_labels"]  # its control is in every run
+    assert summary["gains"]["vild_text_labels"]["novel"] == pytest.approx([0.1, -0.05, 0.25])
+    text = summarize_runs.format_summary(summary)
+    assert "| (f) (c) + image labels | 0.600 [0.400, 0.800] | 0.500 [0.300, 0.700] |" in text
+    assert "| +0.100, -0.050, +0.250 | +0.100 | 2 of 3 |" in text
+
+
+def test_summary_refuses_runs_of_other_sizes_and_folders_without_results(tmp_path, capsys):
+    from benchmarks import summarize_runs
+    from ovdet.errors import DataError
+
+    with pytest.raises(DataError, match="different sizes"):
+        summarize_runs.summarize([_report(0, {"vild_text": 0.2}),
+                                  _report(0, {"vild_text": 0.2}, size="default")])  # fmt: skip
+    with pytest.raises(SystemExit):
+        summarize_runs.main([str(tmp_path)])
+    assert "is not a finished benchmark run" in capsys.readouterr().err

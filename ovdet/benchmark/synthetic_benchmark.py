@@ -148,6 +148,8 @@ class Method:
         prediction: how the checkpoint predicts, one of
             :data:`ovdet.benchmark.predict.PREDICTION_METHODS`.
         open_vocabulary: an ovdet method (a candidate for the best novel AP50 and the pictures).
+        control: the key of the row trained as long on box images only, against which this
+            row's gain is measured ("" for none): the weak-supervision rows' controls.
     """
 
     key: str
@@ -155,6 +157,7 @@ class Method:
     detector: str
     prediction: str = "detector"
     open_vocabulary: bool = True
+    control: str = ""
 
 
 #: Detectors trained by the benchmark. Among the detectors ready to train, the task graph
@@ -260,9 +263,12 @@ METHODS: list[Method] = [
            "vild_text_longer"),
     Method("vild_longer_ensemble", "(e') (e) fine-tuned as long as (h), box images only",
            "vild_longer", "ensemble"),
-    Method("vild_text_labels", "(f) (c) + image labels", "vild_text_labels"),
-    Method("vild_text_captions", "(g) (f) + caption loss", "vild_text_captions"),
-    Method("vild_weak_ensemble", "(h) (f) + ViLD-image + ViLD-ensemble", "vild_weak", "ensemble"),
+    Method("vild_text_labels", "(f) (c) + image labels", "vild_text_labels",
+           control="vild_text_longer"),
+    Method("vild_text_captions", "(g) (f) + caption loss", "vild_text_captions",
+           control="vild_text_longer"),
+    Method("vild_weak_ensemble", "(h) (f) + ViLD-image + ViLD-ensemble", "vild_weak", "ensemble",
+           control="vild_longer_ensemble"),
 ]  # fmt: skip
 
 
