@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ovdet.benchmark.synthetic_benchmark import METHODS
+from ovdet.benchmark.synthetic_benchmark import _ap50 as ap50
 from ovdet.errors import DataError
 
 
@@ -33,11 +34,6 @@ def load_report(run: str | Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON: {e}") from e
-
-
-def _ap50(report: dict, key: str, group: str) -> float:
-    value = report["metrics"][key][group]["AP50"]
-    return 0.0 if value is None else float(value)
 
 
 def summarize(reports: Sequence[dict]) -> dict:
@@ -65,15 +61,16 @@ def summarize(reports: Sequence[dict]) -> dict:
             continue
         rows[method.key] = {
             "description": method.description,
-            "base": [_ap50(r, method.key, "base") for r in reports],
-            "novel": [_ap50(r, method.key, "novel") for r in reports],
+            "base": [ap50(r["metrics"], method.key, "base") for r in reports],
+            "novel": [ap50(r["metrics"], method.key, "novel") for r in reports],
         }
         if method.control and all(method.control in r["metrics"] for r in reports):
             gains[method.key] = {
                 "description": method.description,
                 "control": method.control,
                 "novel": [
-                    _ap50(r, method.key, "novel") - _ap50(r, method.control, "novel")
+                    ap50(r["metrics"], method.key, "novel")
+                    - ap50(r["metrics"], method.control, "novel")
                     for r in reports
                 ],
             }

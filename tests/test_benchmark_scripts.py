@@ -51,14 +51,17 @@ def _report(seed: int, novel: dict[str, float], size: str = "small") -> dict:
 
 
 def test_every_control_is_a_box_only_row_of_the_table():
-    from ovdet.benchmark.synthetic_benchmark import _WEAK_DETECTORS, METHODS
+    from ovdet.benchmark.synthetic_benchmark import _WEAK_DETECTORS, DETECTORS, METHODS
 
     by_key = {m.key: m for m in METHODS}
+    init_from = {d.name: d.init_from for d in DETECTORS}
     controlled = [m for m in METHODS if m.control]
     assert {m.key for m in controlled} == {m.key for m in METHODS if m.detector in _WEAK_DETECTORS}
     for method in controlled:
         control = by_key[method.control]
         assert control.detector not in _WEAK_DETECTORS
+        # fine-tuned from the same box-trained detector, as long
+        assert init_from[control.detector] == init_from[method.detector] != ""
         assert control.prediction == method.prediction  # the ensemble row against an ensemble row
 
 
