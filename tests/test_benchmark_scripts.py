@@ -96,3 +96,39 @@ def test_summary_refuses_runs_of_other_sizes_and_folders_without_results(tmp_pat
     with pytest.raises(SystemExit):
         summarize_runs.main([str(tmp_path)])
     assert "is not a finished benchmark run" in capsys.readouterr().err
+
+
+def _two_object_image():
+    """Objects of classes 0 and 1 in opposite corners of a 100 px image; regions: one proposal
+    spanning both, one tight on each, then the whole-image box."""
+    gt = torch.tensor([[0.0, 0.0, 40.0, 40.0], [60.0, 60.0, 100.0, 100.0]])
+    regions = torch.tensor(
+        [[0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 40.0, 40.0], [60.0, 60.0, 98.0, 98.0],
+         [0.0, 0.0, 100.0, 100.0]]
+    )  # fmt: skip
+    return regions, gt, torch.tensor([0, 1])
+
+
+def test_region_quality_counts_a_label_hit_only_on_an_object_of_its_class():
+    from benchmarks.weak_region_quality import label_region_ceiling, label_region_hits
+
+    regions, gt, gt_classes = _two_object_image()
+    labels = torch.tensor([0, 1])
+    # Region 1 scores best for class 0 and region 2 for class 1 (columns: 0, 1, background).
+    logits = torch.tensor([[1.0, 1.0, 0.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [2.0, 2.0, 0.0]])
+    hits = {
+        rule: label_region_hits(regions, logits, labels, gt, gt_classes, rule).tolist()
+        for rule in ("max_score", "max_size", "image")
+    }
+    # max-size takes the spanning proposal (IoU 0.16 with either object), image the whole image
+    assert hits == {"max_score": [True, True], "max_size": [False, False], "image": [False, False]}
+    # Region 1 now also scores best for class 1: it is an object, but of class 0.
+    logits[1, 1] = 9.0
+    assert label_region_hits(regions, logits, labels, gt, gt_classes, "max_score").tolist() == [
+        True,
+        False,
+    ]
+    assert label_region_ceiling(regions, labels, gt, gt_classes).tolist() == [True, True]
+    # Without the tight proposal of class 1's object, no choice can get it right.
+    keep = torch.tensor([0, 1, 3])
+    assert label_region_ceiling(regions[keep], labels, gt, gt_classes).tolist() == [True, False]

@@ -196,6 +196,19 @@ def test_synthetic_image_labelled_split_labels_match_captions(tmp_path):
     novel = set(synthetic_split().novel)
     assert any(CLASS_NAMES[c] in novel for r in labelled.images for c in r.labels)
     assert json.loads(info.weak_labels.read_text())["annotations"] == []
+    # The hidden boxes (for analysis; training never reads them): the same images, and the
+    # classes of each image's boxes are its labels.
+    hidden = json.loads(info.weak_boxes.read_text())
+    assert [i["file_name"] for i in hidden["images"]] == [r.path.name for r in labelled.images]
+    by_image = {}
+    for a in hidden["annotations"]:
+        by_image.setdefault(a["image_id"], set()).add(a["category_id"])
+        x, y, w, h = a["bbox"]
+        assert w > 0 and h > 0 and x + w <= 64 and y + h <= 64 and a["area"] > 0
+    assert [sorted(by_image[i["id"]]) for i in hidden["images"]] == [
+        i["pos_category_ids"] for i in json.loads(info.weak_labels.read_text())["images"]
+    ]
+    assert len({a["id"] for a in hidden["annotations"]}) == len(hidden["annotations"])
     # The other files do not change with the new split (their random streams are their own).
     again = generate_synthetic_dataset(
         tmp_path / "again", num_train_images=1, num_val_images=1, num_caption_crops=0,

@@ -7,6 +7,8 @@ background"), and nothing says where the objects are. :func:`write_image_labelle
     images/weak/000001.png ...            the images
     annotations/image_labels_weak.json    COCO format, images with "pos_category_ids" (Detic's)
     annotations/captions_weak.json        COCO captions format, one caption per image
+    annotations/instances_weak.json       the objects' boxes, COCO format, which training never
+                                          reads (to measure what the image-label loss chooses)
 
 With ``novel_captions=False`` in :func:`~ovdet.data.synthetic.generate_synthetic_dataset`, CLIP's
 pre-training captions never name a novel class; this split still does, so that its image labels
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,7 +29,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id, synthetic_categories
-from ovdet.data.synthetic.items import _render_and_save_scene, _SceneParams
+from ovdet.data.synthetic.items import _box_annotations, _render_and_save_scene, _SceneParams
+from ovdet.data.synthetic.render import Scene
 
 __all__ = ["make_scene_caption", "write_image_labelled_split"]
 
@@ -67,12 +71,12 @@ def make_scene_caption(rng: np.random.Generator, labels: list[int]) -> str:
 
 def _render_labelled_image(
     index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
-) -> tuple[tuple[int, ...], str]:
-    """Render and save one image; return its object labels and its caption."""
+) -> tuple[Scene, str]:
+    """Render and save one image; return its scene (without the pixels) and its caption."""
     rng, scene = _render_and_save_scene(
         index, seed=seed, stream=stream, params=params, out_dir=out_dir
     )
-    return tuple(scene.labels), make_scene_caption(rng, list(scene.labels))
+    return replace(scene, image=None), make_scene_caption(rng, list(scene.labels))
 
 
 def write_image_labelled_split(
@@ -82,7 +86,7 @@ def write_image_labelled_split(
     seed: int,
     params: _SceneParams,
     map_fn: Callable[..., Iterator],
-) -> tuple[Path, Path, Path]:
+) -> tuple[Path, Path, Path, Path]:
     """Write the image-labelled split under ``root``.
 
     Args:
@@ -95,16 +99,17 @@ def write_image_labelled_split(
             writer's process pool and progress bar).
 
     Returns:
-        (image folder, image-label JSON, captions JSON).
+        (image folder, image-label JSON, captions JSON, hidden boxes JSON).
     """
     image_dir = root / "images" / "weak"
     image_dir.mkdir(parents=True, exist_ok=True)
     render = partial(
         _render_labelled_image, seed=seed, stream=stream, params=params, out_dir=image_dir
     )
-    images, captions = [], []
-    for i, (labels, caption) in enumerate(map_fn(render, count, "image-labelled images")):
-        ids = sorted({_category_id(*divmod(label, len(SHAPES))) for label in labels})
+    images, captions, boxes = [], [], []
+    for i, (scene, caption) in enumerate(map_fn(render, count, "image-labelled images")):
+        ids = sorted({_category_id(*divmod(label, len(SHAPES))) for label in scene.labels})
+        boxes += _box_annotations(i + 1, scene.labels, scene.boxes, scene.areas, len(boxes) + 1)
         images.append(
             {
                 "id": i + 1,
@@ -133,5 +138,12 @@ def write_image_labelled_split(
                    separators=(",", ":")) + "\n",
         encoding="utf-8",
     )  # fmt: skip
+    boxes_json = ann_dir / "instances_weak.json"
+    boxes_json.write_text(
+        json.dumps({"info": {**info, "description": info["description"] + ": the hidden boxes"},
+                    "images": plain, "annotations": boxes, "categories": synthetic_categories()},
+                   separators=(",", ":")) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
     logger.info("wrote %d image-labelled images: %s, %s", count, labels_json, captions_json)
-    return image_dir, labels_json, captions_json
+    return image_dir, labels_json, captions_json, boxes_json

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ovdet.data.synthetic.captions import _crop_window, make_caption
-from ovdet.data.synthetic.categories import CLASS_NAMES
+from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id
 from ovdet.data.synthetic.render import Scene, render_scene
 
 __all__: list[str] = []
@@ -28,6 +28,22 @@ class _SceneParams:
     object_size: tuple[float, float]
     min_visible: float
     crop_size: int
+
+
+def _box_annotations(image_id: int, labels, boxes, areas, first_id: int) -> list[dict]:
+    """COCO annotations of one scene's objects (ids from ``first_id``): class indices, ``[x, y,
+    w, h]`` boxes and visible areas -> annotation dicts."""
+    return [
+        {
+            "id": first_id + k,
+            "image_id": image_id,
+            "category_id": _category_id(*divmod(label, len(SHAPES))),
+            "bbox": [float(v) for v in box],
+            "area": float(area),
+            "iscrowd": 0,
+        }
+        for k, (label, box, area) in enumerate(zip(labels, boxes, areas))
+    ]
 
 
 def _item_rng(seed: int, stream: int, index: int) -> np.random.Generator:

@@ -21,13 +21,16 @@ from tqdm import tqdm
 
 from ovdet.data.synthetic.categories import (
     CLASS_NAMES,
-    SHAPES,
-    _category_id,
     synthetic_categories,
     synthetic_split,
 )
 from ovdet.data.synthetic.image_labels import write_image_labelled_split
-from ovdet.data.synthetic.items import _render_caption_crop, _render_detection_image, _SceneParams
+from ovdet.data.synthetic.items import (
+    _box_annotations,
+    _render_caption_crop,
+    _render_detection_image,
+    _SceneParams,
+)
 from ovdet.errors import DataError
 
 __all__ = ["PRESETS", "SyntheticDatasetInfo", "generate_synthetic_dataset"]
@@ -72,6 +75,8 @@ class SyntheticDatasetInfo:
         weak_images: directory of the image-labelled images (no boxes), ``None`` if none.
         weak_labels: their COCO JSON with ``pos_category_ids`` (base and novel classes).
         weak_captions: their COCO captions JSON (one caption per image naming its objects).
+        weak_boxes: their objects' boxes, COCO instances JSON, which training never reads (for
+            analysis, e.g. ``benchmarks/weak_region_quality.py``).
     """
 
     root: Path
@@ -86,6 +91,7 @@ class SyntheticDatasetInfo:
     weak_images: Path | None = None
     weak_labels: Path | None = None
     weak_captions: Path | None = None
+    weak_boxes: Path | None = None
 
 
 def _map(
@@ -138,17 +144,7 @@ def _write_detection_split(
                 "height": params.image_size,
             }
         )
-        for label, box, area in zip(labels, boxes, areas):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": _category_id(*divmod(label, len(SHAPES))),
-                    "bbox": [float(v) for v in box],
-                    "area": float(area),
-                    "iscrowd": 0,
-                }
-            )
+        annotations += _box_annotations(i + 1, labels, boxes, areas, len(annotations) + 1)
     ann_path = root / "annotations" / f"instances_{split}.json"
     ann_path.parent.mkdir(parents=True, exist_ok=True)
     info = {
@@ -362,7 +358,7 @@ def generate_synthetic_dataset(
             workers,
             progress,
         )
-    weak = (None, None, None)
+    weak = (None, None, None, None)
     if num_weak_images > 0:
         weak = write_image_labelled_split(
             root,
@@ -384,4 +380,5 @@ def generate_synthetic_dataset(
         weak_images=weak[0],
         weak_labels=weak[1],
         weak_captions=weak[2],
+        weak_boxes=weak[3],
     )
