@@ -132,3 +132,15 @@ def test_region_quality_counts_a_label_hit_only_on_an_object_of_its_class():
     # Without the tight proposal of class 1's object, no choice can get it right.
     keep = torch.tensor([0, 1, 3])
     assert label_region_ceiling(regions[keep], labels, gt, gt_classes).tolist() == [True, False]
+
+
+def test_benchmark_reports_name_the_package_versions_they_were_measured_with():
+    from ovdet.benchmark.synthetic_benchmark import format_results
+    from ovdet.utils.versions import package_versions
+
+    versions = package_versions(("torch", "no-such-distribution-for-ovdet"))
+    assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert versions["no-such-distribution-for-ovdet"] is None
+    report = {"metrics": {}, "clip_zero_shot": {"base": 0.5, "novel": 0.25}, "targets": [],
+              "versions": versions}  # fmt: skip
+    assert format_results(report).splitlines()[-1] == f"Packages: torch {versions['torch']}."

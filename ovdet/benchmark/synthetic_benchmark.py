@@ -44,6 +44,7 @@ import torch
 from ovdet.benchmark.data import BenchmarkData
 from ovdet.config.catalog import get_config_file
 from ovdet.errors import ConfigError
+from ovdet.utils.versions import package_versions
 
 __all__ = [
     "BenchmarkSize",
@@ -629,6 +630,11 @@ def format_results(report: dict) -> str:
             f"{found['novel_right']} of its {found['novel_detections']} novel-named detections "
             "were right."
         )
+    versions = report.get("versions")
+    if versions:
+        lines.append(
+            "Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None) + "."
+        )
     return "\n".join(lines)
 
 
@@ -777,6 +783,7 @@ def run_synthetic_benchmark(
         "device": device,
         "workers": workers,
         "torch_threads": threads if workers > 1 else torch.get_num_threads(),
+        "versions": package_versions(),
         "data": data.describe(),
         "clip": clip,
         "clip_zero_shot": zero_shot,
