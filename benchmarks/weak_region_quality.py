@@ -32,6 +32,7 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from ovdet.core.weak_supervision import IMAGE_LABEL_REGIONS, choose_label_regions
+from ovdet.data.coco import load_coco_detection
 from ovdet.errors import DataError
 
 #: IoU from which a chosen region counts as the labelled object (the AP50 criterion).
@@ -85,7 +86,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="COCO instances JSON of the image-labelled images with their (hidden) boxes",
     )
     p.add_argument("--images", required=True, help="folder of its images")
-    p.add_argument("--split", default="", help="JSON {'base': [...], 'novel': [...]} (optional)")
+    p.add_argument(
+        "--split", default="", help="a split spec, e.g. JSON {'base': [...], 'novel': [...]}"
+    )
     p.add_argument(
         "--num-proposals",
         type=int,
@@ -100,39 +103,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _load_boxes(path: Path, max_images: int) -> tuple[list[dict], dict[int, list[dict]], list]:
-    try:
-        data = json.loads(path.read_text())
-        images, annotations, categories = data["images"], data["annotations"], data["categories"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise DataError(f"{path} is not a readable COCO instances file: {e}") from e
-    if not annotations:
-        raise DataError(f"{path} has no boxes: the region choice cannot be checked against it")
-    per_image: dict[int, list[dict]] = {}
-    for a in annotations:
-        per_image.setdefault(a["image_id"], []).append(a)
-    images = [i for i in images if i["id"] in per_image]
-    return images[:max_images] if max_images > 0 else images, per_image, categories
-
-
 @torch.no_grad()
 def main(argv: Sequence[str] | None = None) -> dict:
     from ovdet.api import OVDetector
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    images, per_image, categories = _load_boxes(Path(args.boxes), args.max_images)
-    names = [c["name"] for c in categories]
-    index = {c["id"]: k for k, c in enumerate(categories)}
-    novel = set(json.loads(Path(args.split).read_text())["novel"]) if args.split else set()
+    records = load_coco_detection(
+        args.boxes, args.images, split=args.split or None, keep=("base", "novel")
+    )
+    images = records.images[: args.max_images] if args.max_images > 0 else records.images
+    if not images:
+        raise DataError(
+            f"{args.boxes} has no boxes: the region choice cannot be checked against it"
+        )
+    names, split = records.class_names, records.split
     detector = OVDetector.from_checkpoint(args.checkpoint)
     detector.set_classes(names)
     head, model = detector.head, detector.model
     k = args.num_proposals or detector.cfg.MODEL.OVDET.WEAK.NUM_PROPOSALS
-    kinds = ("base", "novel") if novel else ("all",)
+    kinds = ("base", "novel") if split is not None else ("all",)
     counts = {rule: {kind: [0, 0] for kind in kinds} for rule in (*IMAGE_LABEL_REGIONS, "ceiling")}
-    for info in tqdm(images, desc="images", unit="img", disable=args.no_progress):
-        tensor, scale = detector._prepare(Path(args.images) / info["file_name"])
+    for record in tqdm(images, desc="images", unit="img", disable=args.no_progress):
+        tensor, scale = detector._prepare(record.path)
         batch, _ = model.transform([tensor.to(detector.device)])
         features = model.backbone(batch.tensors)
         proposals, _ = model.rpn(batch, features)
@@ -140,11 +133,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         box_features = model.roi_heads.box_features(features, regions, batch.image_sizes)
         logits = head.classifier.logits_from_embeddings(head.embed(box_features)).cpu()
         regions = regions[0].cpu()
-        objects = per_image[info["id"]]
-        gt = torch.tensor([a["bbox"] for a in objects], dtype=torch.float32)
-        gt[:, 2:] += gt[:, :2]
-        gt = gt * scale.float()
-        gt_classes = torch.tensor([index[a["category_id"]] for a in objects])
+        gt = torch.from_numpy(record.boxes).float() * scale.float()
+        gt_classes = torch.from_numpy(record.labels) - 1
         labels = torch.unique(gt_classes)
         results = {
             rule: label_region_hits(regions, logits, labels, gt, gt_classes, rule)
@@ -153,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results["ceiling"] = label_region_ceiling(regions, labels, gt, gt_classes)
         for rule, hits in results.items():
             for label, hit in zip(labels.tolist(), hits.tolist()):
-                kind = ("novel" if names[label] in novel else "base") if novel else "all"
+                kind = split.kind(names[label]) if split is not None else "all"
                 counts[rule][kind][0] += int(hit)
                 counts[rule][kind][1] += 1
     print(f"labels whose region is an object of that label (IoU >= {IOU_THRESH}), {len(images)} "

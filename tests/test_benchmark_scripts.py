@@ -144,3 +144,31 @@ def test_benchmark_reports_name_the_package_versions_they_were_measured_with():
     report = {"metrics": {}, "clip_zero_shot": {"base": 0.5, "novel": 0.25}, "targets": [],
               "versions": versions}  # fmt: skip
     assert format_results(report).splitlines()[-1] == f"Packages: torch {versions['torch']}."
+
+
+def test_region_quality_counts_every_label_of_every_image_once(
+    trained_checkpoint, toy_dataset, tmp_path
+):
+    from benchmarks import weak_region_quality
+
+    out = tmp_path / "counts.json"
+    report = weak_region_quality.main([
+        "--checkpoint", str(trained_checkpoint), "--boxes", str(toy_dataset / "instances.json"),
+        "--images", str(toy_dataset / "images"), "--split", str(toy_dataset / "split.json"),
+        "--max-images", "6", "--no-progress", "--json", str(out),
+    ])  # fmt: skip
+    data = json.loads((toy_dataset / "instances.json").read_text())
+    split = json.loads((toy_dataset / "split.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    first = {i["id"] for i in data["images"][:6]}
+    pairs = {(a["image_id"], names[a["category_id"]]) for a in data["annotations"]
+             if a["image_id"] in first}  # fmt: skip
+    expected = {"base": sum(n in split["base"] for _, n in pairs),
+                "novel": sum(n in split["novel"] for _, n in pairs)}  # fmt: skip
+    assert json.loads(out.read_text()) == report
+    for rule, by_kind in report["counts"].items():
+        assert {kind: n for kind, (_, n) in by_kind.items()} == expected, rule
+        for kind, (hits, _) in by_kind.items():
+            # max-size and max-score choose among the proposals: never above the ceiling
+            if rule in ("max_size", "max_score"):
+                assert hits <= report["counts"]["ceiling"][kind][0]

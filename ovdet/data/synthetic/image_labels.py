@@ -18,10 +18,8 @@ web-trained CLIP).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,8 +27,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id, synthetic_categories
-from ovdet.data.synthetic.items import _box_annotations, _render_and_save_scene, _SceneParams
-from ovdet.data.synthetic.render import Scene
+from ovdet.data.synthetic.items import (
+    _box_annotations,
+    _render_and_save_scene,
+    _SceneParams,
+    _write_json,
+)
 
 __all__ = ["make_scene_caption", "write_image_labelled_split"]
 
@@ -71,12 +73,14 @@ def make_scene_caption(rng: np.random.Generator, labels: list[int]) -> str:
 
 def _render_labelled_image(
     index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
-) -> tuple[Scene, str]:
-    """Render and save one image; return its scene (without the pixels) and its caption."""
+) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int], ...], tuple[int, ...], str]:
+    """Render and save one image; return its objects' labels, boxes and areas, and its
+    caption."""
     rng, scene = _render_and_save_scene(
         index, seed=seed, stream=stream, params=params, out_dir=out_dir
     )
-    return replace(scene, image=None), make_scene_caption(rng, list(scene.labels))
+    caption = make_scene_caption(rng, list(scene.labels))
+    return scene.labels, scene.boxes, scene.areas, caption
 
 
 def write_image_labelled_split(
@@ -107,9 +111,10 @@ def write_image_labelled_split(
         _render_labelled_image, seed=seed, stream=stream, params=params, out_dir=image_dir
     )
     images, captions, boxes = [], [], []
-    for i, (scene, caption) in enumerate(map_fn(render, count, "image-labelled images")):
-        ids = sorted({_category_id(*divmod(label, len(SHAPES))) for label in scene.labels})
-        boxes += _box_annotations(i + 1, scene.labels, scene.boxes, scene.areas, len(boxes) + 1)
+    items = map_fn(render, count, "image-labelled images")
+    for i, (labels, scene_boxes, areas, caption) in enumerate(items):
+        ids = sorted({_category_id(*divmod(label, len(SHAPES))) for label in labels})
+        boxes += _box_annotations(i + 1, labels, scene_boxes, areas, len(boxes) + 1)
         images.append(
             {
                 "id": i + 1,
@@ -127,23 +132,13 @@ def write_image_labelled_split(
         "seed": seed,
     }
     labels_json, captions_json = ann_dir / "image_labels_weak.json", ann_dir / "captions_weak.json"
-    labels_json.write_text(
-        json.dumps({"info": info, "images": images, "annotations": [],
-                    "categories": synthetic_categories()}, separators=(",", ":")) + "\n",
-        encoding="utf-8",
-    )  # fmt: skip
+    _write_json(labels_json, {"info": info, "images": images, "annotations": [],
+                              "categories": synthetic_categories()})  # fmt: skip
     plain = [{k: v for k, v in img.items() if k != "pos_category_ids"} for img in images]
-    captions_json.write_text(
-        json.dumps({"info": info, "images": plain, "annotations": captions},
-                   separators=(",", ":")) + "\n",
-        encoding="utf-8",
-    )  # fmt: skip
+    _write_json(captions_json, {"info": info, "images": plain, "annotations": captions})
     boxes_json = ann_dir / "instances_weak.json"
-    boxes_json.write_text(
-        json.dumps({"info": {**info, "description": info["description"] + ": the hidden boxes"},
-                    "images": plain, "annotations": boxes, "categories": synthetic_categories()},
-                   separators=(",", ":")) + "\n",
-        encoding="utf-8",
-    )  # fmt: skip
+    hidden = {**info, "description": info["description"] + ": the hidden boxes"}
+    _write_json(boxes_json, {"info": hidden, "images": plain, "annotations": boxes,
+                             "categories": synthetic_categories()})  # fmt: skip
     logger.info("wrote %d image-labelled images: %s, %s", count, labels_json, captions_json)
     return image_dir, labels_json, captions_json, boxes_json

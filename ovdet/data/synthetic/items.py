@@ -7,6 +7,7 @@ generated. The functions here are picklable module-level functions, for a proces
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,11 @@ def _box_annotations(image_id: int, labels, boxes, areas, first_id: int) -> list
         }
         for k, (label, box, area) in enumerate(zip(labels, boxes, areas))
     ]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as compact JSON (the dataset's annotation files)."""
+    path.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
 def _item_rng(seed: int, stream: int, index: int) -> np.random.Generator:

@@ -30,6 +30,7 @@ from ovdet.data.synthetic.items import (
     _render_caption_crop,
     _render_detection_image,
     _SceneParams,
+    _write_json,
 )
 from ovdet.errors import DataError
 
@@ -111,10 +112,6 @@ def _map(
                 bar.update()
     finally:
         bar.close()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
 def _write_detection_split(
