@@ -18,6 +18,13 @@ smallest setting in which open-vocabulary detection is meaningful, and it trains
     captions/val.csv                     held-out labelled crops (all 64 classes) for zero-shot
     captions/crops/{train,val}/*.png     the crops
 
+and, with ``num_weak_images`` (:mod:`~ovdet.data.synthetic.image_labels`)::
+
+    images/weak/*.png                    image-labelled scenes of the same kind, no boxes
+    annotations/image_labels_weak.json   COCO format, images with "pos_category_ids"
+    annotations/captions_weak.json       COCO captions, one per image naming its objects
+    annotations/instances_weak.json      their hidden boxes (never read by training)
+
 Scenes have a smooth textured background with pixel noise, grey distractor lines and blobs
 (clutter that is not an object), and 1..``max_objects`` objects at sizes from
 ``min_object_size`` to ``max_object_size`` pixels, with slight colour jitter and shading. Objects
