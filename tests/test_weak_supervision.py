@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.core.weak_supervision import (
     PRIOR_LOGIT_BIAS,
+    TrainingVocabulary,
     WeakSupervisionSettings,
     caption_loss,
     choose_label_regions,
@@ -206,6 +207,28 @@ def test_settings_validate_and_read_the_config():
     assert (settings.fed_loss_num_classes, settings.fed_loss_freq_weight) == (50, 0.5)
     with pytest.raises(ConfigError, match="IMAGE_LABEL_LOSS"):
         WeakSupervisionSettings(image_label_loss="biggest")
+    assert settings.box_batch_classes == "all"
+    with pytest.raises(ConfigError, match="BOX_BATCH_CLASSES must be one of"):
+        WeakSupervisionSettings(box_batch_classes="base")
+
+
+@pytest.mark.parametrize("box_batch_classes", ["all", "box"])
+def test_training_vocabulary_of_each_batch_kind(box_batch_classes):
+    head = _head(box_batch_classes=box_batch_classes)
+    box = TrainingVocabulary(F.normalize(torch.randn(2, 4), dim=-1))
+    weak = TrainingVocabulary(
+        F.normalize(torch.randn(3, 4), dim=-1),
+        torch.tensor([False, False, True]),
+        torch.tensor([5.0, 2.0, 7.0]),
+    )
+    # Image-labelled batches: the weak vocabulary with its class counts (federated loss).
+    assert head.training_vocabulary(1, box, weak) is weak
+    # Box batches: the weak vocabulary's classes too ("all"), or the box classes alone; never
+    # class counts, which only the image-label loss samples by.
+    chosen = head.training_vocabulary(0, box, weak)
+    expected = weak if box_batch_classes == "all" else box
+    assert chosen.text is expected.text and chosen.is_novel is expected.is_novel
+    assert chosen.class_counts is None
 
 
 @pytest.mark.parametrize(

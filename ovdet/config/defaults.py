@@ -104,6 +104,11 @@ def add_ovdet_config(cfg: Any) -> None:
     ov.WEAK.FED_LOSS_NUM_CLASSES = 50
     # Exponent of the class image counts in the sampling weights.
     ov.WEAK.FED_LOSS_FREQ_WEIGHT = 0.5
+    # The classes box batches score: "all", the box classes and those only image labels name,
+    # which are then negatives of every box region (Detic: its OV-COCO box data keeps all
+    # classes); "box", the box classes alone (an unannotated object of an image-label class in a
+    # box image is not pushed away from its name, but nothing keeps background regions from it).
+    ov.WEAK.BOX_BATCH_CLASSES = "all"
 
     # Base/novel split: "ovcoco", "lvis" or a JSON/YAML file {"base": [...], "novel": [...]};
     # training keeps only base annotations, evaluation reports base / novel / all. "" uses the

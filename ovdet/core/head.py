@@ -31,6 +31,7 @@ from ovdet.core.losses import vild_image_loss, vild_text_loss
 from ovdet.core.postprocessing import select_detections
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.core.weak_supervision import (
+    TrainingVocabulary,
     WeakSupervisionSettings,
     caption_loss,
     federated_classes,
@@ -329,6 +330,22 @@ class OpenVocabularyHead(nn.Module):
         }
 
     # ------------------------------------------------------------------ weak supervision
+
+    def training_vocabulary(
+        self, kind: int, box: TrainingVocabulary, weak: TrainingVocabulary
+    ) -> TrainingVocabulary:
+        """The classifier of a training batch of ``kind`` (0 box, 1 image-labelled), which the
+        engine sets (``set_vocabulary``, ``set_class_frequencies``) before the batch.
+
+        Image-labelled batches score ``weak`` (the box classes first, then those only image
+        labels name) with its class counts. Box batches score ``weak`` too, its image-label
+        classes never positive, with ``self.weak.box_batch_classes == "all"``, else ``box``;
+        they need no class counts.
+        """
+        if kind == 1:
+            return weak
+        chosen = weak if self.weak.box_batch_classes == "all" else box
+        return TrainingVocabulary(chosen.text, chosen.is_novel)
 
     def set_class_frequencies(self, image_counts: torch.Tensor | None) -> None:
         """Per-class image counts Tensor[C] of the current vocabulary, for the federated loss

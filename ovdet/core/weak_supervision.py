@@ -31,8 +31,10 @@ import torch.nn.functional as F
 from ovdet.errors import ConfigError
 
 __all__ = [
+    "BOX_BATCH_CLASSES",
     "IMAGE_LABEL_REGIONS",
     "PRIOR_LOGIT_BIAS",
+    "TrainingVocabulary",
     "WeakSupervisionSettings",
     "caption_loss",
     "choose_label_regions",
@@ -41,6 +43,11 @@ __all__ = [
 ]
 
 IMAGE_LABEL_REGIONS = ("max_size", "max_score", "image")
+
+# The classes box batches score when image-labelled data is mixed in: "all", the box classes and
+# those only image labels name (never positive in a box batch, so negatives of its every region,
+# as Detic's OV-COCO box data keeps all classes); "box", the box classes alone.
+BOX_BATCH_CLASSES = ("all", "box")
 
 # Sigmoid prior of Detic's classifier bias (prior probability 0.01): logits of temperature-scaled
 # cosine similarities are shifted by it in the binary losses, so that an unrelated class (cosine
@@ -228,6 +235,8 @@ class WeakSupervisionSettings:
         fed_loss: restrict the image-label BCE to a federated class subset (``USE_FED_LOSS``).
         fed_loss_num_classes: size of that subset (``FED_LOSS_NUM_CAT``).
         fed_loss_freq_weight: sampling weight = image count ^ this (``FED_LOSS_FREQ_WEIGHT``).
+        box_batch_classes: the classes box batches score, ``"all"`` or ``"box"``
+            (``BOX_BATCH_CLASSES``, see :data:`BOX_BATCH_CLASSES`).
     """
 
     image_label_loss: str = "max_size"
@@ -239,12 +248,18 @@ class WeakSupervisionSettings:
     fed_loss: bool = False
     fed_loss_num_classes: int = 50
     fed_loss_freq_weight: float = 0.5
+    box_batch_classes: str = "all"
 
     def __post_init__(self) -> None:
         if self.image_label_loss not in IMAGE_LABEL_REGIONS:
             raise ConfigError(
                 f"MODEL.OVDET.WEAK.IMAGE_LABEL_LOSS must be one of {IMAGE_LABEL_REGIONS}, got "
                 f"{self.image_label_loss!r}"
+            )
+        if self.box_batch_classes not in BOX_BATCH_CLASSES:
+            raise ConfigError(
+                f"MODEL.OVDET.WEAK.BOX_BATCH_CLASSES must be one of {BOX_BATCH_CLASSES}, got "
+                f"{self.box_batch_classes!r}"
             )
         if self.num_proposals < 1 or self.fed_loss_num_classes < 1:
             raise ConfigError(
@@ -264,4 +279,21 @@ class WeakSupervisionSettings:
             fed_loss=w.FED_LOSS,
             fed_loss_num_classes=w.FED_LOSS_NUM_CLASSES,
             fed_loss_freq_weight=w.FED_LOSS_FREQ_WEIGHT,
+            box_batch_classes=w.BOX_BATCH_CLASSES,
         )
+
+
+@dataclass(frozen=True)
+class TrainingVocabulary:
+    """The classifier of one kind of training batch.
+
+    Attributes:
+        text: Tensor[C, D], the classes' CLIP text embeddings.
+        is_novel: BoolTensor[C], the classes no box names (``None``: none).
+        class_counts: Tensor[C], the classes' image counts for the federated loss (``None``:
+            not needed).
+    """
+
+    text: torch.Tensor
+    is_novel: torch.Tensor | None = None
+    class_counts: torch.Tensor | None = None

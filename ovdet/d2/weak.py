@@ -24,6 +24,7 @@ from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_trai
 from torch import nn
 
 from ovdet.core.vocabulary import novel_class_mask
+from ovdet.core.weak_supervision import TrainingVocabulary
 from ovdet.d2.datasets import get_dataset_split
 from ovdet.d2.vocabulary import get_roi_heads, load_clip_for, text_embeddings, training_vocabulary
 from ovdet.data.dataset import mixed_batch_kinds
@@ -78,16 +79,17 @@ class ImageLabelMapper(DatasetMapper):
 class MixedBatches:
     """Box batches and image-labelled batches at ``DATALOADER.DATASET_RATIO``.
 
-    Before each batch the model's ROI heads get that kind's vocabulary (box classes; box classes
-    plus the weak data's), and image-labelled samples get ``caption_embedding`` (CLIP's text
-    embedding of their caption) when the caption loss is on.
+    Before each batch the model's ROI heads get that kind's classifier (the head's rule,
+    :meth:`~ovdet.core.head.OpenVocabularyHead.training_vocabulary`), and image-labelled samples
+    get ``caption_embedding`` (CLIP's text embedding of their caption) when the caption loss is
+    on.
 
     Args:
         box_loader, weak_loader: detectron2 training loaders (endless).
         ratio: box : image-labelled batches.
         model: the detector (its ROI heads' vocabulary is switched).
-        vocabularies: (box, weak) Tensor[C, D] text embeddings; the weak one's novelty and
-            class image counts.
+        vocabularies: the (box, weak) :class:`~ovdet.core.weak_supervision.TrainingVocabulary`;
+            the weak one holds the box classes first, then those only image labels name.
         clip: a loaded CLIP for the caption embeddings, or ``None``.
     """
 
@@ -100,21 +102,17 @@ class MixedBatches:
 
     def __iter__(self) -> Iterator[list[dict]]:
         iterators = [iter(loader) for loader in self.loaders]
-        (box_text,), (weak_text, weak_is_novel, weak_counts) = self.vocabularies
         heads = get_roi_heads(self.model)
         k = 0
         while True:
             kind = mixed_batch_kinds(self.ratio, k, 1)[0]
             k += 1
             batch = next(iterators[kind])
-            if kind == 0:
-                heads.set_vocabulary(box_text)
-                heads.head.set_class_frequencies(None)
-            else:
-                heads.set_vocabulary(weak_text, weak_is_novel)
-                heads.head.set_class_frequencies(weak_counts)
-                if self.clip is not None:
-                    self._add_caption_embeddings(batch)
+            vocabulary = heads.head.training_vocabulary(kind, *self.vocabularies)
+            heads.set_vocabulary(vocabulary.text, vocabulary.is_novel)
+            heads.head.set_class_frequencies(vocabulary.class_counts)
+            if kind == 1 and self.clip is not None:
+                self._add_caption_embeddings(batch)
             yield batch
 
     @torch.no_grad()
@@ -164,8 +162,8 @@ def build_mixed_train_loader(cfg: CfgNode, model: nn.Module, box_loader) -> Mixe
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
     vocabularies = (
-        (text_embeddings(cfg, box_vocabulary),),
-        (
+        TrainingVocabulary(text_embeddings(cfg, box_vocabulary)),
+        TrainingVocabulary(
             text_embeddings(cfg, names),
             novel_class_mask(names, box_vocabulary),
             torch.as_tensor(counts, dtype=torch.float32),

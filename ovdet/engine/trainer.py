@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ovdet.core.head import get_head
 from ovdet.core.vocabulary import novel_class_mask
+from ovdet.core.weak_supervision import TrainingVocabulary
 from ovdet.data.coco import load_coco_detection
 from ovdet.data.dataset import (
     DetectionDataset,
@@ -185,13 +186,15 @@ class Trainer:
         """Text embeddings, novelty and (federated loss) class image counts of the vocabulary of
         image-labelled batches."""
         names = self.weak_class_names
-        self.weak_text = self.text_builder(names).to(self.device)
-        self.weak_is_novel = novel_class_mask(names, self.class_names)
         counts = np.zeros(len(names))
         np.add.at(counts, self.weak_class_index, self.weak_records.image_counts())
         for rec in self.records.images:
             np.add.at(counts, np.unique(rec.labels) - 1, 1)
-        self.weak_class_counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.weak_vocabulary = TrainingVocabulary(
+            self.text_builder(names).to(self.device),
+            novel_class_mask(names, self.class_names),
+            torch.as_tensor(counts, dtype=torch.float32),
+        )
         if self.cfg.MODEL.OVDET.WEAK.CAPTION_LOSS and self.clip is None:
             from ovdet.clip import load_clip
 
@@ -199,22 +202,21 @@ class Trainer:
         logger.info(
             "Weak supervision: %d image-labelled images, vocabulary of %d classes (%d beyond the "
             "box classes), batches box:image-labelled = %s",
-            len(self.weak_records.images), len(names), int(self.weak_is_novel.sum()),
+            len(self.weak_records.images), len(names), int(self.weak_vocabulary.is_novel.sum()),
             list(self.cfg.DATALOADER.DATASET_RATIO),
         )  # fmt: skip
 
     def _use_vocabulary(self, kind: int) -> None:
-        """Box batches (kind 0) train on the box classes, image-labelled ones (kind 1) on the
-        weak vocabulary; switched only when the kind changes."""
+        """The classifier of a batch of ``kind`` (0 box, 1 image-labelled; the head's rule,
+        :meth:`~ovdet.core.head.OpenVocabularyHead.training_vocabulary`); set only when the
+        kind changes."""
         if kind == self._vocabulary_kind:
             return
         head = get_head(self.model)
-        if kind == 0:
-            head.set_vocabulary(self.train_text)
-            head.set_class_frequencies(None)
-        else:
-            head.set_vocabulary(self.weak_text, self.weak_is_novel)
-            head.set_class_frequencies(self.weak_class_counts)
+        box = TrainingVocabulary(self.train_text)
+        vocabulary = head.training_vocabulary(kind, box, self.weak_vocabulary)
+        head.set_vocabulary(vocabulary.text, vocabulary.is_novel)
+        head.set_class_frequencies(vocabulary.class_counts)
         self._vocabulary_kind = kind
 
     @torch.no_grad()
@@ -403,7 +405,7 @@ class Trainer:
         model.train()
         writer = self._tensorboard()
         loaders = self._data_loaders(self.start_iter)
-        self._vocabulary_kind = 0
+        self._vocabulary_kind: int | None = None  # None: no batch kind's classifier set yet
         previous = signal.signal(signal.SIGINT, self._on_sigint) if self.is_main else None
         bar = tqdm(total=max_iter, initial=self.start_iter, disable=not self.progress, desc="train")
         metrics: dict = {}
@@ -471,7 +473,7 @@ class Trainer:
                     self.save(iteration, "model_final.pt" if last else None)
                 if cfg.TEST.EVAL_PERIOD and (iteration % cfg.TEST.EVAL_PERIOD == 0 or last):
                     self._log({"iteration": iteration, **self.evaluate()}, writer)
-                    self._vocabulary_kind = 0  # evaluate() restores the box classes
+                    self._vocabulary_kind = None  # evaluate() restored the box classes
                     model.train()
                 if self._interrupted:
                     raise TrainingInterrupted(

@@ -59,10 +59,19 @@ def test_d2_trains_with_image_labels_and_captions(instant_cfg, weak_data):
     trainer = OpenVocabularyTrainer(cfg)
     trainer.resume_or_load(resume=False)
     # The weak vocabulary: the box classes, then "blue box" found in the captions.
-    _, (weak_text, weak_is_novel, counts) = trainer._trainer.data_loader.vocabularies
-    assert weak_text.shape[0] == 3 and weak_is_novel.tolist() == [False, False, True]
-    assert counts.tolist() == [0.0, 0.0, 4.0]
+    box, weak = trainer._trainer.data_loader.vocabularies
+    assert box.text.shape[0] == 2
+    assert weak.text.shape[0] == 3 and weak.is_novel.tolist() == [False, False, True]
+    assert weak.class_counts.tolist() == [0.0, 0.0, 4.0]
+    heads = get_roi_heads(trainer.model)
+    scored = []  # the classes each batch's classifier holds, as the head's ViLD-text sees them
+    text_loss = heads.head.text_loss
+    heads.head.text_loss = lambda logits, gt: (
+        scored.append(logits.shape[1] - 1) or text_loss(logits, gt)
+    )
     trainer.train()
+    # BOX_BATCH_CLASSES "all" (the default): box batches score "blue box" too.
+    assert scored == [3, 3]
     history = trainer.storage.history
     image_label = [v for v, _ in history("loss_image_label").values()]
     caption = [v for v, _ in history("loss_caption").values()]
