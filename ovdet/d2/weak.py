@@ -20,7 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
-from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_train_loader,
+)
 from torch import nn
 
 from ovdet.core.vocabulary import novel_class_mask
@@ -28,7 +33,12 @@ from ovdet.core.weak_supervision import TrainingVocabulary
 from ovdet.d2.datasets import get_dataset_split
 from ovdet.d2.vocabulary import get_roi_heads, load_clip_for, text_embeddings, training_vocabulary
 from ovdet.data.dataset import mixed_batch_kinds
-from ovdet.data.image_labels import ImageLabelRecords, load_image_labels, weak_training_vocabulary
+from ovdet.data.image_labels import (
+    ImageLabelRecords,
+    load_image_labels,
+    weak_class_counts,
+    weak_training_vocabulary,
+)
 from ovdet.errors import ConfigError
 from ovdet.text import Vocabulary
 
@@ -147,8 +157,12 @@ def build_mixed_train_loader(cfg: CfgNode, model: nn.Module, box_loader) -> Mixe
         d.WEAK_CSV_SEPARATOR,
     )  # fmt: skip
     names, class_index = weak_training_vocabulary(box_vocabulary.names, records.class_names)
-    counts = np.zeros(len(names))
-    np.add.at(counts, class_index, records.image_counts())
+    box_image_classes = (
+        [a["category_id"] for a in record.get("annotations", [])]
+        for name in d.TRAIN
+        for record in DatasetCatalog.get(name)
+    )  # contiguous class ids: indices into the box classes
+    counts = weak_class_counts(len(names), class_index, records, box_image_classes)
     captions = cfg.MODEL.OVDET.WEAK.CAPTION_LOSS
     if captions and not records.has_captions:
         raise ConfigError(

@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,7 @@ __all__ = [
     "load_coco_captions",
     "load_coco_image_labels",
     "load_image_labels",
+    "weak_class_counts",
     "weak_training_vocabulary",
 ]
 
@@ -447,3 +448,29 @@ def weak_training_vocabulary(
             names.append(name.replace("_", " ") if "_" in name else name)
         index.append(position[key])
     return names, np.asarray(index, dtype=np.int64)
+
+
+def weak_class_counts(
+    num_classes: int,
+    class_index: np.ndarray,
+    records: ImageLabelRecords,
+    box_image_classes: Iterable[Sequence[int]],
+) -> np.ndarray:
+    """Images showing each class of the weak vocabulary (the federated loss's frequencies): the
+    image-labelled images by their labels, the box images by their boxes' classes.
+
+    Args:
+        num_classes: size of the weak vocabulary (:func:`weak_training_vocabulary`).
+        class_index: int64 [len(records.class_names)], each weak class's index in it.
+        records: the image-labelled images.
+        box_image_classes: per box image, its boxes' classes as 0-based indices into the box
+            classes (the weak vocabulary's first).
+
+    Returns:
+        float64 [num_classes].
+    """
+    counts = np.zeros(num_classes)
+    np.add.at(counts, class_index, records.image_counts())
+    for classes in box_image_classes:
+        np.add.at(counts, np.unique(np.asarray(classes, dtype=np.int64)), 1)
+    return counts

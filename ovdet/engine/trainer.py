@@ -36,6 +36,7 @@ from ovdet.data.dataset import (
     mixed_batch_kinds,
 )
 from ovdet.data.distill_store import load_distill_store
+from ovdet.data.image_labels import weak_class_counts
 from ovdet.data.transforms import build_augmentation
 from ovdet.engine import distributed as comm
 from ovdet.engine.build import (
@@ -186,10 +187,12 @@ class Trainer:
         """Text embeddings, novelty and (federated loss) class image counts of the vocabulary of
         image-labelled batches."""
         names = self.weak_class_names
-        counts = np.zeros(len(names))
-        np.add.at(counts, self.weak_class_index, self.weak_records.image_counts())
-        for rec in self.records.images:
-            np.add.at(counts, np.unique(rec.labels) - 1, 1)
+        counts = weak_class_counts(
+            len(names),
+            self.weak_class_index,
+            self.weak_records,
+            (rec.labels - 1 for rec in self.records.images),
+        )
         self.weak_vocabulary = TrainingVocabulary(
             self.text_builder(names).to(self.device),
             novel_class_mask(names, self.class_names),
