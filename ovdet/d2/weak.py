@@ -157,12 +157,17 @@ def build_mixed_train_loader(cfg: CfgNode, model: nn.Module, box_loader) -> Mixe
         d.WEAK_CSV_SEPARATOR,
     )  # fmt: skip
     names, class_index = weak_training_vocabulary(box_vocabulary.names, records.class_names)
-    box_image_classes = (
-        [a["category_id"] for a in record.get("annotations", [])]
-        for name in d.TRAIN
-        for record in DatasetCatalog.get(name)
-    )  # contiguous class ids: indices into the box classes
-    counts = weak_class_counts(len(names), class_index, records, box_image_classes)
+    counts = None
+    if cfg.MODEL.OVDET.WEAK.FED_LOSS:  # only the federated loss samples by them
+        box_image_classes = (  # a second load of the box data (the box loader did the first)
+            [a["category_id"] for a in record.get("annotations", [])]
+            for name in d.TRAIN
+            for record in DatasetCatalog.get(name)
+        )  # contiguous class ids: indices into the box classes
+        counts = torch.as_tensor(
+            weak_class_counts(len(names), class_index, records, box_image_classes),
+            dtype=torch.float32,
+        )
     captions = cfg.MODEL.OVDET.WEAK.CAPTION_LOSS
     if captions and not records.has_captions:
         raise ConfigError(
@@ -180,7 +185,7 @@ def build_mixed_train_loader(cfg: CfgNode, model: nn.Module, box_loader) -> Mixe
         TrainingVocabulary(
             text_embeddings(cfg, names),
             novel_class_mask(names, box_vocabulary),
-            torch.as_tensor(counts, dtype=torch.float32),
+            counts,
         ),
     )
     logger.info(
