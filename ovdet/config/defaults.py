@@ -107,7 +107,8 @@ def add_ovdet_config(cfg: Any) -> None:
     # The classes box batches score: "all", the box classes and those only image labels name,
     # which are then negatives of every box region (Detic: its OV-COCO box data keeps all
     # classes); "box", the box classes alone (an unannotated object of an image-label class in a
-    # box image is not pushed away from its name, but nothing keeps background regions from it).
+    # box image is not pushed away from its name, but nothing keeps background regions from it;
+    # better where CLIP knows the image-label names poorly: BENCHMARKS.md, section 8).
     ov.WEAK.BOX_BATCH_CLASSES = "all"
 
     # Base/novel split: "ovcoco", "lvis" or a JSON/YAML file {"base": [...], "novel": [...]};
