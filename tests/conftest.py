@@ -139,13 +139,17 @@ def toy_dataset(tmp_path_factory) -> Path:
     return root
 
 
-def toy_overrides(toy: Path, clip: str, out: Path, max_iter: int = 60) -> list[str]:
-    """Config overrides for training the tiny config on the toy dataset."""
+def toy_overrides(
+    toy: Path, clip: str, out: Path, max_iter: int = 60, train: Path | None = None
+) -> list[str]:
+    """Config overrides for training the tiny config on the toy dataset (``train``: another
+    dataset folder to train on, tested on ``toy``)."""
+    train = train or toy
     return [
         "MODEL.OVDET.CLIP", clip,
         "MODEL.OVDET.TEMPLATES", "a",
-        "DATASETS.TRAIN_JSON", str(toy / "instances.json"),
-        "DATASETS.TRAIN_IMAGES", str(toy / "images"),
+        "DATASETS.TRAIN_JSON", str(train / "instances.json"),
+        "DATASETS.TRAIN_IMAGES", str(train / "images"),
         "DATASETS.TEST_JSON", str(toy / "instances.json"),
         "DATASETS.TEST_IMAGES", str(toy / "images"),
         "DATASETS.SPLIT", str(toy / "split.json"),
