@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from ovdet.utils.allocator import keep_freed_memory
+
 __all__ = [
     "autocast",
     "cpu_model",
@@ -40,7 +42,10 @@ __all__ = [
 
 
 def setup_torch(device: str, threads: int, seed: int = 0) -> torch.device:
-    """Set the intra-op thread count and the seed; check that ``device`` exists."""
+    """Set the intra-op thread count and the seed, keep freed memory for reuse as ovdet's tools
+    do (:func:`ovdet.utils.allocator.keep_freed_memory`; ``OVDET_KEEP_FREED_MEMORY=0`` to
+    measure without); check that ``device`` exists."""
+    keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -75,6 +80,8 @@ def machine_lines(device: torch.device, threads: int) -> list[str]:
         lines.append(f"- GPU: {torch.cuda.get_device_name(device)} (autocast float16)")
     else:
         lines.append("- device: CPU (float32, no autocast)")
+    kept = "yes" if keep_freed_memory() else "no (OVDET_KEEP_FREED_MEMORY=0 or not glibc)"
+    lines.append(f"- glibc malloc keeps freed memory for reuse: {kept}")
     return lines
 
 
@@ -172,9 +179,16 @@ def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_probe(module: str, args: Sequence[str], timeout: float = 900.0) -> dict:
-    """Run ``python -m module *args`` in a fresh process; parse the JSON of its last line."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def run_probe(
+    module: str, args: Sequence[str], timeout: float = 900.0, env: Mapping[str, str] | None = None
+) -> dict:
+    """Run ``python -m module *args`` in a fresh process (with ``env`` added to the
+    environment); parse the JSON of its last line."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        **(env or {}),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
         capture_output=True,

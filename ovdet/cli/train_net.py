@@ -31,6 +31,7 @@ import sys
 from typing import Sequence
 
 from ovdet.errors import ConfigError, OvdetError
+from ovdet.utils.allocator import keep_freed_memory
 
 __all__ = ["build_parser", "main", "register_datasets", "run", "setup"]
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ovdet-train-net``; returns the exit status (2: bad input or no detectron2)."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # as every ovdet tool (ovdet.cli.common.cli_entry)
     try:
         from detectron2.engine import launch
     except ImportError as e:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ovdet.errors import ConfigError
+from ovdet.utils.allocator import keep_freed_memory
 
 __all__ = ["Task", "run_task_graph", "topological_order"]
 
@@ -86,8 +87,10 @@ _worker_queue_handler: logging.Handler | None = None
 
 def _init_worker(queue, levels: dict[str, int], threads: int) -> None:
     """Worker set-up: ``threads`` torch threads (also for its subprocesses, by
-    ``OMP_NUM_THREADS``) and log records sent to the parent through ``queue``."""
+    ``OMP_NUM_THREADS``), freed memory kept for reuse (:mod:`ovdet.utils.allocator`; a spawned
+    process does not inherit it) and log records sent to the parent through ``queue``."""
     global _worker_queue_handler
+    keep_freed_memory()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
