@@ -84,6 +84,12 @@ def test_image_label_json_loads_labels_and_negatives(tmp_path, caplog):
         (lambda d: d["images"][0].update(pos_category_ids=[77]), "unknown category id 77"),
         (lambda d: d["images"][0].update(pos_category_ids="5"), "must be a list of integer ids"),
         (lambda d: d["images"][1].update(id=1), "image id 1 is used twice"),
+        (lambda d: d["categories"][1].update(id=5), "category id 5 is used twice"),
+        (  # as in box files (ovdet.data.coco.check_categories)
+            lambda d: d["categories"][1].update(name=d["categories"][0]["name"]),
+            "category name .* is used twice",
+        ),
+        (lambda d: d["categories"].append({"id": True, "name": "x"}), "integer 'id' and a 'name'"),
         (lambda d: d["images"][0].pop("file_name"), "needs an integer id and a file_name"),
         (lambda d: [i.update(pos_category_ids=[]) for i in d["images"]], "no usable image left"),
     ],
@@ -92,7 +98,7 @@ def test_image_label_json_bad_inputs(tmp_path, change, message):
     images = _images(tmp_path / "img", 2)
     for img in images:
         img["pos_category_ids"] = [5]
-    data = {"images": images, "categories": CATEGORIES}
+    data = {"images": images, "categories": [dict(c) for c in CATEGORIES]}
     change(data)
     path = _write(tmp_path / "labels.json", data)
     with pytest.raises(DataError, match=message):

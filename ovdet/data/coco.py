@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from ovdet.data.splits import OpenVocabularySplit, load_split
 from ovdet.errors import DataError
+from ovdet.utils.json_values import is_int, is_number
 
 __all__ = ["DatasetRecords", "ImageRecord", "load_coco_detection"]
 
@@ -56,14 +56,6 @@ class DatasetRecords:
     counts: Counter = field(default_factory=Counter)
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist")
@@ -80,11 +72,13 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _check_categories(categories: list, path: Path) -> None:
+def check_categories(categories: list, path: Path) -> None:
+    """Raise :class:`DataError` unless every category of a COCO-format file has an integer
+    ``id`` and a ``name``, neither used twice (box and image-label files alike)."""
     seen_ids, seen_names = set(), set()
     for cat in categories:
         if not (
-            isinstance(cat, dict) and _is_int(cat.get("id")) and isinstance(cat.get("name"), str)
+            isinstance(cat, dict) and is_int(cat.get("id")) and isinstance(cat.get("name"), str)
         ):
             raise DataError(
                 f"{path}: each category needs an integer 'id' and a 'name'; got {cat!r:.100}"
@@ -126,7 +120,7 @@ def load_coco_detection(
     json_file, image_root = Path(json_file), Path(image_root)
     data = _read_json(json_file)
     categories = data["categories"]
-    _check_categories(categories, json_file)
+    check_categories(categories, json_file)
     if isinstance(split, str):
         split = load_split(split, categories)
     elif split is not None:
@@ -141,10 +135,10 @@ def load_coco_detection(
     counts: Counter = Counter()
     images: dict[int, dict] = {}
     for img in data["images"]:
-        ok = isinstance(img, dict) and _is_int(img.get("id"))
+        ok = isinstance(img, dict) and is_int(img.get("id"))
         ok = ok and isinstance(img.get("file_name"), str) and bool(img["file_name"])
         ok = ok and all(
-            _is_number(img.get(k)) and math.isfinite(img[k]) and img[k] > 0
+            is_number(img.get(k)) and math.isfinite(img[k]) and img[k] > 0
             for k in ("width", "height")
         )
         if not ok:
@@ -160,7 +154,7 @@ def load_coco_detection(
             image_id, cat_id, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
         except (KeyError, TypeError) as e:
             raise DataError(f"{json_file}: annotation {ann!r:.100} lacks {e}") from e
-        if not (_is_int(image_id) and _is_int(cat_id)):
+        if not (is_int(image_id) and is_int(cat_id)):
             raise DataError(
                 f"{json_file}: annotation {ann.get('id')!r:.20} needs an integer image_id and "
                 "category_id"
@@ -177,7 +171,7 @@ def load_coco_detection(
         if cat_id not in contiguous:
             counts["annotations of other split kinds removed"] += 1
             continue
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(is_number, bbox))):
             counts["malformed boxes dropped"] += 1
             continue
         x, y, w, h = (float(v) for v in bbox)

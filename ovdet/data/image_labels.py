@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import numbers
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ovdet.data.coco import check_categories
 from ovdet.errors import DataError
+from ovdet.utils.json_values import is_int
 
 __all__ = [
     "CaptionTagger",
@@ -87,10 +88,6 @@ class ImageLabelRecords:
         for r in self.images:
             np.add.at(counts, np.unique(r.labels), 1)
         return counts
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 # ------------------------------------------------------------------ caption tagging
@@ -160,7 +157,7 @@ def _read_json_object(path: Path) -> dict:
 def _image_entries(data: dict, path: Path) -> dict[int, dict]:
     images: dict[int, dict] = {}
     for img in data["images"]:
-        ok = isinstance(img, dict) and _is_int(img.get("id"))
+        ok = isinstance(img, dict) and is_int(img.get("id"))
         if not (ok and isinstance(img.get("file_name"), str) and img["file_name"]):
             raise DataError(
                 f"{path}: each image needs an integer id and a file_name; got {img!r:.100}"
@@ -217,24 +214,15 @@ def load_coco_image_labels(
     categories = data.get("categories")
     if not isinstance(categories, list) or not categories:
         raise DataError(f"{path} has no 'categories' list")
-    index: dict[int, int] = {}
-    for cat in categories:
-        if not (
-            isinstance(cat, dict) and _is_int(cat.get("id")) and isinstance(cat.get("name"), str)
-        ):
-            raise DataError(
-                f"{path}: each category needs an integer 'id' and a 'name'; got {cat!r:.100}"
-            )
-        if cat["id"] in index:
-            raise DataError(f"{path}: category id {cat['id']} is used twice")
-        index[cat["id"]] = len(index)
+    check_categories(categories, path)
+    index = {cat["id"]: i for i, cat in enumerate(categories)}
     counts: Counter = Counter()
     records = []
     for image_id, img in _image_entries(data, path).items():
         lists = []
         for key in ("pos_category_ids", "neg_category_ids"):
             ids = img.get(key, [])
-            if not isinstance(ids, list) or not all(map(_is_int, ids)):
+            if not isinstance(ids, list) or not all(map(is_int, ids)):
                 raise DataError(f"{path}: image {image_id}: '{key}' must be a list of integer ids")
             unknown = [i for i in ids if i not in index]
             if unknown:
@@ -304,7 +292,7 @@ def load_coco_captions(
     counts: Counter = Counter()
     for ann in data["annotations"]:
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if not _is_int(image_id):
+        if not is_int(image_id):
             raise DataError(f"{path}: annotation {ann!r:.100} needs an integer image_id")
         if image_id not in images:
             raise DataError(f"{path}: caption of unknown image id {image_id}")

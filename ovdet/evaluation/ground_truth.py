@@ -17,16 +17,13 @@ from typing import Any, Union
 
 from ovdet.data.splits import normalize_name
 from ovdet.errors import DataError
+from ovdet.utils.json_values import is_int
 
 __all__ = ["GroundTruth", "load_ground_truth", "is_lvis"]
 
 # Anything the evaluators accept as ground truth: a path, a dataset dict, or an object with a
 # ``dataset`` dict attribute (pycocotools' COCO, lvis' LVIS).
 GroundTruth = Union[str, Path, dict, Any]
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _is_box(x: object) -> bool:
@@ -57,13 +54,13 @@ def _check(dataset: Any, source: str) -> dict:
 
     image_ids = set()
     for i, img in enumerate(dataset["images"]):
-        if not isinstance(img, dict) or not _is_int(img.get("id")):
+        if not isinstance(img, dict) or not is_int(img.get("id")):
             raise DataError(f"{source}: images[{i}] has no integer 'id'")
         image_ids.add(img["id"])
 
     cat_ids = set()
     for i, cat in enumerate(dataset["categories"]):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+        if not isinstance(cat, dict) or not is_int(cat.get("id")):
             raise DataError(f"{source}: categories[{i}] has no integer 'id'")
         if not isinstance(cat.get("name"), str) or not cat["name"].strip():
             raise DataError(f"{source}: categories[{i}] has no 'name'")
@@ -79,7 +76,7 @@ def _check(dataset: Any, source: str) -> dict:
         if not isinstance(ann, dict):
             raise DataError(f"{source}: annotations[{i}] is not an object")
         for key in ("id", "image_id", "category_id"):
-            if not _is_int(ann.get(key)):
+            if not is_int(ann.get(key)):
                 raise DataError(f"{source}: annotations[{i}] has no integer {key!r}")
         if not _is_box(ann.get("bbox")):
             raise DataError(f"{source}: annotations[{i}] has no 'bbox' of 4 finite numbers")

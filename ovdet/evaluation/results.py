@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 from ovdet.errors import ResultsError
 from ovdet.evaluation.ground_truth import GroundTruth, load_ground_truth
+from ovdet.utils.json_values import is_int, is_number
 
 __all__ = ["REQUIRED_KEYS", "Results", "load_results"]
 
@@ -24,14 +24,6 @@ REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 
 # A results file path or the parsed list of detections.
 Results = Union[str, Path, Sequence[dict]]
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _read(path: Path) -> Any:
@@ -52,21 +44,21 @@ def _check_entry(det: Any, image_ids: set, cat_ids: set) -> dict:
     if missing:
         raise ValueError(f"missing key(s) {', '.join(missing)}")
     image_id, cat_id, bbox, score = (det[k] for k in REQUIRED_KEYS)
-    if not _is_int(image_id):
+    if not is_int(image_id):
         raise ValueError(f"image_id must be an integer, got {image_id!r}")
-    if not _is_int(cat_id):
+    if not is_int(cat_id):
         raise ValueError(f"category_id must be an integer, got {cat_id!r}")
     if image_id not in image_ids:
         raise ValueError(f"unknown image_id {image_id} (not in the ground truth)")
     if cat_id not in cat_ids:
         raise ValueError(f"unknown category_id {cat_id} (not in the ground truth)")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(map(is_number, bbox)):
         raise ValueError(f"bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
     if not all(math.isfinite(v) for v in bbox):
         raise ValueError(f"bbox has a non-finite number: {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ValueError(f"bbox has a negative width or height (COCO boxes are xywh): {bbox!r}")
-    if not _is_number(score):
+    if not is_number(score):
         raise ValueError(f"score must be a number, got {score!r}")
     if not math.isfinite(score):
         raise ValueError(f"score is not finite: {score!r}")
