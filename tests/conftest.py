@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from ovdet.utils.allocator import keep_freed_memory
+
 TINY_CLIP_CONFIG = {
     "model_cfg": {
         "embed_dim": 32,
@@ -49,7 +51,9 @@ def assert_one_line_error(err: str, *fragments: str) -> str:
 
 def pytest_configure(config) -> None:
     """Under pytest-xdist (``make test`` runs ``-n auto``), the worker processes share the cores:
-    each, and every tool it starts, gets its share of threads instead of all of them."""
+    each, and every tool it starts, gets its share of threads instead of all of them. The tests'
+    in-process trainings keep freed memory for reuse, as the tools do (ovdet.utils.allocator)."""
+    keep_freed_memory()
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         threads = str(max(1, (os.cpu_count() or 1) // workers))

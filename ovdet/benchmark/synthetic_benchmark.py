@@ -699,7 +699,7 @@ def run_synthetic_benchmark(
 
     Args:
         output_dir: where everything is written.
-        size: a key of :data:`SIZES` ("small": about 11 minutes on 2 CPU cores; "default") or a
+        size: a key of :data:`SIZES` ("small": 6-8 minutes on 2 CPU cores; "default") or a
             :class:`BenchmarkSize`.
         seed: seed of the data, CLIP pre-training and detector training.
         device: "cpu" or "cuda".

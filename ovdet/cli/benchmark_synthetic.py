@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--small",
         action="store_true",
-        help="the small size (about 11 minutes on 2 CPU cores) instead of the default size",
+        help="the small size (6-8 minutes on 2 CPU cores) instead of the default size",
     )
     p.add_argument(
         "--data",
