@@ -111,3 +111,17 @@ def test_the_benchmark_workers_keep_freed_memory(monkeypatch):
         [Task("a", _kept_in_this_process, ()), Task("b", _kept_in_this_process, ())], workers=2
     )
     assert results == {"a": True, "b": True}
+
+
+def test_the_detectron2_trainer_keeps_freed_memory(monkeypatch):
+    from ovdet.cli import train_net
+
+    class Kept(Exception):
+        pass
+
+    def keep() -> bool:
+        raise Kept  # called before detectron2 is imported or anything runs
+
+    monkeypatch.setattr(train_net, "keep_freed_memory", keep)
+    with pytest.raises(Kept):
+        train_net.main(["--config-file", "d2/instant_test.yaml"])
