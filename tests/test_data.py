@@ -128,3 +128,38 @@ def test_huge_images_are_downscaled_on_load(tmp_path):
     arr = read_image(tmp_path / "big.jpg", max_pixels=1_000_000)
     assert arr.shape[0] * arr.shape[1] <= 1_000_000
     assert abs(arr.shape[1] / arr.shape[0] - 4 / 3) < 0.02
+
+
+def _loaders():
+    """Every loader of a JSON input file: (what its errors call the file, the error, a call)."""
+    from ovdet.data.image_labels import load_coco_image_labels
+    from ovdet.errors import ResultsError
+    from ovdet.evaluation.ground_truth import load_ground_truth
+    from ovdet.evaluation.results import load_results
+
+    gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    return [
+        ("annotation file", DataError, lambda p: load_coco_detection(p, p.parent)),
+        ("image-label file", DataError, lambda p: load_coco_image_labels(p, p.parent)),
+        ("annotation file", DataError, load_ground_truth),
+        ("results file", ResultsError, lambda p: load_results(p, gt)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize(
+    "make, detail",
+    [
+        (lambda p: None, "it does not exist"),
+        (lambda p: p.mkdir(), "Is a directory"),
+        (lambda p: p.write_text("[{"), "not valid JSON"),
+        (lambda p: p.write_bytes(b'{"images": "\xff"}'), "not valid JSON"),
+        (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "not valid JSON"),
+    ],
+)
+def test_every_json_loader_reports_an_unreadable_file_alike(tmp_path, index, make, detail):
+    what, error, load = _loaders()[index]
+    path = tmp_path / "input.json"
+    make(path)
+    with pytest.raises(error, match=f"^cannot read {what} {path}: .*{detail}"):
+        load(path)

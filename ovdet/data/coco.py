@@ -6,7 +6,6 @@ problems in single annotations are fixed or dropped and *counted*, with one warn
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -18,7 +17,7 @@ import numpy as np
 
 from ovdet.data.splits import OpenVocabularySplit, load_split
 from ovdet.errors import DataError
-from ovdet.utils.json_values import is_int, is_number
+from ovdet.utils.json_input import is_int, is_number, read_json_file
 
 __all__ = ["DatasetRecords", "ImageRecord", "load_coco_detection"]
 
@@ -57,13 +56,7 @@ class DatasetRecords:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"annotation file {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
-        raise DataError(f"cannot read annotation file {path}: {e}") from e
+    data = read_json_file(path, "annotation file")
     if not isinstance(data, dict):
         raise DataError(f"annotation file {path} must hold a JSON object")
     for key in ("images", "annotations", "categories"):

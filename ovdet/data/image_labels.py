@@ -18,7 +18,6 @@ warning per kind.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import re
 from collections import Counter
@@ -30,7 +29,7 @@ import numpy as np
 
 from ovdet.data.coco import check_categories
 from ovdet.errors import DataError
-from ovdet.utils.json_values import is_int
+from ovdet.utils.json_input import is_int, read_json_file
 
 __all__ = [
     "CaptionTagger",
@@ -142,13 +141,7 @@ class CaptionTagger:
 
 
 def _read_json_object(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"image-label file {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
-        raise DataError(f"cannot read image-label file {path}: {e}") from e
+    data = read_json_file(path, "image-label file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"image-label file {path} has no 'images' list")
     return data

@@ -8,7 +8,6 @@ rather than with a ``KeyError`` deep inside pycocotools.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any, Union
 
 from ovdet.data.splits import normalize_name
 from ovdet.errors import DataError
-from ovdet.utils.json_values import is_int
+from ovdet.utils.json_input import is_int, read_json_file
 
 __all__ = ["GroundTruth", "load_ground_truth", "is_lvis"]
 
@@ -33,16 +32,6 @@ def _is_box(x: object) -> bool:
         and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in x)
         and all(math.isfinite(v) for v in x)
     )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DataError(f"cannot read annotation file {path}: {e.strerror or e}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"annotation file {path} is not valid JSON: {e}") from e
 
 
 def _check(dataset: Any, source: str) -> dict:
@@ -104,7 +93,7 @@ def load_ground_truth(gt: GroundTruth) -> dict:
         DataError: if the file cannot be read or is not a valid COCO-format dataset.
     """
     if isinstance(gt, (str, Path)):
-        return _check(_read_json(Path(gt)), f"annotation file {gt}")
+        return _check(read_json_file(gt, "annotation file"), f"annotation file {gt}")
     if isinstance(gt, dict):
         return _check(gt, "ground truth")
     dataset = getattr(gt, "dataset", None)

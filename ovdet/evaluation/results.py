@@ -9,14 +9,13 @@ first offending one in a :class:`~ovdet.errors.ResultsError`.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 from ovdet.errors import ResultsError
 from ovdet.evaluation.ground_truth import GroundTruth, load_ground_truth
-from ovdet.utils.json_values import is_int, is_number
+from ovdet.utils.json_input import is_int, is_number, read_json_file
 
 __all__ = ["REQUIRED_KEYS", "Results", "load_results"]
 
@@ -24,16 +23,6 @@ REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 
 # A results file path or the parsed list of detections.
 Results = Union[str, Path, Sequence[dict]]
-
-
-def _read(path: Path) -> Any:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise ResultsError(f"cannot read results file {path}: {e.strerror or e}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"results file {path} is not valid JSON: {e}") from e
 
 
 def _check_entry(det: Any, image_ids: set, cat_ids: set) -> dict:
@@ -91,7 +80,7 @@ def load_results(results: Results, coco_gt: GroundTruth) -> list[dict]:
     """
     if isinstance(results, (str, Path)):
         source = f"results file {results}"
-        data = _read(Path(results))
+        data = read_json_file(results, "results file", ResultsError)
     else:
         source = "results"
         data = results
