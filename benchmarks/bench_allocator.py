@@ -93,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.probe:
         print(json.dumps(probe(args)))
         return
-    print("\n".join(machine_lines(setup_torch("cpu", args.threads), args.threads)) + "\n")
+    lines = machine_lines(setup_torch("cpu", args.threads), args.threads)
+    # this process's setting is not the probes': each probe sets its own (off / on below)
+    print("\n".join(line for line in lines if "keeps freed memory" not in line) + "\n")
     forwarded = [
         "--config", args.config,
         "--variant", args.variant,
