@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ovdet.utils.allocator import keep_freed_memory
+from ovdet.utils.allocator import keep_freed_memory, keeps_freed_memory
 
 __all__ = [
     "autocast",
@@ -80,7 +80,7 @@ def machine_lines(device: torch.device, threads: int) -> list[str]:
         lines.append(f"- GPU: {torch.cuda.get_device_name(device)} (autocast float16)")
     else:
         lines.append("- device: CPU (float32, no autocast)")
-    kept = "yes" if keep_freed_memory() else "no (turned off, tuned by the user, or not glibc)"
+    kept = "yes" if keeps_freed_memory() else "no (turned off, tuned by the user, or not glibc)"
     lines.append(f"- glibc malloc keeps freed memory for reuse: {kept}")
     return lines
 

@@ -24,7 +24,13 @@ import ctypes
 import logging
 import os
 
-__all__ = ["ENV_VAR", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "keep_freed_memory"]
+__all__ = [
+    "ENV_VAR",
+    "MMAP_THRESHOLD_BYTES",
+    "TRIM_THRESHOLD_BYTES",
+    "keep_freed_memory",
+    "keeps_freed_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +111,9 @@ def keep_freed_memory() -> bool:
         ENV_VAR,
     )
     return True
+
+
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` has set glibc's allocator in this process (a query: it
+    changes nothing)."""
+    return _applied
