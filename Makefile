@@ -1,5 +1,5 @@
 # Two commands for a new user, each setting up the virtualenv .venv first:
-#   make demo   the synthetic open-vocabulary benchmark, small size (6-8 minutes on 2 CPU cores)
+#   make demo   the synthetic open-vocabulary benchmark, small size (about 3 minutes on 2 CPU cores)
 #   make test   the test suite (under 10 minutes on 2 CPU cores)
 # and, for CI and before a release, `make test-benchmark`: the demo's run and its accuracy floor.
 # The set-up creates .venv with python3 -m venv, installs torch and torchvision, then ovdet in

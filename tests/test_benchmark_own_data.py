@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,57 @@ def test_fine_tune_iters_set_only_the_detectors_that_fine_tune():
     assert spec.iters("vild_text") == small.detector_iters and spec.iters("vild_weak") == 7
     with pytest.raises(ConfigError, match="--fine-tune-iters"):
         size("--fine-tune-iters", "-1")
+    with pytest.raises(ConfigError, match="--iters must be at least 1"):
+        size("--iters", "0")
+
+
+def _trained(spec) -> set[str]:
+    return {d.name for d in DETECTORS if spec.trains(d)}
+
+
+def test_the_small_size_leaves_out_the_fine_tuned_rows_unless_given_their_iterations():
+    from ovdet.cli.benchmark_synthetic import _size, build_parser
+
+    def size(*argv):
+        spec = _size(build_parser().parse_args(list(argv)))
+        return SIZES[spec] if isinstance(spec, str) else spec
+
+    from_scratch = {d.name for d in DETECTORS if not d.init_from}
+    assert from_scratch == {"closed_set", "vild", "vild_text"}
+    assert _trained(size("--small")) == _trained(size("--small", "--iters", "5")) == from_scratch
+    assert _trained(size("--small", "--fine-tune-iters", "100")) == {d.name for d in DETECTORS}
+    assert _trained(size()) == {d.name for d in DETECTORS}
+    assert _trained(size("--fine-tune-iters", "0")) == from_scratch
+    # a detector left out takes the ones that start from it along
+    no_vild = replace(SIZES["default"], detector_iters_overrides=(("vild", 0),))
+    assert _trained(no_vild) == {d.name for d in DETECTORS if "vild" not in (d.name, d.init_from)}
+    # the variant without novel captions is about row (f): at --small it needs its iterations
+    with pytest.raises(ConfigError, match="--fine-tune-iters"):
+        size("--small", "--no-novel-captions")
+    variant = size("--small", "--no-novel-captions", "--fine-tune-iters", "50")
+    assert variant.data["novel_captions"] is False and "vild_text_labels" in _trained(variant)
+
+
+def test_a_run_may_add_rows_to_a_finished_one_but_not_change_its_iterations(tmp_path):
+    from ovdet.benchmark.synthetic_benchmark import _check_same_inputs, _run_inputs
+
+    small = SIZES["small"]
+    with_rows = small.with_fine_tuning(100)
+
+    def check(spec, seed=0):
+        _check_same_inputs(tmp_path, _run_inputs(None, spec, seed, None, ()))
+
+    check(small)
+    check(with_rows)  # the fine-tuned rows added: the finished ones are reused
+    recorded = json.loads((tmp_path / "inputs.json").read_text())["iterations"]
+    assert recorded == {d.name: with_rows.iters(d.name) for d in DETECTORS}
+    check(small)  # and a run of fewer rows reuses them too
+    with pytest.raises(ConfigError, match=r"the iterations of vild_weak \(100, now 50\)"):
+        check(small.with_fine_tuning(50))
+    with pytest.raises(ConfigError, match="the iterations of closed_set"):
+        check(replace(small, detector_iters_overrides=(("closed_set", 7),)))
+    with pytest.raises(ConfigError, match=r"\(seed differ\)"):
+        check(small, seed=1)
 
 
 def test_stage_workers_share_out_the_cores(monkeypatch):

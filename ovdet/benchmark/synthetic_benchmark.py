@@ -77,7 +77,8 @@ class BenchmarkSize:
         clip_epochs, clip_batch_size, clip_lr, clip_warmup: CLIP pre-training.
         detector_iters: training iterations of each detector.
         detector_iters_overrides: ``(name, iterations)`` of detectors trained longer or shorter
-            than ``detector_iters``.
+            than ``detector_iters``; 0 leaves a detector out, with the detectors that start
+            from it and their rows.
         detector_overrides: more config ``KEY VALUE`` pairs for every detector.
         picture_thresh: least score of the detections counted and drawn at the end; ``None``:
             the threshold with the best F1 on the validation images
@@ -97,23 +98,36 @@ class BenchmarkSize:
     num_pictures: int = 6
 
     def iters(self, detector: str) -> int:
-        """Training iterations of the detector named ``detector``."""
+        """Training iterations of the detector named ``detector`` (0: left out)."""
         return dict(self.detector_iters_overrides).get(detector, self.detector_iters)
+
+    def trains(self, detector: Detector) -> bool:
+        """Whether ``detector`` trains at this size: it has iterations, and so does the
+        detector it starts from."""
+        if self.iters(detector.name) <= 0:
+            return False
+        start = next((d for d in DETECTORS if d.name == detector.init_from), None)
+        return start is None or self.trains(start)
 
     def with_fine_tuning(self, iters: int) -> BenchmarkSize:
         """This size with ``iters`` iterations for every detector that fine-tunes a box-trained
-        one (``Detector.init_from``: the rows (c'), (e') and (f)-(h))."""
+        one (``Detector.init_from``: the rows (c'), (e') and (f)-(h)); 0 leaves them out."""
         others = tuple((d, n) for d, n in self.detector_iters_overrides if d not in _FINE_TUNED)
         return replace(self, detector_iters_overrides=(*others, *_weak_fine_tuning(iters)))
 
 
-#: The small size's detector settings (see SIZES).
+#: The small size's detector settings (see SIZES): batches of 8 (synthetic_benchmark.yaml) of
+#: its 96 px scenes.
 _SMALL_DETECTOR_OVERRIDES = (
-    "SOLVER.IMS_PER_BATCH", "4",
-    "SOLVER.WARMUP_ITERS", "20",
     # few objects per image: the RoIs (64 per image, synthetic_benchmark.yaml) from 100 proposals
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "300",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
+    "INPUT.MIN_SIZE_TRAIN", "(84, 96, 108)",
+    "INPUT.MAX_SIZE_TRAIN", "144",
+    "INPUT.MIN_SIZE_TEST", "96",
+    "INPUT.MAX_SIZE_TEST", "144",
+    "INPUT.WEAK_MIN_SIZE_TRAIN", "(84, 96, 108)",
+    "INPUT.WEAK_MAX_SIZE_TRAIN", "144",
 )  # fmt: skip
 
 
@@ -203,11 +217,14 @@ _FINE_TUNED = {d.name for d in DETECTORS if d.init_from}
 
 
 SIZES: dict[str, BenchmarkSize] = {
-    # About the least that meets the floor of tests/test_synthetic_benchmark.py (BENCHMARKS.md,
-    # section 7): the closed-set baseline, which has no text embeddings to share what it learns
-    # between compositions, needs ~1500 images seen to pass 0.2 base AP50, so it trains longer
-    # than ovdet's detectors (a comparison that favours it); fewer, larger objects (24-64 px, up
-    # to 3) than the default size; CLIP needs ~10k distinct crops.
+    # The quick start, about 3 minutes on 2 CPU cores: rows (a)-(e) only (--fine-tune-iters 50
+    # adds (c'), (e') and (f)-(h)), near the least that meets the floor of
+    # tests/test_synthetic_benchmark.py (BENCHMARKS.md, section 7): the closed-set baseline,
+    # which has no text embeddings to share what it learns between compositions, needs ~1500
+    # images seen to pass 0.2 base AP50, so it trains longer than ovdet's detectors (a
+    # comparison that favours it); fewer objects (18-48 px, up to 3) in smaller scenes (96 px)
+    # than the default size, in batches of 8 (a step has a fixed cost of about 85 ms on one
+    # thread, so 8 images cost 1.5 x 4); CLIP needs ~10k distinct crops.
     "small": BenchmarkSize(
         data={
             "num_train_images": 400,
@@ -215,17 +232,18 @@ SIZES: dict[str, BenchmarkSize] = {
             "num_caption_crops": 9600,
             "num_val_caption_crops": 640,
             "num_weak_images": 400,
+            "image_size": 96,
             "crop_size": 32,
             "max_objects": 3,
-            "min_object_size": 24.0,
-            "max_object_size": 64.0,
+            "min_object_size": 18.0,
+            "max_object_size": 48.0,
             "min_visible": 0.8,
         },
         clip_epochs=4,
         clip_batch_size=128,
         clip_lr=3e-3,
-        detector_iters=300,
-        detector_iters_overrides=(("closed_set", 480), *_weak_fine_tuning(100)),
+        detector_iters=120,
+        detector_iters_overrides=(("closed_set", 240), *_weak_fine_tuning(0)),
         detector_overrides=_SMALL_DETECTOR_OVERRIDES,
     ),
     "default": BenchmarkSize(
@@ -482,6 +500,13 @@ def _stage_tasks(out, data, clip, size, seed, device, progress, opts) -> list:
     clip_spec = clip or _clip_spec(out)
     tasks = [Task("clip", _clip_stage, (out, data, size, seed, device, progress, clip))]
     for detector in DETECTORS:
+        if not size.trains(detector):
+            logger.info(
+                "stage 2: leaving out %s: %s", detector.name,
+                f"it starts from {detector.init_from}, left out"
+                if size.iters(detector.name) > 0 else "0 iterations at this size",
+            )  # fmt: skip
+            continue
         if detector.weak and not data.has(detector.weak):
             logger.info(
                 "stage 2: skipping %s: the dataset has no %s (%s)",
@@ -665,22 +690,47 @@ def _draw_pictures(out, data, split, metrics, size, device, progress) -> dict:
     return summary
 
 
+def _run_inputs(data, spec: BenchmarkSize, seed: int, clip, detector_opts) -> dict:
+    """What a run's stages depend on, as ``inputs.json`` records it: the iterations per detector
+    trained (``"iterations"``) apart from the rest of the size, so that a later run in the same
+    folder may add detectors that this one left out."""
+    size = {k: v for k, v in asdict(spec).items()
+            if k not in ("detector_iters", "detector_iters_overrides")}  # fmt: skip
+    inputs = {
+        "data": data.describe() if data is not None else "synthetic",
+        "size": size,
+        "iterations": {d.name: spec.iters(d.name) for d in DETECTORS if spec.trains(d)},
+        "seed": seed,
+        "clip": clip or "pre-trained",
+        "detector_opts": list(detector_opts),
+    }
+    return json.loads(json.dumps(inputs))  # tuples as JSON lists
+
+
 def _check_same_inputs(out: Path, inputs: dict) -> None:
-    """Finished stages are reused only for the same data and settings."""
+    """Finished stages are reused only for the same data and settings, and a detector's only
+    for the same iterations; a run may train detectors an earlier one left out (they are added
+    to ``inputs.json``)."""
     from ovdet.utils.io import atomic_write_json
 
     path = out / "inputs.json"
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != inputs:
-            changed = sorted(k for k in inputs.keys() | previous.keys()
-                             if inputs.get(k) != previous.get(k))  # fmt: skip
-            raise ConfigError(
-                f"{out} holds a run with other inputs ({', '.join(changed)} differ); its stages "
-                "cannot be reused: choose a new --output"
-            )
-    else:
+    if not path.is_file():
         atomic_write_json(inputs, path)
+        return
+    previous = json.loads(path.read_text())
+    changed = sorted(k for k in inputs.keys() | previous.keys()
+                     if k != "iterations" and inputs.get(k) != previous.get(k))  # fmt: skip
+    before, now = previous.get("iterations", {}), inputs["iterations"]
+    for name in sorted(before.keys() & now.keys()):
+        if before[name] != now[name]:
+            changed.append(f"the iterations of {name} ({before[name]}, now {now[name]})")
+    if changed:
+        raise ConfigError(
+            f"{out} holds a run with other inputs ({', '.join(changed)} differ); its stages "
+            "cannot be reused: choose a new --output"
+        )
+    if not now.keys() <= before.keys():
+        atomic_write_json({**inputs, "iterations": {**before, **now}}, path)
 
 
 def run_synthetic_benchmark(
@@ -699,7 +749,8 @@ def run_synthetic_benchmark(
 
     Args:
         output_dir: where everything is written.
-        size: a key of :data:`SIZES` ("small": 6-8 minutes on 2 CPU cores; "default") or a
+        size: a key of :data:`SIZES` ("small": about 3 minutes on 2 CPU cores, rows (a)-(e);
+            "default": about 18 minutes, every row) or a
             :class:`BenchmarkSize`.
         seed: seed of the data, CLIP pre-training and detector training.
         device: "cpu" or "cuda".
@@ -734,14 +785,7 @@ def run_synthetic_benchmark(
     if data is not None:
         data = replace(data, root=Path(data.root).resolve())
         data.check()
-    inputs = {
-        "data": data.describe() if data is not None else "synthetic",
-        "size": asdict(spec),
-        "seed": seed,
-        "clip": clip or "pre-trained",
-        "detector_opts": list(detector_opts),
-    }
-    _check_same_inputs(out, json.loads(json.dumps(inputs)))  # tuples as JSON lists
+    _check_same_inputs(out, _run_inputs(data, spec, seed, clip, detector_opts))
     start = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -770,7 +814,9 @@ def run_synthetic_benchmark(
         if name != "clip":
             seconds[name] = result[name]
             seconds["evaluation"] += result["evaluation"]
-    metrics = _evaluate(out, data, device, progress)  # the cached evaluations, in table order
+    trained = {d.name for d in DETECTORS if spec.trains(d)}
+    # the cached evaluations, in table order: this run's rows only
+    metrics = _evaluate(out, data, device, progress, [m for m in METHODS if m.detector in trained])
     t = time.perf_counter()
     findings = _draw_pictures(out, data, split, metrics, spec, device, progress)
     seconds["pictures"] = time.perf_counter() - t
