@@ -130,6 +130,32 @@ def test_the_small_size_leaves_out_the_fine_tuned_rows_unless_given_their_iterat
     assert variant.data["novel_captions"] is False and "vild_text_labels" in _trained(variant)
 
 
+def test_the_detectors_train_at_the_synthetic_scenes_size_and_own_data_at_the_configs(tmp_path):
+    from ovdet.benchmark.data import BenchmarkData
+    from ovdet.benchmark.synthetic_benchmark import _detector_config, _run_opts
+
+    small, default = SIZES["small"], SIZES["default"]
+    data = BenchmarkData(tmp_path)
+    vild_text = next(d for d in DETECTORS if d.name == "vild_text")
+
+    def config(spec, synthetic, opts=()):
+        return _detector_config(tmp_path, data, "local-dir:clip", vild_text, spec, 0, "cpu",
+                                _run_opts(spec, synthetic, opts))  # fmt: skip
+
+    cfg = config(small, True)
+    assert small.data["image_size"] == 96 and cfg.INPUT.MIN_SIZE_TEST == 96
+    assert list(cfg.INPUT.MIN_SIZE_TRAIN) == list(cfg.INPUT.WEAK_MIN_SIZE_TRAIN) == [84, 96, 108]
+    assert cfg.INPUT.MAX_SIZE_TRAIN == cfg.INPUT.WEAK_MAX_SIZE_TRAIN == cfg.INPUT.MAX_SIZE_TEST
+    assert cfg.INPUT.MAX_SIZE_TEST == 144
+    # a dataset of one's own keeps the config's sizes, which are those of the 128 px scenes of
+    # the default size: its detectors are configured as they were measured
+    own = config(small, False)
+    assert own.INPUT.MIN_SIZE_TEST == 128 and list(own.INPUT.MIN_SIZE_TRAIN) == [112, 128, 144]
+    assert config(default, True).dump() == config(default, False).dump()
+    # the user's overrides come last
+    assert config(small, True, ("INPUT.MIN_SIZE_TEST", "64")).INPUT.MIN_SIZE_TEST == 64
+
+
 def test_a_run_may_add_rows_to_a_finished_one_but_not_change_its_iterations(tmp_path):
     from ovdet.benchmark.synthetic_benchmark import _check_same_inputs, _run_inputs
 

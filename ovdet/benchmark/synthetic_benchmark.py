@@ -56,6 +56,7 @@ __all__ = [
     "check_targets",
     "format_results",
     "run_synthetic_benchmark",
+    "scene_input_sizes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class BenchmarkSize:
         detector_iters_overrides: ``(name, iterations)`` of detectors trained longer or shorter
             than ``detector_iters``; 0 leaves a detector out, with the detectors that start
             from it and their rows.
-        detector_overrides: more config ``KEY VALUE`` pairs for every detector.
+        detector_overrides: more config ``KEY VALUE`` pairs for every detector (on the
+            synthetic data, after :func:`scene_input_sizes` of ``data["image_size"]``).
         picture_thresh: least score of the detections counted and drawn at the end; ``None``:
             the threshold with the best F1 on the validation images
             (:func:`ovdet.benchmark.pictures.best_f1_threshold`).
@@ -116,19 +118,26 @@ class BenchmarkSize:
         return replace(self, detector_iters_overrides=(*others, *_weak_fine_tuning(iters)))
 
 
-#: The small size's detector settings (see SIZES): batches of 8 (synthetic_benchmark.yaml) of
-#: its 96 px scenes.
+#: The small size's detector settings (see SIZES), on batches of 8 (synthetic_benchmark.yaml).
 _SMALL_DETECTOR_OVERRIDES = (
     # few objects per image: the RoIs (64 per image, synthetic_benchmark.yaml) from 100 proposals
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "300",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
-    "INPUT.MIN_SIZE_TRAIN", "(84, 96, 108)",
-    "INPUT.MAX_SIZE_TRAIN", "144",
-    "INPUT.MIN_SIZE_TEST", "96",
-    "INPUT.MAX_SIZE_TEST", "144",
-    "INPUT.WEAK_MIN_SIZE_TRAIN", "(84, 96, 108)",
-    "INPUT.WEAK_MAX_SIZE_TRAIN", "144",
 )  # fmt: skip
+
+
+def scene_input_sizes(image_size: int) -> tuple[str, ...]:
+    """Config ``KEY VALUE`` pairs that train and test the detectors at the size of the synthetic
+    scenes, as ``tiny.yaml`` does for its 128 px: a shorter side of 7/8, 1 or 9/8 of
+    ``image_size`` in training (box and image-labelled images), ``image_size`` at test, the
+    longer side at most 1.5 x it."""
+    train = f"({image_size * 7 // 8}, {image_size}, {image_size * 9 // 8})"
+    longest = str(image_size * 3 // 2)
+    return (
+        "INPUT.MIN_SIZE_TRAIN", train, "INPUT.MAX_SIZE_TRAIN", longest,
+        "INPUT.MIN_SIZE_TEST", str(image_size), "INPUT.MAX_SIZE_TEST", longest,
+        "INPUT.WEAK_MIN_SIZE_TRAIN", train, "INPUT.WEAK_MAX_SIZE_TRAIN", longest,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,7 @@ SIZES: dict[str, BenchmarkSize] = {
             "num_caption_crops": 16000,
             "num_val_caption_crops": 1280,
             "num_weak_images": 2000,
+            "image_size": 128,
             "crop_size": 32,
         },
         clip_epochs=6,
@@ -690,6 +700,14 @@ def _draw_pictures(out, data, split, metrics, size, device, progress) -> dict:
     return summary
 
 
+def _run_opts(spec: BenchmarkSize, synthetic: bool, detector_opts) -> tuple[str, ...]:
+    """The config ``KEY VALUE`` pairs every detector of a run gets after the size's: on the
+    synthetic data, :func:`scene_input_sizes` of its scenes (a dataset of your own keeps the
+    config's input sizes); then ``detector_opts``."""
+    scenes = synthetic and "image_size" in spec.data
+    return (*(scene_input_sizes(spec.data["image_size"]) if scenes else ()), *detector_opts)
+
+
 def _run_inputs(data, spec: BenchmarkSize, seed: int, clip, detector_opts) -> dict:
     """What a run's stages depend on, as ``inputs.json`` records it: the iterations per detector
     trained (``"iterations"``) apart from the rest of the size, so that a later run in the same
@@ -790,7 +808,8 @@ def run_synthetic_benchmark(
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    if data is None:
+    generated = data is None
+    if generated:
         data = _make_data(out, spec, seed, progress)
     seconds["data"] = time.perf_counter() - t
     split = load_split(data.split_spec)
@@ -799,7 +818,7 @@ def run_synthetic_benchmark(
         data.root, len(split.base), len(split.novel), data.path("train_json"),
     )  # fmt: skip
     workers, threads = stage_workers(device, workers, threads)
-    opts = tuple(detector_opts)
+    opts = _run_opts(spec, generated, detector_opts)
     tasks = _stage_tasks(out, data, clip, spec, seed, device, progress and workers == 1, opts)
     if workers > 1:
         logger.info(

@@ -14,10 +14,10 @@ resumes); the log is also written to OUTPUT/log.txt.
 Examples::
 
     python tools/benchmark_synthetic.py --small --output output/synthetic_benchmark_small
-    python tools/benchmark_synthetic.py --small --fine-tune-iters 50 \
+    python tools/benchmark_synthetic.py --small --fine-tune-iters 50 \\
         --output output/synthetic_benchmark_small   # adds rows (c'), (e'), (f)-(h)
     python tools/benchmark_synthetic.py --output output/synthetic_benchmark
-    python tools/benchmark_synthetic.py --small --fine-tune-iters 50 --no-novel-captions \
+    python tools/benchmark_synthetic.py --small --fine-tune-iters 50 --no-novel-captions \\
         --output output/nonovel
     python tools/benchmark_synthetic.py --small --data my_dataset --output output/mine \\
         --train-json train.json --train-images imgs --val-json val.json --val-images imgs \\
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--small",
         action="store_true",
         help="the small size, the quick start: rows (a)-(e) in about 3 minutes on 2 CPU cores "
-        "(--fine-tune-iters 50 adds the others); default: the default size, every row, about 18 "
+        "(--fine-tune-iters 50 adds the others); without it, the default size: every row, about 18 "
         "minutes",
     )
     p.add_argument(
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="iterations of the detectors that fine-tune a box-trained one: the weak-supervision "
         "rows (f)-(h) and their controls (c'), (e'); 0 leaves them out (default: the size's: 0 "
         "with --small, 200 without; after --iters; --small --fine-tune-iters 50 adds them in "
-        "about 2 more minutes on 2 CPU cores, reusing a finished --small run in --output)",
+        "about 1.5 minutes more on 2 CPU cores, reusing a finished --small run in --output)",
     )
     p.add_argument(
         "--clip-epochs",
