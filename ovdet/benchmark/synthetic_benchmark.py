@@ -12,7 +12,9 @@ interrupted run loses nothing; training resumes from its last checkpoint):
    validation boxes when the dataset has no labelled crops.
 2. one folder per entry of :data:`DETECTORS` (``closed_set/``, ``vild_text/``, ``vild/``):
    detectors trained on the base boxes only, with the same backbone, data, schedule and seed;
-   then the weak-supervision detectors, which fine-tune ``vild_text`` / ``vild`` on steps that
+   then, where the size gives them iterations (the default size; ``--small`` leaves them out
+   unless given ``--fine-tune-iters``), the weak-supervision detectors, which fine-tune
+   ``vild_text`` / ``vild`` on steps that
    mix box images and image-labelled images (``vild_text_labels/``, ``vild_text_captions/``,
    ``vild_weak/``; skipped where the dataset has no image-labelled data), and their controls,
    ``vild_text`` and ``vild`` fine-tuned as long on box images only (``vild_text_longer/``,
@@ -501,9 +503,10 @@ def _clip_stage(out, data, size, seed, device, progress, clip) -> dict:
 
 
 def _stage_tasks(out, data, clip, size, seed, device, progress, opts) -> list:
-    """Stages 1-3 as a task graph (:mod:`ovdet.utils.task_graph`): the CLIP; each detector after
-    the CLIP where it uses one (the closed-set baseline does not) and after the detector it
-    starts from; in :data:`DETECTORS` order among the ready ones."""
+    """Stages 1-3 as a task graph (:mod:`ovdet.utils.task_graph`): the CLIP; each detector the
+    size trains (:meth:`BenchmarkSize.trains`) after the CLIP where it uses one (the
+    closed-set baseline does not) and after the detector it starts from; in :data:`DETECTORS`
+    order among the ready ones."""
     from ovdet.tv.build import is_open_vocabulary
     from ovdet.utils.task_graph import Task
 
