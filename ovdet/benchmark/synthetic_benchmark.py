@@ -14,12 +14,12 @@ interrupted run loses nothing; training resumes from its last checkpoint):
    detectors trained on the base boxes only, with the same backbone, data, schedule and seed;
    then, where the size gives them iterations (the default size; ``--small`` leaves them out
    unless given ``--fine-tune-iters``), the weak-supervision detectors, which fine-tune
-   ``vild_text`` / ``vild`` on steps that
-   mix box images and image-labelled images (``vild_text_labels/``, ``vild_text_captions/``,
-   ``vild_weak/``; skipped where the dataset has no image-labelled data), and their controls,
-   ``vild_text`` and ``vild`` fine-tuned as long on box images only (``vild_text_longer/``,
-   ``vild_longer/``). Stages 1-3 run as a task graph on worker processes
-   (:func:`stage_workers`), each detector's evaluation right after its training.
+   ``vild_text`` / ``vild`` on steps that mix box images and image-labelled images
+   (``vild_text_labels/``, ``vild_text_captions/``, ``vild_weak/``; skipped where the dataset
+   has no image-labelled data), and their controls, ``vild_text`` and ``vild`` fine-tuned as
+   long on box images only (``vild_text_longer/``, ``vild_longer/``). Stages 1-3 run as a task
+   graph on worker processes (:func:`stage_workers`), each detector's evaluation right after its
+   training.
 3. ``eval/`` and ``results.json`` / ``results.md``: base / novel / all AP50 on the validation
    images in the generalized setting (every category in the vocabulary) of each entry of
    :data:`METHODS`, and the target checks (:func:`check_targets`).
