@@ -4,7 +4,7 @@ closed-set baseline learns its base classes (base AP50 > 0.2), and its novel-cla
 label a dataset that a closed-set detector learns the novel classes from; then the README's
 second command, which adds the weak-supervision rows to that run (--fine-tune-iters 50).
 
-About 10 minutes on 2 CPU cores, so these tests are their own step: ``make test-benchmark``
+About 7 minutes on 2 CPU cores, so these tests are their own step: ``make test-benchmark``
 (``pytest -m synthetic_benchmark``); ``make test`` deselects them.
 """
 
