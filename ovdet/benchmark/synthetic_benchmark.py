@@ -113,6 +113,12 @@ class BenchmarkSize:
         start = next((d for d in DETECTORS if d.name == detector.init_from), None)
         return start is None or self.trains(start)
 
+    def with_iters(self, iters: int) -> BenchmarkSize:
+        """This size with ``iters`` iterations for every detector trained from scratch (rows
+        (a)-(e)); the detectors that fine-tune one keep this size's."""
+        kept = tuple((d, n) for d, n in self.detector_iters_overrides if d in _FINE_TUNED)
+        return replace(self, detector_iters=iters, detector_iters_overrides=kept)
+
     def with_fine_tuning(self, iters: int) -> BenchmarkSize:
         """This size with ``iters`` iterations for every detector that fine-tunes a box-trained
         one (``Detector.init_from``: the rows (c'), (e') and (f)-(h)); 0 leaves them out."""
@@ -443,19 +449,19 @@ def _train_detector(out, data, clip, detector, size, seed, device, progress, opt
 
 
 def _evaluate(
-    out: Path, data: BenchmarkData, device: str, progress: bool, methods: list[Method] | None = None
+    out: Path, data: BenchmarkData, device: str, progress: bool, methods: list[Method]
 ) -> dict[str, dict]:
-    """Base / novel / all AP and AP50 of ``methods`` (default: every entry of :data:`METHODS`
-    whose detector was trained), each cached in ``eval/KEY.json`` with the SHA-256 of the
-    checkpoint it scored: a detector retrained since (its folder deleted and the run repeated)
-    is evaluated again, as is a cache entry without a digest."""
+    """Base / novel / all AP and AP50 of those ``methods`` whose detector was trained, each
+    cached in ``eval/KEY.json`` with the SHA-256 of the checkpoint it scored: a detector
+    retrained since (its folder deleted and the run repeated) is evaluated again, as is a cache
+    entry without a digest."""
     from ovdet.benchmark.predict import predict_with_method
     from ovdet.clip.spec import file_digest
     from ovdet.evaluation import evaluate_coco
     from ovdet.utils.io import atomic_write_json
 
     metrics = {}
-    for method in METHODS if methods is None else methods:
+    for method in methods:
         checkpoint = out / method.detector / "model_final.pt"
         if not checkpoint.is_file():
             continue  # a detector skipped for want of its data

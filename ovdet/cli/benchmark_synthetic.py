@@ -192,17 +192,12 @@ def _size(args):
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.fine_tune_iters is not None and args.fine_tune_iters < 0:
         raise ConfigError("--fine-tune-iters must be at least 0 (0: leave those rows out)")
-    changes = {}
+    size = spec
     if args.iters is not None:
-        changes["detector_iters"] = args.iters
-        # every detector trained from scratch; the fine-tuned ones keep the size's
-        fine_tuned = {d.name for d in DETECTORS if d.init_from}
-        changes["detector_iters_overrides"] = tuple(
-            (d, n) for d, n in spec.detector_iters_overrides if d in fine_tuned
-        )
+        size = size.with_iters(args.iters)
     if args.fine_tune_iters is not None:
-        fine_tuning = replace(spec, **changes).with_fine_tuning(args.fine_tune_iters)
-        changes["detector_iters_overrides"] = fine_tuning.detector_iters_overrides
+        size = size.with_fine_tuning(args.fine_tune_iters)
+    changes = {}
     if args.clip_epochs is not None:
         changes["clip_epochs"] = args.clip_epochs
     if args.clip_batch_size is not None:
@@ -211,13 +206,14 @@ def _size(args):
         changes["picture_thresh"] = args.picture_thresh
     if args.no_novel_captions:
         changes["data"] = {**spec.data, "novel_captions": False}
-    size = replace(spec, **changes) if changes else spec
+    if changes:
+        size = replace(size, **changes)
     if args.no_novel_captions and not any(size.trains(d) for d in DETECTORS if d.weak):
         raise ConfigError(
             "--no-novel-captions measures row (f), which this size leaves out: add "
             "--fine-tune-iters N (e.g. 50 with --small)"
         )
-    return size if changes else name
+    return name if size is spec else size  # a size flag given: the size itself
 
 
 @cli_entry
