@@ -23,7 +23,6 @@ name                   annotations                                 images
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +36,7 @@ from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
 from ovdet.data.splits import OpenVocabularySplit, load_split
 from ovdet.errors import DataError
+from ovdet.utils.json_input import read_json_file
 
 __all__ = [
     "EVALUATOR_TYPE_COCO",
@@ -56,11 +56,11 @@ EVALUATOR_TYPE_LVIS = "ovdet_lvis"
 
 
 def _read_categories(json_file: str | Path) -> list[dict]:
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            return json.load(f)["categories"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read categories from {json_file}: {e}") from e
+    data = read_json_file(json_file, "annotation file")
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list):
+        raise DataError(f"annotation file {json_file} holds no 'categories' list")
+    return categories
 
 
 def _register(

@@ -9,14 +9,13 @@ rather than with a ``KeyError`` deep inside pycocotools.
 from __future__ import annotations
 
 import math
-import numbers
 from collections import Counter
 from pathlib import Path
 from typing import Any, Union
 
 from ovdet.data.splits import normalize_name
 from ovdet.errors import DataError
-from ovdet.utils.json_input import is_int, read_json_file
+from ovdet.utils.json_input import is_int, is_number, read_json_file
 
 __all__ = ["GroundTruth", "load_ground_truth", "is_lvis"]
 
@@ -29,7 +28,7 @@ def _is_box(x: object) -> bool:
     return (
         isinstance(x, (list, tuple))
         and len(x) == 4
-        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in x)
+        and all(map(is_number, x))
         and all(math.isfinite(v) for v in x)
     )
 
