@@ -75,6 +75,13 @@ def _make_data(root: Path, settings: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    detector = {d.name: d for d in sb.DETECTORS}[args.detector]
+    out = Path(args.output)
+    folder = out / detector.name
+    if folder.is_symlink():
+        # rmtree refuses a link (silently, with ignore_errors) and the training would then
+        # overwrite the folder it points to, e.g. a benchmark run's own detector
+        raise SystemExit(f"{folder} is a link; train into a folder of its own")
     torch.set_num_threads(args.threads)
     if args.make_data is not None:
         _make_data(Path(args.data), args.make_data)
@@ -83,9 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         data={}, clip_epochs=0, clip_batch_size=0, clip_lr=0.0, detector_iters=args.iters,
         detector_overrides=("SOLVER.IMS_PER_BATCH", str(args.batch), "SOLVER.WARMUP_ITERS", "20"),
     )  # fmt: skip
-    detector = {d.name: d for d in sb.DETECTORS}[args.detector]
-    out = Path(args.output)
-    shutil.rmtree(out / detector.name, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     cfg = sb._detector_config(out, data, args.clip, detector, size, 0, "cpu", tuple(args.opts))
     from ovdet.engine.trainer import Trainer
 

@@ -172,3 +172,20 @@ def test_region_quality_counts_every_label_of_every_image_once(
             # max-size and max-score choose among the proposals: never above the ceiling
             if rule in ("max_size", "max_score"):
                 assert hits <= report["counts"]["ceiling"][kind][0]
+
+
+def test_one_detector_is_never_trained_into_a_linked_folder(tmp_path):
+    """The documented fine-tuning command links OUT/vild_text to a benchmark run's folder (the
+    weights it starts from); training that detector into OUT would overwrite the run's."""
+    from benchmarks import train_one_detector
+
+    run = tmp_path / "run" / "vild_text"
+    run.mkdir(parents=True)
+    (run / "model_final.pt").write_bytes(b"the run's weights")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vild_text").symlink_to(run)
+    argv = ["--data", str(tmp_path / "data"), "--clip", "local-dir:c", "--detector", "vild_text"]
+    with pytest.raises(SystemExit, match="is a link"):
+        train_one_detector.main([*argv, "--iters", "1", "--output", str(out)])
+    assert (run / "model_final.pt").read_bytes() == b"the run's weights"
