@@ -6,6 +6,9 @@ Three measurements, each on the data and CLIP of ``tools/benchmark_synthetic.py 
   embeddings on the validation ground-truth boxes, for several crop framings;
 * ``proposals``: what online distillation distils: the share of a trained model's top-K RPN
   proposals that cover an object (IoU >= 0.5), and the teacher's accuracy on those;
+* ``temperature``: the ViLD-text loss (softmax cross-entropy over the base classes) that the
+  teacher's crop embeddings of the validation base objects would get, per classifier
+  temperature: what ViLD-text asks of an embedding that ViLD-image pulls towards the teacher;
 * ``train``: one detector trained with the benchmark's config plus ``KEY VALUE`` overrides,
   then evaluated (base / novel / all AP50) plain and with the ViLD-ensemble.
 
@@ -13,6 +16,7 @@ Examples::
 
     python -m benchmarks.vild_image_ablation teacher --bench /tmp/bench_small
     python -m benchmarks.vild_image_ablation proposals --bench /tmp/bench_small
+    python -m benchmarks.vild_image_ablation temperature --bench /tmp/bench_small --images 250
     python -m benchmarks.vild_image_ablation train --bench /tmp/bench_small --small \\
         --output /tmp/abl/w01 MODEL.OVDET.DISTILL.MODE online MODEL.OVDET.DISTILL.WEIGHT 0.1
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from ovdet.core.teacher import ClipRegionTeacher
@@ -96,6 +101,35 @@ def teacher_accuracy(bench: Path, num_images: int) -> None:
             f"{right[is_novel].float().mean():.3f} | {cos:.3f} |"
         )
     print(f"({len(labels)} boxes on {len(images)} validation images)")
+
+
+@torch.no_grad()
+def teacher_text_loss(bench: Path, num_images: int, temperatures: tuple[float, ...]) -> None:
+    """Prints, per temperature, ViLD-text's loss of the teacher's 1.5x crop embeddings of the
+    base objects (cross-entropy over the base classes' text embeddings, no background), and of
+    the classes' own text embeddings (the least any embedding of the class gets)."""
+    from ovdet.text import TextClassifierBuilder
+
+    builder = TextClassifierBuilder(f"local-dir:{bench / 'clip' / 'model'}", "vild")
+    records = _val_records(bench)
+    text = builder(records.class_names).float()
+    base = ~_novel_mask(bench, records.class_names)
+    teacher = ClipRegionTeacher.from_clip(builder.clip, (1.5,))
+    kept = records.images[:num_images]
+    emb = torch.cat([teacher(_image(r.path), [torch.from_numpy(r.boxes).float()]) for r in kept])
+    labels = torch.cat([torch.from_numpy(r.labels) - 1 for r in kept])
+    on_base = base[labels]
+    # indices of the base classes in the base-only classifier
+    base_index = torch.cumsum(base.long(), 0) - 1
+    targets = base_index[labels[on_base]]
+    base_text = text[base]
+    print("| temperature | teacher's crop embeddings | the classes' own text embeddings |")
+    print("|---|---|---|")
+    for t in temperatures:
+        crop_loss = F.cross_entropy(t * emb[on_base] @ base_text.t(), targets)
+        text_loss = F.cross_entropy(t * base_text @ base_text.t(), torch.arange(len(base_text)))
+        print(f"| {t:g} | {crop_loss:.3f} | {text_loss:.3f} |")
+    print(f"({int(on_base.sum())} base objects on {len(kept)} validation images)")
 
 
 @torch.no_grad()
@@ -172,9 +206,17 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("teacher", "proposals", "train"), help="measurement")
+    parser.add_argument(
+        "what", choices=("teacher", "proposals", "temperature", "train"), help="measurement"
+    )
     parser.add_argument("--bench", type=Path, required=True, help="a finished benchmark folder")
-    parser.add_argument("--images", type=int, default=60, help="validation images (teacher)")
+    parser.add_argument(
+        "--images", type=int, default=60, help="validation images (teacher, temperature)"
+    )
+    parser.add_argument(
+        "--temperatures", type=float, nargs="+", default=[20.0, 50.0],
+        help="classifier temperatures compared (temperature)",
+    )  # fmt: skip
     parser.add_argument(
         "--checkpoint", type=Path, default=None,
         help="model whose RPN proposes (proposals; default: BENCH/vild_text/model_final.pt)",
@@ -197,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.what == "teacher":
         teacher_accuracy(args.bench, args.images)
+    elif args.what == "temperature":
+        teacher_text_loss(args.bench, args.images, tuple(args.temperatures))
     elif args.what == "proposals":
         checkpoint = args.checkpoint or args.bench / "vild_text" / "model_final.pt"
         proposal_coverage(args.bench, checkpoint, tuple(args.scales))
