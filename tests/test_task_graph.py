@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +42,20 @@ def _meet(mine: str, theirs: str) -> tuple[int, bool]:
             return os.getpid(), True
         time.sleep(0.05)
     return os.getpid(), False
+
+
+def _sleep_after_writing_pid(path: str, seconds: float) -> None:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _fail(message: str) -> None:
@@ -119,3 +136,37 @@ def test_worker_log_lines_reach_the_parent_with_their_task_name(tmp_path, caplog
 def test_bad_worker_counts_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="workers >= 1"):
         run_task_graph(_tasks(tmp_path), workers=0)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's"
+)
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A benchmark killed with SIGTERM runs no clean-up; its workers must not train on."""
+    pid_file = tmp_path / "worker.pid"
+    script = (
+        "from ovdet.utils.task_graph import Task, run_task_graph\n"
+        "from tests.test_task_graph import _sleep_after_writing_pid\n"
+        f"run_task_graph([Task('long', _sleep_after_writing_pid, ({str(pid_file)!r}, 300.0))], "
+        "workers=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    worker = 0
+    try:
+        deadline = time.monotonic() + _MEET_TIMEOUT_S
+        while not pid_file.is_file() and time.monotonic() < deadline:
+            assert parent.poll() is None, "the parent process ended before its worker started"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        assert _running(worker)
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=_MEET_TIMEOUT_S)
+        # the worker's task sleeps 300 s: well before that, it must have ended with its parent
+        deadline = time.monotonic() + _MEET_TIMEOUT_S / 2
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(worker), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+        if worker and _running(worker):
+            os.kill(worker, signal.SIGKILL)

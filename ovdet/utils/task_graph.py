@@ -10,14 +10,19 @@ Workers are ``spawn``-ed processes (safe with torch and its thread pools). Their
 relayed to the parent's handlers (console and ``log.txt``), each prefixed with its task's name;
 a task's return value and its exceptions come back to the caller. When a task fails, no new
 task starts, the running ones finish (their outputs are kept), and the first failure is raised.
+On Linux the workers end with the process that started them: one killed outright (``kill``,
+SIGTERM, which runs no clean-up) leaves no worker training on.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import logging.handlers
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -85,11 +90,34 @@ class _PrefixFilter(logging.Filter):
 _worker_queue_handler: logging.Handler | None = None
 
 
-def _init_worker(queue, levels: dict[str, int], threads: int) -> None:
-    """Worker set-up: ``threads`` torch threads (also for its subprocesses, by
-    ``OMP_NUM_THREADS``), freed memory kept for reuse (:mod:`ovdet.utils.allocator`; a spawned
-    process does not inherit it) and log records sent to the parent through ``queue``."""
+# prctl(2) option: the signal this process gets when its parent ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this process when the one that started it (pid ``parent``) ends, however
+    it ends. Elsewhere (or where prctl cannot be reached) nothing is set."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        failed = True
+    if failed:
+        logger.debug("workers will not end with their parent: prctl(PR_SET_PDEATHSIG) failed")
+    elif os.getppid() != parent:  # the parent ended before the signal was set
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(queue, levels: dict[str, int], threads: int, parent: int = 0) -> None:
+    """Worker set-up: ends with its parent (pid ``parent``, 0: not set), ``threads`` torch
+    threads (also for its subprocesses, by ``OMP_NUM_THREADS``), freed memory kept for reuse
+    (:mod:`ovdet.utils.allocator`; a spawned process does not inherit it) and log records sent
+    to the parent through ``queue``."""
     global _worker_queue_handler
+    if parent:
+        _end_with_parent(parent)
     keep_freed_memory()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
@@ -165,7 +193,7 @@ def run_task_graph(tasks: Sequence[Task], workers: int = 1, threads: int = 1) ->
     try:
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(queue, _logger_levels(), threads),
+            initargs=(queue, _logger_levels(), threads, os.getpid()),
         ) as pool:  # fmt: skip
             while waiting or running:
                 if failure is None:
