@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,22 +76,43 @@ def _novel_mask(bench: Path, names: list[str]) -> torch.Tensor:
     return torch.tensor([n in novel for n in names])
 
 
-def teacher_accuracy(bench: Path, num_images: int) -> None:
-    """Prints the teacher's top-1 on ground-truth boxes per framing, base and novel."""
+@dataclass(frozen=True)
+class _GroundTruth:
+    """The first validation images of a benchmark folder, their boxes and the CLIP's classes."""
+
+    clip: object  # the benchmark's CLIP (a ClipBackend)
+    text: torch.Tensor  # Tensor[C, D], the classes' text embeddings
+    novel: torch.Tensor  # BoolTensor[C]
+    images: list  # per image Tensor[1, 3, H, W], RGB in [0, 1]
+    boxes: list  # per image Tensor[N_i, 4]
+    labels: torch.Tensor  # LongTensor[sum N_i], 0-based classes of the boxes
+
+
+def _ground_truth(bench: Path, num_images: int) -> _GroundTruth:
     from ovdet.text import TextClassifierBuilder
 
     builder = TextClassifierBuilder(f"local-dir:{bench / 'clip' / 'model'}", "vild")
     records = _val_records(bench)
-    text = builder(records.class_names).float()
-    novel = _novel_mask(bench, records.class_names)
-    images = [_image(r.path) for r in records.images[:num_images]]
-    boxes = [torch.from_numpy(r.boxes).float() for r in records.images[:num_images]]
-    labels = torch.cat([torch.from_numpy(r.labels) - 1 for r in records.images[:num_images]])
-    is_novel = novel[labels]
+    kept = records.images[:num_images]
+    return _GroundTruth(
+        clip=builder.clip,
+        text=builder(records.class_names).float(),
+        novel=_novel_mask(bench, records.class_names),
+        images=[_image(r.path) for r in kept],
+        boxes=[torch.from_numpy(r.boxes).float() for r in kept],
+        labels=torch.cat([torch.from_numpy(r.labels) - 1 for r in kept]),
+    )
+
+
+def teacher_accuracy(bench: Path, num_images: int) -> None:
+    """Prints the teacher's top-1 on ground-truth boxes per framing, base and novel."""
+    gt = _ground_truth(bench, num_images)
+    text, images, boxes, labels = gt.text, gt.images, gt.boxes, gt.labels
+    is_novel = gt.novel[labels]
     print("| crop framing | base | novel | cos(crop, its class's text) |")
     print("|---|---|---|---|")
     for name, (scales, square) in FRAMINGS.items():
-        teacher = ClipRegionTeacher.from_clip(builder.clip, scales)
+        teacher = ClipRegionTeacher.from_clip(gt.clip, scales)
         emb = torch.cat(
             [teacher(im, [_square(b) if square else b]) for im, b in zip(images, boxes)]
         )
@@ -108,28 +130,22 @@ def teacher_text_loss(bench: Path, num_images: int, temperatures: tuple[float, .
     """Prints, per temperature, ViLD-text's loss of the teacher's 1.5x crop embeddings of the
     base objects (cross-entropy over the base classes' text embeddings, no background), and of
     the classes' own text embeddings (the least any embedding of the class gets)."""
-    from ovdet.text import TextClassifierBuilder
-
-    builder = TextClassifierBuilder(f"local-dir:{bench / 'clip' / 'model'}", "vild")
-    records = _val_records(bench)
-    text = builder(records.class_names).float()
-    base = ~_novel_mask(bench, records.class_names)
-    teacher = ClipRegionTeacher.from_clip(builder.clip, (1.5,))
-    kept = records.images[:num_images]
-    emb = torch.cat([teacher(_image(r.path), [torch.from_numpy(r.boxes).float()]) for r in kept])
-    labels = torch.cat([torch.from_numpy(r.labels) - 1 for r in kept])
-    on_base = base[labels]
+    gt = _ground_truth(bench, num_images)
+    teacher = ClipRegionTeacher.from_clip(gt.clip, (1.5,))
+    emb = torch.cat([teacher(image, [boxes]) for image, boxes in zip(gt.images, gt.boxes)])
+    base = ~gt.novel
+    on_base = base[gt.labels]
     # indices of the base classes in the base-only classifier
     base_index = torch.cumsum(base.long(), 0) - 1
-    targets = base_index[labels[on_base]]
-    base_text = text[base]
+    targets = base_index[gt.labels[on_base]]
+    base_text = gt.text[base]
     print("| temperature | teacher's crop embeddings | the classes' own text embeddings |")
     print("|---|---|---|")
     for t in temperatures:
         crop_loss = F.cross_entropy(t * emb[on_base] @ base_text.t(), targets)
         text_loss = F.cross_entropy(t * base_text @ base_text.t(), torch.arange(len(base_text)))
         print(f"| {t:g} | {crop_loss:.3f} | {text_loss:.3f} |")
-    print(f"({int(on_base.sum())} base objects on {len(kept)} validation images)")
+    print(f"({int(on_base.sum())} base objects on {len(gt.images)} validation images)")
 
 
 @torch.no_grad()
