@@ -110,14 +110,13 @@ def _end_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _init_worker(queue, levels: dict[str, int], threads: int, parent: int = 0) -> None:
-    """Worker set-up: ends with its parent (pid ``parent``, 0: not set), ``threads`` torch
+def _init_worker(queue, levels: dict[str, int], threads: int, parent: int) -> None:
+    """Worker set-up: ends with its parent (pid ``parent``), ``threads`` torch
     threads (also for its subprocesses, by ``OMP_NUM_THREADS``), freed memory kept for reuse
     (:mod:`ovdet.utils.allocator`; a spawned process does not inherit it) and log records sent
     to the parent through ``queue``."""
     global _worker_queue_handler
-    if parent:
-        _end_with_parent(parent)
+    _end_with_parent(parent)
     keep_freed_memory()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
