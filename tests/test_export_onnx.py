@@ -24,19 +24,24 @@ from ovdet.errors import CheckpointError  # noqa: E402
 from ovdet.export.runtime import OnnxDetector, default_providers  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def untrained_checkpoint(tiny_clip, tmp_path_factory):
-    """A checkpoint of the tiny config with random weights (the export does not care)."""
+def _untrained_checkpoint(tiny_clip: str, folder: Path, *opts: str) -> Path:
+    """A checkpoint of the tiny config (``opts`` on top) with random weights."""
     from ovdet.config import load_config
     from ovdet.engine.build import build_model
     from ovdet.engine.checkpoint import save_checkpoint
 
-    cfg = load_config("tiny", ["MODEL.OVDET.CLIP", tiny_clip, "MODEL.OVDET.TEMPLATES", "a"])
+    cfg = load_config("tiny", ["MODEL.OVDET.CLIP", tiny_clip, "MODEL.OVDET.TEMPLATES", "a", *opts])
     torch.manual_seed(0)
     model = build_model(cfg)
     state = {"model": model.state_dict(), "config": cfg.dump(), "class_names": ["red square"],
              "embed_dim": 32}  # fmt: skip
-    return save_checkpoint(state, tmp_path_factory.mktemp("untrained"), "model.pt")
+    return save_checkpoint(state, folder, "model.pt")
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tiny_clip, tmp_path_factory):
+    """A checkpoint of the tiny config with random weights (the export does not care)."""
+    return _untrained_checkpoint(tiny_clip, tmp_path_factory.mktemp("untrained"))
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +105,17 @@ def test_detections_agree_with_pytorch(detectors, num_classes):
             np.testing.assert_allclose(out.embeddings, ref.embeddings, atol=1e-4)
 
 
-def test_bad_input_is_one_line_error(untrained_checkpoint, exported, tmp_path, capsys):
+def test_bad_input_is_one_line_error(untrained_checkpoint, exported, tiny_clip, tmp_path, capsys):
     cases = [
         (["--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path / "o")],
          "does not exist"),
         (["--checkpoint", str(untrained_checkpoint), "--output", str(tmp_path / "o"),
           "--opset", "11"], "at least 16"),
     ]  # fmt: skip
+    image_head = _untrained_checkpoint(
+        tiny_clip, tmp_path / "image_head", "MODEL.OVDET.DISTILL.IMAGE_HEAD", "True"
+    )
+    cases.append((["--checkpoint", str(image_head), "--output", str(tmp_path / "o")], "IMAGE_HEAD"))
     for argv, message in cases:
         capsys.readouterr()
         assert main(argv) == 2

@@ -67,26 +67,65 @@ def test_distillation_picks_the_top_proposals_and_weights_the_loss():
             return torch.nn.functional.normalize(torch.ones(sum(len(b) for b in boxes), DIM), dim=1)
 
     head.set_clip_teacher(Teacher())
+    # Box features the classifier's projection maps onto -(1, ..., 1): no weights, bias -1.
+    with torch.no_grad():
+        head.classifier.projection.weight.zero_()
+        head.classifier.projection.bias.fill_(-1.0)
     seen = []
 
-    def embed(boxes):
+    def box_features(boxes):
         seen.append([len(b) for b in boxes])
-        return torch.nn.functional.normalize(-torch.ones(sum(len(b) for b in boxes), DIM), dim=1)
+        return torch.randn(sum(len(b) for b in boxes), FEATURES)
 
-    loss = head.distillation_loss(embed, proposals=proposals, images=torch.zeros(2, 3, 8, 8))
+    loss = head.distillation_loss(box_features, proposals=proposals, images=torch.zeros(2, 3, 8, 8))
     assert seen == [[3, 2]]
     # |(-1/sqrt(D)) - (1/sqrt(D))| summed over D dimensions = 2 sqrt(D), times the weight.
-    assert float(loss["loss_image"]) == pytest.approx(0.25 * 2 * DIM**0.5, rel=1e-5)
-    assert _head(distill_mode="none").distillation_loss(embed) == {}
+    assert float(loss["loss_image"].detach()) == pytest.approx(0.25 * 2 * DIM**0.5, rel=1e-5)
+    assert _head(distill_mode="none").distillation_loss(box_features) == {}
 
 
 def test_offline_distillation_uses_the_given_regions():
     head = _head(distill_mode="offline", distill_weight=1.0)
-    emb = torch.nn.functional.normalize(torch.randn(3, DIM), dim=1)
-    loss = head.distillation_loss(lambda boxes: emb, offline=[(torch.rand(3, 4), emb)])
+    features = torch.randn(3, FEATURES)
+    emb = head.embed(features).detach()
+    loss = head.distillation_loss(lambda boxes: features, offline=[(torch.rand(3, 4), emb)])
     assert float(loss["loss_image"]) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(RuntimeError, match="EMBEDDINGS_FILE"):
-        head.distillation_loss(lambda boxes: emb)
+        head.distillation_loss(lambda boxes: features)
+
+
+def test_image_head_takes_the_distillation_and_joins_the_scores_as_vild_ensembles():
+    """ViLD's separate heads: ViLD-image trains only the image projection, and inference takes
+    the weighted geometric mean of both heads' probabilities (ViLD: 2/3 and 1/3)."""
+    from ovdet.core.ensemble import ensemble_scores
+    from ovdet.core.losses import vild_image_loss
+
+    head = _head(distill_mode="offline", distill_weight=1.0, image_head=True,
+                 image_head_weights=(0.6, 0.2), image_head_temperature=30.0)  # fmt: skip
+    head.set_vocabulary(head.text_embeddings, torch.tensor([False, False, True, True]))
+    features = torch.randn(5, FEATURES)
+    targets = torch.nn.functional.normalize(torch.randn(5, DIM), dim=1)
+    loss = head.distillation_loss(lambda boxes: features, offline=[(torch.rand(5, 4), targets)])
+    loss["loss_image"].backward()
+    assert head.classifier.projection.weight.grad is None  # the classifier is not distilled
+    assert head.image_projection.weight.grad.abs().sum() > 0
+    image_embeddings = torch.nn.functional.normalize(head.image_projection(features), dim=1)
+    torch.testing.assert_close(loss["loss_image"], vild_image_loss(image_embeddings, targets))
+
+    probs, _, embeddings = head.predict(features)
+    text_probs = head.classifier.probabilities(head.embed(features))
+    image_probs = torch.softmax(30.0 * image_embeddings @ head.text_embeddings.t(), dim=1)
+    expected = ensemble_scores(text_probs, image_probs, head.is_novel_class, 0.6, 0.2)
+    torch.testing.assert_close(probs, expected.detach())
+    torch.testing.assert_close(embeddings, head.embed(features))  # the classifier's embeddings
+    # A novel class's score is text^0.2 * image^0.8; without the image head, text alone.
+    torch.testing.assert_close(
+        probs[:, 2], (text_probs[:, 2] ** 0.2 * image_probs[:, 2] ** 0.8).detach()
+    )
+    plain = _head()
+    assert plain.image_projection is None
+    torch.testing.assert_close(plain.predict(features)[0], plain.classifier.probabilities(
+        plain.embed(features)))  # fmt: skip
 
 
 def test_score_threshold_is_strict_and_applies_before_nms():

@@ -64,6 +64,10 @@ def add_ovdet_config(cfg: Any) -> None:
     ov.DISTILL.CROP_SIZE = 0
     # Offline mode: the file written by tools/precompute_clip_embeddings.py.
     ov.DISTILL.EMBEDDINGS_FILE = ""
+    # ViLD-image trains its own projection (ViLD's separate ViLD-text and ViLD-image heads)
+    # instead of the classifier's; inference combines the two heads' scores as the ensemble
+    # does (ENSEMBLE.BASE_WEIGHT / NOVEL_WEIGHT, ENSEMBLE.CLIP_TEMPERATURE), no CLIP needed.
+    ov.DISTILL.IMAGE_HEAD = False
 
     ov.ENSEMBLE = node()
     # ViLD-ensemble at inference: geometric mean of detector and CLIP crop scores.

@@ -43,9 +43,9 @@ __all__ = ["DISTILL_MODES", "EnsembleSettings", "OpenVocabularyHead", "get_head"
 
 DISTILL_MODES = ("none", "online", "offline")
 
-# Embeds given boxes of every image: list of Tensor[N_i, 4] -> Tensor[sum N_i, D] (the engine's
-# RoI pooling + box head + this head's projection).
-BoxEmbedder = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+# Box-head features of given boxes of every image: list of Tensor[N_i, 4] -> Tensor[sum N_i, F]
+# (the engine's RoI pooling + box head); the head embeds them with the projection it needs.
+BoxFeaturizer = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,13 @@ class OpenVocabularyHead(nn.Module):
             ``max(1000, 10 * detections_per_img)``.
         weak: the weak-supervision losses (image labels, captions, federated), see
             :class:`~ovdet.core.weak_supervision.WeakSupervisionSettings`.
+        image_head: ViLD-image trains its own projection (ViLD's separate ViLD-text and
+            ViLD-image heads) instead of the classifier's, and inference combines the two
+            heads' class probabilities as the ViLD-ensemble does (``image_head_weights``).
+        image_head_weights: (base, novel) weights of the classifier's probabilities in the
+            weighted geometric mean with the image head's (ViLD: 2/3 and 1/3).
+        image_head_temperature: temperature of the image head's softmax over the vocabulary
+            (it mimics CLIP's image embeddings: CLIP's own, 100).
     """
 
     def __init__(
@@ -109,6 +116,9 @@ class OpenVocabularyHead(nn.Module):
         detections_per_img: int = 100,
         max_candidates: int | None = None,
         weak: WeakSupervisionSettings | None = None,
+        image_head: bool = False,
+        image_head_weights: tuple[float, float] = (0.67, 0.33),
+        image_head_temperature: float = 100.0,
     ) -> None:
         super().__init__()
         if distill_mode not in DISTILL_MODES:
@@ -118,6 +128,9 @@ class OpenVocabularyHead(nn.Module):
         self.classifier = ZeroShotClassifier(
             input_dim, embed_dim, temperature, background, background_logit
         )
+        self.image_projection = nn.Linear(input_dim, embed_dim) if image_head else None
+        self.image_head_weights = tuple(float(w) for w in image_head_weights)
+        self.image_head_temperature = float(image_head_temperature)
         self.bbox_pred = nn.Linear(input_dim, 4)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.bbox_pred.bias)
@@ -158,6 +171,9 @@ class OpenVocabularyHead(nn.Module):
             nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
             weak=WeakSupervisionSettings.from_config(cfg),
+            image_head=ov.DISTILL.IMAGE_HEAD,
+            image_head_weights=(ov.ENSEMBLE.BASE_WEIGHT, ov.ENSEMBLE.NOVEL_WEIGHT),
+            image_head_temperature=ov.ENSEMBLE.CLIP_TEMPERATURE,
         )
 
     # ------------------------------------------------------------------ vocabulary
@@ -248,13 +264,31 @@ class OpenVocabularyHead(nn.Module):
         """Region embeddings in CLIP's space. Tensor[N, F] -> Tensor[N, D], L2-normalised."""
         return self.classifier.embed(self._flat(features))
 
+    def distilled_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """The embeddings ViLD-image distils: the image head's with ``image_head``, else the
+        classifier's. Tensor[N, F] -> Tensor[N, D], L2-normalised."""
+        if self.image_projection is None:
+            return self.embed(features)
+        return F.normalize(self.image_projection(self._flat(features)).float(), dim=-1)
+
     @torch.no_grad()
     def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference: Tensor[N, F] -> (class probabilities Tensor[N, C] without background,
-        box deltas Tensor[N, 4], region embeddings Tensor[N, D])."""
+        box deltas Tensor[N, 4], region embeddings Tensor[N, D]).
+
+        With ``image_head``, the probabilities are the weighted geometric mean of the
+        classifier's and the image head's softmax over the vocabulary (ViLD-ensemble)."""
         features = self._flat(features)
         embeddings = self.classifier.embed(features)
-        return self.classifier.probabilities(embeddings), self.bbox_pred(features), embeddings
+        probs = self.classifier.probabilities(embeddings)
+        if self.image_projection is not None:
+            logits = (self.image_head_temperature * self.distilled_embeddings(features)) @ (
+                self.text_embeddings.t()
+            )
+            probs = ensemble_scores(
+                probs, F.softmax(logits, -1), self.is_novel_class, *self.image_head_weights
+            )
+        return probs, self.bbox_pred(features), embeddings
 
     # ------------------------------------------------------------------ losses
 
@@ -295,7 +329,7 @@ class OpenVocabularyHead(nn.Module):
 
     def distillation_loss(
         self,
-        embed_boxes: BoxEmbedder,
+        box_features: BoxFeaturizer,
         proposals: Sequence[torch.Tensor] | None = None,
         images: torch.Tensor | None = None,
         offline: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -303,7 +337,7 @@ class OpenVocabularyHead(nn.Module):
         """``loss_image`` (ViLD-image), or nothing when not distilling.
 
         Args:
-            embed_boxes: the engine's region embedder for given boxes.
+            box_features: the engine's box-head features of given boxes.
             proposals: online mode: per image the RPN proposals Tensor[N_i, 4], best first.
             images: online mode: Tensor[B, 3, H, W], RGB in [0, 1], the boxes' pixel frame.
             offline: offline mode: per image (boxes Tensor[M_i, 4], CLIP embeddings
@@ -324,7 +358,7 @@ class OpenVocabularyHead(nn.Module):
                 )
             boxes = [b for b, _ in offline]
             targets = torch.cat([e for _, e in offline])
-        student = embed_boxes(boxes)
+        student = self.distilled_embeddings(box_features(boxes))
         return {
             "loss_image": self.distill_weight * vild_image_loss(student, targets.to(student.device))
         }
@@ -375,7 +409,7 @@ class OpenVocabularyHead(nn.Module):
 
     def weak_losses(
         self,
-        embed_boxes: BoxEmbedder,
+        box_features: BoxFeaturizer,
         proposals: Sequence[torch.Tensor],
         image_sizes: Sequence[tuple[int, int]],
         image_labels: Sequence[torch.Tensor],
@@ -385,7 +419,7 @@ class OpenVocabularyHead(nn.Module):
         with ``weak.caption_loss`` and captions, ``loss_caption``.
 
         Args:
-            embed_boxes: the engine's region embedder for given boxes.
+            box_features: the engine's box-head features of given boxes.
             proposals: per image the RPN proposals Tensor[N_i, 4], best first.
             image_sizes: per image (H, W), the proposals' pixel frame.
             image_labels: per image LongTensor[L_i], indices into the current vocabulary.
@@ -393,7 +427,7 @@ class OpenVocabularyHead(nn.Module):
         """
         weak = self.weak
         regions = self.weak_regions(proposals, image_sizes)
-        embeddings = embed_boxes(regions)
+        embeddings = self.embed(box_features(regions))
         logits = self.classifier.logits_from_embeddings(embeddings)  # background last
         per_image = logits.split([len(r) for r in regions])
         subsets = None

@@ -191,7 +191,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
             offline = self._offline_targets
         losses.update(
             head.distillation_loss(
-                lambda boxes: self.region_embeddings(features, [Boxes(b) for b in boxes]),
+                lambda boxes: self.box_features(features, [Boxes(b) for b in boxes]),
                 proposals=all_proposals,
                 images=rgb,
                 offline=offline,
@@ -216,7 +216,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
             caption_embeddings: Tensor[B, D], CLIP text embeddings of one caption per image.
         """
         return self.head.weak_losses(
-            lambda boxes: self.region_embeddings(features, [Boxes(b) for b in boxes]),
+            lambda boxes: self.box_features(features, [Boxes(b) for b in boxes]),
             [p.proposal_boxes.tensor for p in proposals],
             [p.image_size for p in proposals],
             image_labels,

@@ -86,6 +86,14 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     """
     if opset < 16:
         raise ConfigError(f"--opset must be at least 16 (torchvision's roi_align), got {opset}")
+    from ovdet.core import get_head
+
+    if get_head(detector.model).image_projection is not None:
+        raise ConfigError(
+            "ONNX export does not support MODEL.OVDET.DISTILL.IMAGE_HEAD: its scores need the "
+            "classes' novelty, which the exported graph does not take; export a detector "
+            "trained without it"
+        )
     clip = detector.clip
     from open_clip.tokenizer import SimpleTokenizer
 

@@ -88,7 +88,7 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
         head = self.head
         if self.training and is_image_labelled(targets):
             return [], head.weak_losses(
-                lambda boxes: head.embed(self.box_features(features, boxes, image_shapes)),
+                lambda boxes: self.box_features(features, boxes, image_shapes),
                 proposals,
                 image_shapes,
                 [t["image_labels"] for t in targets],
@@ -109,7 +109,7 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
             )
             losses.update(
                 head.distillation_loss(
-                    lambda boxes: head.embed(self.box_features(features, boxes, image_shapes)),
+                    lambda boxes: self.box_features(features, boxes, image_shapes),
                     proposals=distill_proposals,
                     images=images,
                     offline=offline,

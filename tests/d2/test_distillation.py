@@ -102,7 +102,7 @@ def test_online_loss_distils_the_top_proposals(instant_cfg, instant_data):
         teacher = heads.clip_teacher(rgb, [b.tensor for b in boxes])
         expected = vild_image_loss(heads.region_embeddings(features, boxes), teacher).detach()
         got = heads.head.distillation_loss(
-            lambda b: heads.region_embeddings(features, [Boxes(x) for x in b]),
+            lambda b: heads.box_features(features, [Boxes(x) for x in b]),
             proposals=[p.proposal_boxes.tensor for p in proposals],
             images=rgb,
         )["loss_image"].detach()

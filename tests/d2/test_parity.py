@@ -47,11 +47,11 @@ def vocabulary(tmp_path_factory) -> Vocabulary:
     return Vocabulary.parse(str(path))
 
 
-@pytest.fixture(scope="module")
-def engines(instant_cfg, tiny_clip, text_cache, vocabulary):
-    """(torchvision model, detectron2 model), same head weights, same vocabulary."""
+def _build_engines(instant_cfg, tiny_clip, text_cache, vocabulary, *opts: str):
+    """(torchvision model, detectron2 model, torchvision config), built from the same keys
+    (``opts`` on top), with the same head weights and the same vocabulary."""
     d2_cfg = instant_cfg(
-        "MODEL.ROI_BOX_HEAD.FC_DIM", str(FC_DIM), "MODEL.OVDET.DISTILL.MODE", "none"
+        "MODEL.ROI_BOX_HEAD.FC_DIM", str(FC_DIM), "MODEL.OVDET.DISTILL.MODE", "none", *opts
     )
     d2 = build_d2_model(d2_cfg).eval()
     tv_cfg = load_config(
@@ -59,7 +59,7 @@ def engines(instant_cfg, tiny_clip, text_cache, vocabulary):
         ["MODEL.OVDET.CLIP", tiny_clip, "MODEL.OVDET.TEXT_CACHE_DIR", str(text_cache),
          "MODEL.OVDET.TEMPLATES", d2_cfg.MODEL.OVDET.TEMPLATES,
          "MODEL.OVDET.TEMPERATURE", str(d2_cfg.MODEL.OVDET.TEMPERATURE),
-         "MODEL.ROI_BOX_HEAD.FC_DIM", str(FC_DIM)],
+         "MODEL.ROI_BOX_HEAD.FC_DIM", str(FC_DIM), *opts],
     )  # fmt: skip
     torch.manual_seed(1)
     tv = build_tv_model(tv_cfg).eval()
@@ -75,6 +75,12 @@ def engines(instant_cfg, tiny_clip, text_cache, vocabulary):
     get_head(tv).set_vocabulary(tv_text, is_novel)
     d2.roi_heads.set_vocabulary(d2_text, is_novel)
     return tv, d2, tv_cfg
+
+
+@pytest.fixture(scope="module")
+def engines(instant_cfg, tiny_clip, text_cache, vocabulary):
+    """(torchvision model, detectron2 model, torchvision config)."""
+    return _build_engines(instant_cfg, tiny_clip, text_cache, vocabulary)
 
 
 def _inputs():
@@ -170,3 +176,21 @@ def test_same_detections_with_the_vild_ensemble(engines, tiny_clip):
     finally:
         for model in (tv, d2):
             get_head(model).enable_ensemble(None)
+
+
+def test_same_detections_with_the_image_head(instant_cfg, tiny_clip, text_cache, vocabulary):
+    """``MODEL.OVDET.DISTILL.IMAGE_HEAD`` builds ViLD's separate image head in both engines,
+    and both score regions with it the same way."""
+    tv, d2, _ = _build_engines(
+        instant_cfg, tiny_clip, text_cache, vocabulary, "MODEL.OVDET.DISTILL.IMAGE_HEAD", "True"
+    )
+    assert get_head(tv).image_projection is not None
+    assert get_head(d2).image_projection is not None
+    features, proposals, image = _inputs()
+    with get_head(tv).score_threshold(0.0), get_head(d2).score_threshold(0.0):
+        a = _run_tv(tv, features, proposals, image)
+        b = _run_d2(d2, features, proposals, image)
+        _assert_same(a, b)
+        get_head(tv).image_projection = None  # the classifier alone scores differently
+        c = _run_tv(tv, features, proposals, image)
+    assert not torch.allclose(a["scores"][:5], c["scores"][:5])
