@@ -10,7 +10,10 @@ Three measurements, each on the data and CLIP of ``tools/benchmark_synthetic.py 
   teacher's crop embeddings of the validation base objects would get, per classifier
   temperature: what ViLD-text asks of an embedding that ViLD-image pulls towards the teacher;
 * ``train``: one detector trained with the benchmark's config plus ``KEY VALUE`` overrides,
-  then evaluated (base / novel / all AP50) plain and with the ViLD-ensemble.
+  then evaluated (base / novel / all AP50) plain and with the ViLD-ensemble;
+* ``image-head``: a detector trained with ``MODEL.OVDET.DISTILL.IMAGE_HEAD`` (ViLD's separate
+  ViLD-text and ViLD-image heads), evaluated with both heads' scores joined (as it predicts),
+  with the classifier's alone and with the image head's alone.
 
 Examples::
 
@@ -19,6 +22,8 @@ Examples::
     python -m benchmarks.vild_image_ablation temperature --bench /tmp/bench_small --images 250
     python -m benchmarks.vild_image_ablation train --bench /tmp/bench_small --small \\
         --output /tmp/abl/w01 MODEL.OVDET.DISTILL.MODE online MODEL.OVDET.DISTILL.WEIGHT 0.1
+    python -m benchmarks.vild_image_ablation image-head --bench /tmp/bench \
+        --checkpoint /tmp/image_head/vild/model_final.pt
 """
 
 from __future__ import annotations
@@ -220,10 +225,51 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
         print(f"{'with' if ensemble else 'without'} the ensemble: AP50 base / novel / all {ap50}")
 
 
+def image_head_scores(bench: Path, checkpoint: Path) -> None:
+    """Prints the AP50 of a detector with ViLD's separate image head, scored three ways."""
+    from ovdet.api import OVDetector
+    from ovdet.benchmark.synthetic_benchmark import EVAL_SCORE_THRESH
+    from ovdet.core import get_head
+    from ovdet.engine.inference import inference_on_records
+    from ovdet.evaluation import evaluate_coco
+
+    detector = OVDetector.from_checkpoint(checkpoint, device="cpu")
+    head = get_head(detector.model)
+    if head.image_projection is None:
+        raise SystemExit(f"{checkpoint} has no image head (MODEL.OVDET.DISTILL.IMAGE_HEAD)")
+    records = _val_records(bench)
+    detector.set_classes(records.class_names)
+    gt = str(bench / "data" / "annotations" / "instances_val.json")
+    image_projection, weights = head.image_projection, head.image_head_weights
+    scorings = {
+        f"both heads (classifier weights {weights[0]} / {weights[1]})": (image_projection, weights),
+        "the classifier alone": (None, weights),
+        "the image head alone": (image_projection, (0.0, 0.0)),
+    }
+    print("| scores | base AP50 | novel AP50 | all AP50 |\n|---|---|---|---|")
+    try:
+        for name, (projection, head.image_head_weights) in scorings.items():
+            head.image_projection = projection
+            with head.score_threshold(EVAL_SCORE_THRESH):  # as the benchmark evaluates
+                results = inference_on_records(
+                    detector.model, records, detector.cfg, "cpu", progress=False
+                )
+            m = evaluate_coco(gt, results, str(bench / "data" / "split.json"))
+            print(
+                f"| {name} | "
+                + " | ".join(f"{m[g]['AP50']:.3f}" for g in ("base", "novel", "all"))
+                + " |"
+            )
+    finally:
+        head.image_projection, head.image_head_weights = image_projection, weights
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "what", choices=("teacher", "proposals", "temperature", "train"), help="measurement"
+        "what",
+        choices=("teacher", "proposals", "temperature", "train", "image-head"),
+        help="measurement",
     )
     parser.add_argument("--bench", type=Path, required=True, help="a finished benchmark folder")
     parser.add_argument(
@@ -235,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--checkpoint", type=Path, default=None,
-        help="model whose RPN proposes (proposals; default: BENCH/vild_text/model_final.pt)",
+        help="model whose RPN proposes (proposals; default: BENCH/vild_text/model_final.pt), "
+        "or with the image head (image-head)",
     )  # fmt: skip
     parser.add_argument(
         "--scales", type=float, nargs="+", default=[1.5], help="teacher crop scales (proposals)"
@@ -260,6 +307,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "proposals":
         checkpoint = args.checkpoint or args.bench / "vild_text" / "model_final.pt"
         proposal_coverage(args.bench, checkpoint, tuple(args.scales))
+    elif args.what == "image-head":
+        if args.checkpoint is None:
+            build_parser().error("image-head needs --checkpoint")
+        image_head_scores(args.bench, args.checkpoint)
     else:
         if args.output is None:
             build_parser().error("train needs --output")

@@ -21,6 +21,15 @@ def test_ablation_takes_config_overrides_after_its_options():
     )  # fmt: skip
 
 
+def test_image_head_ablation_needs_a_checkpoint_with_an_image_head(trained_checkpoint, tmp_path):
+    with pytest.raises(SystemExit):  # argparse: image-head needs --checkpoint
+        vild_image_ablation.main(["image-head", "--bench", str(tmp_path)])
+    with pytest.raises(SystemExit, match="has no image head"):
+        vild_image_ablation.main(
+            ["image-head", "--bench", str(tmp_path), "--checkpoint", str(trained_checkpoint)]
+        )
+
+
 def test_training_variants_on_the_reference_paths_are_the_same_model_on_torchvisions_paths():
     args = bench_training.parse_args(
         ["--config", "tiny", "--variants", "text", "text@reference", "online", "closed@reference",
