@@ -7,7 +7,8 @@ hand the results to one :class:`OpenVocabularyHead`, which owns:
 * the current vocabulary: Tensor[C, D] text embeddings and BoolTensor[C] novelty (set with
   :func:`~ovdet.core.vocabulary.novel_class_mask`, the one name-matching rule);
 * the zero-shot classifier and the class-agnostic box regressor;
-* the open-vocabulary losses (ViLD-text, ViLD-image) and which regions are distilled;
+* the open-vocabulary losses (ViLD-text, ViLD-image) and which regions are distilled, into the
+  classifier's projection or ViLD's separate image head;
 * the ViLD-ensemble with the CLIP region teacher;
 * post-processing (threshold, candidate cap, per-class NMS) with one meaning of the score
   threshold: a (region, class) pair is kept when its score is strictly above it, before NMS.
