@@ -161,31 +161,31 @@ def test_head_weak_losses_choose_regions_and_add_the_caption_loss():
     head = _head(num_proposals=2, caption_loss=True, image_loss_weight=0.5)
     features = {}
 
-    def embed(boxes):  # a region embedder from box coordinates, like an engine's
+    def box_features(boxes):  # box features from box coordinates, like an engine's box head
         features["boxes"] = [b.clone() for b in boxes]
         flat = torch.cat(list(boxes))
-        return head.embed(torch.cat([flat, flat], dim=1) / 64)
+        return torch.cat([flat, flat], dim=1) / 64
 
     proposals = [torch.tensor([[0.0, 0, 10, 10], [0, 0, 40, 40], [1, 1, 60, 60]])]
     caps = F.normalize(torch.randn(1, 4), dim=-1)
-    losses = head.weak_losses(embed, proposals, [(48, 64)], [torch.tensor([3])], caps)
+    losses = head.weak_losses(box_features, proposals, [(48, 64)], [torch.tensor([3])], caps)
     assert set(losses) == {"loss_image_label", "loss_caption"}
     # Top 2 proposals, then the (H=48, W=64) image box.
     assert features["boxes"][0].tolist() == [[0, 0, 10, 10], [0, 0, 40, 40], [0, 0, 64, 48]]
     regions = features["boxes"][0]
-    logits = head.classifier.logits_from_embeddings(embed([regions]))
+    logits = head.classifier.logits_from_embeddings(head.embed(box_features([regions])))
     expected = 0.5 * image_label_loss([logits], [regions], [torch.tensor([3])], "max_size")
     assert losses["loss_image_label"].item() == pytest.approx(expected.item(), rel=1e-5)
     # Without captions (or with the caption loss off) only the image-label loss.
-    assert set(head.weak_losses(embed, proposals, [(48, 64)], [torch.tensor([3])])) == {
+    assert set(head.weak_losses(box_features, proposals, [(48, 64)], [torch.tensor([3])])) == {
         "loss_image_label"
     }
 
 
 def test_head_federated_loss_needs_class_frequencies():
     head = _head(fed_loss=True, fed_loss_num_classes=2)
-    embed = lambda boxes: head.embed(torch.ones(sum(len(b) for b in boxes), 8))  # noqa: E731
-    args = (embed, [torch.tensor([[0.0, 0, 5, 5]])], [(8, 8)], [torch.tensor([0])])
+    box_features = lambda boxes: torch.ones(sum(len(b) for b in boxes), 8)  # noqa: E731
+    args = (box_features, [torch.tensor([[0.0, 0, 5, 5]])], [(8, 8)], [torch.tensor([0])])
     with pytest.raises(RuntimeError, match="set_class_frequencies"):
         head.weak_losses(*args)
     head.set_class_frequencies(torch.tensor([4.0, 9.0, 0.0, 0.0, 0.0]))
