@@ -89,7 +89,7 @@ def test_offline_distillation_uses_the_given_regions():
     features = torch.randn(3, FEATURES)
     emb = head.embed(features).detach()
     loss = head.distillation_loss(lambda boxes: features, offline=[(torch.rand(3, 4), emb)])
-    assert float(loss["loss_image"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss["loss_image"].detach()) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(RuntimeError, match="EMBEDDINGS_FILE"):
         head.distillation_loss(lambda boxes: features)
 
