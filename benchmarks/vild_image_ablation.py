@@ -1,6 +1,6 @@
 """ViLD-image ablations on a finished synthetic benchmark folder (issue 12, BENCHMARKS.md).
 
-Three measurements, each on the data and CLIP of ``tools/benchmark_synthetic.py --output DIR``:
+Measurements, each on the data and CLIP of ``tools/benchmark_synthetic.py --output DIR``:
 
 * ``teacher``: top-1 accuracy of the CLIP teacher's crop embeddings against the class text
   embeddings on the validation ground-truth boxes, for several crop framings;
@@ -22,7 +22,7 @@ Examples::
     python -m benchmarks.vild_image_ablation temperature --bench /tmp/bench_small --images 250
     python -m benchmarks.vild_image_ablation train --bench /tmp/bench_small --small \\
         --output /tmp/abl/w01 MODEL.OVDET.DISTILL.MODE online MODEL.OVDET.DISTILL.WEIGHT 0.1
-    python -m benchmarks.vild_image_ablation image-head --bench /tmp/bench \
+    python -m benchmarks.vild_image_ablation image-head --bench /tmp/bench \\
         --checkpoint /tmp/image_head/vild/model_final.pt
 """
 
@@ -193,15 +193,26 @@ def proposal_coverage(bench: Path, checkpoint: Path, scales: tuple[float, ...]) 
         )
 
 
+def _ap50(detector, records, bench: Path) -> str:
+    """``base | novel | all`` AP50 of a loaded detector on the validation ``records``."""
+    from ovdet.engine.inference import inference_on_records
+    from ovdet.evaluation import evaluate_coco
+
+    results = inference_on_records(detector.model, records, detector.cfg, "cpu", progress=False)
+    data = bench / "data"
+    m = evaluate_coco(
+        str(data / "annotations" / "instances_val.json"), results, str(data / "split.json")
+    )
+    return " | ".join(f"{m[g]['AP50']:.3f}" for g in ("base", "novel", "all"))
+
+
 def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[str]) -> None:
     """Trains one detector on the benchmark's data (its config, size and seed, plus
     ``overrides``) and prints AP50 plain and with the ensemble."""
     from ovdet.api import OVDetector
     from ovdet.benchmark import synthetic_benchmark as sb
     from ovdet.benchmark.data import BenchmarkData
-    from ovdet.engine.inference import inference_on_records
     from ovdet.engine.trainer import Trainer
-    from ovdet.evaluation import evaluate_coco
 
     # the benchmark's own config of a detector named after the output folder
     size = sb.SIZES["small" if small else "default"]
@@ -210,18 +221,14 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
         f"local-dir:{bench / 'clip' / 'model'}", sb.Detector(output.name, tuple(overrides)),
         size, 0, "cpu", (),
     )  # fmt: skip
-    data = bench / "data"
     if not (output / "model_final.pt").is_file():
         Trainer(cfg, resume=True, progress=False).train()
     detector = OVDetector.from_checkpoint(output / "model_final.pt", device="cpu")
     records = _val_records(bench)
     detector.set_classes(records.class_names)
-    gt = str(data / "annotations" / "instances_val.json")
     for ensemble in (False, True):
         detector.enable_ensemble(ensemble)
-        results = inference_on_records(detector.model, records, detector.cfg, "cpu", progress=False)
-        m = evaluate_coco(gt, results, str(data / "split.json"))
-        ap50 = " / ".join(f"{m[g]['AP50']:.3f}" for g in ("base", "novel", "all"))
+        ap50 = _ap50(detector, records, bench).replace(" | ", " / ")
         print(f"{'with' if ensemble else 'without'} the ensemble: AP50 base / novel / all {ap50}")
 
 
@@ -230,8 +237,6 @@ def image_head_scores(bench: Path, checkpoint: Path) -> None:
     from ovdet.api import OVDetector
     from ovdet.benchmark.synthetic_benchmark import EVAL_SCORE_THRESH
     from ovdet.core import get_head
-    from ovdet.engine.inference import inference_on_records
-    from ovdet.evaluation import evaluate_coco
 
     detector = OVDetector.from_checkpoint(checkpoint, device="cpu")
     head = get_head(detector.model)
@@ -239,7 +244,6 @@ def image_head_scores(bench: Path, checkpoint: Path) -> None:
         raise SystemExit(f"{checkpoint} has no image head (MODEL.OVDET.DISTILL.IMAGE_HEAD)")
     records = _val_records(bench)
     detector.set_classes(records.class_names)
-    gt = str(bench / "data" / "annotations" / "instances_val.json")
     image_projection, weights = head.image_projection, head.image_head_weights
     scorings = {
         f"both heads (classifier weights {weights[0]} / {weights[1]})": (image_projection, weights),
@@ -251,15 +255,7 @@ def image_head_scores(bench: Path, checkpoint: Path) -> None:
         for name, (projection, head.image_head_weights) in scorings.items():
             head.image_projection = projection
             with head.score_threshold(EVAL_SCORE_THRESH):  # as the benchmark evaluates
-                results = inference_on_records(
-                    detector.model, records, detector.cfg, "cpu", progress=False
-                )
-            m = evaluate_coco(gt, results, str(bench / "data" / "split.json"))
-            print(
-                f"| {name} | "
-                + " | ".join(f"{m[g]['AP50']:.3f}" for g in ("base", "novel", "all"))
-                + " |"
-            )
+                print(f"| {name} | {_ap50(detector, records, bench)} |")
     finally:
         head.image_projection, head.image_head_weights = image_projection, weights
 

@@ -227,12 +227,6 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         """Box-head features of given boxes (one ``Boxes`` per image) -> Tensor[sum N_i, F]."""
         return self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))
 
-    def region_embeddings(
-        self, features: Dict[str, torch.Tensor], boxes: List[Boxes]
-    ) -> torch.Tensor:
-        """Region embeddings of given boxes (one ``Boxes`` per image) -> Tensor[sum N_i, D]."""
-        return self.head.embed(self.box_features(features, boxes))
-
     def teacher_images(self, images: ImageList) -> torch.Tensor:
         """The padded input batch as CLIP wants it: Tensor[B, 3, H, W], RGB in [0, 1]."""
         x = images.tensor.float() * self.pixel_std + self.pixel_mean

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ovdet.core import get_head
 from ovdet.errors import ConfigError
 from ovdet.export.graph import ExportableDetector
 from ovdet.export.tokenizer import save_open_clip_tokenizer
@@ -86,8 +87,6 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     """
     if opset < 16:
         raise ConfigError(f"--opset must be at least 16 (torchvision's roi_align), got {opset}")
-    from ovdet.core import get_head
-
     if get_head(detector.model).image_projection is not None:
         raise ConfigError(
             "ONNX export does not support MODEL.OVDET.DISTILL.IMAGE_HEAD: its scores need the "

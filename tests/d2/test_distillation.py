@@ -64,8 +64,8 @@ def test_offline_loss_uses_the_stored_embeddings(instant_cfg, instant_data):
         losses = model(batch)
         images = model.preprocess_image(batch)
         features = model.backbone(images.tensor)
-        student = model.roi_heads.region_embeddings(
-            features, [Boxes(x["distill_boxes"]) for x in batch]
+        student = model.roi_heads.head.distilled_embeddings(
+            model.roi_heads.box_features(features, [Boxes(x["distill_boxes"]) for x in batch])
         )
     teacher = torch.cat([x["distill_embeddings"] for x in batch])
     expected = cfg.MODEL.OVDET.DISTILL.WEIGHT * vild_image_loss(student, teacher).detach()
@@ -100,7 +100,8 @@ def test_online_loss_distils_the_top_proposals(instant_cfg, instant_data):
         boxes = [p.proposal_boxes[:5] for p in proposals]
         rgb = heads.teacher_images(images)
         teacher = heads.clip_teacher(rgb, [b.tensor for b in boxes])
-        expected = vild_image_loss(heads.region_embeddings(features, boxes), teacher).detach()
+        student = heads.head.distilled_embeddings(heads.box_features(features, boxes))
+        expected = vild_image_loss(student, teacher).detach()
         got = heads.head.distillation_loss(
             lambda b: heads.box_features(features, [Boxes(x) for x in b]),
             proposals=[p.proposal_boxes.tensor for p in proposals],
