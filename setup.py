@@ -1,10 +1,35 @@
 """Packaging for ovdet: open-vocabulary object detection on torchvision and detectron2."""
 
+import os
+import shutil
 from pathlib import Path
 
 from setuptools import find_namespace_packages, find_packages, setup
 
 README = Path(__file__).with_name("README.md")
+
+
+def link_configs() -> None:
+    """Make the top-level ``configs/`` the package data folder ``ovdet/configs``.
+
+    As detectron2's ``get_model_zoo_configs`` does: a symlink (a copy where links are not
+    allowed), so the wheel ships the configs and ``ovdet.config.catalog`` finds them by name.
+    """
+    root = Path(__file__).resolve().parent
+    source, destination = root / "configs", root / "ovdet" / "configs"
+    if not source.is_dir():  # building from an sdist whose ovdet/configs is already a copy
+        return
+    if destination.is_symlink() or destination.is_file():
+        destination.unlink()
+    elif destination.is_dir():
+        shutil.rmtree(destination)
+    try:
+        os.symlink(os.path.relpath(source, destination.parent), destination, True)
+    except OSError:
+        shutil.copytree(source, destination)
+
+
+link_configs()
 
 setup(
     name="ovdet",

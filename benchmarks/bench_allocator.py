@@ -10,7 +10,7 @@ that slows down for a while moves both sides. Reported per step: wall and CPU mi
 
 Example (the ``--small`` benchmark's closed-set step)::
 
-    python -m benchmarks.bench_allocator --config ovdet/configs/synthetic_benchmark.yaml \\
+    python -m benchmarks.bench_allocator --config configs/synthetic_benchmark.yaml \\
         --variant closed --batch-size 4 --size 128 --pairs 4 \\
         MODEL.RPN.PRE_NMS_TOPK_TRAIN 300 MODEL.RPN.POST_NMS_TOPK_TRAIN 100
 """

@@ -141,7 +141,7 @@ def gemm_rows(args, device) -> list[list[str]]:
 
 
 def teacher_rows(args, device, cfg, clip, images) -> list[list[str]]:
-    from ovdet.engine.build import build_clip_teacher
+    from ovdet.tv.engine.build import build_clip_teacher
 
     teacher = build_clip_teacher(cfg, clip)
     rows = []

@@ -37,8 +37,8 @@ def _checkpoint(args, tmp: Path) -> Path:
     if args.checkpoint:
         return Path(args.checkpoint)
     from ovdet.config import load_config
-    from ovdet.engine.build import build_model
-    from ovdet.engine.checkpoint import save_checkpoint
+    from ovdet.tv.engine.build import build_model
+    from ovdet.tv.engine.checkpoint import save_checkpoint
 
     cfg = load_config(args.config)
     model = build_model(cfg)

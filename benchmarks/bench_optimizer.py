@@ -1,5 +1,5 @@
 """One optimizer step over a detector's parameters: torch's per-tensor loop against its fused
-kernel (what :func:`ovdet.engine.build.build_optimizer` uses on CPU and CUDA).
+kernel (what :func:`ovdet.tv.engine.build.build_optimizer` uses on CPU and CUDA).
 
 Example::
 
@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from ovdet.config import load_config
-from ovdet.engine.build import build_model
+from ovdet.tv.engine.build import build_model
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,8 @@
 """Text-classifier cost: building a vocabulary's ``Tensor[C, D]`` cold (text tower) and warm
 (the on-disk cache, zero text-tower calls).
 
-Uses :class:`ovdet.text.TextClassifierBuilder` exactly as training and inference do. The CLIP is
+Uses :class:`ovdet.clip.text_classifier.TextClassifierBuilder` exactly as training and inference
+do. The CLIP is
 ``--clip`` (default: the tiny model of ``configs/clip/tiny``, randomly initialised: its speed
 does not depend on its weights). Class names are synthetic (``"object 17"``); the text tower
 always runs on the full padded context, so the cost per prompt does not depend on the name.
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = setup_torch(args.device, args.threads)
 
     from ovdet.clip import load_clip
-    from ovdet.text import TextClassifierBuilder, load_templates
+    from ovdet.clip.text_classifier import TextClassifierBuilder, load_templates
 
     start = time.perf_counter()
     clip = load_clip(args.clip, device)

@@ -2,7 +2,7 @@
 
 One step = forward + backward + gradient clipping (``SOLVER.CLIP_GRADIENTS``) + optimizer step
 (``SOLVER.OPTIMIZER``) + ``zero_grad`` on one fixed batch, the body of
-``ovdet.engine.Trainer.train`` without the data loader, logging and checkpoints. Every model
+``ovdet.tv.engine.Trainer.train`` without the data loader, logging and checkpoints. Every model
 starts from the same backbone / RPN / box-head weights and has its own optimizer. Variants:
 
 * ``closed``: torchvision's Faster R-CNN, C-way classifier, per-class boxes;
@@ -19,7 +19,8 @@ starts from the same backbone / RPN / box-head weights and has its own optimizer
   proposals) and, for ``weak_caption``, the caption loss (a precomputed caption embedding per
   image, as the trainer passes them); compare with ``text``, the box-only step of the batch;
 * any of them with ``@reference`` (``text@reference``): the same model on torchvision's own
-  computation (:func:`ovdet.tv.fast_paths.use_reference_paths`: NCHW training, torchvision's
+  computation (:func:`ovdet.tv.modeling.fast_paths.use_reference_paths`: NCHW training,
+  torchvision's
   RoIAlign backward), to time what the fast paths save.
 
 Timings are interleaved (see ``benchmarks/common.py``); peak memory per variant in a fresh
@@ -160,9 +161,9 @@ def build_variant(cfg, args, name: str, embed_dim: int, clip=None) -> nn.Module:
     """One model, built with seed 0 (shared weights are copied afterwards)."""
     from ovdet.config import merge_overrides
     from ovdet.core import get_head
-    from ovdet.engine.build import build_clip_teacher
     from ovdet.tv import build_closed_set_rcnn, build_open_vocabulary_rcnn
-    from ovdet.tv.fast_paths import use_reference_paths
+    from ovdet.tv.engine.build import build_clip_teacher
+    from ovdet.tv.modeling.fast_paths import use_reference_paths
 
     name, reference = split_variant(name)
     if reference:
@@ -219,7 +220,7 @@ class Step:
     """One training step of a model on the fixed batch (the Trainer's inner loop)."""
 
     def __init__(self, cfg, model: nn.Module, images, targets, device: torch.device) -> None:
-        from ovdet.engine.build import build_optimizer
+        from ovdet.tv.engine.build import build_optimizer
 
         self.model = model.to(device).train()
         self.optimizer = build_optimizer(cfg, self.model)
@@ -234,7 +235,7 @@ class Step:
         total = sum(losses.values())
         self.scaler.scale(total).backward()
         if self.cfg.SOLVER.CLIP_GRADIENTS.ENABLED:  # as the Trainer: SOLVER.CLIP_GRADIENTS.*
-            from ovdet.engine.build import clip_gradients
+            from ovdet.tv.engine.build import clip_gradients
 
             self.scaler.unscale_(self.optimizer)
             clip_gradients(self.cfg, self.model.parameters())

@@ -8,7 +8,7 @@ Four detectors, random weights (speed does not depend on training):
 * ``ovdet``: ovdet's open-vocabulary detector (``OpenVocabularyRCNN``) as built by default,
   80 random text embeddings of CLIP ViT-B/32's size (512);
 * ``ovdet-ref``: the same with torchvision's reference computation
-  (:func:`ovdet.tv.fast_paths.use_reference_paths`), i.e. before the fast paths;
+  (:func:`ovdet.tv.modeling.fast_paths.use_reference_paths`), i.e. before the fast paths;
 * ``tv``: torchvision's closed-set Faster R-CNN as ovdet builds it (``FasterRCNN``), 80 classes,
   reference paths (the baseline ovdet's engine started from).
 
@@ -158,7 +158,7 @@ def _zero_(*layers: nn.Module) -> None:
 
 def _set_reference_paths(model: nn.Module, reference: bool) -> None:
     try:
-        from ovdet.tv.fast_paths import use_reference_paths
+        from ovdet.tv.modeling.fast_paths import use_reference_paths
     except ImportError:  # an ovdet without fast paths
         return
     use_reference_paths(model, reference)

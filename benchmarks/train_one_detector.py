@@ -1,7 +1,7 @@
 """Train one detector of the synthetic benchmark with given settings; print its base / novel AP50.
 
 The search behind the ``--small`` size (BENCHMARKS.md, section 7) in one command per row: a
-detector of :data:`ovdet.benchmark.synthetic_benchmark.DETECTORS` (closed-set, ViLD-text or ViLD
+detector of :data:`ovdet.ovbench.synthetic_benchmark.DETECTORS` (closed-set, ViLD-text or ViLD
 with the online teacher), configured exactly as the benchmark configures it
 (``synthetic_benchmark.yaml`` + the data, the CLIP and ``KEY VALUE`` overrides), trained on a
 dataset :mod:`ovdet.data.synthetic` wrote (``--make-data`` writes one first), evaluated on its
@@ -26,10 +26,10 @@ from typing import Sequence
 
 import torch
 
-from ovdet.benchmark import synthetic_benchmark as sb
-from ovdet.benchmark.data import BenchmarkData
-from ovdet.benchmark.predict import predict_with_method
 from ovdet.evaluation import evaluate_coco
+from ovdet.ovbench import synthetic_benchmark as sb
+from ovdet.ovbench.data import BenchmarkData
+from ovdet.ovbench.predict import predict_with_method
 
 #: Prediction methods evaluated per detector: plain, and those of its benchmark rows.
 _PREDICTIONS = {
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     shutil.rmtree(folder, ignore_errors=True)
     cfg = sb._detector_config(out, data, args.clip, detector, size, 0, "cpu", tuple(args.opts))
-    from ovdet.engine.trainer import Trainer
+    from ovdet.tv.engine.trainer import Trainer
 
     start, cpu = time.perf_counter(), time.process_time()
     Trainer(cfg, resume=False, progress=False).train()

@@ -94,7 +94,7 @@ class _GroundTruth:
 
 
 def _ground_truth(bench: Path, num_images: int) -> _GroundTruth:
-    from ovdet.text import TextClassifierBuilder
+    from ovdet.clip.text_classifier import TextClassifierBuilder
 
     builder = TextClassifierBuilder(f"local-dir:{bench / 'clip' / 'model'}", "vild")
     records = _val_records(bench)
@@ -195,8 +195,8 @@ def proposal_coverage(bench: Path, checkpoint: Path, scales: tuple[float, ...]) 
 
 def _ap50(detector, records, bench: Path) -> str:
     """``base | novel | all`` AP50 of a loaded detector on the validation ``records``."""
-    from ovdet.engine.inference import inference_on_records
     from ovdet.evaluation import evaluate_coco
+    from ovdet.tv.engine.inference import inference_on_records
 
     results = inference_on_records(detector.model, records, detector.cfg, "cpu", progress=False)
     data = bench / "data"
@@ -210,9 +210,9 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
     """Trains one detector on the benchmark's data (its config, size and seed, plus
     ``overrides``) and prints AP50 plain and with the ensemble."""
     from ovdet.api import OVDetector
-    from ovdet.benchmark import synthetic_benchmark as sb
-    from ovdet.benchmark.data import BenchmarkData
-    from ovdet.engine.trainer import Trainer
+    from ovdet.ovbench import synthetic_benchmark as sb
+    from ovdet.ovbench.data import BenchmarkData
+    from ovdet.tv.engine.trainer import Trainer
 
     # the benchmark's own config of a detector named after the output folder
     size = sb.SIZES["small" if small else "default"]
@@ -235,8 +235,8 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
 def image_head_scores(bench: Path, checkpoint: Path) -> None:
     """Prints the AP50 of a detector with ViLD's separate image head, scored three ways."""
     from ovdet.api import OVDetector
-    from ovdet.benchmark.synthetic_benchmark import EVAL_SCORE_THRESH
     from ovdet.core import get_head
+    from ovdet.ovbench.synthetic_benchmark import EVAL_SCORE_THRESH
 
     detector = OVDetector.from_checkpoint(checkpoint, device="cpu")
     head = get_head(detector.model)

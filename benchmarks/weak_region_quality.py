@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ovdet.core.weak_supervision import IMAGE_LABEL_REGIONS, choose_label_regions
 from ovdet.data.coco import load_coco_detection
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 
 #: IoU from which a chosen region counts as the labelled object (the AP50 criterion).
 IOU_THRESH = 0.5

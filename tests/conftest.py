@@ -197,7 +197,7 @@ def build_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Pa
 def trained_checkpoint(tmp_path_factory, toy_dataset, tiny_clip) -> Path:
     """The tiny detector trained briefly on the toy base classes (real learning, no mocks)."""
     from ovdet.config import load_config
-    from ovdet.engine.trainer import Trainer
+    from ovdet.tv.engine.trainer import Trainer
 
     def train(out: Path) -> Path:
         cfg = load_config(TINY_CONFIG, toy_overrides(toy_dataset, tiny_clip, out, max_iter=150))

@@ -142,10 +142,10 @@ def test_installed_wheel_works_outside_the_checkout(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     probe = (
-        "import json, ovdet, ovdet.core, ovdet.tv, ovdet.engine, ovdet.cli\n"
+        "import json, ovdet, ovdet.core, ovdet.tv, ovdet.tv.engine, ovdet.cli\n"
         "from ovdet import OVDetector\n"
         "from ovdet.config import list_configs\n"
-        "from ovdet.clip_pretrain import TINY_CLIP_DIR\n"
+        "from ovdet.clip.pretrain import TINY_CLIP_DIR\n"
         "print(json.dumps({'file': ovdet.__file__, 'configs': list_configs(),"
         " 'clip': str(TINY_CLIP_DIR)}))\n"
     )

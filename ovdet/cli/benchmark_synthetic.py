@@ -30,13 +30,13 @@ import argparse
 import logging
 from dataclasses import fields, replace
 
-from ovdet.benchmark.data import BenchmarkData
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
-from ovdet.errors import ConfigError
+from ovdet.ovbench.data import BenchmarkData
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
 
-logger = logging.getLogger("ovdet.benchmark")
+logger = logging.getLogger("ovdet.ovbench")
 
 _DATA_HELP = {
     "train_json": "training annotations, COCO instances JSON",
@@ -179,7 +179,7 @@ def _dataset(args) -> BenchmarkData | None:
 
 
 def _size(args):
-    from ovdet.benchmark.synthetic_benchmark import DETECTORS, SIZES
+    from ovdet.ovbench.synthetic_benchmark import DETECTORS, SIZES
 
     name = "small" if args.small else "default"
     spec = SIZES[name]
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, args.quiet)
     import torch
 
-    from ovdet.benchmark.synthetic_benchmark import format_results, run_synthetic_benchmark
+    from ovdet.ovbench.synthetic_benchmark import format_results, run_synthetic_benchmark
     from ovdet.utils.io import check_writable_dir
 
     if args.workers < 0 or args.threads < 0:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ovdet.errors import OvdetError
 from ovdet.utils.allocator import keep_freed_memory
+from ovdet.utils.errors import OvdetError
 from ovdet.utils.io import check_writable_dir
 
 __all__ = [

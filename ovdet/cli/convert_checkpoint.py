@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
-from ovdet.errors import CheckpointError
+from ovdet.utils.errors import CheckpointError
 
 __all__ = ["build_parser", "main"]
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    from ovdet.engine.checkpoint import convert_checkpoint, load_checkpoint
+    from ovdet.tv.engine.checkpoint import convert_checkpoint, load_checkpoint
 
     output = Path(args.output)
     if output.exists() and not args.force:

@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
-from ovdet.errors import CheckpointError, ConfigError, ImageError, OvdetError, VocabularyError
+from ovdet.utils.errors import CheckpointError, ConfigError, ImageError, OvdetError, VocabularyError
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ovdet.api import Detections, OVDetector
-    from ovdet.text import Vocabulary
+    from ovdet.clip.text_classifier import Vocabulary
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -139,7 +139,7 @@ def parse_class_box(text: str) -> Vocabulary:
     Raises:
         VocabularyError: an empty vocabulary, or an empty or duplicated name.
     """
-    from ovdet.text import Vocabulary
+    from ovdet.clip.text_classifier import Vocabulary
 
     if "\n" not in text.strip():
         return Vocabulary.from_string(text)
@@ -200,7 +200,7 @@ class DemoModel:
     @property
     def template_choices(self) -> list[str]:
         """The template sets offered: the checkpoint's, then the named sets."""
-        from ovdet.text import TEMPLATE_SETS
+        from ovdet.clip.text_classifier import TEMPLATE_SETS
 
         return list(dict.fromkeys([self.default_templates, *TEMPLATE_SETS]))
 
@@ -340,7 +340,7 @@ def detect_files(
     """
     from tqdm import tqdm
 
-    from ovdet.viz import draw_detections
+    from ovdet.utils.visualizer import draw_detections
 
     result = DemoResult()
     vocabulary = _vocabulary_or_message(class_text, result.messages)
@@ -354,7 +354,7 @@ def detect_files(
         result.messages.append(f"error: {len(files)} images; at most {max_images} per request")
         return result
     from ovdet.data.image_io import read_image
-    from ovdet.detections import detection_records
+    from ovdet.structures.detections import detection_records
 
     arrays, names, failed = [], [], []
     for path in files:
@@ -445,7 +445,7 @@ def detect_video_file(
 ) -> DemoVideoResult:
     """One request of the video tab, without the page: sample, detect, draw, tabulate.
 
-    The frames are sampled, detected and drawn by :func:`~ovdet.video_detection.detect_video`,
+    The frames are sampled, detected and drawn by :func:`~ovdet.video.detection.detect_video`,
     the code path of ``tools/infer.py --input clip.mp4``. Bad input never raises: a bad
     vocabulary, a missing, unreadable or truncated video, or one giving more than
     ``max_frames`` samples is a message of the result; corrupt frames are skipped and counted.
@@ -455,8 +455,8 @@ def detect_video_file(
         fps: frames per second to detect on; 0 keeps every frame.
         out_dir: where the drawn video is written (``<video stem>_det.mp4``).
     """
-    from ovdet.video import VideoReader
-    from ovdet.video_detection import detect_video
+    from ovdet.video.detection import detect_video
+    from ovdet.video.io import VideoReader
 
     result = DemoVideoResult()
     vocabulary = _vocabulary_or_message(class_text, result.messages)
@@ -768,7 +768,7 @@ def main(argv=None) -> int:
         import gradio  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"the web demo needs gradio ({e}): pip install 'ovdet[demo]'") from None
-    from ovdet.text import Vocabulary
+    from ovdet.clip.text_classifier import Vocabulary
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():

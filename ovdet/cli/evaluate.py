@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ovdet.cli.common import add_common_arguments, close_log_file, log_to_file, setup_logging
-from ovdet.errors import OvdetError
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
+from ovdet.utils.errors import OvdetError
 from ovdet.utils.io import atomic_write_json, check_writable_dir
 
 __all__ = ["build_parser", "main"]
@@ -141,7 +141,7 @@ def _predict(args: argparse.Namespace) -> list[dict]:
         raise _UsageError("--checkpoint needs --image-root")
     if args.batch_size < 1:
         raise _UsageError("--batch-size must be at least 1")
-    from ovdet.benchmark.predict import predict_with_method
+    from ovdet.ovbench.predict import predict_with_method
 
     method = "detector"
     if args.ensemble:
@@ -166,8 +166,8 @@ def _clip_zero_shot(args: argparse.Namespace) -> dict:
     """CLIP's zero-shot accuracy on the ``--gt`` boxes; prints its table."""
     if args.image_root is None:
         raise _UsageError("--clip-zero-shot needs --image-root")
-    from ovdet.benchmark.clip_zero_shot import box_zero_shot_accuracy
     from ovdet.clip import load_clip
+    from ovdet.ovbench.clip_zero_shot import box_zero_shot_accuracy
 
     clip = load_clip(args.clip_zero_shot, _device(args))
     accuracy = box_zero_shot_accuracy(
@@ -183,7 +183,7 @@ def _clip_zero_shot(args: argparse.Namespace) -> dict:
 
 
 def _is_main_process() -> bool:
-    from ovdet.engine.distributed import is_main_process
+    from ovdet.tv.engine.distributed import is_main_process
 
     return is_main_process()
 

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 logger = logging.getLogger("ovdet.export_onnx")
 

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
-from ovdet.errors import CheckpointError, ConfigError, ImageError
-from ovdet.video import VIDEO_EXTENSIONS
+from ovdet.utils.errors import CheckpointError, ConfigError, ImageError
+from ovdet.video.io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger("ovdet.infer")
 
@@ -164,7 +164,7 @@ def _join_torchrun(args, video: bool) -> bool:
     detects its share of the images, rank 0 writes results.json). Returns whether it did."""
     import torch
 
-    from ovdet.engine import distributed as comm
+    from ovdet.tv.engine import distributed as comm
 
     if not comm.init_distributed(torch.device(args.device).type):
         return False
@@ -193,7 +193,7 @@ def _load_detector(args, vocabulary):
 
 def _detect_video(args, detector, reader, out_dir: Path, embeddings) -> tuple[list, list, dict]:
     """Detections on the sampled frames of a video (and the drawn video)."""
-    from ovdet.video_detection import detect_video
+    from ovdet.video.detection import detect_video
 
     found = detect_video(
         detector, reader, str(args.input),
@@ -209,8 +209,8 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
     from tqdm import tqdm
 
     from ovdet.data.image_io import read_image
-    from ovdet.detections import detection_records
-    from ovdet.viz import draw_detections, save_image
+    from ovdet.structures.detections import detection_records
+    from ovdet.utils.visualizer import draw_detections, save_image
 
     results, images, failed = [], [], []
     bar = tqdm(total=len(files), desc="detect", disable=args.no_progress, unit="img")
@@ -251,17 +251,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     _check_args(args)
-    from ovdet.engine.distributed import is_main_process
-    from ovdet.engine.inference import gather_image_detections, shard_files
-    from ovdet.export.datasets import (
+    from ovdet.annotate.datasets import (
         CocoDatasetWriter,
         EmbeddingWriter,
         YoloLabelWriter,
         common_root,
     )
-    from ovdet.text import Vocabulary
+    from ovdet.clip.text_classifier import Vocabulary
+    from ovdet.tv.engine.distributed import is_main_process
+    from ovdet.tv.engine.inference import gather_image_detections, shard_files
     from ovdet.utils.io import atomic_write_json, check_writable_dir
-    from ovdet.video import VideoReader, is_video
+    from ovdet.video.io import VideoReader, is_video
 
     vocabulary = Vocabulary.parse(args.classes)  # bad vocabularies fail before any loading
     video = is_video(args.input)

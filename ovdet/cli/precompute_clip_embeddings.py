@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
-from ovdet.errors import ConfigError, DataError
+from ovdet.utils.errors import ConfigError, DataError
 
 __all__ = ["build_parser", "main"]
 
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     from ovdet.clip import load_clip
     from ovdet.config import load_config
     from ovdet.data.coco import load_coco_detection
-    from ovdet.engine.build import build_clip_teacher
-    from ovdet.engine.precompute import precompute_clip_embeddings, proposals_from_results
+    from ovdet.tv.engine.build import build_clip_teacher
+    from ovdet.tv.engine.precompute import precompute_clip_embeddings, proposals_from_results
     from ovdet.utils.io import check_writable_dir
 
     cfg = load_config(args.config, args.opts)

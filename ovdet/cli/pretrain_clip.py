@@ -20,8 +20,8 @@ import logging
 from typing import Sequence
 
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
-from ovdet.clip_pretrain import export_clip_dir, pretrain_clip
-from ovdet.errors import DataError
+from ovdet.clip.pretrain import export_clip_dir, pretrain_clip
+from ovdet.utils.errors import DataError
 
 __all__ = ["build_parser", "main"]
 

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
-from ovdet.errors import ConfigError, DataError, ImageError
+from ovdet.utils.errors import ConfigError, DataError, ImageError
 
 logger = logging.getLogger("ovdet.search")
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_media(spec: str) -> list[Path]:
     """Images and videos from a file, a folder (sorted, non-recursive) or a glob."""
     from ovdet.data.image_io import IMAGE_EXTENSIONS
-    from ovdet.video import VIDEO_EXTENSIONS
+    from ovdet.video.io import VIDEO_EXTENSIONS
 
     suffixes = tuple(IMAGE_EXTENSIONS) + VIDEO_EXTENSIONS
     path = Path(spec)
@@ -179,7 +179,7 @@ def _query(args) -> int:
 
     from ovdet.search import RegionIndex, contact_sheet
     from ovdet.utils.io import atomic_write_json, check_writable_dir
-    from ovdet.viz import save_image
+    from ovdet.utils.visualizer import save_image
 
     if args.top_k < 1:
         raise ConfigError("--top-k must be at least 1")
@@ -206,9 +206,9 @@ def _query(args) -> int:
 def _evaluate(args) -> int:
     import json
 
+    from ovdet.clip.text_classifier import Vocabulary
     from ovdet.search import RegionIndex, precision_at_k
     from ovdet.search.evaluation import ground_truth_boxes
-    from ovdet.text import Vocabulary
     from ovdet.utils.io import atomic_write_json
 
     if args.k < 1:

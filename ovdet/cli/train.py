@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     from ovdet.config import load_config
-    from ovdet.engine.trainer import Trainer, TrainingInterrupted
+    from ovdet.tv.engine.trainer import Trainer, TrainingInterrupted
 
     cfg = load_config(args.config, args.opts)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it

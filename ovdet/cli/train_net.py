@@ -30,8 +30,8 @@ import os
 import sys
 from typing import Sequence
 
-from ovdet.errors import ConfigError, OvdetError
 from ovdet.utils.allocator import keep_freed_memory
+from ovdet.utils.errors import ConfigError, OvdetError
 
 __all__ = ["build_parser", "main", "register_datasets", "run", "setup"]
 

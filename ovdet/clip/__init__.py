@@ -6,7 +6,7 @@ A spec names the model and, optionally, its weights::
     ViT-B-32:/path/to/weights.pt     built-in model, local checkpoint file
     ViT-B-32                         built-in model, random init
     local-dir:DIR                    DIR/open_clip_config.json (+ weights in DIR if present);
-                                     DIR may name a folder shipped in ovdet/configs (clip/tiny)
+                                     DIR may name a folder shipped in configs (clip/tiny)
     local-dir:DIR:/path/ckpt.pt      custom model config, weights from a checkpoint file
                                      (e.g. one written by open_clip_train)
     hf:/path/to/dir                  transformers CLIPModel/SiglipModel folder (save_pretrained:

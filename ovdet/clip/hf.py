@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ovdet.clip.spec import ClipSpec, hf_embed_dim
-from ovdet.errors import CheckpointError, ConfigError, OvdetError
+from ovdet.utils.errors import CheckpointError, ConfigError, OvdetError
 
 __all__ = ["HfClip", "HfImageTower", "load_hf_clip", "pooled_features"]
 

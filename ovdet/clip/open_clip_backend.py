@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ovdet.clip.spec import ClipSpec
-from ovdet.errors import CheckpointError, ConfigError
+from ovdet.utils.errors import CheckpointError, ConfigError
 
 __all__ = ["LoadedClip", "load_open_clip"]
 

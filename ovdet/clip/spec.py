@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ovdet.errors import CheckpointError, ConfigError
+from ovdet.utils.errors import CheckpointError, ConfigError
 
 __all__ = ["ClipSpec", "file_digest", "HF_SCHEMA"]
 

@@ -1,19 +1,28 @@
-"""Configs shipped inside the package, found by name from any folder.
+"""Configs shipped with ovdet, found by name from any folder.
 
 As ``detectron2.model_zoo.get_config_file`` does: ``tiny``, ``tiny.yaml``,
-``d2/instant_test.yaml`` or ``clip/tiny`` name files and folders under ``ovdet/configs``; an
-existing path is always taken as it is first.
+``d2/instant_test.yaml`` or ``clip/tiny`` name files and folders under the repository's
+top-level ``configs/``, which ``setup.py`` puts into the wheel as ``ovdet/configs``; an existing
+path is always taken as it is first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["CONFIG_DIR", "get_config_file", "list_configs", "resolve_config_path"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def _config_dir() -> Path:
+    """``ovdet/configs`` in an installed wheel (or the checkout's link), else ``configs/``."""
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "configs"
+    return shipped if shipped.is_dir() else package.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def list_configs() -> list[str]:

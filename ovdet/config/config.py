@@ -12,7 +12,7 @@ from yacs.config import CfgNode as CN
 
 from ovdet.config.catalog import resolve_config_path
 from ovdet.config.defaults import get_default_config
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = [
     "config_from_dict",

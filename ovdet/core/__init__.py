@@ -9,9 +9,9 @@ from ovdet.core.classifier import ZeroShotClassifier
 from ovdet.core.ensemble import ensemble_scores
 from ovdet.core.head import DISTILL_MODES, EnsembleSettings, OpenVocabularyHead, get_head
 from ovdet.core.losses import box_regression_loss, vild_image_loss, vild_text_loss
+from ovdet.core.novel_classes import normalize_name, novel_class_mask
 from ovdet.core.postprocessing import select_detections, threshold_scores
 from ovdet.core.teacher import ClipRegionTeacher
-from ovdet.core.vocabulary import normalize_name, novel_class_mask
 from ovdet.core.weak_supervision import (
     WeakSupervisionSettings,
     caption_loss,

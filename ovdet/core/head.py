@@ -5,7 +5,7 @@ Both engines (the torchvision engine in :mod:`ovdet.tv` and the detectron2 plugi
 hand the results to one :class:`OpenVocabularyHead`, which owns:
 
 * the current vocabulary: Tensor[C, D] text embeddings and BoolTensor[C] novelty (set with
-  :func:`~ovdet.core.vocabulary.novel_class_mask`, the one name-matching rule);
+  :func:`~ovdet.core.novel_classes.novel_class_mask`, the one name-matching rule);
 * the zero-shot classifier and the class-agnostic box regressor;
 * the open-vocabulary losses (ViLD-text, ViLD-image) and which regions are distilled, into the
   classifier's projection or ViLD's separate image head;
@@ -38,7 +38,7 @@ from ovdet.core.weak_supervision import (
     federated_classes,
     image_label_loss,
 )
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["DISTILL_MODES", "EnsembleSettings", "OpenVocabularyHead", "get_head"]
 
@@ -200,7 +200,7 @@ class OpenVocabularyHead(nn.Module):
         Args:
             text_embeddings: Tensor[C, D], one CLIP text embedding per class.
             is_novel: BoolTensor[C], classes outside the training vocabulary (see
-                :func:`~ovdet.core.vocabulary.novel_class_mask`); ``None`` means none.
+                :func:`~ovdet.core.novel_classes.novel_class_mask`); ``None`` means none.
         """
         self.classifier.set_text_embeddings(text_embeddings)
         num_classes = self.classifier.num_classes

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = [
     "BOX_BATCH_CLASSES",

@@ -3,7 +3,7 @@
 Importing this package imports detectron2, registers
 :class:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads` in ``ROI_HEADS_REGISTRY`` (select it with
 ``MODEL.ROI_HEADS.NAME: OpenVocabularyROIHeads``) and
-:class:`~ovdet.d2.distillation.OpenVocabularyRCNN` in ``META_ARCH_REGISTRY``, and registers the
+:class:`~ovdet.d2.meta_arch.OpenVocabularyRCNN` in ``META_ARCH_REGISTRY``, and registers the
 OV-COCO and OV-LVIS datasets (see :mod:`ovdet.d2.datasets`). detectron2 is not on the package
 registry: install it by its official guide,
 https://detectron2.readthedocs.io/en/latest/tutorials/install.html.
@@ -25,19 +25,19 @@ from ovdet.d2.datasets import (
     register_ov_coco_dataset,
     register_ov_lvis_dataset,
 )
-from ovdet.d2.distillation import OfflineDistillationMapper, OpenVocabularyRCNN
 from ovdet.d2.evaluator import OpenVocabularyEvaluator
-from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
-from ovdet.d2.predictor import OpenVocabularyD2Predictor
-from ovdet.d2.roi_heads import OpenVocabularyROIHeads
-from ovdet.d2.trainer import OpenVocabularyTrainer
-from ovdet.d2.vocabulary import (
+from ovdet.d2.meta_arch import OfflineDistillationMapper, OpenVocabularyRCNN
+from ovdet.d2.model_vocabulary import (
     dataset_vocabulary,
     text_embeddings,
     training_vocabulary,
     use_dataset_vocabulary,
     use_vocabulary,
 )
+from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
+from ovdet.d2.predictor import OpenVocabularyD2Predictor
+from ovdet.d2.roi_heads import OpenVocabularyROIHeads
+from ovdet.d2.trainer import OpenVocabularyTrainer
 
 register_builtin_datasets()
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-from ovdet.engine.checkpoint import read_torch_file
+from ovdet.utils.checkpoint_io import read_torch_file
 
 __all__ = ["OpenVocabularyCheckpointer"]
 
 
 class OpenVocabularyCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` whose PyTorch files (``.pth``, ``model_final.pth``, resume
-    checkpoints) are read by :func:`ovdet.engine.checkpoint.read_torch_file`
+    checkpoints) are read by :func:`ovdet.utils.checkpoint_io.read_torch_file`
     (``torch.load(weights_only=True)``: tensors and plain types only, one-line errors).
 
     Everything else is detectron2's: URL and ``detectron2://`` resolution, name matching, shape

@@ -10,7 +10,7 @@ from detectron2.config import CfgNode, get_cfg
 from ovdet.config.catalog import resolve_config_path
 from ovdet.config.defaults import add_ovdet_config as _add_shared_ovdet_config
 from ovdet.config.defaults import add_weak_supervision_config
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["add_ovdet_config", "load_d2_config"]
 

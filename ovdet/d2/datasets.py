@@ -35,7 +35,7 @@ from detectron2.data.datasets.lvis import load_lvis_json
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
 from ovdet.data.splits import OpenVocabularySplit, load_split
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 from ovdet.utils.json_input import read_json_file
 
 __all__ = [

@@ -14,8 +14,8 @@ from detectron2.utils import comm
 
 from ovdet.d2.datasets import EVALUATOR_TYPE_LVIS, get_dataset_split
 from ovdet.data.splits import OpenVocabularySplit
-from ovdet.errors import ConfigError
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, is_lvis, load_ground_truth
+from ovdet.utils.errors import ConfigError
 from ovdet.utils.io import atomic_write_json
 
 __all__ = ["OpenVocabularyEvaluator"]
@@ -32,7 +32,7 @@ class OpenVocabularyEvaluator(DatasetEvaluator):
     """Collects COCO-format detections and scores them with :mod:`ovdet.evaluation`.
 
     Predicted classes (contiguous ids of the dataset's ``thing_classes``, which the model must
-    be using as its vocabulary: see :func:`ovdet.d2.vocabulary.use_dataset_vocabulary`) are
+    be using as its vocabulary: see :func:`ovdet.d2.model_vocabulary.use_dataset_vocabulary`) are
     mapped back to the dataset's category ids; the ground truth is the metadata's ``json_file``,
     restricted to the evaluated images. COCO-style data is scored by
     :func:`~ovdet.evaluation.evaluate_coco`, LVIS by :func:`~ovdet.evaluation.evaluate_lvis`.

@@ -12,7 +12,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 
 from ovdet.core.head import OpenVocabularyHead
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["OpenVocabularyFastRCNNOutputLayers"]
 

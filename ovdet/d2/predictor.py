@@ -11,13 +11,13 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ovdet.clip.text_classifier import Vocabulary
 from ovdet.core.head import get_head
-from ovdet.core.vocabulary import novel_class_mask
+from ovdet.core.novel_classes import novel_class_mask
 from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
 from ovdet.d2.config import load_d2_config
-from ovdet.d2.vocabulary import get_roi_heads, text_embeddings, training_vocabulary
-from ovdet.errors import CheckpointError, ConfigError, ImageError, VocabularyError
-from ovdet.text import Vocabulary
+from ovdet.d2.model_vocabulary import get_roi_heads, text_embeddings, training_vocabulary
+from ovdet.utils.errors import CheckpointError, ConfigError, ImageError, VocabularyError
 
 __all__ = ["D2DetectorAdapter", "OpenVocabularyD2Predictor", "load_d2_weights"]
 
@@ -30,7 +30,8 @@ class OpenVocabularyD2Predictor:
     Args:
         config_file: the detectron2 YAML the model was trained with.
         weights: a checkpoint (``model_final.pth``), or ``""`` to keep the initial weights.
-        classes: the classes to detect (a :class:`~ovdet.text.Vocabulary`, whose synonyms are
+        classes: the classes to detect (a :class:`~ovdet.structures.Vocabulary`, whose
+        synonyms are
             kept, or names); ``None`` means the training vocabulary.
         overrides: ``["KEY", "VALUE", ...]`` config overrides.
         device: ``"cpu"``, ``"cuda"``...; ``None`` keeps ``MODEL.DEVICE``.
@@ -87,7 +88,8 @@ class OpenVocabularyD2Predictor:
         self.set_classes(classes if classes else base)
 
     def set_classes(self, classes: Vocabulary | Sequence[str] | str) -> None:
-        """Swap the vocabulary: a :class:`~ovdet.text.Vocabulary` (synonyms kept), names, or a
+        """Swap the vocabulary: a :class:`~ovdet.structures.Vocabulary` (synonyms kept),
+        names, or a
         spec for ``Vocabulary.parse``."""
         vocabulary = Vocabulary.parse(classes if isinstance(classes, str) else classes)
         embeddings = text_embeddings(self.cfg, vocabulary)
@@ -168,14 +170,15 @@ class D2DetectorAdapter:
         return list(self.predictor.classes)
 
     def set_classes(self, vocabulary) -> None:
-        """Swap the vocabulary (a :class:`ovdet.text.Vocabulary`, names, or a spec string)."""
+        """Swap the vocabulary (a :class:`ovdet.structures.Vocabulary`, names, or a spec
+        string)."""
         self.predictor.set_classes(vocabulary)
 
     def predict(
         self, images: Sequence[np.ndarray], score_thresh: float | None = None, batch_size: int = 1
     ) -> list:
-        """Detect the current classes; returns :class:`ovdet.api.Detections` per image."""
-        from ovdet.api import Detections
+        """Detect the current classes; returns :class:`ovdet.structures.Detections` per image."""
+        from ovdet.structures import Detections
 
         self.predictor.batch_size = max(1, int(batch_size))
         out = []

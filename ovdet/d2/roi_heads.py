@@ -14,9 +14,9 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from ovdet.core.head import EnsembleSettings, OpenVocabularyHead
 from ovdet.core.teacher import ClipRegionTeacher
+from ovdet.d2.model_vocabulary import load_clip_for, text_embeddings, training_vocabulary
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
-from ovdet.d2.vocabulary import load_clip_for, text_embeddings, training_vocabulary
-from ovdet.errors import ConfigError
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["OpenVocabularyROIHeads"]
 
@@ -37,7 +37,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
     training datasets' base classes) and ``num_classes`` follows it (``MODEL.ROI_HEADS.
     NUM_CLASSES`` is ignored); :meth:`set_vocabulary` swaps the classes. With
     ``MODEL.OVDET.DISTILL.MODE "offline"`` the precomputed regions come through
-    :meth:`offline_targets` (see :mod:`ovdet.d2.distillation`). The CLIP teacher is frozen,
+    :meth:`offline_targets` (see :mod:`ovdet.d2.meta_arch`). The CLIP teacher is frozen,
     loaded from ``MODEL.OVDET.CLIP`` when distillation or the ensemble needs it, and neither
     saved in checkpoints nor seen by the optimizer or DDP.
 

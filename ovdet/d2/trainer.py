@@ -14,9 +14,9 @@ from torch import nn
 
 from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
 from ovdet.d2.datasets import get_dataset_split
-from ovdet.d2.distillation import OfflineDistillationMapper
 from ovdet.d2.evaluator import OpenVocabularyEvaluator
-from ovdet.d2.vocabulary import use_dataset_vocabulary
+from ovdet.d2.meta_arch import OfflineDistillationMapper
+from ovdet.d2.model_vocabulary import use_dataset_vocabulary
 from ovdet.data.distill_store import load_distill_store
 
 __all__ = ["OpenVocabularyTrainer"]

@@ -28,10 +28,16 @@ from detectron2.data import (
 )
 from torch import nn
 
-from ovdet.core.vocabulary import novel_class_mask
+from ovdet.clip.text_classifier import Vocabulary
+from ovdet.core.novel_classes import novel_class_mask
 from ovdet.core.weak_supervision import TrainingVocabulary
 from ovdet.d2.datasets import get_dataset_split
-from ovdet.d2.vocabulary import get_roi_heads, load_clip_for, text_embeddings, training_vocabulary
+from ovdet.d2.model_vocabulary import (
+    get_roi_heads,
+    load_clip_for,
+    text_embeddings,
+    training_vocabulary,
+)
 from ovdet.data.dataset import mixed_batch_kinds
 from ovdet.data.image_labels import (
     ImageLabelRecords,
@@ -39,8 +45,7 @@ from ovdet.data.image_labels import (
     weak_class_counts,
     weak_training_vocabulary,
 )
-from ovdet.errors import ConfigError
-from ovdet.text import Vocabulary
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["ImageLabelMapper", "MixedBatches", "build_mixed_train_loader", "image_label_dicts"]
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ovdet.data.splits import OpenVocabularySplit, load_split
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 from ovdet.utils.json_input import is_int, is_number, read_json_file
 
 __all__ = ["DatasetRecords", "ImageRecord", "load_coco_detection"]

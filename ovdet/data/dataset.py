@@ -50,7 +50,7 @@ class DetectionDataset(Dataset):
 
         The target holds ``boxes`` Tensor[K, 4], ``labels`` Tensor[K] (1..C), ``image_id``,
         ``scale`` (x, y: resized / original size), ``sample_seed`` (the seed of the sample's
-        random training-region sampling, ovdet.tv.sampling) and, with a distill store,
+        random training-region sampling, ovdet.tv.modeling.sampling) and, with a distill store,
         ``distill_boxes``
         Tensor[M, 4] and ``distill_embeddings`` Tensor[M, D].
         """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 
 __all__ = ["load_distill_store"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ovdet.errors import ImageError
+from ovdet.utils.errors import ImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "as_rgb_array", "read_image"]
 

@@ -11,7 +11,8 @@ Three formats, the ones users have:
   default), so that one caption file can pre-train CLIP and train the detector.
 
 As for box data (:mod:`ovdet.data.coco`), problems that make a file unusable raise
-:class:`~ovdet.errors.DataError`; problems in single entries are dropped and *counted*, with one
+:class:`~ovdet.utils.errors.DataError`; problems in single entries are dropped and *counted*, with
+one
 warning per kind.
 """
 
@@ -28,7 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ovdet.data.coco import check_categories
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 from ovdet.utils.json_input import is_int, read_json_file
 
 __all__ = [
@@ -109,7 +110,8 @@ class CaptionTagger:
     Where spellings overlap, the longest wins ("hot dogs" is ``hot dog``, not ``dog``).
 
     Args:
-        vocabulary: a :class:`~ovdet.text.Vocabulary` (names and synonyms) or a list of names;
+        vocabulary: a :class:`~ovdet.structures.Vocabulary` (names and synonyms) or a
+        list of names;
             ``_`` in names reads as a space (LVIS).
     """
 
@@ -269,7 +271,8 @@ def load_coco_captions(
     Args:
         json_file: ``images`` and ``annotations`` with ``image_id`` and ``caption``.
         image_root: the folder ``file_name`` entries are relative to.
-        vocabulary: the classes looked for (a :class:`~ovdet.text.Vocabulary` or names).
+        vocabulary: the classes looked for (a :class:`~ovdet.structures.Vocabulary` or
+        names).
         check_files: drop (and count) images whose file does not exist.
 
     Raises:
@@ -319,7 +322,8 @@ def load_caption_csv(
     Args:
         csv_file: the CSV (header row with the column names).
         image_root: the folder image paths are relative to (``None``: the CSV's folder).
-        vocabulary: the classes looked for (a :class:`~ovdet.text.Vocabulary` or names).
+        vocabulary: the classes looked for (a :class:`~ovdet.structures.Vocabulary` or
+        names).
         image_key, caption_key, separator: open_clip_train's ``--csv-img-key``,
             ``--csv-caption-key`` and ``--csv-separator``.
         check_files: drop (and count) images whose file does not exist.
@@ -410,14 +414,14 @@ def weak_training_vocabulary(
     box_classes: Sequence[str], weak_classes: Sequence[str]
 ) -> tuple[list[str], np.ndarray]:
     """The vocabulary of image-labelled batches: the box data's classes, then the weak data's
-    classes that are not among them (matched by :func:`~ovdet.core.vocabulary.normalize_name`,
+    classes that are not among them (matched by :func:`~ovdet.core.novel_classes.normalize_name`,
     the one name-matching rule).
 
     Returns:
         (names, class_index): the vocabulary and int64 [len(weak_classes)], each weak class's
         index in it.
     """
-    from ovdet.core.vocabulary import normalize_name
+    from ovdet.core.novel_classes import normalize_name
 
     names = list(box_classes)
     position = {normalize_name(n): i for i, n in enumerate(names)}

@@ -14,8 +14,8 @@ from typing import Iterable, Sequence
 
 import yaml
 
-from ovdet.errors import DataError
-from ovdet.vocabulary import normalize_name
+from ovdet.structures.vocabulary import normalize_name
+from ovdet.utils.errors import DataError
 
 __all__ = [
     "OVCOCO_BASE",

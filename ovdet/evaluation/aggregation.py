@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ovdet.data.splits import OpenVocabularySplit, load_split
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 
 __all__ = ["GROUPS", "resolve_split", "mean_precision", "aggregate_precision"]
 

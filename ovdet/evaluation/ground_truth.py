@@ -2,7 +2,7 @@
 
 The evaluators accept a path, an already-parsed dataset dict, or a ``pycocotools`` ``COCO`` /
 ``lvis`` ``LVIS`` object; :func:`load_ground_truth` turns any of them into a checked dataset dict
-so that a malformed file fails with a :class:`~ovdet.errors.DataError` naming the problem,
+so that a malformed file fails with a :class:`~ovdet.utils.errors.DataError` naming the problem,
 rather than with a ``KeyError`` deep inside pycocotools.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ovdet.data.splits import normalize_name
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 from ovdet.utils.json_input import is_int, is_number, read_json_file
 
 __all__ = ["GroundTruth", "load_ground_truth", "is_lvis"]

@@ -17,11 +17,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from ovdet.data.splits import OpenVocabularySplit
-from ovdet.errors import DataError
 from ovdet.evaluation.aggregation import aggregate_precision, resolve_split
 from ovdet.evaluation.ground_truth import GroundTruth, load_ground_truth
 from ovdet.evaluation.results import Results, load_results
 from ovdet.evaluation.table import format_percent
+from ovdet.utils.errors import DataError
 
 __all__ = ["evaluate_lvis"]
 

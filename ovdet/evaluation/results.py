@@ -4,7 +4,7 @@ A results file is a JSON list of ``{"image_id", "category_id", "bbox": [x, y, w,
 dicts, the format pycocotools' ``loadRes`` and the COCO / LVIS evaluation servers read.
 pycocotools checks almost none of it (a NaN score or an unknown category silently corrupts the
 numbers, an empty list crashes), so :func:`load_results` checks every entry first and names the
-first offending one in a :class:`~ovdet.errors.ResultsError`.
+first offending one in a :class:`~ovdet.utils.errors.ResultsError`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from ovdet.errors import ResultsError
 from ovdet.evaluation.ground_truth import GroundTruth, load_ground_truth
+from ovdet.utils.errors import ResultsError
 from ovdet.utils.json_input import is_int, is_number, read_json_file
 
 __all__ = ["REQUIRED_KEYS", "Results", "load_results"]

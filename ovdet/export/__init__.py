@@ -1,9 +1,7 @@
-"""Exports of a detector's output and of the detector itself.
+"""ONNX export of a detector, the vocabulary an input, and its onnxruntime detector.
 
-* :mod:`ovdet.export.datasets`: detections written as training data (a COCO dataset, YOLO
-  labels) and region embeddings on disk: auto-annotation.
-* :mod:`ovdet.export.onnx`: the detector and the CLIP text tower as ONNX graphs, the
-  vocabulary an input (needs the ``deploy`` extra: ``onnx``, ``onnxruntime``).
+* :mod:`ovdet.export.onnx`: the detector and the CLIP text tower as ONNX graphs (needs the
+  ``deploy`` extra: ``onnx``, ``onnxruntime``).
 * :mod:`ovdet.export.runtime`: an onnxruntime detector with the API of
   :class:`ovdet.api.OVDetector`.
 """

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from ovdet.core import get_head
-from ovdet.errors import ConfigError
 from ovdet.export.graph import ExportableDetector
 from ovdet.export.tokenizer import save_open_clip_tokenizer
+from ovdet.utils.errors import ConfigError
 from ovdet.utils.io import atomic_open, atomic_write_json
 
 __all__ = ["DEFAULT_OPSET", "TextTower", "export_onnx"]
@@ -153,7 +153,7 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     )
     clip.model.to(detector.device)
 
-    from ovdet.text import load_templates
+    from ovdet.clip.text_classifier import load_templates
 
     atomic_write_json(list(load_templates(cfg.MODEL.OVDET.TEMPLATES)), out / "templates.json")
     with atomic_open(out / "config.yaml", "w", encoding="utf-8") as f:

@@ -2,7 +2,8 @@
 
 :class:`OnnxDetector` reads an export folder (:func:`~ovdet.export.onnx.export_onnx`): it
 tokenises the prompts of a vocabulary with the saved tokenizer and templates, runs the text
-graph to build the ``[C, D]`` text classifier (as :class:`~ovdet.text.TextClassifierBuilder`:
+graph to build the ``[C, D]`` text classifier (as
+:class:`~ovdet.clip.text_classifier.TextClassifierBuilder`:
 per prompt L2-normalised, summed per class, re-normalised), and runs the detector graph per
 image with it. The CUDA execution provider is used when onnxruntime has it, else the CPU one.
 
@@ -20,9 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ovdet.detections import Detections, ImageInput, as_image_list
-from ovdet.errors import CheckpointError, ConfigError
-from ovdet.vocabulary import Vocabulary
+from ovdet.structures.detections import Detections, ImageInput, as_image_list
+from ovdet.structures.vocabulary import Vocabulary
+from ovdet.utils.errors import CheckpointError, ConfigError
 
 __all__ = ["OnnxDetector", "default_providers"]
 

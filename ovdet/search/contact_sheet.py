@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ovdet.search.store import Hit
-from ovdet.viz import draw_detections
+from ovdet.utils.visualizer import draw_detections
 
 __all__ = ["contact_sheet"]
 
@@ -18,7 +18,7 @@ def _hit_image(hit: Hit, cache: dict) -> np.ndarray | None:
     key = (hit.file, hit.timestamp)
     if key in cache:
         return cache[key]
-    from ovdet.video import VideoReader, is_video
+    from ovdet.video.io import VideoReader, is_video
 
     image = None
     try:

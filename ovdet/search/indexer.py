@@ -9,8 +9,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ovdet.errors import ImageError
 from ovdet.search.store import RegionIndex
+from ovdet.utils.errors import ImageError
 
 __all__ = ["Indexer"]
 
@@ -41,7 +41,7 @@ class Indexer:
         whole_images: bool = True,
         fps: float = 1.0,
     ) -> None:
-        from ovdet.engine.build import build_clip_teacher
+        from ovdet.tv.engine.build import build_clip_teacher
 
         self.detector = detector
         self.region_classes = region_classes
@@ -98,7 +98,7 @@ class Indexer:
         return np.concatenate(vectors), entries
 
     def _file_vectors(self, path: Path) -> Iterable[tuple[np.ndarray, list[dict]]]:
-        from ovdet.video import VideoReader, is_video
+        from ovdet.video.io import VideoReader, is_video
 
         if is_video(path):
             reader = VideoReader(path, self.fps or None)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 from ovdet.utils.io import atomic_open
 
 __all__ = ["Hit", "RegionIndex"]

@@ -13,7 +13,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 
 __all__ = ["is_int", "is_number", "read_json_file"]
 

@@ -28,8 +28,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ovdet.errors import ConfigError
 from ovdet.utils.allocator import keep_freed_memory
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["Task", "run_task_graph", "topological_order"]
 
@@ -55,7 +55,8 @@ class Task:
 
 def topological_order(tasks: Sequence[Task]) -> list[Task]:
     """The tasks in an order where each comes after the tasks it needs; among the tasks that
-    are ready, the given order. Raises :class:`~ovdet.errors.ConfigError` on a duplicate name, an
+    are ready, the given order. Raises :class:`~ovdet.utils.errors.ConfigError` on a duplicate
+    name, an
     unknown dependency or a cycle."""
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):

@@ -14,7 +14,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from ovdet.config import get_default_config  # noqa: E402
 from ovdet.config.catalog import CONFIG_DIR as _SHIPPED
 from ovdet.d2 import OpenVocabularyRCNN, OpenVocabularyROIHeads, add_ovdet_config  # noqa: E402
-from ovdet.errors import ConfigError  # noqa: E402
+from ovdet.utils.errors import ConfigError  # noqa: E402
 
 CONFIG_DIR = _SHIPPED / "d2"
 

@@ -15,7 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from ovdet.d2 import get_dataset_split, register_ov_coco_dataset  # noqa: E402
 from ovdet.data.splits import OVCOCO_BASE, OVCOCO_NOVEL  # noqa: E402
-from ovdet.errors import DataError  # noqa: E402
+from ovdet.utils.errors import DataError  # noqa: E402
 
 
 def test_training_set_keeps_base_annotations_only(instant_data):

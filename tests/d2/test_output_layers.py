@@ -17,7 +17,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from ovdet.core import OpenVocabularyHead  # noqa: E402
 from ovdet.d2 import OpenVocabularyFastRCNNOutputLayers  # noqa: E402
-from ovdet.errors import ConfigError  # noqa: E402
+from ovdet.utils.errors import ConfigError  # noqa: E402
 
 FEATURES, DIM = 16, 8
 

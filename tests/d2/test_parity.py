@@ -19,12 +19,12 @@ pytest.importorskip(
 from detectron2.modeling import build_model as build_d2_model  # noqa: E402
 from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
 
+from ovdet.clip.text_classifier import Vocabulary  # noqa: E402
 from ovdet.config import load_config  # noqa: E402
 from ovdet.core import EnsembleSettings, get_head, novel_class_mask  # noqa: E402
-from ovdet.d2.vocabulary import text_embeddings  # noqa: E402
-from ovdet.engine.build import build_clip_teacher, build_text_classifier  # noqa: E402
-from ovdet.text import Vocabulary  # noqa: E402
+from ovdet.d2.model_vocabulary import text_embeddings  # noqa: E402
 from ovdet.tv import build_model as build_tv_model  # noqa: E402
+from ovdet.tv.engine.build import build_clip_teacher, build_text_classifier  # noqa: E402
 
 FC_DIM, NUM_REGIONS, HEIGHT, WIDTH = 64, 40, 64, 80
 

@@ -57,7 +57,8 @@ def test_train_net_trains_and_evaluates(instant_data, tiny_clip, text_cache, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model_final.pth").is_file()
     log = (tmp_path / "log.txt").read_text()
-    # ovdet's own log lines reach detectron2's log.txt, e.g. "[...] ovdet.d2.vocabulary INFO: ..."
+    # ovdet's own log lines reach detectron2's log.txt, e.g. "[...] ovdet.d2.model_vocabulary INFO:
+    # ..."
     assert re.search(r"\] ovdet\.[\w.]+ INFO: Vocabulary of cli_val", log), log[-2000:]
     assert (tmp_path / "inference" / "cli_val" / "ovdet_instances_results.json").is_file()
     assert (

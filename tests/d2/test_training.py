@@ -200,9 +200,9 @@ def test_predictor_keeps_synonyms_and_thresholds_like_the_default_engine(
 ):
     """Synonyms reach the text classifier, and a score threshold below the config's one means
     the same as in the torchvision engine (before NMS), not a filter of kept detections."""
+    from ovdet.clip.text_classifier import Vocabulary
     from ovdet.d2.predictor import D2DetectorAdapter
-    from ovdet.engine.build import build_text_classifier
-    from ovdet.text import Vocabulary
+    from ovdet.tv.engine.build import build_text_classifier
 
     vocabulary = Vocabulary(("red box", "blue box"), (("crimson box",), ("azure box", "navy box")))
     predictor = _saved_predictor(
@@ -227,7 +227,7 @@ def test_predictor_keeps_synonyms_and_thresholds_like_the_default_engine(
 def test_weights_that_are_not_a_checkpoint_are_a_one_line_error(
     instant_config_file, tiny_clip, text_cache, instant_data, tmp_path
 ):
-    from ovdet.errors import CheckpointError
+    from ovdet.utils.errors import CheckpointError
 
     bad = tmp_path / "model.pth"
     bad.write_bytes(b"this is not a checkpoint at all")
@@ -288,7 +288,7 @@ class _Payload:
 
 
 def test_trainer_reads_weights_without_running_code(instant_cfg, instant_data, tmp_path):
-    from ovdet.errors import CheckpointError
+    from ovdet.utils.errors import CheckpointError
 
     marker = tmp_path / "pwned"
     crafted = tmp_path / "model_final.pth"

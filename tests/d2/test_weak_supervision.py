@@ -18,7 +18,7 @@ from detectron2.utils.env import seed_all_rng  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ovdet.d2 import OpenVocabularyTrainer  # noqa: E402
-from ovdet.d2.vocabulary import get_roi_heads  # noqa: E402
+from ovdet.d2.model_vocabulary import get_roi_heads  # noqa: E402
 from tests.d2.conftest import COLOURS  # noqa: E402
 
 

@@ -34,7 +34,7 @@ visible pixels.
 
 Caption CSVs are tab separated with the columns ``filepath``, ``title`` and ``label`` (the class
 name, ignored by open_clip_train). File paths are relative to the CSV's directory, so the dataset
-can be moved; run open_clip_train from that directory (:func:`ovdet.clip_pretrain.pretrain_clip`
+can be moved; run open_clip_train from that directory (:func:`ovdet.clip.pretrain.pretrain_clip`
 does). Each crop is one object framed at about 1.5x its box (as the ViLD teacher crops
 proposals), resized to ``crop_size`` pixels, and captioned in varied web-like phrasing that names
 its class ("a photo of a small red circle", "red circle on a grey background", ...).

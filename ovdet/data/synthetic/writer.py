@@ -32,7 +32,7 @@ from ovdet.data.synthetic.items import (
     _SceneParams,
     _write_json,
 )
-from ovdet.errors import DataError
+from ovdet.utils.errors import DataError
 
 __all__ = ["PRESETS", "SyntheticDatasetInfo", "generate_synthetic_dataset"]
 

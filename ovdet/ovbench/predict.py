@@ -1,0 +1,188 @@
+"""Detections of any checkpoint the project writes, by any method of the benchmark table.
+
+One function, :func:`predict_with_method`, turns (checkpoint, method, COCO ground truth) into
+COCO-format results: the benchmark (:mod:`ovdet.ovbench.synthetic_benchmark`) and
+``tools/evaluate.py`` both call it, so the table and the command line measure the same thing.
+
+Methods:
+
+- ``detector``: the checkpoint as trained. An open-vocabulary model gets every category of the
+  ground truth as its vocabulary (the generalized setting); a closed-set model (torchvision's
+  ``FasterRCNN``, e.g. the benchmark's baseline) detects its training classes, matched to the
+  ground truth's categories by name (it cannot name the others, so their AP is 0).
+- ``ensemble``: the open-vocabulary model with the ViLD-ensemble (detector and CLIP crop scores).
+- ``clip_on_proposals``: the model's RPN proposals classified by its CLIP alone
+  (:class:`~ovdet.ovbench.clip_proposals.ClipOnProposals`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from ovdet.utils.errors import CheckpointError, ConfigError
+
+__all__ = ["PREDICTION_METHODS", "is_closed_set_checkpoint", "predict_with_method"]
+
+logger = logging.getLogger(__name__)
+
+#: The ways to turn a checkpoint into detections (see the module docstring).
+PREDICTION_METHODS = ("detector", "ensemble", "clip_on_proposals")
+
+
+def _checkpoint_config(checkpoint: str | Path):
+    import yaml
+
+    from ovdet.config import config_from_dict
+    from ovdet.tv.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    try:
+        cfg = config_from_dict(yaml.safe_load(state["config"]), f"checkpoint {checkpoint}")
+    except (KeyError, yaml.YAMLError) as e:
+        raise CheckpointError(f"checkpoint {checkpoint} holds no readable config: {e}") from e
+    return state, cfg
+
+
+def is_closed_set_checkpoint(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` holds a closed-set (not open-vocabulary) detector."""
+    from ovdet.tv.modeling.build import is_open_vocabulary
+
+    return not is_open_vocabulary(_checkpoint_config(checkpoint)[1])
+
+
+def _closed_set_results(state, cfg, checkpoint, records, device, batch_size, progress, failed):
+    """A closed-set model's detections; its classes are matched to ``records``' by name."""
+    from ovdet.tv.engine.build import build_model
+    from ovdet.tv.engine.checkpoint import load_model_weights
+    from ovdet.tv.engine.inference import inference_on_records
+
+    trained = state.get("class_names")
+    if not trained:
+        raise CheckpointError(
+            f"closed-set checkpoint {checkpoint} does not name its classes (written by an older "
+            "ovdet); evaluate it with the training run's --split instead"
+        )
+    gt_ids = {n.lower(): i for n, i in zip(records.class_names, records.category_ids)}
+    unknown = [n for n in trained if n.lower() not in gt_ids]
+    if unknown:
+        raise ConfigError(
+            f"the closed-set model's classes {unknown[:5]} are not categories of the ground truth"
+        )
+    cfg.defrost()
+    cfg.MODEL.DEVICE = device
+    model = build_model(cfg, num_classes=len(trained)).to(device)
+    load_model_weights(model, state["model"], str(checkpoint))
+    as_trained = dataclasses.replace(
+        records, class_names=list(trained), category_ids=[gt_ids[n.lower()] for n in trained]
+    )
+    logger.info(
+        "closed-set model: %d of the %d ground-truth categories are its classes",
+        len(trained),
+        len(records.class_names),
+    )
+    return inference_on_records(
+        model, as_trained, cfg, device, batch_size, True, progress=progress, failed=failed
+    )
+
+
+def _open_vocabulary_model(checkpoint, method: str, class_names, device: str, overrides):
+    """The model that predicts by ``method``, with ``class_names`` as its vocabulary."""
+    from ovdet.api import OVDetector
+    from ovdet.ovbench.clip_proposals import ClipOnProposals
+    from ovdet.tv.engine.build import build_clip_teacher
+
+    detector = OVDetector.from_checkpoint(checkpoint, device=device, overrides=overrides)
+    detector.set_classes(class_names)
+    if method == "ensemble":
+        detector.enable_ensemble(True)
+        return detector.model, detector.cfg
+    if method == "clip_on_proposals":
+        cfg = detector.cfg
+        teacher = build_clip_teacher(cfg, detector._text.clip).to(device)
+        model = ClipOnProposals(
+            detector.model, teacher,
+            num_proposals=cfg.MODEL.OVDET.ENSEMBLE.NUM_PROPOSALS,
+            clip_temperature=cfg.MODEL.OVDET.ENSEMBLE.CLIP_TEMPERATURE,
+            score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+            nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )  # fmt: skip
+        return model, cfg
+    return detector.model, detector.cfg
+
+
+def predict_with_method(
+    checkpoint: str | Path,
+    gt_json: str | Path,
+    image_root: str | Path,
+    method: str = "detector",
+    device: str = "cpu",
+    batch_size: int = 2,
+    score_thresh: float | None = None,
+    progress: bool = True,
+    failed: list[str] | None = None,
+) -> list[dict]:
+    """COCO-format detections of ``checkpoint`` on every image of ``gt_json``.
+
+    Args:
+        checkpoint: a checkpoint written by ``tools/train.py`` (open-vocabulary or closed-set).
+        gt_json: the COCO ground truth; its categories are the vocabulary.
+        image_root: the folder of its images' ``file_name`` paths.
+        method: one of :data:`PREDICTION_METHODS`.
+        device: torch device.
+        batch_size: images per forward pass.
+        score_thresh: least score kept (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``); ``None``: the
+            checkpoint's. AP counts every detection up to the per-image cap, so a low threshold
+            (e.g. 0.001) measures a model whose scores are not yet confident fairly.
+        progress: a progress bar.
+        failed: if given, the images that could not be read are appended to it.
+
+    Started by torchrun, the processes share the images
+    (:func:`~ovdet.tv.engine.inference.inference_on_records`); every process returns all results.
+
+    Returns:
+        A list of ``{image_id, category_id, bbox: [x, y, w, h], score}``.
+
+    Raises:
+        ConfigError: an unknown method, or a method a closed-set model cannot run.
+        CheckpointError: an unreadable checkpoint.
+    """
+    import torch
+
+    from ovdet.data.coco import load_coco_detection
+    from ovdet.tv.engine import distributed as comm
+    from ovdet.tv.engine.inference import inference_on_records
+    from ovdet.tv.modeling.build import is_open_vocabulary
+
+    if method not in PREDICTION_METHODS:
+        raise ConfigError(f"method must be one of {PREDICTION_METHODS}, got {method!r}")
+    if batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    comm.init_distributed(torch.device(device).type)
+    device = str(comm.local_device(device))
+    state, cfg = _checkpoint_config(checkpoint)
+    overrides = []
+    if score_thresh is not None:
+        overrides = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(float(score_thresh))]
+        cfg.defrost()
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_thresh)
+    records = load_coco_detection(str(gt_json), str(image_root), split=None, filter_empty=False)
+    logger.info(
+        "predicting with %s (%s) on %d images of %s",
+        Path(checkpoint).name, method, len(records.images), gt_json,
+    )  # fmt: skip
+    if not is_open_vocabulary(cfg):
+        if method != "detector":
+            raise ConfigError(
+                f"{checkpoint} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model: "
+                f"method {method!r} needs an open-vocabulary model (one with a CLIP)"
+            )
+        return _closed_set_results(
+            state, cfg, checkpoint, records, device, batch_size, progress, failed
+        )
+    model, cfg = _open_vocabulary_model(checkpoint, method, records.class_names, device, overrides)
+    return inference_on_records(
+        model, records, cfg, device, batch_size, progress=progress, failed=failed
+    )

@@ -1,0 +1,147 @@
+"""A vocabulary: the ordered class names (with synonyms) a detector is asked to find.
+
+Kept free of PyTorch (the ONNX runtime, :mod:`ovdet.export.runtime`, parses vocabularies
+without it); :mod:`ovdet.clip.text_classifier` re-exports :class:`Vocabulary` beside the text
+classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ovdet.utils.errors import VocabularyError
+
+__all__ = ["Vocabulary", "normalize_name"]
+
+
+def normalize_name(name: str) -> str:
+    """Canonical form used to match category names: lower case, ``_`` as space, single spaces."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered list of classes; each has a display name and optional synonyms.
+
+    Attributes:
+        names: display names, ``C`` of them, unique after stripping (case-insensitive).
+        synonyms: per class, extra names whose prompts are averaged with the name's.
+    """
+
+    names: tuple[str, ...]
+    synonyms: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.synonyms:
+            object.__setattr__(self, "synonyms", tuple(() for _ in self.names))
+        if len(self.synonyms) != len(self.names):
+            raise VocabularyError("synonyms must have one entry per class")
+        if not self.names:
+            raise VocabularyError("the vocabulary is empty; give at least one class name")
+        seen: dict[str, int] = {}
+        for i, name in enumerate(self.names):
+            if not isinstance(name, str) or not name.strip():
+                raise VocabularyError(f"class name #{i + 1} is empty")
+            if name != name.strip():
+                raise VocabularyError(f"class name {name!r} has surrounding white space")
+            key = " ".join(name.lower().split())
+            if key in seen:
+                raise VocabularyError(
+                    f"class name {name!r} appears twice (#{seen[key] + 1} and #{i + 1})"
+                )
+            seen[key] = i
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> Vocabulary:
+        """From a list of names (each stripped)."""
+        return cls(tuple(str(n).strip() for n in names))
+
+    @classmethod
+    def from_string(cls, text: str) -> Vocabulary:
+        """From ``"kite, umbrella"``: comma-separated names."""
+        parts = [p.strip() for p in text.split(",")]
+        if not any(parts):
+            raise VocabularyError(f"the vocabulary {text!r} holds no class name")
+        return cls(tuple(parts))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Vocabulary:
+        """From a text file: one class per line, ``name, synonym, synonym...``; ``#`` comments.
+
+        A ``.json`` file is read as COCO/LVIS annotations (its ``categories``).
+        """
+        path = Path(path)
+        if path.suffix == ".json":
+            return cls.from_coco_json(path)
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a BOM
+        except (OSError, UnicodeDecodeError) as e:
+            raise VocabularyError(f"cannot read vocabulary file {path}: {e}") from e
+        names, synonyms = [], []
+        for number, line in enumerate(lines, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            if not parts[0]:
+                raise VocabularyError(f"{path}, line {number}: no class name before the comma")
+            parts = [p for p in parts if p]
+            names.append(parts[0])
+            synonyms.append(tuple(parts[1:]))
+        if not names:
+            raise VocabularyError(f"vocabulary file {path} holds no class name")
+        return cls(tuple(names), tuple(synonyms))
+
+    @classmethod
+    def from_coco_json(cls, path: str | Path) -> Vocabulary:
+        """From the ``categories`` of a COCO/LVIS JSON (LVIS ``synonyms`` are kept)."""
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                data = json.load(f)
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
+            raise VocabularyError(f"cannot read categories from {path}: {e}") from e
+        cats = data.get("categories") if isinstance(data, dict) else None
+        if not isinstance(cats, list):
+            raise VocabularyError(f"{path} holds no 'categories' list")
+        names, synonyms = [], []
+        for i, cat in enumerate(cats):
+            name = cat.get("name") if isinstance(cat, dict) else None
+            if not isinstance(name, str):
+                raise VocabularyError(f"{path}: categories[{i}] has no 'name' string")
+            name = name.replace("_", " ").strip()
+            extra = cat.get("synonyms") or []
+            if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
+                raise VocabularyError(
+                    f"{path}: the 'synonyms' of category {name!r} must be a list of strings"
+                )
+            extra = [s.replace("_", " ").strip() for s in extra]
+            names.append(name)
+            synonyms.append(tuple(s for s in dict.fromkeys(extra) if s and s != name))
+        return cls(tuple(names), tuple(synonyms))
+
+    @classmethod
+    def parse(cls, spec: str | Sequence[str] | Vocabulary) -> Vocabulary:
+        """From a comma-separated string, a text/JSON file path, a list of names or a vocabulary."""
+        if isinstance(spec, Vocabulary):
+            return spec
+        if not isinstance(spec, str):
+            return cls.from_names(spec)
+        if "," not in spec and (spec.endswith((".txt", ".json")) or os.sep in spec):
+            if not Path(spec).is_file():
+                raise VocabularyError(f"vocabulary file {spec} does not exist")
+            return cls.from_file(spec)
+        return cls.from_string(spec)
+
+    def prompts(self, templates: Sequence[str]) -> list[list[str]]:
+        """Per class, every template filled with its name and each synonym."""
+        return [
+            [t.format(n) for n in (name, *syn) for t in templates]
+            for name, syn in zip(self.names, self.synonyms)
+        ]

@@ -1,0 +1,11 @@
+"""The torchvision engine's machinery: training, checkpoints, inference, offline distillation.
+
+Modules (imported on use, so that ``import ovdet.tv.engine`` stays light):
+
+* :mod:`ovdet.tv.engine.trainer`: the training loop (``Trainer``; CPU/CUDA, AMP, torchrun DDP,
+  exact resume);
+* :mod:`ovdet.tv.engine.checkpoint`: atomic checkpoints of weights, config and training state;
+* :mod:`ovdet.tv.engine.build`: builders joining config, data, CLIP and model;
+* :mod:`ovdet.tv.engine.inference`: batch inference over a dataset into COCO-format results;
+* :mod:`ovdet.tv.engine.precompute`: CLIP embeddings of fixed proposals (offline ViLD-image).
+"""

@@ -1,0 +1,1 @@
+"""The torchvision engine's model: backbones, RoI pooling and heads, meta-architectures."""

@@ -1,0 +1,107 @@
+"""ResNet + FPN backbones of the torchvision engine (``MODEL.RESNETS``, ``MODEL.BACKBONE``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from ovdet.tv.modeling.fast_paths import fold_frozen_batchnorm
+from ovdet.utils.errors import CheckpointError, ConfigError
+
+__all__ = ["ResNetFPN", "build_backbone"]
+
+logger = logging.getLogger(__name__)
+
+_DEPTHS = (18, 34, 50, 101)
+_NORMS = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d}
+# ResNet stages in detectron2's order: FREEZE_AT = k freezes the first k of them.
+_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+
+
+def _load_backbone_weights(body: nn.Module, weights: str) -> None:
+    if not weights:
+        return
+    path = Path(weights)
+    if path.suffix in (".pth", ".pt") or path.exists():
+        if not path.is_file():
+            raise CheckpointError(f"backbone weights file {path} does not exist")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        from torchvision.models import get_weight
+
+        try:
+            state = get_weight(weights).get_state_dict(progress=True, weights_only=True)
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"unknown torchvision weights {weights!r}: {e}") from e
+        except OSError as e:
+            raise CheckpointError(f"cannot download {weights}: {e}; pass a local .pth") from e
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing:
+        raise CheckpointError(f"backbone weights {weights} lack {len(missing)} keys: {missing[:3]}")
+    logger.info("Loaded backbone weights from %s", weights)
+
+
+class ResNetFPN(BackboneWithFPN):
+    """torchvision's ``BackboneWithFPN`` that runs channels-last (NHWC), in training and at
+    inference.
+
+    oneDNN (CPU) and cuDNN convolutions are faster on channels-last tensors, forward and
+    backward; the output feature maps are then channels-last too, which every later layer
+    accepts. With the vectorised RoIAlign backward (:mod:`ovdet.tv.modeling.roi_pooling`) it takes
+    10-16% off a training step of the synthetic benchmark's ResNet-18 FPN on one CPU thread
+    (BENCHMARKS.md, section 9). ``channels_last = False`` gives torchvision's behaviour (see
+    :func:`~ovdet.tv.modeling.fast_paths.use_reference_paths`).
+    """
+
+    channels_last: bool = True
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Tensor[B, 3, H, W] -> FPN levels ``"0"``..``"3"``, ``"pool"``: Tensor[B, C, H_l, W_l]."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def build_backbone(cfg) -> nn.Module:
+    """A torchvision ResNet + FPN from ``MODEL.RESNETS.DEPTH`` / ``.NORM``,
+    ``MODEL.BACKBONE.FREEZE_AT`` / ``.WEIGHTS`` and ``MODEL.FPN.OUT_CHANNELS``.
+
+    ``FREEZE_AT`` has detectron2's meaning: 0 trains every stage, 1 freezes the stem, 2 the stem
+    and ``res2`` (detectron2's default), ..., 5 the whole ResNet. With ``NORM: FrozenBN`` the
+    batch norms are folded into the convolutions before them (same names, same results; see
+    :mod:`ovdet.tv.modeling.fast_paths`).
+    """
+    from torchvision.models import resnet
+
+    depth = cfg.MODEL.RESNETS.DEPTH
+    if depth not in _DEPTHS:
+        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {_DEPTHS}, got {depth!r}")
+    norm = cfg.MODEL.RESNETS.NORM
+    if norm not in _NORMS:
+        raise ConfigError(f"MODEL.RESNETS.NORM must be one of {tuple(_NORMS)}, got {norm!r}")
+    freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
+    if not 0 <= freeze_at <= len(_STAGES):
+        raise ConfigError(f"MODEL.BACKBONE.FREEZE_AT must be in 0..5, got {freeze_at}")
+    body = getattr(resnet, f"resnet{depth}")(weights=None, norm_layer=_NORMS[norm])
+    _load_backbone_weights(body, cfg.MODEL.BACKBONE.WEIGHTS)
+    frozen = tuple(name for stage in _STAGES[:freeze_at] for name in stage)
+    for param_name, param in body.named_parameters():
+        if param_name.split(".")[0] in frozen:
+            param.requires_grad_(False)
+    if norm == "FrozenBN":
+        fold_frozen_batchnorm(body)
+    stage2 = body.inplanes // 8  # channels of layer1 (64 for ResNet-18/34, 256 for 50/101)
+    return ResNetFPN(
+        body,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        in_channels_list=[stage2, stage2 * 2, stage2 * 4, stage2 * 8],
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        extra_blocks=LastLevelMaxPool(),
+    )

@@ -1,0 +1,168 @@
+"""Builders of the torchvision engine: meta-architectures registered by name, as in detectron2.
+
+``MODEL.META_ARCHITECTURE`` names an entry of :data:`META_ARCH_REGISTRY`; each entry is a
+function ``(cfg, num_classes) -> nn.Module``. ``OpenVocabularyRCNN`` is ovdet's detector;
+``FasterRCNN`` is torchvision's closed-set Faster R-CNN with the same backbone, heads and inputs
+(the baseline of the benchmarks). Register another with ``@META_ARCH_REGISTRY.register(name)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+from ovdet.core.head import OpenVocabularyHead
+from ovdet.tv.modeling.backbone import build_backbone
+from ovdet.tv.modeling.fast_paths import use_pointwise_matmul
+from ovdet.tv.modeling.rcnn import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    NormalizeOnlyTransform,
+    OpenVocabularyFasterRCNN,
+)
+from ovdet.tv.modeling.roi_pooling import MultiScaleRoIAlign
+from ovdet.utils.errors import ConfigError
+
+__all__ = [
+    "META_ARCH_REGISTRY",
+    "Registry",
+    "build_closed_set_rcnn",
+    "build_model",
+    "build_open_vocabulary_rcnn",
+    "is_open_vocabulary",
+]
+
+ModelBuilder = Callable[..., nn.Module]
+
+
+class Registry:
+    """Name -> builder, with a helpful error for unknown names.
+
+    Args:
+        what: the config key whose values are the names (for error messages).
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._builders: dict[str, ModelBuilder] = {}
+
+    def register(self, name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+        def deco(fn: ModelBuilder) -> ModelBuilder:
+            if name in self._builders:
+                raise KeyError(f"{self.what} {name!r} is already registered")
+            self._builders[name] = fn
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> ModelBuilder:
+        if name not in self._builders:
+            raise ConfigError(f"{self.what} must be one of {sorted(self._builders)}, got {name!r}")
+        return self._builders[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._builders
+
+
+META_ARCH_REGISTRY = Registry("MODEL.META_ARCHITECTURE")
+
+
+def _detector_kwargs(cfg) -> dict:
+    sizes = tuple(tuple(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES)
+    ratios = tuple(tuple(r) for r in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS)
+    if len(ratios) == 1:
+        ratios = ratios * len(sizes)
+    rpn, roi = cfg.MODEL.RPN, cfg.MODEL.ROI_HEADS
+    if len(roi.IOU_THRESHOLDS) != 1:
+        raise ConfigError(
+            "MODEL.ROI_HEADS.IOU_THRESHOLDS takes one threshold in this engine (foreground at or "
+            f"above it), got {list(roi.IOU_THRESHOLDS)}"
+        )
+    iou = roi.IOU_THRESHOLDS[0]
+    return dict(
+        rpn_anchor_generator=AnchorGenerator(sizes, ratios),
+        rpn_pre_nms_top_n_train=rpn.PRE_NMS_TOPK_TRAIN,
+        rpn_pre_nms_top_n_test=rpn.PRE_NMS_TOPK_TEST,
+        rpn_post_nms_top_n_train=rpn.POST_NMS_TOPK_TRAIN,
+        rpn_post_nms_top_n_test=rpn.POST_NMS_TOPK_TEST,
+        rpn_nms_thresh=rpn.NMS_THRESH,
+        rpn_batch_size_per_image=rpn.BATCH_SIZE_PER_IMAGE,
+        rpn_positive_fraction=rpn.POSITIVE_FRACTION,
+        box_roi_pool=MultiScaleRoIAlign(
+            ["0", "1", "2", "3"], cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION, sampling_ratio=2
+        ),
+        box_head=None,
+        box_score_thresh=roi.SCORE_THRESH_TEST,
+        box_nms_thresh=roi.NMS_THRESH_TEST,
+        box_detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+        box_fg_iou_thresh=iou,
+        box_bg_iou_thresh=iou,
+        box_batch_size_per_image=roi.BATCH_SIZE_PER_IMAGE,
+        box_positive_fraction=roi.POSITIVE_FRACTION,
+        min_size=1,
+        max_size=1,
+        image_mean=PIXEL_MEAN,
+        image_std=PIXEL_STD,
+    )
+
+
+def _backbone_and_box_head(cfg) -> tuple[nn.Module, TwoMLPHead]:
+    backbone = build_backbone(cfg)
+    res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+    return backbone, TwoMLPHead(backbone.out_channels * res**2, cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
+
+
+@META_ARCH_REGISTRY.register("OpenVocabularyRCNN")
+def build_open_vocabulary_rcnn(
+    cfg, num_classes: int | None = None, *, embed_dim: int | None = None
+) -> OpenVocabularyFasterRCNN:
+    """ovdet's detector; no vocabulary or CLIP teacher yet (``num_classes`` is not used).
+
+    Args:
+        embed_dim: CLIP's embedding size; default ``MODEL.OVDET.EMBED_DIM`` or CLIP's own.
+    """
+    backbone, box_head = _backbone_and_box_head(cfg)
+    kwargs = _detector_kwargs(cfg)
+    kwargs["box_head"] = box_head
+    head = OpenVocabularyHead.from_config(cfg, cfg.MODEL.ROI_BOX_HEAD.FC_DIM, embed_dim)
+    model = OpenVocabularyFasterRCNN(
+        backbone, head, box_loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT, **kwargs
+    )
+    use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
+    return model
+
+
+@META_ARCH_REGISTRY.register("FasterRCNN")
+def build_closed_set_rcnn(cfg, num_classes: int | None = None) -> FasterRCNN:
+    """torchvision's closed-set Faster R-CNN: ``num_classes`` foreground classes (labels 1..C)."""
+    if not num_classes:
+        raise ConfigError("the closed-set FasterRCNN needs the number of training classes")
+    backbone, box_head = _backbone_and_box_head(cfg)
+    kwargs = _detector_kwargs(cfg)
+    kwargs["box_head"] = box_head
+    model = FasterRCNN(
+        backbone,
+        box_predictor=FastRCNNPredictor(cfg.MODEL.ROI_BOX_HEAD.FC_DIM, num_classes + 1),
+        **kwargs,
+    )
+    model.transform = NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
+    use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
+    return model
+
+
+def build_model(cfg, num_classes: int | None = None) -> nn.Module:
+    """The detector named by ``MODEL.META_ARCHITECTURE`` (no vocabulary, no teacher yet).
+
+    Args:
+        num_classes: the number of training classes (needed by closed-set detectors).
+    """
+    return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg, num_classes)
+
+
+def is_open_vocabulary(cfg) -> bool:
+    """Whether ``MODEL.META_ARCHITECTURE`` builds a detector with an open-vocabulary head."""
+    return cfg.MODEL.META_ARCHITECTURE != "FasterRCNN"

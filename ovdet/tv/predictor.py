@@ -1,0 +1,188 @@
+"""The Python API: load a checkpoint, name any classes, detect them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ovdet.clip import ClipSpec
+from ovdet.clip.text_classifier import Vocabulary
+from ovdet.config import config_from_dict
+from ovdet.core.head import EnsembleSettings, get_head
+from ovdet.core.novel_classes import novel_class_mask
+from ovdet.data.image_io import as_rgb_array
+from ovdet.data.transforms import build_augmentation, resize_for_inference
+from ovdet.structures.detections import Detections, ImageInput, as_image_list
+from ovdet.tv.engine.build import build_clip_teacher, build_model, build_text_classifier
+from ovdet.tv.engine.checkpoint import load_checkpoint, load_model_weights
+from ovdet.utils.errors import CheckpointError, ConfigError
+
+__all__ = ["Detections", "OVDetector"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_embed_dim(clip_dim: int, model_dim: int, clip) -> None:
+    if model_dim and clip_dim != model_dim:
+        raise CheckpointError(
+            f"CLIP {clip} embeds into {clip_dim} dimensions but the detector was trained with a "
+            f"{model_dim}-dimensional CLIP; use that CLIP or one of the same embedding size"
+        )
+
+
+class OVDetector:
+    """An open-vocabulary detector ready for inference.
+
+    Args:
+        model: an open-vocabulary detector (one with an
+            :class:`~ovdet.core.OpenVocabularyHead`, see :func:`~ovdet.core.get_head`).
+        cfg: its config.
+        train_class_names: the vocabulary it was trained with (classes outside it are "novel"
+            for the ensemble).
+        device: where it runs.
+    """
+
+    def __init__(self, model, cfg, train_class_names: Sequence[str], device="cpu") -> None:
+        self.model = model.eval()
+        self.head = get_head(model)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.train_class_names = list(train_class_names)
+        self.transform = build_augmentation(cfg, is_train=False)
+        self._text = build_text_classifier(cfg, self.device)
+        self.class_names: list[str] = []
+        if cfg.MODEL.OVDET.ENSEMBLE.ENABLED:
+            self.enable_ensemble(True)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        clip: str | None = None,
+        overrides: Sequence[str] = (),
+    ) -> OVDetector:
+        """Load a checkpoint written by ``tools/train.py``.
+
+        Args:
+            path: the checkpoint file.
+            device: "cpu", "cuda" or "cuda:N".
+            clip: a CLIP spec replacing the one the model was trained with (same embedding
+                dimension), e.g. when the weights file moved.
+            overrides: config ``KEY VALUE`` pairs (e.g. score threshold, test size).
+        """
+        import yaml
+
+        from ovdet.config import merge_overrides
+
+        state = load_checkpoint(path)
+        try:
+            cfg = config_from_dict(yaml.safe_load(state["config"]), f"checkpoint {path}")
+        except (KeyError, yaml.YAMLError) as e:
+            raise CheckpointError(f"checkpoint {path} holds no readable config: {e}") from e
+        from ovdet.tv.modeling.build import is_open_vocabulary
+
+        if not is_open_vocabulary(cfg):
+            raise CheckpointError(
+                f"{path} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model: it detects only its "
+                "training classes, and OVDetector needs an open-vocabulary model"
+            )
+        cfg.MODEL.DEVICE = device
+        if state.get("embed_dim"):
+            cfg.MODEL.OVDET.EMBED_DIM = int(state["embed_dim"])
+        if clip:
+            cfg.MODEL.OVDET.CLIP = clip
+            _check_embed_dim(ClipSpec.parse(clip).embed_dim, cfg.MODEL.OVDET.EMBED_DIM, clip)
+        merge_overrides(cfg, list(overrides))
+        cfg.freeze()
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA device is available")
+        model = build_model(cfg)
+        load_model_weights(model, state["model"], str(path))
+        return cls(model.to(device), cfg, state.get("class_names", []), device)
+
+    def enable_ensemble(self, enabled: bool = True) -> None:
+        """Turn on ViLD-ensemble (loads the CLIP image tower once)."""
+        if enabled and self.head.clip_teacher is None:
+            self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
+        self.head.enable_ensemble(EnsembleSettings.from_config(self.cfg) if enabled else None)
+
+    @property
+    def clip(self):
+        """The loaded CLIP (:class:`~ovdet.clip.ClipBackend`) of the text classifier."""
+        return self._text.clip
+
+    def text_embeddings(self, classes: str | Sequence[str] | Vocabulary) -> torch.Tensor:
+        """The text classifier of a vocabulary (prompt templates, cache): Tensor[C, D], float32,
+        L2-normalised, on CPU. The vocabulary in use is not changed."""
+        return self._text(Vocabulary.parse(classes))
+
+    def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
+        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
+        vocab = Vocabulary.parse(classes)
+        if vocab.names == tuple(self.class_names):
+            return
+        text = self._text(vocab)
+        _check_embed_dim(text.shape[1], self.head.embed_dim, self._text.spec)
+        self.head.set_vocabulary(
+            text.to(self.device), novel_class_mask(vocab, self.train_class_names)
+        )
+        self.class_names = list(vocab.names)
+
+    def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy))."""
+        array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
+        resized, scale = resize_for_inference(self.transform, array)
+        tensor = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
+        return tensor.float().div_(255.0), torch.from_numpy(scale)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        classes: str | Sequence[str] | Vocabulary | None = None,
+        score_thresh: float | None = None,
+        batch_size: int = 1,
+        return_embeddings: bool = False,
+    ) -> list[Detections]:
+        """Detect ``classes`` in images.
+
+        Args:
+            images: paths, RGB uint8 arrays [H, W, 3] or PIL images (one or a list).
+            classes: the vocabulary; None keeps the last one set.
+            score_thresh: override of ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
+            batch_size: images per forward pass.
+            return_embeddings: also return region embeddings (Tensor[K, D] per image).
+
+        Returns:
+            One :class:`Detections` per image.
+        """
+        if classes is not None:
+            self.set_classes(classes)
+        if not self.class_names:
+            raise ValueError("no classes set; pass classes=[...] or call set_classes()")
+        images = as_image_list(images)
+        amp = self.device.type == "cuda" and self.cfg.SOLVER.AMP.ENABLED
+        results = []
+        with self.head.score_threshold(score_thresh):
+            for start in range(0, len(images), batch_size):
+                prepared = [self._prepare(im) for im in images[start : start + batch_size]]
+                with torch.autocast("cuda", enabled=amp):
+                    outputs = self.model([t.to(self.device) for t, _ in prepared])
+                for (_, scale), out in zip(prepared, outputs):
+                    results.append(
+                        Detections(
+                            boxes=(out["boxes"].float().cpu() / scale).numpy(),
+                            scores=out["scores"].float().cpu().numpy(),
+                            labels=out["labels"].cpu().numpy(),
+                            class_names=self.class_names,
+                            embeddings=out["embeddings"].float().cpu().numpy()
+                            if return_embeddings
+                            else None,
+                        )
+                    )
+        return results

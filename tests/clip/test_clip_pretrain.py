@@ -1,0 +1,195 @@
+"""Tests of stage 0: the tiny CLIP config and pre-training through open_clip_train."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+import ovdet.clip.pretrain
+from ovdet.clip.pretrain import (
+    TINY_CLIP_DIR,
+    _log_level,
+    export_clip_dir,
+    last_error_line,
+    pretrain_clip,
+    tiny_clip_model,
+)
+from ovdet.data.synthetic import generate_synthetic_dataset
+from ovdet.utils.errors import CheckpointError, ConfigError, DataError
+
+open_clip = pytest.importorskip("open_clip")
+
+
+def test_tiny_clip_config_loads():
+    name = tiny_clip_model()
+    assert name == "local-dir:" + str(TINY_CLIP_DIR)
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    tokenizer = open_clip.get_tokenizer(name)
+    assert tokenizer.context_length == 16
+    tokens = tokenizer(["a photo of a small purple hexagon", "red circle"])
+    assert tokens.shape == (2, 16)
+    with torch.no_grad():
+        image = model.encode_image(torch.zeros(2, 3, 32, 32))
+        text = model.encode_text(tokens)
+    assert image.shape == text.shape == (2, 64)
+    assert model.visual.image_size in (32, (32, 32))  # ModifiedResNet keeps an int
+
+
+def test_log_levels():
+    assert _log_level("2026-01-01,00:00:00 | INFO | Train Epoch: 0 [64/256]") == logging.INFO
+    assert _log_level("2026-01-01,00:00:00 | INFO |   batch_size: 64") == logging.DEBUG
+    assert _log_level("Traceback (most recent call last):") == logging.INFO
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        pretrain_clip(tmp_path / "missing.csv", tmp_path / "runs")
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("filepath\ttitle\n")
+    with pytest.raises(DataError):
+        pretrain_clip(csv_path, tmp_path / "runs", epochs=0)
+    with pytest.raises(ConfigError):
+        pretrain_clip(csv_path, tmp_path / "runs", model=f"local-dir:{tmp_path}")
+
+
+@pytest.mark.slow
+def test_failing_trainer_raises_with_its_own_error_line(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("filepath\ttitle\na.png\ta red circle\n")
+    with pytest.raises(CheckpointError, match="open_clip_train failed") as info:
+        pretrain_clip(csv_path, tmp_path / "runs", extra_args=["--no-such-flag"])
+    assert "error: unrecognized arguments: --no-such-flag" in str(info.value)
+    assert "\n" not in str(info.value)  # one line for the command line's "error: ..."
+
+
+def test_a_missing_caption_column_fails_before_the_trainer_starts(tmp_path, monkeypatch):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("filepath,caption\na.png,a red circle\n")
+    monkeypatch.setattr(
+        ovdet.clip.pretrain.subprocess, "Popen", lambda *a, **k: pytest.fail("trainer started")
+    )
+    with pytest.raises(DataError, match="no column 'title'.*'filepath', 'caption'"):
+        pretrain_clip(csv_path, tmp_path / "runs", separator=",")
+
+
+def test_caption_columns_and_separator_reach_the_trainer(tmp_path, monkeypatch):
+    """The user's column names go to open_clip_train; its failure comes back as its own last
+    error line (not buried under its other output)."""
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("image,caption\na.png,a red circle\n")
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, cmd, **kwargs):
+            seen["cmd"] = cmd
+            self.stdout = iter(
+                [
+                    "2026-01-01,00:00:00 | INFO | Running with a config\n",
+                    "Traceback (most recent call last):\n",
+                    '  File "main.py", line 1, in <module>\n',
+                    "KeyError: 'caption'\n",
+                    "2026-01-01,00:00:01 | INFO | shutting down\n",
+                ]
+            )
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self):
+            return 1
+
+    monkeypatch.setattr(ovdet.clip.pretrain.subprocess, "Popen", FakeTrainer)
+    with pytest.raises(CheckpointError) as info:
+        pretrain_clip(
+            csv_path, tmp_path / "runs", image_column="image", caption_column="caption",
+            separator=",", name="r",
+        )  # fmt: skip
+    cmd = seen["cmd"]
+    for flag, value in (
+        ("--csv-img-key", "image"), ("--csv-caption-key", "caption"), ("--csv-separator", ",")
+    ):  # fmt: skip
+        assert cmd[cmd.index(flag) + 1] == value
+    assert str(info.value).startswith("open_clip_train failed (exit status 1")
+    assert str(info.value).endswith(": KeyError: 'caption'")
+
+
+def test_last_error_line():
+    assert last_error_line(["x", "ValueError: bad", "2026 | INFO | done"]) == "ValueError: bad"
+    assert last_error_line(["main.py: error: unrecognized arguments: --x"]).endswith("--x")
+    assert last_error_line(["2026-01-01 | ERROR | torch.cuda.OutOfMemoryError: CUDA"]) == (
+        "torch.cuda.OutOfMemoryError: CUDA"
+    )
+    assert last_error_line(["just", "lines"]) == "lines"
+    assert last_error_line([]) == ""
+
+
+def test_export_loads_the_weights_without_a_random_init_warning(tmp_path, caplog):
+    model = open_clip.create_model(tiny_clip_model())
+    checkpoint = tmp_path / "epoch_1.pt"
+    # As open_clip_train writes it under DDP: a "state_dict" entry with "module." keys.
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 1, "name": "r", "state_dict": state}, checkpoint)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        folder = export_clip_dir(checkpoint, tmp_path / "export")
+    assert not any("initialized randomly" in m for m in caplog.messages), caplog.messages
+    exported = open_clip.create_model(f"local-dir:{folder}")
+    for key, value in model.state_dict().items():
+        assert torch.equal(exported.state_dict()[key], value), key
+    torch.save({"state_dict": {"foo": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="cannot load"):
+        export_clip_dir(tmp_path / "other.pt", tmp_path / "bad")
+    assert not (tmp_path / "bad" / "open_clip_pytorch_model.bin").exists()
+
+
+def test_docstrings_describe_the_shipped_tiny_clip():
+    """configs/clip/tiny is a ModifiedResNet (layers as a list) at 32 px, as the docs say."""
+    config = json.loads((TINY_CLIP_DIR / "open_clip_config.json").read_text())["model_cfg"]
+    assert isinstance(config["vision_cfg"]["layers"], list)  # ModifiedResNet, not a ViT
+    size = config["vision_cfg"]["image_size"]
+    for doc in (ovdet.clip.pretrain.__doc__, pretrain_clip.__doc__ or ""):
+        assert "ViT" not in doc and "48 px" not in doc
+    assert f"ModifiedResNet image tower at {size} px" in " ".join(
+        ovdet.clip.pretrain.__doc__.split()
+    )
+
+
+@pytest.mark.slow
+def test_pretrain_tiny_clip_end_to_end(tmp_path):
+    data = generate_synthetic_dataset(
+        tmp_path / "data",
+        num_train_images=0,
+        num_val_images=0,
+        num_caption_crops=256,
+        progress=False,
+    )
+    checkpoint = pretrain_clip(
+        data.train_captions,
+        tmp_path / "runs",
+        epochs=1,
+        batch_size=64,
+        warmup=2,
+        name="tiny",
+    )
+    assert checkpoint == tmp_path / "runs" / "tiny" / "checkpoints" / "epoch_1.pt"
+    assert checkpoint.is_file()
+
+    # open_clip ignores `pretrained=` for local-dir models: load the checkpoint afterwards.
+    model, _, _ = open_clip.create_model_and_transforms(tiny_clip_model())
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    open_clip.load_checkpoint(model, str(checkpoint))
+    trained = model.state_dict()
+    assert any(not torch.equal(initial[k], trained[k]) for k in trained)
+
+    # The exported folder loads config and weights from one `local-dir:` name.
+    folder = export_clip_dir(checkpoint, tmp_path / "export")
+    exported, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(x), exported.encode_image(x))

@@ -1,0 +1,207 @@
+"""The web demo in a real browser: headless Chromium drives the page served on 127.0.0.1.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium
+chromium-driver``; CI's ``.ci/run`` installs them) and the ``dev`` extra (gradio, selenium);
+skips with the reason where they are missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1100",
+)
+WAIT_S = 240  # an upper bound for a loaded machine, never reached when things work
+
+pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[dev]')")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="the browser test needs selenium (pip install -e '.[dev]')"
+)
+if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+    pytest.skip(
+        f"no browser: {CHROMIUM} and {CHROMEDRIVER} are needed "
+        "(Debian: apt-get install -y chromium chromium-driver)",
+        allow_module_level=True,
+    )
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from tests.demo.test_demo import demo_checkpoint  # noqa: E402, F401 (the served model)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_demo(demo_checkpoint):  # noqa: F811 (the fixture imported above)
+    """The demo of the barely trained tiny model on 127.0.0.1 (threshold 0: detections exist)."""
+    from ovdet.cli.demo import DemoModel, build_app
+
+    app = build_app(DemoModel.from_checkpoint(demo_checkpoint), "blue circle", score_thresh=0.0)
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def _status(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "#status textarea").get_attribute("value") or ""
+
+
+def _upload(driver, path: Path) -> None:
+    """Replace the page's uploads by ``path`` and wait until the page lists it."""
+    for clear in driver.find_elements(By.CSS_SELECTOR, "#images button[aria-label='Clear']"):
+        clear.click()
+    driver.find_element(By.CSS_SELECTOR, "#images input[type=file]").send_keys(str(path))
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: path.stem in d.find_element(By.CSS_SELECTOR, "#images").text
+    )  # the page lists the stem and the extension on two lines
+
+
+def _detect(driver, previous_status: str) -> str:
+    driver.find_element(By.CSS_SELECTOR, "#detect").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: _status(d) not in ("", previous_status))
+    return _status(driver)
+
+
+def test_demo_in_a_browser(served_demo, browser, tmp_path):
+    photo = tmp_path / "red_square_photo.png"
+    img = Image.new("RGB", (64, 64), (128, 128, 128))
+    ImageDraw.Draw(img).rectangle((16, 20, 40, 44), fill=(220, 30, 30))
+    img.save(photo)
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not a picture")
+
+    browser.get(served_demo)
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#images input[type=file]")
+    )
+    _upload(browser, photo)
+    classes = browser.find_element(By.CSS_SELECTOR, "#classes textarea")
+    classes.clear()
+    classes.send_keys("red square")
+    status = _detect(browser, "")
+    assert status.endswith("detection(s) in 1 image(s)"), status
+    assert not status.startswith("0 "), status
+
+    drawn = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#drawn img")
+    )
+    assert drawn[0].get_attribute("src")
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script(loaded, drawn[0]))
+    table = browser.find_element(By.CSS_SELECTOR, "#table").text
+    assert "red square" in table and "base" in table and "blue circle" not in table
+    assert browser.find_elements(By.CSS_SELECTOR, "#results-json a")  # the JSON to download
+    browser.save_screenshot(str(tmp_path / "demo.png"))
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+    # A file that is not an image: the command line's one-line message, in the page.
+    _upload(browser, notes)
+    status = _detect(browser, status)
+    assert status.startswith("error: ") and "image notes.png" in status, status
+    assert len(status.splitlines()) == 1
+    browser.save_screenshot(str(tmp_path / "demo_bad_upload.png"))
+
+    # The app keeps serving: the good picture again.
+    _upload(browser, photo)
+    assert _detect(browser, status).endswith("detection(s) in 1 image(s)")
+
+
+def _video_status(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "#video-status textarea").get_attribute("value")
+
+
+def _detect_video(driver, path: Path, previous_status: str) -> str:
+    """Upload ``path`` in the video tab, run, and wait for the new status."""
+    for clear in driver.find_elements(By.CSS_SELECTOR, "#video button[aria-label='Clear']"):
+        clear.click()
+    driver.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(path))
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, "#video video")
+            or path.stem in d.find_element(By.CSS_SELECTOR, "#video").text
+        )
+    )
+    driver.find_element(By.CSS_SELECTOR, "#detect-video").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: _video_status(d) not in ("", previous_status))
+    return _video_status(driver)
+
+
+def test_video_tab_in_a_browser(served_demo, browser, tmp_path):
+    av = pytest.importorskip("av", reason="PyAV (av) is not installed")
+    from tests.cli.test_video import make_clip
+
+    clip = tmp_path / "toy_clip.mp4"
+    make_clip(clip, "libx264" if "libx264" in av.codecs_available else "mpeg4")
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video at all\n")
+
+    browser.get(served_demo)
+    tab = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.XPATH, "//button[@role='tab' and normalize-space()='Video']")
+    )
+    tab[0].click()
+    classes = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#video-classes textarea")
+    )
+    classes.clear()
+    classes.send_keys("red square")
+    status = _detect_video(browser, clip, "")
+    assert status.endswith("in 2 frame(s) of toy_clip.mp4 (sampled at 1 fps)"), status
+    assert not status.startswith("0 "), status
+    drawn = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#drawn-video video")
+    )
+    assert "toy_clip_det.mp4" in (drawn[0].get_attribute("src") or "")
+    playable = "return arguments[0].readyState >= 1 && arguments[0].duration > 0"
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script(playable, drawn[0]))
+    table = browser.find_element(By.CSS_SELECTOR, "#video-table").text
+    assert "red square" in table and "base" in table
+    assert browser.find_elements(By.CSS_SELECTOR, "#video-results-json a")
+    browser.save_screenshot(str(tmp_path / "demo_video.png"))
+    assert (tmp_path / "demo_video.png").stat().st_size > 10_000
+
+    # Not a video: the command line's one-line message, in the page; then the tab still works.
+    status = _detect_video(browser, notes, status)
+    assert status.startswith("error: video notes.mp4 cannot be read"), status
+    assert len(status.splitlines()) == 1
+    assert _detect_video(browser, clip, status).endswith("(sampled at 1 fps)")
