@@ -227,7 +227,7 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
     records = _val_records(bench)
     detector.set_classes(records.class_names)
     for ensemble in (False, True):
-        detector.enable_ensemble(ensemble)
+        detector.enable_clip_rescoring(ensemble)
         ap50 = _ap50(detector, records, bench).replace(" | ", " / ")
         print(f"{'with' if ensemble else 'without'} the ensemble: AP50 base / novel / all {ap50}")
 

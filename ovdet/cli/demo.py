@@ -264,7 +264,7 @@ class DemoModel:
                 detector.class_names = []  # the head is shared by the template sets: set it
                 detector.set_classes(vocabulary)
                 self._current = (templates, vocabulary)
-            detector.enable_ensemble(ensemble)
+            detector.enable_clip_rescoring(ensemble)
             yield detector, detector.head.get_vocabulary()[1].tolist()
 
 

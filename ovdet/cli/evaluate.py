@@ -9,7 +9,7 @@ Examples::
         --checkpoint model.pth --image-root val2017/
     # any checkpoint ovdet writes (a closed-set baseline too), any method of the benchmark table
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
-        --checkpoint output/vild/model_final.pt --ensemble          # or --clip-on-proposals
+        --checkpoint output/vild/model_final.pt --clip-rescoring       # or --clip-on-proposals
     # CLIP's zero-shot accuracy on the ground-truth boxes (cropped as the ViLD teacher does)
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --clip-zero-shot local-dir:output/clip/model
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     method = parser.add_mutually_exclusive_group()
     method.add_argument(
-        "--ensemble",
+        "--clip-rescoring",
         action="store_true",
         help="with --checkpoint: the ViLD-ensemble (detector and CLIP crop scores combined)",
     )
@@ -144,7 +144,7 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     from ovdet.ovbench.predict import predict_with_method
 
     method = "detector"
-    if args.ensemble:
+    if args.clip_rescoring:
         method = "ensemble"
     elif args.clip_on_proposals:
         method = "clip_on_proposals"
@@ -201,10 +201,12 @@ def _run(args: argparse.Namespace) -> None:
         _check_output(args.output)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
             log_to_file(Path(args.output).parent)
-    if (args.ensemble or args.clip_on_proposals or args.score_thresh is not None) and (
+    if (args.clip_rescoring or args.clip_on_proposals or args.score_thresh is not None) and (
         args.checkpoint is None
     ):
-        raise _UsageError("--ensemble, --clip-on-proposals and --score-thresh need --checkpoint")
+        raise _UsageError(
+            "--clip-rescoring, --clip-on-proposals and --score-thresh need --checkpoint"
+        )
     if args.clip_zero_shot is not None:
         metrics = _clip_zero_shot(args)
         if args.output:

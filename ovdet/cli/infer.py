@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CLIP spec replacing the checkpoint's, e.g. ViT-B-32:/path/weights.pt",
     )
     p.add_argument(
-        "--ensemble",
+        "--clip-rescoring",
         action="store_true",
         help="ViLD-ensemble: combine detector scores with CLIP crop scores",
     )
@@ -141,8 +141,8 @@ def _load_d2(args, vocabulary):
             f"--d2-config needs detectron2 ({e}); install it by its official guide"
         ) from None
     overrides = ["MODEL.OVDET.CLIP", args.clip] if args.clip else []
-    if args.ensemble:
-        overrides += ["MODEL.OVDET.ENSEMBLE.ENABLED", "True"]
+    if args.clip_rescoring:
+        overrides += ["MODEL.OVDET.CLIP_RESCORING.ENABLED", "True"]
     predictor = OpenVocabularyD2Predictor(
         args.d2_config, args.weights, classes=vocabulary, overrides=overrides,
         device=args.device, batch_size=args.batch_size,
@@ -185,8 +185,8 @@ def _load_detector(args, vocabulary):
         detector = _load_d2(args, vocabulary)
         return detector, detector.max_load_pixels
     detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
-    if args.ensemble:
-        detector.enable_ensemble(True)
+    if args.clip_rescoring:
+        detector.enable_clip_rescoring(True)
     detector.set_classes(vocabulary)
     return detector, detector.cfg.INPUT.MAX_LOAD_PIXELS
 

@@ -65,21 +65,21 @@ def add_ovdet_config(cfg: Any) -> None:
     # Offline mode: the file written by tools/precompute_clip_embeddings.py.
     ov.DISTILL.EMBEDDINGS_FILE = ""
     # ViLD-image trains its own projection (ViLD's separate ViLD-text and ViLD-image heads)
-    # instead of the classifier's; inference combines the two heads' scores as the ensemble
-    # does (ENSEMBLE.BASE_WEIGHT / NOVEL_WEIGHT, ENSEMBLE.CLIP_TEMPERATURE), no CLIP needed.
+    # instead of the classifier's; inference combines the two heads' scores (ViLD-ensemble,
+    # weights CLIP_RESCORING.BASE_WEIGHT / NOVEL_WEIGHT / CLIP_TEMPERATURE), no CLIP needed.
     ov.DISTILL.IMAGE_HEAD = False
 
-    ov.ENSEMBLE = node()
+    ov.CLIP_RESCORING = node()
     # ViLD-ensemble at inference: geometric mean of detector and CLIP crop scores.
-    ov.ENSEMBLE.ENABLED = False
+    ov.CLIP_RESCORING.ENABLED = False
     # Weight of the detector score for classes of the training vocabulary (ViLD: 2/3).
-    ov.ENSEMBLE.BASE_WEIGHT = 0.67
+    ov.CLIP_RESCORING.BASE_WEIGHT = 0.67
     # Weight of the detector score for classes outside it (ViLD: 1/3, i.e. CLIP weighs 2/3).
-    ov.ENSEMBLE.NOVEL_WEIGHT = 0.33
+    ov.CLIP_RESCORING.NOVEL_WEIGHT = 0.33
     # Temperature of CLIP's softmax over the vocabulary for crop scores.
-    ov.ENSEMBLE.CLIP_TEMPERATURE = 100.0
+    ov.CLIP_RESCORING.CLIP_TEMPERATURE = 100.0
     # Proposals per image rescored by CLIP (the top ones by detector score).
-    ov.ENSEMBLE.NUM_PROPOSALS = 100
+    ov.CLIP_RESCORING.NUM_PROPOSALS = 100
 
     ov.WEAK = node()
     # Weak supervision (Detic): losses on image-labelled batches (no boxes), which the trainer

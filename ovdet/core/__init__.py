@@ -6,11 +6,11 @@ ViLD-ensemble, post-processing, and the :class:`OpenVocabularyHead` that joins t
 """
 
 from ovdet.core.classifier import ZeroShotClassifier
-from ovdet.core.ensemble import ensemble_scores
-from ovdet.core.head import DISTILL_MODES, EnsembleSettings, OpenVocabularyHead, get_head
+from ovdet.core.head import DISTILL_MODES, ClipRescoringSettings, OpenVocabularyHead, get_head
 from ovdet.core.losses import box_regression_loss, vild_image_loss, vild_text_loss
 from ovdet.core.novel_classes import normalize_name, novel_class_mask
 from ovdet.core.postprocessing import select_detections, threshold_scores
+from ovdet.core.score_fusion import geometric_mean_scores
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.core.weak_supervision import (
     WeakSupervisionSettings,
@@ -23,14 +23,14 @@ from ovdet.core.weak_supervision import (
 __all__ = [
     "DISTILL_MODES",
     "ClipRegionTeacher",
-    "EnsembleSettings",
+    "ClipRescoringSettings",
     "OpenVocabularyHead",
     "WeakSupervisionSettings",
     "ZeroShotClassifier",
     "box_regression_loss",
     "caption_loss",
     "choose_label_regions",
-    "ensemble_scores",
+    "geometric_mean_scores",
     "federated_classes",
     "get_head",
     "image_label_loss",

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovdet.core.classifier import ZeroShotClassifier
-from ovdet.core.ensemble import ensemble_scores
 from ovdet.core.losses import vild_image_loss, vild_text_loss
 from ovdet.core.postprocessing import select_detections
+from ovdet.core.score_fusion import geometric_mean_scores
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.core.weak_supervision import (
     TrainingVocabulary,
@@ -40,7 +40,7 @@ from ovdet.core.weak_supervision import (
 )
 from ovdet.utils.errors import ConfigError
 
-__all__ = ["DISTILL_MODES", "EnsembleSettings", "OpenVocabularyHead", "get_head"]
+__all__ = ["DISTILL_MODES", "ClipRescoringSettings", "OpenVocabularyHead", "get_head"]
 
 DISTILL_MODES = ("none", "online", "offline")
 
@@ -50,8 +50,8 @@ BoxFeaturizer = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class EnsembleSettings:
-    """ViLD-ensemble at inference (``MODEL.OVDET.ENSEMBLE``).
+class ClipRescoringSettings:
+    """ViLD-ensemble at inference (``MODEL.OVDET.CLIP_RESCORING``).
 
     Attributes:
         base_weight: detector weight for classes of the training vocabulary.
@@ -66,8 +66,8 @@ class EnsembleSettings:
     num_proposals: int = 100
 
     @classmethod
-    def from_config(cls, cfg) -> EnsembleSettings:
-        e = cfg.MODEL.OVDET.ENSEMBLE
+    def from_config(cls, cfg) -> ClipRescoringSettings:
+        e = cfg.MODEL.OVDET.CLIP_RESCORING
         return cls(e.BASE_WEIGHT, e.NOVEL_WEIGHT, e.CLIP_TEMPERATURE, e.NUM_PROPOSALS)
 
 
@@ -144,7 +144,7 @@ class OpenVocabularyHead(nn.Module):
         self.nms_thresh = float(nms_thresh)
         self.detections_per_img = int(detections_per_img)
         self.max_candidates = int(max_candidates or max(1000, 10 * self.detections_per_img))
-        self.ensemble: EnsembleSettings | None = None
+        self.ensemble: ClipRescoringSettings | None = None
         self.weak = weak or WeakSupervisionSettings()
         # Federated loss: Tensor[C] sampling weights of the current vocabulary (or None).
         self.class_sampling_weights: torch.Tensor | None = None
@@ -173,8 +173,8 @@ class OpenVocabularyHead(nn.Module):
             detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
             weak=WeakSupervisionSettings.from_config(cfg),
             image_head=ov.DISTILL.IMAGE_HEAD,
-            image_head_weights=(ov.ENSEMBLE.BASE_WEIGHT, ov.ENSEMBLE.NOVEL_WEIGHT),
-            image_head_temperature=ov.ENSEMBLE.CLIP_TEMPERATURE,
+            image_head_weights=(ov.CLIP_RESCORING.BASE_WEIGHT, ov.CLIP_RESCORING.NOVEL_WEIGHT),
+            image_head_temperature=ov.CLIP_RESCORING.CLIP_TEMPERATURE,
         )
 
     # ------------------------------------------------------------------ vocabulary
@@ -232,7 +232,7 @@ class OpenVocabularyHead(nn.Module):
             teacher.to(device)
         return teacher
 
-    def enable_ensemble(self, settings: EnsembleSettings | None) -> None:
+    def enable_clip_rescoring(self, settings: ClipRescoringSettings | None) -> None:
         """Turn the ViLD-ensemble on (with these settings) or off (``None``)."""
         if settings is not None and self.clip_teacher is None:
             raise RuntimeError("the ensemble needs a CLIP teacher; call set_clip_teacher() first")
@@ -286,7 +286,7 @@ class OpenVocabularyHead(nn.Module):
             logits = (self.image_head_temperature * self.distilled_embeddings(features)) @ (
                 self.text_embeddings.t()
             )
-            probs = ensemble_scores(
+            probs = geometric_mean_scores(
                 probs, F.softmax(logits, -1), self.is_novel_class, *self.image_head_weights
             )
         return probs, self.bbox_pred(features), embeddings
@@ -501,7 +501,7 @@ class OpenVocabularyHead(nn.Module):
             boxes, probs, region_index = boxes[keep], probs[keep], region_index[keep]
             crops = self._teacher(image.device)(image, [boxes])
             clip_logits = (e.clip_temperature * crops.float()) @ self.text_embeddings.t()
-            probs = ensemble_scores(
+            probs = geometric_mean_scores(
                 probs, F.softmax(clip_logits, -1), self.is_novel_class, e.base_weight,
                 e.novel_weight,
             )  # fmt: skip

@@ -17,7 +17,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
     ) from e
 
-from ovdet.core.head import EnsembleSettings
+from ovdet.core.head import ClipRescoringSettings
 from ovdet.d2.config import add_ovdet_config, load_d2_config
 from ovdet.d2.datasets import (
     get_dataset_split,
@@ -42,7 +42,7 @@ from ovdet.d2.trainer import OpenVocabularyTrainer
 register_builtin_datasets()
 
 __all__ = [
-    "EnsembleSettings",
+    "ClipRescoringSettings",
     "OpenVocabularyD2Predictor",
     "OfflineDistillationMapper",
     "OpenVocabularyEvaluator",

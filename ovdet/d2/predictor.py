@@ -38,7 +38,7 @@ class OpenVocabularyD2Predictor:
         batch_size: images per forward pass.
 
     Classes outside the training vocabulary count as novel for the ViLD-ensemble
-    (``MODEL.OVDET.ENSEMBLE.ENABLED``); when the training vocabulary cannot be resolved (its
+    (``MODEL.OVDET.CLIP_RESCORING.ENABLED``); when the training vocabulary cannot be resolved (its
     dataset is not registered and ``MODEL.OVDET.VOCABULARY`` is empty), every class is novel.
     """
 

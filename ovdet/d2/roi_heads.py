@@ -12,7 +12,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
-from ovdet.core.head import EnsembleSettings, OpenVocabularyHead
+from ovdet.core.head import ClipRescoringSettings, OpenVocabularyHead
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.d2.model_vocabulary import load_clip_for, text_embeddings, training_vocabulary
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
@@ -51,7 +51,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         self,
         *,
         clip_teacher: ClipRegionTeacher | None = None,
-        ensemble: EnsembleSettings | None = None,
+        ensemble: ClipRescoringSettings | None = None,
         pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
         pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
         input_format: str = "BGR",
@@ -85,7 +85,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
             head.set_clip_teacher(clip_teacher)
         if head.distills_online and clip_teacher is None:
             raise ConfigError("online distillation needs a CLIP teacher")
-        head.enable_ensemble(ensemble)
+        head.enable_clip_rescoring(ensemble)
         self.input_format = input_format
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
@@ -124,12 +124,12 @@ class OpenVocabularyROIHeads(StandardROIHeads):
             input_format=cfg.INPUT.FORMAT,
         )
         distills = ov.DISTILL.MODE == "online" and ov.DISTILL.WEIGHT > 0
-        if distills or ov.ENSEMBLE.ENABLED:
+        if distills or ov.CLIP_RESCORING.ENABLED:
             ret["clip_teacher"] = ClipRegionTeacher.from_clip(
                 load_clip_for(cfg), ov.DISTILL.CROP_SCALES, ov.DISTILL.CROP_SIZE
             )
-        if ov.ENSEMBLE.ENABLED:
-            ret["ensemble"] = EnsembleSettings.from_config(cfg)
+        if ov.CLIP_RESCORING.ENABLED:
+            ret["ensemble"] = ClipRescoringSettings.from_config(cfg)
         return ret
 
     @classmethod

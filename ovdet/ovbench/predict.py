@@ -96,15 +96,15 @@ def _open_vocabulary_model(checkpoint, method: str, class_names, device: str, ov
     detector = OVDetector.from_checkpoint(checkpoint, device=device, overrides=overrides)
     detector.set_classes(class_names)
     if method == "ensemble":
-        detector.enable_ensemble(True)
+        detector.enable_clip_rescoring(True)
         return detector.model, detector.cfg
     if method == "clip_on_proposals":
         cfg = detector.cfg
         teacher = build_clip_teacher(cfg, detector._text.clip).to(device)
         model = ClipOnProposals(
             detector.model, teacher,
-            num_proposals=cfg.MODEL.OVDET.ENSEMBLE.NUM_PROPOSALS,
-            clip_temperature=cfg.MODEL.OVDET.ENSEMBLE.CLIP_TEMPERATURE,
+            num_proposals=cfg.MODEL.OVDET.CLIP_RESCORING.NUM_PROPOSALS,
+            clip_temperature=cfg.MODEL.OVDET.CLIP_RESCORING.CLIP_TEMPERATURE,
             score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
             nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,

@@ -696,7 +696,7 @@ def _draw_pictures(out, data, split, metrics, size, device, progress) -> dict:
     _stage(f"stage 4: pictures of {best.description} with every class name")
     detector = OVDetector.from_checkpoint(out / best.detector / "model_final.pt", device=device)
     if best.prediction == "ensemble":
-        detector.enable_ensemble(True)
+        detector.enable_clip_rescoring(True)
     records = load_coco_detection(
         str(data.path("val_json")), str(data.path("val_images")), split=None, filter_empty=False
     )  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from ovdet.clip import ClipSpec
 from ovdet.clip.text_classifier import Vocabulary
 from ovdet.config import config_from_dict
-from ovdet.core.head import EnsembleSettings, get_head
+from ovdet.core.head import ClipRescoringSettings, get_head
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.data.image_io import as_rgb_array
 from ovdet.data.transforms import build_augmentation, resize_for_inference
@@ -55,8 +55,8 @@ class OVDetector:
         self.transform = build_augmentation(cfg, is_train=False)
         self._text = build_text_classifier(cfg, self.device)
         self.class_names: list[str] = []
-        if cfg.MODEL.OVDET.ENSEMBLE.ENABLED:
-            self.enable_ensemble(True)
+        if cfg.MODEL.OVDET.CLIP_RESCORING.ENABLED:
+            self.enable_clip_rescoring(True)
 
     @classmethod
     def from_checkpoint(
@@ -105,11 +105,13 @@ class OVDetector:
         load_model_weights(model, state["model"], str(path))
         return cls(model.to(device), cfg, state.get("class_names", []), device)
 
-    def enable_ensemble(self, enabled: bool = True) -> None:
+    def enable_clip_rescoring(self, enabled: bool = True) -> None:
         """Turn on ViLD-ensemble (loads the CLIP image tower once)."""
         if enabled and self.head.clip_teacher is None:
             self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
-        self.head.enable_ensemble(EnsembleSettings.from_config(self.cfg) if enabled else None)
+        self.head.enable_clip_rescoring(
+            ClipRescoringSettings.from_config(self.cfg) if enabled else None
+        )
 
     @property
     def clip(self):

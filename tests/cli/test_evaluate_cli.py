@@ -189,7 +189,7 @@ def test_closed_set_checkpoint_is_evaluated(closed_set_checkpoint, toy_dataset, 
     assert results and {r["category_id"] for r in results} <= base_ids
     # The methods that need a CLIP say so in one line.
     assert main(_toy_args(toy_dataset, "--checkpoint", str(closed_set_checkpoint),
-                          "--ensemble")) == 2  # fmt: skip
+                          "--clip-rescoring")) == 2  # fmt: skip
 
 
 @pytest.mark.slow
@@ -197,7 +197,7 @@ def test_every_method_of_the_table_is_evaluated(trained_checkpoint, toy_dataset,
     from ovdet.ovbench.predict import predict_with_method
 
     scores = {}
-    for flag, method in (("", "detector"), ("--ensemble", "ensemble"),
+    for flag, method in (("", "detector"), ("--clip-rescoring", "ensemble"),
                          ("--clip-on-proposals", "clip_on_proposals")):  # fmt: skip
         args = _toy_args(toy_dataset, "--checkpoint", str(trained_checkpoint))
         assert main([*args, flag] if flag else args) == 0, method
@@ -225,7 +225,7 @@ def test_clip_zero_shot_accuracy_on_ground_truth_boxes(tiny_clip, toy_dataset, t
 
 
 def test_method_flags_need_a_checkpoint(files, capsys):
-    argv = ["--gt", files["gt"], "--results", files["results"], "--ensemble"]
+    argv = ["--gt", files["gt"], "--results", files["results"], "--clip-rescoring"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "need --checkpoint" in err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ovdet.clip.text_classifier import Vocabulary
-from ovdet.core import EnsembleSettings, OpenVocabularyHead, get_head, novel_class_mask
+from ovdet.core import ClipRescoringSettings, OpenVocabularyHead, get_head, novel_class_mask
 from ovdet.utils.errors import ConfigError
 
 FEATURES, DIM = 12, 8
@@ -97,8 +97,8 @@ def test_offline_distillation_uses_the_given_regions():
 def test_image_head_takes_the_distillation_and_joins_the_scores_as_vild_ensembles():
     """ViLD's separate heads: ViLD-image trains only the image projection, and inference takes
     the weighted geometric mean of both heads' probabilities (ViLD: 2/3 and 1/3)."""
-    from ovdet.core.ensemble import ensemble_scores
     from ovdet.core.losses import vild_image_loss
+    from ovdet.core.score_fusion import geometric_mean_scores
 
     head = _head(distill_mode="offline", distill_weight=1.0, image_head=True,
                  image_head_weights=(0.6, 0.2), image_head_temperature=30.0)  # fmt: skip
@@ -115,7 +115,7 @@ def test_image_head_takes_the_distillation_and_joins_the_scores_as_vild_ensemble
     probs, _, embeddings = head.predict(features)
     text_probs = head.classifier.probabilities(head.embed(features))
     image_probs = torch.softmax(30.0 * image_embeddings @ head.text_embeddings.t(), dim=1)
-    expected = ensemble_scores(text_probs, image_probs, head.is_novel_class, 0.6, 0.2)
+    expected = geometric_mean_scores(text_probs, image_probs, head.is_novel_class, 0.6, 0.2)
     torch.testing.assert_close(probs, expected.detach())
     torch.testing.assert_close(embeddings, head.embed(features))  # the classifier's embeddings
     # A novel class's score is text^0.2 * image^0.8; without the image head, text alone.
@@ -144,7 +144,7 @@ def test_score_threshold_is_strict_and_applies_before_nms():
 def test_ensemble_needs_a_teacher_and_unknown_modes_are_config_errors():
     head = _head()
     with pytest.raises(RuntimeError, match="teacher"):
-        head.enable_ensemble(EnsembleSettings())
+        head.enable_clip_rescoring(ClipRescoringSettings())
     with pytest.raises(ConfigError, match="DISTILL.MODE"):
         OpenVocabularyHead(FEATURES, DIM, distill_mode="sometimes")
 

@@ -18,7 +18,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ovdet.core.losses import vild_image_loss  # noqa: E402
-from ovdet.d2 import EnsembleSettings, OfflineDistillationMapper  # noqa: E402
+from ovdet.d2 import ClipRescoringSettings, OfflineDistillationMapper  # noqa: E402
 
 
 def _record(instant_data) -> dict:
@@ -117,12 +117,12 @@ def test_online_loss_distils_the_top_proposals(instant_cfg, instant_data):
 
 def test_ensemble_weights_follow_novelty(instant_cfg, instant_data):
     cfg = instant_cfg(
-        "MODEL.OVDET.ENSEMBLE.ENABLED", "True", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"
+        "MODEL.OVDET.CLIP_RESCORING.ENABLED", "True", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"
     )
     model = build_model(cfg)
     model.eval()
     heads = model.roi_heads
-    assert isinstance(heads.head.ensemble, EnsembleSettings)
+    assert isinstance(heads.head.ensemble, ClipRescoringSettings)
     rgb = np.asarray(Image.open(_record(instant_data)["file_name"]))
     image = torch.as_tensor(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float()
     text, _ = heads.get_vocabulary()
@@ -135,7 +135,7 @@ def test_ensemble_weights_follow_novelty(instant_cfg, instant_data):
 
     plain = detect(None, [False, False])
     # Base classes trust the detector fully (weight 1), novel ones CLIP fully (weight 0).
-    settings = EnsembleSettings(1.0, 0.0, 100.0, 10_000)
+    settings = ClipRescoringSettings(1.0, 0.0, 100.0, 10_000)
     base = detect(settings, [False, False])
     assert torch.allclose(plain.scores, base.scores)
     assert torch.equal(plain.pred_classes, base.pred_classes)

@@ -21,7 +21,7 @@ from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
 
 from ovdet.clip.text_classifier import Vocabulary  # noqa: E402
 from ovdet.config import load_config  # noqa: E402
-from ovdet.core import EnsembleSettings, get_head, novel_class_mask  # noqa: E402
+from ovdet.core import ClipRescoringSettings, get_head, novel_class_mask  # noqa: E402
 from ovdet.d2.model_vocabulary import text_embeddings  # noqa: E402
 from ovdet.tv import build_model as build_tv_model  # noqa: E402
 from ovdet.tv.engine.build import build_clip_teacher, build_text_classifier  # noqa: E402
@@ -163,19 +163,19 @@ def test_same_detections_with_the_vild_ensemble(engines, tiny_clip):
     try:
         for model in (tv, d2):
             get_head(model).set_clip_teacher(teacher)
-            get_head(model).enable_ensemble(EnsembleSettings(num_proposals=20))
+            get_head(model).enable_clip_rescoring(ClipRescoringSettings(num_proposals=20))
         with get_head(tv).score_threshold(0.0), get_head(d2).score_threshold(0.0):
             a = _run_tv(tv, features, proposals, image)
             b = _run_d2(d2, features, proposals, image)
         _assert_same(a, b)
         plain = get_head(tv)
-        plain.enable_ensemble(None)
+        plain.enable_clip_rescoring(None)
         with plain.score_threshold(0.0):
             c = _run_tv(tv, features, proposals, image)
         assert not torch.allclose(a["scores"][:5], c["scores"][:5])  # CLIP changed the scores
     finally:
         for model in (tv, d2):
-            get_head(model).enable_ensemble(None)
+            get_head(model).enable_clip_rescoring(None)
 
 
 def test_same_detections_with_the_image_head(instant_cfg, tiny_clip, text_cache, vocabulary):

@@ -122,7 +122,7 @@ def test_novel_auto_labels_teach_a_closed_set_detector(small_run, tmp_path):
         "--classes", ",".join(split["novel"]), "--input", str(data / "images" / "train"),
         "--output", str(labels), "--no-draw", "--coco-out", str(labels / "auto.json"),
         "--label-thresh", str(findings["score_thresh"]),
-        *(["--ensemble"] if best.prediction == "ensemble" else []),
+        *(["--clip-rescoring"] if best.prediction == "ensemble" else []),
     )  # fmt: skip
     auto = json.loads((labels / "auto.json").read_text())
     assert [c["name"] for c in auto["categories"]] == split["novel"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ensemble_scores"]
+__all__ = ["geometric_mean_scores"]
 
 
-def ensemble_scores(
+def geometric_mean_scores(
     detector_probs: torch.Tensor,
     clip_probs: torch.Tensor,
     is_novel: torch.Tensor,
