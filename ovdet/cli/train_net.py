@@ -31,71 +31,12 @@ import sys
 from typing import Sequence
 
 from ovdet.utils.allocator import keep_freed_memory
-from ovdet.utils.errors import ConfigError, OvdetError
+from ovdet.utils.errors import OvdetError
 
-__all__ = ["build_parser", "main", "register_datasets", "run", "setup"]
+__all__ = ["build_parser", "main"]
 
 D2_INSTALL_GUIDE = "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
 EXIT_BAD_INPUT = 2
-
-_ROLES = {"train": True, "eval": False}
-
-
-def register_datasets(specs: list[list[str]] | None) -> None:
-    """Register ``--register-dataset NAME JSON IMAGE_ROOT SPLIT ROLE`` entries."""
-    from ovdet.d2 import register_ov_coco_dataset
-
-    for name, json_file, image_root, split, role in specs or []:
-        if role not in _ROLES:
-            raise ConfigError(
-                f"--register-dataset {name}: ROLE must be 'train' or 'eval', not {role!r}"
-            )
-        register_ov_coco_dataset(name, json_file, image_root, split, base_only=_ROLES[role])
-
-
-def setup(args: argparse.Namespace):
-    """The config of the file and overrides, frozen; logging and the output folder set up."""
-    from detectron2.engine import default_setup
-    from detectron2.utils import comm
-    from detectron2.utils.logger import setup_logger
-
-    from ovdet.config.catalog import resolve_config_path
-    from ovdet.d2 import load_d2_config
-
-    if args.config_file:  # a file, or the name of a shipped config
-        args.config_file = str(resolve_config_path(args.config_file))
-    cfg = load_d2_config(args.config_file, args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    # detectron2 sets up its own loggers only; ovdet's lines go to the same console and log.txt.
-    setup_logger(
-        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ovdet", abbrev_name="ovdet"
-    )
-    return cfg
-
-
-def run(args: argparse.Namespace):
-    """Train, or evaluate with ``--eval-only``, in one process of detectron2's launcher."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.evaluation import verify_results
-    from detectron2.utils import comm
-
-    from ovdet.d2 import OpenVocabularyTrainer
-
-    register_datasets(args.register_dataset)
-    cfg = setup(args)
-    if args.eval_only:
-        model = OpenVocabularyTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        results = OpenVocabularyTrainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, results)
-        return results
-    trainer = OpenVocabularyTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
 
 
 def _default_dist_url() -> str:
@@ -162,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # as every ovdet tool (ovdet.cli.common.cli_entry)
     try:
-        from detectron2.engine import launch
+        from ovdet.d2.train_net import launch_run
     except ImportError as e:
         print(
             f"error: ovdet-train-net needs detectron2, which cannot be imported ({e}); install "
@@ -171,14 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     try:
-        launch(
-            run,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
+        launch_run(args)
     except OvdetError as e:
         message = str(e).replace("\n", " ")
         print(f"error: {message}", file=sys.stderr)
