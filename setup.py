@@ -71,6 +71,8 @@ setup(
             "pytest-xdist>=3",
             "hypothesis>=6",
             "ruff>=0.4",
+            # the layer contracts of pyproject.toml, checked by `make test` (lint-imports)
+            "import-linter>=2.1",
             # packaging: python -m build, twine check; the wheel test builds with setuptools
             "build>=1.0",
             "twine>=6.1",
