@@ -1,4 +1,4 @@
-"""The web demo's request logic without a browser (ovdet.cli.demo); see test_demo_browser.py."""
+"""The web demo's request logic without a browser (ovdet.demo); see test_demo_browser.py."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from ovdet.cli import demo
+from ovdet import demo
+from ovdet.cli import demo as demo_cli
 from ovdet.cli import infer as infer_cli
-from ovdet.cli.demo import DemoModel, detect_files, parse_class_box
 from ovdet.clip.text_classifier import Vocabulary
 from ovdet.data.image_io import read_image
+from ovdet.demo import DemoModel, detect_files, parse_class_box
 from ovdet.utils.errors import ImageError, VocabularyError
 from tests.conftest import TINY_CONFIG, toy_overrides
 
@@ -136,39 +137,54 @@ def _error_of(text: str) -> str:
     return str(e.value)
 
 
-def test_ensemble_changes_scores(demo_model, tmp_path):
+def test_clip_rescoring_changes_scores(demo_model, tmp_path):
     image = red_square_image(tmp_path / "photo.png")
     plain = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, False)
-    ensembled = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, True)
-    assert ensembled.messages == [] and ensembled.rows
-    assert ensembled.results["detections"] != plain.results["detections"]
+    rescored = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, True)
+    assert rescored.messages == [] and rescored.rows
+    assert rescored.results["detections"] != plain.results["detections"]
     off_again = detect_files(demo_model, [image], "red square, blue circle", "a", 0.0, False)
     assert off_again.results == plain.results
 
 
+def test_both_detection_tabs_offer_clip_rescoring(demo_model):
+    gr = pytest.importorskip("gradio", reason="the web demo needs gradio")
+    from ovdet.demo.app import CLIP_RESCORING_LABEL
+
+    app = demo.build_app(demo_model, "red square", score_thresh=0.0)
+    checkboxes = {b.elem_id: b.label for b in app.blocks.values() if isinstance(b, gr.Checkbox)}
+    assert checkboxes == {
+        "clip-rescoring": CLIP_RESCORING_LABEL,
+        "video-clip-rescoring": "CLIP rescoring",
+    }
+    assert CLIP_RESCORING_LABEL.startswith("CLIP rescoring")
+    tabs = {b.label for b in app.blocks.values() if isinstance(b, gr.Tab)}
+    assert tabs == {"Video"}  # no search tab without an index
+
+
 def test_missing_default_checkpoint_names_the_command_that_makes_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert demo.main([]) == 2
+    assert demo_cli.main([]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: checkpoint {demo.DEFAULT_CHECKPOINT} does not exist")
+    assert err.startswith(f"error: checkpoint {demo_cli.DEFAULT_CHECKPOINT} does not exist")
     assert "make demo" in err and len(err.splitlines()) == 1
     for argv, message in [
         (["--port", "70000"], "error: --port 70000 is not a port number (1-65535)"),
         (["--max-video-frames", "0"], "error: --max-video-frames must be at least 1"),
         (["--score-thresh", "2"], "error: --score-thresh 2.0 is not between 0 and 1"),
     ]:
-        assert demo.main(argv) == 2
+        assert demo_cli.main(argv) == 2
         assert capsys.readouterr().err.strip() == message
 
 
 def test_benchmark_layout_gives_the_default_classes_and_examples(tmp_path):
     checkpoint = tmp_path / "vild" / "model_final.pt"
-    assert demo._benchmark_defaults(checkpoint) == (None, None)
+    assert demo_cli._benchmark_defaults(checkpoint) == (None, None)
     (tmp_path / "data" / "annotations").mkdir(parents=True)
     (tmp_path / "data" / "annotations" / "instances_val.json").write_text("{}")
     (tmp_path / "held_out_images").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "held_out_images" / "a.png")
-    classes, examples = demo._benchmark_defaults(checkpoint)
+    classes, examples = demo_cli._benchmark_defaults(checkpoint)
     assert classes.endswith("instances_val.json") and examples.endswith("held_out_images")
 
 

@@ -57,7 +57,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served_demo(demo_checkpoint):  # noqa: F811 (the fixture imported above)
     """The demo of the barely trained tiny model on 127.0.0.1 (threshold 0: detections exist)."""
-    from ovdet.cli.demo import DemoModel, build_app
+    from ovdet.demo import DemoModel, build_app
 
     app = build_app(DemoModel.from_checkpoint(demo_checkpoint), "blue circle", score_thresh=0.0)
     port = _free_port()
@@ -114,6 +114,7 @@ def test_demo_in_a_browser(served_demo, browser, tmp_path):
     WebDriverWait(browser, WAIT_S).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#images input[type=file]")
     )
+    assert "CLIP rescoring" in browser.find_element(By.CSS_SELECTOR, "#clip-rescoring").text
     _upload(browser, photo)
     classes = browser.find_element(By.CSS_SELECTOR, "#classes textarea")
     classes.clear()
