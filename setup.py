@@ -89,7 +89,7 @@ setup(
         # the web demo (tools/demo.py)
         "demo": ["gradio>=5"],
         # ONNX export (tools/export_onnx.py) and its onnxruntime detector (which, with its
-        # tokenizer, needs no torch: README "Deployment")
+        # tokenizer, needs no torch: docs/deployment.md#onnx-export)
         "deploy": ["onnx>=1.16", "onnxruntime>=1.18", "tokenizers>=0.15", "ftfy"],
         # text search over regions (tools/search.py)
         "search": ["faiss-cpu>=1.8"],

@@ -112,7 +112,8 @@ def add_ovdet_config(cfg: Any) -> None:
     # which are then negatives of every box region (Detic: its OV-COCO box data keeps all
     # classes); "box", the box classes alone (an unannotated object of an image-label class in a
     # box image is not pushed away from its name, but nothing keeps background regions from it;
-    # better where CLIP knows the image-label names poorly: BENCHMARKS.md, section 8).
+    # better where CLIP knows the image-label names poorly:
+    # docs/benchmark_studies.md#box-batch-classes).
     ov.WEAK.BOX_BATCH_CLASSES = "all"
 
     # Base/novel split: "ovcoco", "lvis" or a JSON/YAML file {"base": [...], "novel": [...]};

@@ -109,7 +109,7 @@ class ZeroShotClassifier(nn.Module):
         larger vocabularies), the softmax runs in place in the ``[N, C]`` product instead: no
         ``[N, C + 1]`` concatenation or second ``[N, C + 1]`` output (freshly allocated, hence
         page-faulted, buffers of tens of MB), and no product with an odd ``C + 1`` columns,
-        which BLAS runs ~30% slower than with ``C`` (measured in BENCHMARKS.md).
+        which BLAS runs ~30% slower than with ``C`` (docs/speed.md#profiles-and-fixes).
 
         Args:
             embeddings: Tensor[N, D], L2-normalised.

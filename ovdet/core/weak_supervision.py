@@ -137,7 +137,8 @@ def image_label_loss(
     (Detic's ``image_label_losses`` with ``USE_SIGMOID_CE``, whose target also covers the
     background column; Detic makes the other labels negatives). On the synthetic benchmark,
     with one to three objects a scene, the region of each label under ``max_score`` was also
-    trained positive for the scene's other labels before, and lost novel AP50 (BENCHMARKS.md).
+    trained positive for the scene's other labels before, and lost novel AP50
+    (docs/benchmark_studies.md#image-label-loss).
 
     Args:
         logits: per image Tensor[N_i, C + 1], the regions' logits, background last.

@@ -5,10 +5,10 @@ their gradients, the re-laid-out convolution weights. glibc gives free memory at
 heap back to the kernel once it exceeds a trim threshold (by default twice the largest chunk it
 has handed out by ``mmap``), so the next step takes those pages again as page faults, each one
 zeroed by the kernel: 20,000-34,000 faults (80-140 MB) per step of the synthetic benchmark's
-detector, 11-22% of its time (BENCHMARKS.md, section 9). :func:`keep_freed_memory` raises the
-trim threshold and fixes the ``mmap`` threshold at glibc's largest (32 MiB), so the heap keeps
-what it freed and reuses it. The cost: the process holds on to up to
-:data:`TRIM_THRESHOLD_BYTES` of free heap after its peak, instead of returning it.
+detector, 11-22% of its time (docs/speed.md#freed-memory-kept-for-reuse).
+:func:`keep_freed_memory` raises the trim threshold and fixes the ``mmap`` threshold at glibc's
+largest (32 MiB), so the heap keeps what it freed and reuses it. The cost: the process holds on
+to up to :data:`TRIM_THRESHOLD_BYTES` of free heap after its peak, instead of returning it.
 
 Every command-line tool calls it at start (:func:`ovdet.cli.common.cli_entry`), and so do the
 benchmark's worker processes. It does nothing, and says so at DEBUG level, where the allocator

@@ -4,7 +4,7 @@ The synthetic benchmark trains several small detectors whose dependencies form a
 closed-set baseline needs no CLIP; ViLD needs the pre-trained CLIP; the fine-tuned detectors
 need the ones they start from). On a CPU, two one-thread trainings side by side finish sooner
 than the same two one after the other on two threads: a small detector's step does not keep
-two threads busy (BENCHMARKS.md, "Parallel stages").
+two threads busy (docs/benchmark.md#parallel-stages).
 
 Workers are ``spawn``-ed processes (safe with torch and its thread pools). Their log records are
 relayed to the parent's handlers (console and ``log.txt``), each prefixed with its task's name;

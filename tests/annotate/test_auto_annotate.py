@@ -5,7 +5,7 @@ labelled classes on ground truth it never saw.
 The labeller is the session's briefly trained tiny open-vocabulary model. Its CLIP is a random
 tiny one, so it cannot name classes it has no boxes for; it labels the classes it was trained on
 (red squares, blue circles) on fresh, unlabelled images. Labelling *novel* classes zero-shot needs
-a pre-trained CLIP (the synthetic benchmark's, see BENCHMARKS.md).
+a pre-trained CLIP (the synthetic benchmark's, see docs/benchmark.md).
 """
 
 from __future__ import annotations

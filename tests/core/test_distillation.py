@@ -1,8 +1,9 @@
 """ViLD-image distillation: the teacher's crop framing, the loss and the distilled regions.
 
 The synthetic benchmark's ViLD-image rows were below ViLD-text because the CLIP teacher cropped
-proposals unlike the crops the tiny CLIP was trained on (BENCHMARKS.md, "ViLD-image: why it
-hurt, and the fix"); these tests keep the framing and the loss as the fix left them.
+proposals unlike the crops the tiny CLIP was trained on
+(docs/benchmark_studies.md#teacher-crop-framing); these tests keep the framing and the loss as
+the fix left them.
 """
 
 from __future__ import annotations

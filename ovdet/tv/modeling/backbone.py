@@ -56,8 +56,8 @@ class ResNetFPN(BackboneWithFPN):
     backward; the output feature maps are then channels-last too, which every later layer
     accepts. With the vectorised RoIAlign backward (:mod:`ovdet.tv.modeling.roi_pooling`) it takes
     10-16% off a training step of the synthetic benchmark's ResNet-18 FPN on one CPU thread
-    (BENCHMARKS.md, section 9). ``channels_last = False`` gives torchvision's behaviour (see
-    :func:`~ovdet.tv.modeling.fast_paths.use_reference_paths`).
+    (docs/speed.md#channels-last-training). ``channels_last = False`` gives torchvision's
+    behaviour (see :func:`~ovdet.tv.modeling.fast_paths.use_reference_paths`).
     """
 
     channels_last: bool = True

@@ -8,7 +8,7 @@ with respect to its feature map is a fixed sparse linear map: each output bin sp
 gradient over the four neighbours of each of its sampling points. :func:`roi_align_input_grad`
 computes the weights once per output bin and adds whole channel rows of a channels-last
 gradient with ``index_add_`` (deterministic on CPU): 176 ms against torchvision's 265 ms per
-step in that profile (BENCHMARKS.md, section 9).
+step in that profile (docs/speed.md#vectorised-roialign-backward).
 
 :class:`MultiScaleRoIAlign` is torchvision's pooler with that backward on CPU: its forward pass
 is torchvision's own, unchanged; on CUDA, and where no gradient is needed, it is torchvision's
