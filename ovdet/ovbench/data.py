@@ -100,6 +100,21 @@ class BenchmarkData:
             raise DataError(f"dataset {self.root} lacks: {'; '.join(missing)}")
         if len(self.separator) != 1:
             raise DataError(f"the CSV separator must be one character, got {self.separator!r}")
+        self.check_split()
+
+    def check_split(self) -> None:
+        """Raise a :class:`DataError` unless the split lists every category of the training and
+        validation files, and each of its names is one (:func:`ovdet.data.splits.load_split`)."""
+        from ovdet.data.splits import load_split
+        from ovdet.utils.json_input import read_json_file
+
+        for field in ("train_json", "val_json"):
+            data = read_json_file(self.path(field), "annotation file")
+            categories = data.get("categories") if isinstance(data, dict) else None
+            if isinstance(categories, list) and all(
+                isinstance(c, dict) and isinstance(c.get("name"), str) for c in categories
+            ):  # a malformed file fails with its own message where it is loaded
+                load_split(self.split_spec, categories)
 
     def describe(self) -> dict[str, str]:
         """Every field as a string (absolute paths), for logs and ``results.json``."""

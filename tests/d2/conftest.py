@@ -44,7 +44,7 @@ TINY_CLIP_CONFIG = {
     },
 }
 
-# Generated data: coloured boxes. "grey box" is in neither half of the split (dropped).
+# Generated data: coloured boxes. "grey box" is excluded by the split (in neither half).
 CATEGORIES = [
     {"id": 1, "name": "red box"},
     {"id": 3, "name": "green box"},
@@ -52,7 +52,7 @@ CATEGORIES = [
     {"id": 8, "name": "grey box"},
 ]
 COLOURS = {1: (220, 30, 30), 3: (30, 200, 40), 7: (40, 60, 230), 8: (128, 128, 128)}
-SPLIT = {"base": ["red box", "green box"], "novel": ["blue box"]}
+SPLIT = {"base": ["red box", "green box"], "novel": ["blue box"], "excluded": ["grey box"]}
 TRAIN_NAME, VAL_NAME = "ovdet_instant_train", "ovdet_instant_val"
 
 

@@ -108,9 +108,8 @@ def mixed_detections(seed: int = 0) -> list[dict]:
 def split_file(tmp_path):
     path = tmp_path / "split.json"
     # Names differ in case / underscores from the annotations': categories match by name.
-    path.write_text(
-        json.dumps({"base": ["Apple", "banana", "carrot"], "novel": ["dog", "ELEPHANT"]})
-    )
+    split = {"base": ["Apple", "banana", "carrot"], "novel": ["dog", "ELEPHANT"]}
+    path.write_text(json.dumps({**split, "excluded": ["zebra"]}))  # zebra left out on purpose
     return str(path)
 
 
