@@ -5,9 +5,10 @@ Examples::
     # embed the regions and whole images of a folder (and the frames of its videos)
     python tools/search.py index --checkpoint output/model_final.pt --input photos/ \\
         --index out/photos.index
-    # later: only new or changed files are embedded; an interrupted run resumes
+    # later: new files are embedded, changed ones replaced, unchanged ones skipped (an
+    # interrupted run resumes); --prune also drops the entries of deleted files
     python tools/search.py index --checkpoint output/model_final.pt --input photos/ \\
-        --index out/photos.index
+        --index out/photos.index --prune
     # the 10 regions closest to a text, with a contact sheet of the hits
     python tools/search.py query --index out/photos.index --text "a red car" --output out/car
     # precision@10 per class name against COCO ground truth
@@ -20,12 +21,18 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
 from pathlib import Path
 
 from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.utils.errors import ConfigError, DataError, ImageError
 
 logger = logging.getLogger("ovdet.search")
+
+_CLIP_HELP = (
+    "CLIP spec replacing the checkpoint's (same embedding size), e.g. "
+    "ViT-B-32:/path/weights.pt or local-dir:DIR; default: the one the index was built with"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(p, progress=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="{index,query,evaluate}")
 
-    ix = sub.add_parser("index", help="embed new files into an index (incremental, resumable)")
+    ix = sub.add_parser(
+        "index", help="embed new and changed files into an index (incremental, resumable)"
+    )
     ix.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train.py")
+    ix.add_argument("--clip", default=None, help=_CLIP_HELP)
     ix.add_argument(
         "--input", required=True, help="an image or video file, a folder of them, or a glob"
     )
@@ -59,7 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-images", action="store_true", help="index regions only, not whole images / frames"
     )
     ix.add_argument(
-        "--fps", type=float, default=1.0, help="frames per second sampled from videos (default 1)"
+        "--fps",
+        type=float,
+        default=1.0,
+        help="frames per second sampled from videos (default 1; 0 = every frame)",
+    )
+    ix.add_argument(
+        "--prune",
+        action="store_true",
+        help="also drop the entries of indexed files that no longer exist (default: keep them)",
     )
     ix.add_argument(
         "--save-every", type=int, default=20, help="save the index every N files (default 20)"
@@ -81,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--checkpoint", default=None, help="the detector (default: the one that built the index)"
     )
+    q.add_argument("--clip", default=None, help=_CLIP_HELP)
     q.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
     ev = sub.add_parser("evaluate", help="precision@k per class name against COCO ground truth")
@@ -98,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--checkpoint", default=None, help="the detector (default: the one that built the index)"
     )
+    ev.add_argument("--clip", default=None, help=_CLIP_HELP)
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     return p
 
@@ -122,10 +142,10 @@ def collect_media(spec: str) -> list[Path]:
     return files
 
 
-def _detector(checkpoint: str, device: str):
+def _detector(checkpoint: str, device: str, clip: str | None):
     from ovdet.api import OVDetector
 
-    return OVDetector.from_checkpoint(checkpoint, device=device)
+    return OVDetector.from_checkpoint(checkpoint, device=device, clip=clip)
 
 
 def _index(args) -> int:
@@ -134,13 +154,15 @@ def _index(args) -> int:
 
     if args.save_every < 1:
         raise ConfigError("--save-every must be at least 1")
-    if args.fps < 0:
+    if not (math.isfinite(args.fps) and args.fps >= 0):
         raise ConfigError(f"--fps must be 0 (every frame) or positive, got {args.fps}")
     files = collect_media(args.input)
     path = Path(args.index)
     check_writable_dir(path.parent)
     existing = RegionIndex.load(path) if path.exists() else None
-    detector = _detector(args.checkpoint, args.device)
+    # Extending an index: its own CLIP (stored absolute), so that it works from any folder.
+    clip = args.clip or (existing.meta.get("clip") if existing is not None else None)
+    detector = _detector(args.checkpoint, args.device, clip)
     indexer = Indexer(detector, args.region_classes, args.min_score, not args.no_images, args.fps)
     meta = {**indexer.meta, "checkpoint": str(Path(args.checkpoint).resolve())}
     if existing is not None:
@@ -152,11 +174,16 @@ def _index(args) -> int:
             )
     index = existing or RegionIndex(detector.head.embed_dim, meta)
     stats = indexer.index_files(
-        index, files, lambda: index.save(path), args.save_every, not args.no_progress
+        index, files, lambda: index.save(path), args.save_every, not args.no_progress, args.prune
     )
+    if args.prune:
+        gone = f"{stats['pruned']} deleted file(s) dropped"
+    else:
+        gone = f"{stats['missing']} deleted file(s) kept (--prune drops them)"
     print(
-        f"{stats['indexed']} file(s) indexed, {stats['skipped']} already there, "
-        f"{stats['failed']} unreadable; {stats['vectors']} vector(s) added, {len(index)} in {path}"
+        f"{stats['indexed']} file(s) indexed ({stats['replaced']} changed), {stats['skipped']} "
+        f"unchanged, {stats['failed']} unreadable, {gone}; {stats['vectors']} vector(s) added, "
+        f"{len(index)} in {path}"
     )
     return 0 if stats["indexed"] or stats["skipped"] else 2
 
@@ -165,7 +192,7 @@ def _query_vector(index, args):
     checkpoint = args.checkpoint or index.meta.get("checkpoint")
     if not checkpoint:
         raise ConfigError("the index records no checkpoint; pass --checkpoint")
-    detector = _detector(checkpoint, args.device)
+    detector = _detector(checkpoint, args.device, args.clip or index.meta.get("clip"))
     if detector.head.embed_dim != index.embed_dim:
         raise ConfigError(
             f"the detector embeds into {detector.head.embed_dim} dimensions, the index "

@@ -4,7 +4,8 @@
   embeddings with one entry per vector (file, box, timestamp, kind), saved atomically in one file;
 * :class:`Indexer` (:mod:`ovdet.search.indexer`): embeds the regions (detector region embeddings)
   and whole images or frames (CLIP image tower) of folders and videos, incrementally (new files
-  only) and resumably (saved every few files);
+  embedded, changed ones replaced, unchanged ones skipped, deleted ones pruned on request) and
+  resumably (saved every few files);
 * :func:`contact_sheet` (:mod:`ovdet.search.contact_sheet`): the hits of a query in one picture;
 * :func:`precision_at_k` (:mod:`ovdet.search.evaluation`): retrieval precision against COCO
   ground truth.

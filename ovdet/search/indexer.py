@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ovdet.search.store import RegionIndex
+from ovdet.search.store import RegionIndex, file_key
 from ovdet.utils.errors import ImageError
 
-__all__ = ["Indexer"]
+__all__ = ["Indexer", "absolute_clip_spec"]
 
 logger = logging.getLogger(__name__)
+
+
+def absolute_clip_spec(spec: str) -> str:
+    """A CLIP spec with its local paths made absolute (the ``local-dir:`` or ``hf:`` folder and a
+    weights file), so that it names the same CLIP from any folder; tags and hub ids unchanged."""
+    from ovdet.clip.spec import HF_SCHEMA, ClipSpec
+
+    parsed = ClipSpec.parse(spec)
+    model, weights = parsed.model, parsed.weights
+    if parsed.local_dir is not None:
+        model = "local-dir:" + os.path.abspath(os.path.expanduser(parsed.local_dir))
+    elif parsed.hf_name is not None and Path(parsed.hf_name).expanduser().is_dir():
+        model = HF_SCHEMA + os.path.abspath(os.path.expanduser(parsed.hf_name))
+    if weights is not None and parsed.weights_is_file:
+        weights = os.path.abspath(os.path.expanduser(weights))
+    return str(ClipSpec(model, weights))
 
 
 class Indexer:
@@ -55,9 +72,11 @@ class Indexer:
 
     @property
     def meta(self) -> dict:
-        """What the vectors depend on; an index is only extended by a matching indexer."""
+        """What the vectors depend on; an index is only extended by a matching indexer. The CLIP
+        spec is stored with absolute paths (:func:`absolute_clip_spec`), so that the index is
+        queried with the same CLIP from any folder."""
         return {
-            "clip": str(self.detector.cfg.MODEL.OVDET.CLIP),
+            "clip": absolute_clip_spec(str(self.detector.cfg.MODEL.OVDET.CLIP)),
             "embed_dim": int(self.detector.head.embed_dim),
             "region_classes": str(self.region_classes),
             "min_score": self.min_score,
@@ -103,14 +122,14 @@ class Indexer:
         if is_video(path):
             reader = VideoReader(path, self.fps or None)
             for frame in reader:
-                yield self.embed_image(frame.image, str(path), round(frame.timestamp, 4))
+                yield self.embed_image(frame.image, file_key(path), round(frame.timestamp, 4))
             if reader.corrupt_frames:
                 logger.warning("%s: %d corrupt frame(s) skipped", path, reader.corrupt_frames)
         else:
             from ovdet.data.image_io import read_image
 
             yield self.embed_image(
-                read_image(path, self.detector.cfg.INPUT.MAX_LOAD_PIXELS), str(path)
+                read_image(path, self.detector.cfg.INPUT.MAX_LOAD_PIXELS), file_key(path)
             )
 
     def index_files(
@@ -120,34 +139,62 @@ class Indexer:
         save: Callable[[], None],
         save_every: int = 20,
         progress: bool = True,
+        prune: bool = False,
     ) -> dict:
-        """Add the files not yet in ``index`` (or changed since), calling ``save`` every
-        ``save_every`` files and at the end, so that an interrupted run resumes where it stopped.
+        """Bring ``index`` up to date with ``files``: embed the new ones, replace the entries of
+        the changed ones (another content; a file only touched is unchanged), skip the rest, and
+        with ``prune`` drop the entries of indexed files that no longer exist. ``save`` is called
+        every ``save_every`` files and at the end, so that an interrupted run resumes where it
+        stopped; a file's old entries go only together with its new ones being added.
 
         Returns:
-            Counts: ``indexed`` files, ``skipped`` (already there), ``failed`` (unreadable, listed
-            in ``failed_files``), ``vectors`` added.
+            Counts: ``indexed`` files (new or changed), ``replaced`` (changed, among
+            ``indexed``), ``skipped`` (unchanged), ``failed`` (unreadable, listed in
+            ``failed_files``; a changed file that became unreadable loses its entries),
+            ``pruned`` (deleted files dropped), ``missing`` (deleted files kept: no ``prune``),
+            ``vectors`` added.
         """
         from tqdm import tqdm
 
-        todo = [f for f in files if not index.is_indexed(f)]
-        stats = {"indexed": 0, "skipped": len(files) - len(todo), "failed": 0, "vectors": 0}
-        stats["failed_files"] = []
+        from ovdet.clip.spec import file_digest
+
+        stats = {"indexed": 0, "replaced": 0, "skipped": 0, "failed": 0, "pruned": 0,
+                 "missing": 0, "vectors": 0, "failed_files": []}  # fmt: skip
+        missing = index.missing_files()
+        if prune:
+            for key in missing:
+                index.remove_file(key)
+            stats["pruned"] = len(missing)
+        elif missing:
+            stats["missing"] = len(missing)
+            logger.info("%d indexed file(s) no longer exist; --prune drops them", len(missing))
+        todo = []
+        for path in dict.fromkeys(Path(file_key(f)) for f in files):
+            status = index.file_status(path)
+            if status == "unchanged":
+                stats["skipped"] += 1
+            else:
+                todo.append((path, status == "changed"))
         if stats["skipped"]:
-            logger.info("%d file(s) already indexed, %d new", stats["skipped"], len(todo))
+            logger.info("%d file(s) unchanged, %d new or changed", stats["skipped"], len(todo))
         since_save = 0
-        for path in tqdm(todo, desc="index", unit="file", disable=not progress):
+        for path, changed in tqdm(todo, desc="index", unit="file", disable=not progress):
             try:
+                digest = file_digest(path)
                 parts = list(self._file_vectors(path))
-            except ImageError as e:
+            except (ImageError, OSError) as e:
                 logger.warning("skipping %s", e)
                 stats["failed"] += 1
                 stats["failed_files"].append(str(path))
+                index.remove_file(path)  # a changed file's entries describe what is gone
                 continue
+            if changed:
+                index.remove_file(path)
+                stats["replaced"] += 1
             for vectors, entries in parts:
                 index.add(vectors, entries)
                 stats["vectors"] += len(entries)
-            index.mark_indexed(path)
+            index.mark_indexed(path, digest)
             stats["indexed"] += 1
             since_save += 1
             if since_save >= save_every:
