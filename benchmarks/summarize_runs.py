@@ -1,10 +1,10 @@
 """Mean and spread of the synthetic benchmark's rows over several runs (e.g. seeds).
 
 One run of ``tools/benchmark_synthetic.py`` is noisy: float rounding alone moves single rows by
-several points of novel AP50 (BENCHMARKS.md, sections 7 and 8). This script reads the
+several points of novel AP50 (docs/benchmark.md, "Noise and seeds"). This script reads the
 ``results.json`` of runs of one size and prints, per row, the mean and range of base / novel
 AP50, and per weak-supervision row its novel AP50 gain over its control (the row trained as
-long on box images only, :attr:`~ovdet.ovbench.synthetic_benchmark.Method.control`), run by
+long on box images only, :attr:`~ovdet.ovbench.plan.Method.control`), run by
 run: a gain is worth something when it holds in every run.
 
 Example::
@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ovdet.ovbench.synthetic_benchmark import METHODS
-from ovdet.ovbench.synthetic_benchmark import _ap50 as ap50
+from ovdet.ovbench.plan import METHODS
+from ovdet.ovbench.targets import ap50
 from ovdet.utils.errors import DataError
 
 

@@ -1,11 +1,11 @@
 """Train one detector of the synthetic benchmark with given settings; print its base / novel AP50.
 
-The search behind the ``--small`` size (BENCHMARKS.md, section 7) in one command per row: a
-detector of :data:`ovdet.ovbench.synthetic_benchmark.DETECTORS` (closed-set, ViLD-text or ViLD
-with the online teacher), configured exactly as the benchmark configures it
+The search behind the ``--small`` size (docs/benchmark.md, "Small size settings"), one command
+a row: a detector of :data:`ovdet.ovbench.plan.DETECTORS` (closed-set, ViLD-text or ViLD with
+the online teacher), configured exactly as the benchmark configures it
 (``synthetic_benchmark.yaml`` + the data, the CLIP and ``KEY VALUE`` overrides), trained on a
 dataset :mod:`ovdet.data.synthetic` wrote (``--make-data`` writes one first), evaluated on its
-validation images down to score 0.001 (ViLD also with the ViLD-ensemble).
+validation images down to score 0.001 (ViLD also with CLIP rescoring).
 
 Example (a row of the table)::
 
@@ -27,15 +27,16 @@ from typing import Sequence
 import torch
 
 from ovdet.evaluation import evaluate_coco
-from ovdet.ovbench import synthetic_benchmark as sb
 from ovdet.ovbench.data import BenchmarkData
+from ovdet.ovbench.plan import DETECTORS, METHODS, BenchmarkSize
 from ovdet.ovbench.predict import predict_with_method
+from ovdet.ovbench.stages import EVAL_SCORE_THRESH, detector_config
 
 #: Prediction methods evaluated per detector: plain, and those of its benchmark rows.
 _PREDICTIONS = {
-    d.name: ["detector"] + sorted({m.prediction for m in sb.METHODS if m.detector == d.name}
+    d.name: ["detector"] + sorted({m.prediction for m in METHODS if m.detector == d.name}
                                   - {"detector", "clip_on_proposals"})
-    for d in sb.DETECTORS
+    for d in DETECTORS
 }  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def _make_data(root: Path, settings: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    detector = {d.name: d for d in sb.DETECTORS}[args.detector]
+    detector = {d.name: d for d in DETECTORS}[args.detector]
     out = Path(args.output)
     folder = out / detector.name
     if folder.is_symlink():
@@ -86,12 +87,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.make_data is not None:
         _make_data(Path(args.data), args.make_data)
     data = BenchmarkData(Path(args.data).resolve())
-    size = sb.BenchmarkSize(
+    size = BenchmarkSize(
         data={}, clip_epochs=0, clip_batch_size=0, clip_lr=0.0, detector_iters=args.iters,
         detector_overrides=("SOLVER.IMS_PER_BATCH", str(args.batch), "SOLVER.WARMUP_ITERS", "20"),
     )  # fmt: skip
     shutil.rmtree(folder, ignore_errors=True)
-    cfg = sb._detector_config(out, data, args.clip, detector, size, 0, "cpu", tuple(args.opts))
+    cfg = detector_config(out, data, args.clip, detector, size, 0, "cpu", tuple(args.opts))
     from ovdet.tv.engine.trainer import Trainer
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = predict_with_method(
             out / detector.name / "model_final.pt", data.path("val_json"),
             data.path("val_images"), prediction, device="cpu",
-            score_thresh=sb.EVAL_SCORE_THRESH, progress=False,
+            score_thresh=EVAL_SCORE_THRESH, progress=False,
         )  # fmt: skip
         metrics = evaluate_coco(str(data.path("val_json")), results, data.split_spec)
         report[prediction] = {g: round(metrics[g]["AP50"] or 0.0, 3) for g in ("base", "novel")}

@@ -210,15 +210,16 @@ def train_and_evaluate(bench: Path, output: Path, small: bool, overrides: list[s
     """Trains one detector on the benchmark's data (its config, size and seed, plus
     ``overrides``) and prints AP50 plain and with the ensemble."""
     from ovdet.api import OVDetector
-    from ovdet.ovbench import synthetic_benchmark as sb
     from ovdet.ovbench.data import BenchmarkData
+    from ovdet.ovbench.plan import SIZES, Detector
+    from ovdet.ovbench.stages import detector_config
     from ovdet.tv.engine.trainer import Trainer
 
     # the benchmark's own config of a detector named after the output folder
-    size = sb.SIZES["small" if small else "default"]
-    cfg = sb._detector_config(
+    size = SIZES["small" if small else "default"]
+    cfg = detector_config(
         output.parent, BenchmarkData(bench.resolve() / "data"),
-        f"local-dir:{bench / 'clip' / 'model'}", sb.Detector(output.name, tuple(overrides)),
+        f"local-dir:{bench / 'clip' / 'model'}", Detector(output.name, tuple(overrides)),
         size, 0, "cpu", (),
     )  # fmt: skip
     if not (output / "model_final.pt").is_file():
@@ -236,7 +237,7 @@ def image_head_scores(bench: Path, checkpoint: Path) -> None:
     """Prints the AP50 of a detector with ViLD's separate image head, scored three ways."""
     from ovdet.api import OVDetector
     from ovdet.core import get_head
-    from ovdet.ovbench.synthetic_benchmark import EVAL_SCORE_THRESH
+    from ovdet.ovbench.stages import EVAL_SCORE_THRESH
 
     detector = OVDetector.from_checkpoint(checkpoint, device="cpu")
     head = get_head(detector.model)

@@ -15,7 +15,7 @@ Examples::
 
     python tools/benchmark_synthetic.py --small --output output/synthetic_benchmark_small
     python tools/benchmark_synthetic.py --small --fine-tune-iters 50 \\
-        --output output/synthetic_benchmark_small   # adds rows (c'), (e'), (f)-(h)
+        --output output/synthetic_benchmark_small   # adds the fine-tuned rows
     python tools/benchmark_synthetic.py --output output/synthetic_benchmark
     python tools/benchmark_synthetic.py --small --fine-tune-iters 50 --no-novel-captions \\
         --output output/nonovel
@@ -48,9 +48,10 @@ _DATA_HELP = {
     "val_captions": "labelled crops CSV (image and label columns) for CLIP's zero-shot accuracy; "
     "if the file does not exist, CLIP classifies the validation boxes instead",
     "weak_labels": "image-labelled training data without boxes (COCO JSON with pos_category_ids, "
-    "COCO captions JSON or caption CSV) for rows (f)-(h); skipped if the file does not exist",
+    "COCO captions JSON or caption CSV) for the image-label rows; skipped if the file does not "
+    "exist",
     "weak_captions": "captions of image-labelled images (COCO captions JSON or caption CSV) for "
-    "row (g); skipped if the file does not exist",
+    "the caption-loss row; skipped if the file does not exist",
     "weak_images": "folder of the image-labelled files' image paths",
     "image_column": "CSV column of image paths",
     "caption_column": "CSV column of captions",
@@ -74,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--small",
         action="store_true",
-        help="the small size, the quick start: rows (a)-(e) in about 3 minutes on 2 CPU cores "
-        "(--fine-tune-iters 50 adds the others); without it, the default size: every row, about 18 "
-        "minutes",
+        help="the small size, the quick start: the detectors trained from scratch, in about 3 "
+        "minutes on 2 CPU cores (--fine-tune-iters 50 adds the fine-tuned rows); without it, the "
+        "default size: every row, about 18 minutes",
     )
     p.add_argument(
         "--data",
@@ -114,15 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--iters",
         type=int,
         default=None,
-        help="iterations of every detector trained from scratch, rows (a)-(e) (default: the "
-        "size's)",
+        help="iterations of every detector trained from scratch (closed-set, ViLD-text, "
+        "ViLD-text + ViLD-image; default: the size's)",
     )
     p.add_argument(
         "--fine-tune-iters",
         type=int,
         default=None,
-        help="iterations of the detectors that fine-tune a box-trained one: the weak-supervision "
-        "rows (f)-(h) and their controls (c'), (e'); 0 leaves them out (default: the size's: 0 "
+        help="iterations of the detectors that fine-tune a box-trained one: the image-label "
+        "rows and their controls; 0 leaves them out (default: the size's: 0 "
         "with --small, 200 without; after --iters; --small --fine-tune-iters 50 adds them in "
         "about 1.5 minutes more on 2 CPU cores, reusing a finished --small run in --output)",
     )
@@ -179,7 +180,7 @@ def _dataset(args) -> BenchmarkData | None:
 
 
 def _size(args):
-    from ovdet.ovbench.synthetic_benchmark import DETECTORS, SIZES
+    from ovdet.ovbench.plan import DETECTORS, SIZES
 
     name = "small" if args.small else "default"
     spec = SIZES[name]
@@ -210,7 +211,8 @@ def _size(args):
         size = replace(size, **changes)
     if args.no_novel_captions and not any(size.trains(d) for d in DETECTORS if d.weak):
         raise ConfigError(
-            "--no-novel-captions measures row (f), which this size leaves out: add "
+            "--no-novel-captions measures the row ViLD-text + image labels, which this size "
+            "leaves out: add "
             "--fine-tune-iters N (e.g. 50 with --small)"
         )
     return name if size is spec else size  # a size flag given: the size itself
@@ -222,7 +224,8 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, args.quiet)
     import torch
 
-    from ovdet.ovbench.synthetic_benchmark import format_results, run_synthetic_benchmark
+    from ovdet.ovbench.report import format_results
+    from ovdet.ovbench.run import run_synthetic_benchmark
     from ovdet.utils.io import check_writable_dir
 
     if args.workers < 0 or args.threads < 0:

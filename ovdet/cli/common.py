@@ -1,10 +1,13 @@
 """Shared command-line plumbing: logging set-up, common flags, one-line errors.
 
-Every tool logs the same way (:func:`setup_logging`): INFO lines of ovdet and of the libraries
-to stderr by default, DEBUG with ``--verbose``, warnings only with ``--quiet``, and the same
-lines appended to ``log.txt`` in the tool's output folder (:func:`log_to_file`). Every tool has
-``--no-progress`` (:func:`add_common_arguments`); with the bars off, long loops log periodic
-progress lines instead.
+Every tool logs the same way (:func:`setup_logging`). By default the console (stderr) tells the
+story of the run: ovdet's INFO lines (stages, progress, results) and every library's warnings,
+each line once; the libraries' own INFO chatter (open_clip's loader, ``open_clip_train``'s
+settings and model printout) and repeated lines go only to ``log.txt`` in the tool's output
+folder (:func:`log_to_file`), which keeps every line. ``--verbose`` shows everything, DEBUG
+included, on the console too; ``--quiet`` warnings only. Every tool has ``--no-progress``
+(:func:`add_common_arguments`); with the bars off, long loops log periodic progress lines
+instead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -37,6 +41,12 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DATE_FORMAT = "%H:%M:%S"
 # Third-party loggers that are chatty at INFO / DEBUG.
 _NOISY = ("PIL", "matplotlib", "urllib3", "filelock", "fsspec")
+# Loggers of the project itself: their INFO lines are the story the console tells.
+_OWN_LOGGERS = ("ovdet", "benchmarks", "__main__")
+# A worker task's prefix of a relayed line (ovdet.utils.task_graph): "[name] ".
+_TASK_PREFIX = re.compile(r"^\[[\w.-]+\] ")
+# Lines the console remembers, to show each once (log.txt keeps every one).
+_MAX_REMEMBERED = 10_000
 
 
 class _CliHandler:
@@ -60,6 +70,40 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+def _is_own(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in _OWN_LOGGERS)
+
+
+class _ConsoleFilter(logging.Filter):
+    """What the console shows at INFO: the project's lines and every warning, each once.
+
+    A library's INFO line (open_clip logs "Parsing model identifier..." on the root logger each
+    time it loads a model) is left to ``log.txt``. A line the console has already shown, from
+    the same logger at the same level with the same text (whichever worker task sent it: the
+    ``[task]`` prefix is ignored), is not shown again. At DEBUG (``--verbose``) everything is
+    shown.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self._seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.level <= logging.DEBUG:
+            return True
+        if record.levelno < logging.WARNING and not _is_own(record.name):
+            return False
+        if record.levelno >= logging.ERROR:
+            return True
+        key = (record.name, record.levelno, _TASK_PREFIX.sub("", record.getMessage()))
+        if key in self._seen:
+            return False
+        if len(self._seen) < _MAX_REMEMBERED:
+            self._seen.add(key)
+        return True
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, progress: bool = True) -> None:
@@ -95,12 +139,13 @@ def _remove_handlers(marker: str) -> None:
 def setup_logging(
     verbose: bool = False, quiet: bool = False, log_dir: str | Path | None = None
 ) -> None:
-    """Log the lines of ovdet and the libraries to stderr (and to ``log_dir/log.txt``).
+    """Log to stderr (and to ``log_dir/log.txt``): ovdet's story on the console, all in the file.
 
-    Only third-party loggers known to be chatty are raised to WARNING; the root logger keeps
-    the chosen level, so every ``ovdet.*`` line shows (``logging.getLogger("root")`` *is* the
-    root logger: silencing it hides everything). Calling it again replaces the handlers of the
-    previous call.
+    The root logger keeps the chosen level, so the file receives every library's lines at it
+    (``logging.getLogger("root")`` *is* the root logger: silencing it hides everything); the
+    console shows, at INFO, ovdet's lines and every warning, each once (:class:`_ConsoleFilter`),
+    and at DEBUG everything. Third-party loggers known to be chatty at DEBUG are raised to
+    WARNING. Calling it again replaces the handlers of the previous call.
 
     Args:
         verbose: DEBUG lines too.
@@ -111,6 +156,7 @@ def setup_logging(
     _remove_handlers(_CliHandler.console)
     console = _StderrHandler()
     console.setFormatter(logging.Formatter(_FORMAT, datefmt=_DATE_FORMAT))
+    console.addFilter(_ConsoleFilter(level))
     setattr(console, _CliHandler.console, True)
     root = logging.getLogger()
     root.addHandler(console)
@@ -123,7 +169,8 @@ def setup_logging(
 
 
 def log_to_file(folder: str | Path) -> Path:
-    """Append the lines shown on the console to ``folder/log.txt`` from now on.
+    """Append every line logged at the chosen level to ``folder/log.txt`` from now on: those
+    the console shows, and the libraries' INFO lines and repeats it leaves out.
 
     The folder is created and checked writable (a one-line error otherwise). A file set up by an
     earlier call is closed first (one log file per tool run). Returns the log file's path.

@@ -145,7 +145,7 @@ def _predict(args: argparse.Namespace) -> list[dict]:
 
     method = "detector"
     if args.clip_rescoring:
-        method = "ensemble"
+        method = "clip_rescoring"
     elif args.clip_on_proposals:
         method = "clip_on_proposals"
     return predict_with_method(

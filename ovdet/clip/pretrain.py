@@ -4,8 +4,11 @@ ovdet does not implement a CLIP trainer: :func:`pretrain_clip` runs
 ``python -m open_clip_train.main`` in a subprocess on a caption CSV (by default the format
 :mod:`ovdet.data.synthetic` writes: tab separated, columns ``filepath`` and ``title``, image paths
 relative to the CSV's directory; other separators and column names are arguments), streams its
-log through :mod:`logging`, and returns the final checkpoint. A failure of the trainer is raised
-with the trainer's own last error line.
+log through :mod:`logging`, and returns the final checkpoint. Its progress (epochs, steps) is
+logged as ovdet's; its other lines (settings, model printout) under the logger
+``open_clip_train`` at their own level, which the tools' console leaves to ``log.txt``
+(:mod:`ovdet.cli.common`). A failure of the trainer is raised with the trainer's own last error
+line.
 
 The default model is the tiny CLIP shipped in ``configs/clip/tiny``: a ModifiedResNet
 image tower at 32 px (layers 1-1-1-1, width 16) and a 2-layer text transformer (width 64,
@@ -45,12 +48,15 @@ __all__ = [
     "TINY_CLIP_DIR",
     "check_caption_csv",
     "export_clip_dir",
+    "is_progress_line",
     "last_error_line",
     "pretrain_clip",
     "tiny_clip_model",
 ]
 
 logger = logging.getLogger(__name__)
+#: The trainer's own lines other than its progress, at their own level.
+trainer_logger = logging.getLogger("open_clip_train")
 
 #: The tiny CLIP config shipped in the package: ModifiedResNet at 32 px (layers 1-1-1-1, width
 #: 16), text transformer width 64 / 2 layers / context 16, embedding 64.
@@ -59,8 +65,10 @@ TINY_CLIP_DIR = CONFIG_DIR / "clip" / "tiny"
 _LOCAL_DIR = "local-dir:"
 _CONFIG_FILE = "open_clip_config.json"
 _WEIGHTS_FILE = "open_clip_pytorch_model.bin"
-# open_clip_train log lines worth showing at INFO; the rest of its INFO chatter goes to DEBUG.
-_PROGRESS_KEYS = ("Train Epoch", "Start epoch", "Created AdamW", "Running with")
+# open_clip_train's progress lines, logged as ovdet's.
+_PROGRESS_KEYS = ("Train Epoch", "Start epoch")
+# Its warnings that are expected when ovdet pre-trains a CLIP from scratch: logged at INFO.
+_EXPECTED_WARNINGS = ("no CLIP weights found", "Model initialized randomly")
 
 
 def tiny_clip_model() -> str:
@@ -77,17 +85,36 @@ def tiny_clip_model() -> str:
     return _LOCAL_DIR + str(TINY_CLIP_DIR)
 
 
-def _log_level(line: str) -> int:
-    """Progress and problems at INFO; the trainer's settings dump and torch chatter at DEBUG."""
-    if any(key in line for key in _PROGRESS_KEYS):
-        return logging.INFO
-    if " | INFO | " in line or re.match(r"[IDV]\d{4} ", line):
-        return logging.DEBUG
-    return logging.INFO
-
-
 _ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Exit)\b|\berror: ")
 _LOG_PREFIX = re.compile(r"^.*? \| [A-Z]+ \| ")
+_LEVEL = re.compile(r" \| (DEBUG|INFO|WARNING|ERROR|CRITICAL) \| ")
+
+
+def is_progress_line(line: str) -> bool:
+    """Whether a line of ``open_clip_train``'s output reports its progress (epoch, step)."""
+    return any(key in line for key in _PROGRESS_KEYS)
+
+
+def _log_level(line: str, previous: int = logging.INFO) -> int:
+    """The level of one line of ``open_clip_train``'s output.
+
+    A line of its log carries its level (`` | INFO | ``), except the warnings a CLIP trained
+    from scratch always gets (INFO); torch's C++ log lines are DEBUG; the start of an error (a
+    traceback, an exception's line, argparse's ``error:``) is WARNING; any other line continues
+    the message before it (e.g. the lines of its model printout) at that message's level
+    ``previous``.
+    """
+    match = _LEVEL.search(line)
+    if match:
+        level = logging.getLevelName(match.group(1))
+        if level == logging.WARNING and any(w in line for w in _EXPECTED_WARNINGS):
+            return logging.INFO
+        return level
+    if re.match(r"[IDV]\d{4} ", line):
+        return logging.DEBUG
+    if line.startswith("Traceback") or _ERROR_LINE.search(line.strip()):
+        return max(previous, logging.WARNING)
+    return previous
 
 
 def last_error_line(lines: Sequence[str]) -> str:
@@ -261,11 +288,17 @@ def pretrain_clip(
         bufsize=1,
     ) as proc:
         assert proc.stdout is not None
+        level = logging.INFO
         for line in proc.stdout:
             line = line.rstrip()
-            if line:
-                tail.append(line)
-                logger.log(_log_level(line), "[open_clip_train] %s", line)
+            if not line:
+                continue
+            tail.append(line)
+            level = _log_level(line, level)
+            if is_progress_line(line):
+                logger.info("[open_clip_train] %s", _LOG_PREFIX.sub("", line))
+            else:
+                trainer_logger.log(level, "%s", line)
         returncode = proc.wait()
 
     checkpoint = run_dir / "checkpoints" / f"epoch_{epochs}.pt"

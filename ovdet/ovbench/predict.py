@@ -1,7 +1,7 @@
 """Detections of any checkpoint the project writes, by any method of the benchmark table.
 
 One function, :func:`predict_with_method`, turns (checkpoint, method, COCO ground truth) into
-COCO-format results: the benchmark (:mod:`ovdet.ovbench.synthetic_benchmark`) and
+COCO-format results: the benchmark (:mod:`ovdet.ovbench.stages`) and
 ``tools/evaluate.py`` both call it, so the table and the command line measure the same thing.
 
 Methods:
@@ -10,7 +10,8 @@ Methods:
   ground truth as its vocabulary (the generalized setting); a closed-set model (torchvision's
   ``FasterRCNN``, e.g. the benchmark's baseline) detects its training classes, matched to the
   ground truth's categories by name (it cannot name the others, so their AP is 0).
-- ``ensemble``: the open-vocabulary model with the ViLD-ensemble (detector and CLIP crop scores).
+- ``clip_rescoring``: the open-vocabulary model with its scores rescored by CLIP's scores of
+  the box crops (ViLD-text+CLIP in the ViLD paper).
 - ``clip_on_proposals``: the model's RPN proposals classified by its CLIP alone
   (:class:`~ovdet.ovbench.clip_proposals.ClipOnProposals`).
 """
@@ -28,7 +29,7 @@ __all__ = ["PREDICTION_METHODS", "is_closed_set_checkpoint", "predict_with_metho
 logger = logging.getLogger(__name__)
 
 #: The ways to turn a checkpoint into detections (see the module docstring).
-PREDICTION_METHODS = ("detector", "ensemble", "clip_on_proposals")
+PREDICTION_METHODS = ("detector", "clip_rescoring", "clip_on_proposals")
 
 
 def _checkpoint_config(checkpoint: str | Path):
@@ -95,7 +96,7 @@ def _open_vocabulary_model(checkpoint, method: str, class_names, device: str, ov
 
     detector = OVDetector.from_checkpoint(checkpoint, device=device, overrides=overrides)
     detector.set_classes(class_names)
-    if method == "ensemble":
+    if method == "clip_rescoring":
         detector.enable_clip_rescoring(True)
         return detector.model, detector.cfg
     if method == "clip_on_proposals":

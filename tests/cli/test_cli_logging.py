@@ -76,6 +76,41 @@ def test_levels_and_log_file(tmp_path, restore_logging, capsys):
     assert log_to_file(tmp_path / "new").name == "log.txt"
 
 
+def test_the_console_tells_ovdets_story_and_log_txt_keeps_every_line(
+    tmp_path, restore_logging, capsys, tiny_clip
+):
+    """At the default level the console shows ovdet's lines and the libraries' warnings, each
+    once; the libraries' INFO lines (open_clip's loader, open_clip_train's model printout) and
+    the repeats go to log.txt only. --verbose shows everything."""
+    import open_clip
+
+    from ovdet.clip.spec import ClipSpec
+
+    setup_logging(log_dir=tmp_path)
+    stages = logging.getLogger("ovdet.ovbench.stages")
+    stages.info("==== stage 1: CLIP zero-shot accuracy")
+    open_clip.create_model(ClipSpec.parse(tiny_clip).model)  # its loader logs on the root logger
+    logging.getLogger("open_clip_train").info("  (visual): ModifiedResNet(")
+    logging.getLogger("some.library").warning("a library's warning")
+    for task in ("vild", "vild_text", "vild_weak"):  # the same line from three worker tasks
+        logging.getLogger("ovdet.data.coco").warning("[%s] train.json: 2 images dropped", task)
+        stages.info("[%s] ==== stage 2: training %s", task, task)
+    close_log_file()
+    err = capsys.readouterr().err
+    log = (tmp_path / "log.txt").read_text()
+    for line in ("==== stage 1: CLIP zero-shot accuracy", "a library's warning",
+                 "[vild_weak] ==== stage 2: training vild_weak"):  # fmt: skip
+        assert line in err and line in log
+    for chatter in ("Parsing model identifier", "ModifiedResNet"):
+        assert chatter not in err and chatter in log
+    assert " INFO root: " not in err and " INFO open_clip_train: " not in err
+    assert err.count("2 images dropped") == 1 and log.count("2 images dropped") == 3
+
+    setup_logging(verbose=True)
+    logging.getLogger().info("Parsing model identifier. Schema: local-dir")
+    assert "Parsing model identifier" in capsys.readouterr().err
+
+
 def test_progress_line():
     metrics = {"iteration": 20, "total_loss": 1.5, "loss_cls": 1.0, "loss_box": 0.5, "lr": 0.002}
     line = progress_line(metrics, total=200, elapsed=10.0, done=20)

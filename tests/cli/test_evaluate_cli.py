@@ -197,7 +197,7 @@ def test_every_method_of_the_table_is_evaluated(trained_checkpoint, toy_dataset,
     from ovdet.ovbench.predict import predict_with_method
 
     scores = {}
-    for flag, method in (("", "detector"), ("--clip-rescoring", "ensemble"),
+    for flag, method in (("", "detector"), ("--clip-rescoring", "clip_rescoring"),
                          ("--clip-on-proposals", "clip_on_proposals")):  # fmt: skip
         args = _toy_args(toy_dataset, "--checkpoint", str(trained_checkpoint))
         assert main([*args, flag] if flag else args) == 0, method
@@ -208,7 +208,7 @@ def test_every_method_of_the_table_is_evaluated(trained_checkpoint, toy_dataset,
             progress=False,
         )  # fmt: skip
         scores[method] = sorted(r["score"] for r in results)
-    assert scores["ensemble"] != scores["detector"]
+    assert scores["clip_rescoring"] != scores["detector"]
     assert scores["clip_on_proposals"] != scores["detector"]
 
 

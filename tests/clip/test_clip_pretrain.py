@@ -40,8 +40,72 @@ def test_tiny_clip_config_loads():
 
 def test_log_levels():
     assert _log_level("2026-01-01,00:00:00 | INFO | Train Epoch: 0 [64/256]") == logging.INFO
-    assert _log_level("2026-01-01,00:00:00 | INFO |   batch_size: 64") == logging.DEBUG
-    assert _log_level("Traceback (most recent call last):") == logging.INFO
+    assert _log_level("2026-01-01,00:00:00 | WARNING | out of memory?") == logging.WARNING
+    # expected when ovdet pre-trains from scratch
+    expected = "2026-01-01,00:00:00 | WARNING | No weights loaded. Model initialized randomly."
+    assert _log_level(expected) == logging.INFO
+    # a multi-line message (the model printout) continues at its first line's level
+    assert _log_level("    (conv1): Conv2d(3, 8)", logging.DEBUG) == logging.DEBUG
+    assert _log_level("    (conv1): Conv2d(3, 8)", logging.INFO) == logging.INFO
+    assert _log_level("Traceback (most recent call last):") == logging.WARNING
+    assert _log_level("main.py: error: unrecognized arguments: --x") == logging.WARNING
+    assert _log_level("I0101 00:00:00.000 torch chatter") == logging.DEBUG
+
+
+#: open_clip_train's output as it starts: settings, its model printout, expected warnings, a
+#: Python warning of its data loader, its progress.
+_TRAINER_OUTPUT = [
+    "2026-01-01,00:00:00 | INFO | Running with a single process. Device cpu.\n",
+    "2026-01-01,00:00:00 | WARNING | Local config loaded, but no CLIP weights found in /c\n",
+    "2026-01-01,00:00:00 | INFO | Model:\n",
+    "2026-01-01,00:00:00 | INFO | CLIP(\n",
+    "  (visual): ModifiedResNet(\n",
+    "    (conv1): Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), bias=False)\n",
+    ")\n",
+    "2026-01-01,00:00:00 | INFO | Start epoch 0\n",
+    "/x/dataloader.py:759: UserWarning: 'pin_memory' argument is set as true\n",
+    "  super().__init__(loader)\n",
+    "2026-01-01,00:00:01 | INFO | Train Epoch: 0 [ 128/9600 (1%)] Loss: 4.8\n",
+]
+
+
+def _fake_trainer(lines, returncode):
+    class FakeTrainer:
+        def __init__(self, cmd, **kwargs):
+            self.stdout = iter(lines)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self):
+            return returncode
+
+    return FakeTrainer
+
+
+def test_the_trainers_progress_is_ovdets_and_its_other_lines_its_own(tmp_path, monkeypatch, caplog):
+    """Its progress is logged by ovdet (the console shows it); its settings, model printout and
+    expected warnings under the logger ``open_clip_train`` at INFO (``log.txt`` only, at the
+    default level: ovdet.cli.common)."""
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("filepath\ttitle\na.png\ta red circle\n")
+    monkeypatch.setattr(ovdet.clip.pretrain.subprocess, "Popen", _fake_trainer(_TRAINER_OUTPUT, 0))
+    with caplog.at_level(logging.DEBUG), pytest.raises(CheckpointError, match="no checkpoint"):
+        pretrain_clip(csv_path, tmp_path / "runs", name="r")
+    trainer = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if "[open_clip_train]"
+               in r.getMessage() or r.name == "open_clip_train"]  # fmt: skip
+    progress = [m for name, _, m in trainer if name == "ovdet.clip.pretrain"]
+    assert progress == [
+        "[open_clip_train] Start epoch 0",
+        "[open_clip_train] Train Epoch: 0 [ 128/9600 (1%)] Loss: 4.8",
+    ]
+    own = [(level, m) for name, level, m in trainer if name == "open_clip_train"]
+    assert len(own) == len(_TRAINER_OUTPUT) - 2
+    assert {level for level, _ in own} == {logging.INFO}  # nothing shown at the default level
+    assert any("ModifiedResNet" in m for _, m in own)
 
 
 def test_bad_inputs(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -18,13 +19,9 @@ import torch
 from PIL import Image
 
 from ovdet.ovbench.pictures import best_f1_threshold, match_detections
-from ovdet.ovbench.synthetic_benchmark import (
-    DETECTORS,
-    METHODS,
-    SIZES,
-    check_targets,
-    stage_workers,
-)
+from ovdet.ovbench.plan import DETECTORS, METHODS, SIZES
+from ovdet.ovbench.schedule import stage_workers
+from ovdet.ovbench.targets import check_targets
 from ovdet.utils.errors import ConfigError
 from tests.conftest import REPO, TOY_CLASSES, write_toy_dataset
 
@@ -36,7 +33,7 @@ def _m(base, novel) -> dict:
 def _metrics(closed_base=0.5, clip_novel=0.1, vild_text=(0.6, 0.5)) -> dict:
     """Metrics of the rows without image labels."""
     out = {k.key: _m(0.3, 0.2) for k in METHODS if not k.key.startswith("vild_text_")
-           and k.key != "vild_weak_ensemble"}  # fmt: skip
+           and k.key != "vild_weak_clip_rescoring"}  # fmt: skip
     out["closed_set"] = _m(closed_base, 0.0)
     out["clip_on_proposals"] = _m(0.1, clip_novel)
     out["vild_text"] = _m(*vild_text)
@@ -46,7 +43,7 @@ def _metrics(closed_base=0.5, clip_novel=0.1, vild_text=(0.6, 0.5)) -> dict:
 def test_targets_are_met_missed_or_not_applicable():
     met = check_targets(_metrics())
     assert [t["status"] for t in met] == ["met", "met", "met"]
-    assert "(c) ovdet ViLD-text: 0.500" in met[0]["text"]  # the best novel AP50 is chosen
+    assert "(ViLD-text: 0.500)" in met[0]["text"]  # the best novel AP50 is chosen
     missed = check_targets(_metrics(closed_base=0.9))
     assert missed[2]["status"] == "MISSED"
     # A baseline that did not learn, or a reference that scored 0: the check cannot fail.
@@ -58,22 +55,23 @@ def test_targets_are_met_missed_or_not_applicable():
 def test_weak_supervision_targets():
     metrics = _metrics()  # the best row without image labels: ViLD-text, novel 0.5
     metrics["vild_text_labels"] = _m(0.6, 0.76)
-    metrics["vild_weak_ensemble"] = _m(0.64, 0.61)
+    metrics["vild_weak_clip_rescoring"] = _m(0.64, 0.61)
     targets = check_targets(metrics)
-    assert len(targets) == 5  # the (f) target only in the variant without novel captions
+    assert len(targets) == 5  # the image labels target only in the variant without novel captions
     assert [t["status"] for t in targets[3:]] == ["met", "met"]
-    assert "(c) ovdet ViLD-text: 0.500) + 0.10" in targets[3]["text"]
-    # the control, (c) trained as long on boxes only, is a row without image labels
+    assert "(ViLD-text: 0.500) + 0.10" in targets[3]["text"]
+    # the control, ViLD-text trained as long on boxes only, is a row without image labels
     metrics["vild_text_longer"] = _m(0.6, 0.55)
     control = check_targets(metrics)[3]
-    assert control["status"] == "MISSED" and "(c') (c) fine-tuned as long" in control["text"]
+    assert control["status"] == "MISSED" and "(ViLD-text, fine-tuned on boxes:" in control["text"]
     del metrics["vild_text_longer"]
-    # so is the control of (h), ViLD + ensemble trained as long on boxes only
-    metrics["vild_longer_ensemble"] = _m(0.6, 0.52)
+    # so is the control of the best image-label row, trained as long on boxes only
+    metrics["vild_longer_clip_rescoring"] = _m(0.6, 0.52)
     h_control = check_targets(metrics)[3]
-    assert h_control["status"] == "MISSED" and "(e') (e) fine-tuned as long" in h_control["text"]
-    del metrics["vild_longer_ensemble"]
-    metrics["vild_weak_ensemble"] = _m(0.7, 0.59)  # 0.09 above, and under 0.95 x its base
+    assert h_control["status"] == "MISSED"
+    assert "fine-tuned on boxes, CLIP rescoring:" in h_control["text"]
+    del metrics["vild_longer_clip_rescoring"]
+    metrics["vild_weak_clip_rescoring"] = _m(0.7, 0.59)  # 0.09 above, and under 0.95 x its base
     assert [t["status"] for t in check_targets(metrics)[3:]] == ["MISSED", "MISSED"]
     variant = check_targets(metrics, novel_captions=False)
     assert variant[5]["status"] == "met" and "1.5 x ViLD-text's (0.500)" in variant[5]["text"]
@@ -123,7 +121,8 @@ def test_the_small_size_leaves_out_the_fine_tuned_rows_unless_given_their_iterat
     # a detector left out takes the ones that start from it along
     no_vild = replace(SIZES["default"], detector_iters_overrides=(("vild", 0),))
     assert _trained(no_vild) == {d.name for d in DETECTORS if "vild" not in (d.name, d.init_from)}
-    # the variant without novel captions is about row (f): at --small it needs its iterations
+    # the variant without novel captions is about the image-label row: at --small it needs its
+    # iterations
     with pytest.raises(ConfigError, match="--fine-tune-iters"):
         size("--small", "--no-novel-captions")
     variant = size("--small", "--no-novel-captions", "--fine-tune-iters", "50")
@@ -132,15 +131,16 @@ def test_the_small_size_leaves_out_the_fine_tuned_rows_unless_given_their_iterat
 
 def test_the_detectors_train_at_the_synthetic_scenes_size_and_own_data_at_the_configs(tmp_path):
     from ovdet.ovbench.data import BenchmarkData
-    from ovdet.ovbench.synthetic_benchmark import _detector_config, _run_opts
+    from ovdet.ovbench.plan import run_opts
+    from ovdet.ovbench.stages import detector_config
 
     small, default = SIZES["small"], SIZES["default"]
     data = BenchmarkData(tmp_path)
     vild_text = next(d for d in DETECTORS if d.name == "vild_text")
 
     def config(spec, synthetic, opts=()):
-        return _detector_config(tmp_path, data, "local-dir:clip", vild_text, spec, 0, "cpu",
-                                _run_opts(spec, synthetic, opts))  # fmt: skip
+        return detector_config(tmp_path, data, "local-dir:clip", vild_text, spec, 0, "cpu",
+                               run_opts(spec, synthetic, opts))  # fmt: skip
 
     cfg = config(small, True)
     assert small.data["image_size"] == 96 and cfg.INPUT.MIN_SIZE_TEST == 96
@@ -157,13 +157,13 @@ def test_the_detectors_train_at_the_synthetic_scenes_size_and_own_data_at_the_co
 
 
 def test_a_run_may_add_rows_to_a_finished_one_but_not_change_its_iterations(tmp_path):
-    from ovdet.ovbench.synthetic_benchmark import _check_same_inputs, _run_inputs
+    from ovdet.ovbench.resume import check_same_inputs, run_inputs
 
     small = SIZES["small"]
     with_rows = small.with_fine_tuning(100)
 
     def check(spec, seed=0):
-        _check_same_inputs(tmp_path, _run_inputs(None, spec, seed, None, ()))
+        check_same_inputs(tmp_path, run_inputs(None, spec, seed, None, ()))
 
     check(small)
     check(with_rows)  # the fine-tuned rows added: the finished ones are reused
@@ -186,6 +186,35 @@ def test_stage_workers_share_out_the_cores(monkeypatch):
     assert stage_workers("cpu", threads=3) == (2, 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert stage_workers("cpu") == (1, 1)
+
+
+def test_the_detectors_left_out_are_named_on_one_line(tmp_path, caplog):
+    from ovdet.ovbench.data import BenchmarkData
+    from ovdet.ovbench.plan import FINE_TUNED
+    from ovdet.ovbench.schedule import stage_tasks
+
+    data = BenchmarkData(tmp_path)
+    for weak in ("weak_labels", "weak_captions"):  # the image-labelled data is there
+        data.path(weak).parent.mkdir(parents=True, exist_ok=True)
+        data.path(weak).write_text("{}")
+
+    def left_out(size) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ovdet.ovbench"):
+            tasks = stage_tasks(tmp_path, data, "local-dir:c", size, 0, "cpu", False, ())
+        assert {t.name for t in tasks} == {"clip"} | _trained(size)
+        return [m for m in caplog.messages if "leaving out" in m]
+
+    lines = left_out(SIZES["small"])  # the five fine-tuned detectors: 0 iterations
+    assert len(lines) == 1 and "(0 iterations at this size)" in lines[0]
+    names = lines[0].split("leaving out ")[1].split(" (")[0].split(", ")
+    assert sorted(names) == sorted(FINE_TUNED)
+    no_vild = replace(SIZES["default"], detector_iters_overrides=(("vild", 0),))
+    assert left_out(no_vild) == [
+        "stage 2: leaving out vild (0 iterations at this size)",
+        "stage 2: leaving out vild_weak, vild_longer (the detector they start from is left out)",
+    ]
+    assert left_out(SIZES["default"]) == []
 
 
 def test_match_detections_counts_each_object_once():
@@ -281,7 +310,7 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     assert zero_shot["num_crops"] == len(val["annotations"])
     # The closed-set model names base classes only.
     assert report["metrics"]["closed_set"]["novel"]["AP50"] == 0.0
-    assert len(report["targets"]) == 5  # with (h)'s two
+    assert len(report["targets"]) == 5  # with the best image-label row's two
     findings = report["novel_findings"]
     novel_id = next(c["id"] for c in val["categories"] if c["name"] == "green square")
     assert findings["novel_objects"] == sum(
@@ -313,7 +342,8 @@ def test_benchmark_runs_on_a_dataset_in_its_own_layout(tmp_path):
     rescored = _benchmark(*args)
     assert rescored.returncode == 0, rescored.stderr[-3000:]
     assert rescored.stderr.count("stage 3: evaluating") == 1
-    assert "scored another" in rescored.stderr and "evaluating (f)" in rescored.stderr
+    assert "scored another" in rescored.stderr
+    assert "evaluating ViLD-text + image labels\n" in rescored.stderr
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert metrics["vild_text_labels"] == metrics["vild_text_longer"]
     other = _benchmark(*[a if a != "2" else "3" for a in args])

@@ -1,4 +1,4 @@
-"""The command lines of the scripts in benchmarks/ (their measurements live in BENCHMARKS.md)."""
+"""The command lines of the scripts in benchmarks/ (their measurements: docs/speed.md)."""
 
 from __future__ import annotations
 
@@ -60,18 +60,18 @@ def _report(seed: int, novel: dict[str, float], size: str = "small") -> dict:
 
 
 def test_every_control_is_a_box_only_row_of_the_table():
-    from ovdet.ovbench.synthetic_benchmark import _WEAK_DETECTORS, DETECTORS, METHODS
+    from ovdet.ovbench.plan import DETECTORS, METHODS, WEAK_DETECTORS
 
     by_key = {m.key: m for m in METHODS}
     init_from = {d.name: d.init_from for d in DETECTORS}
     controlled = [m for m in METHODS if m.control]
-    assert {m.key for m in controlled} == {m.key for m in METHODS if m.detector in _WEAK_DETECTORS}
+    assert {m.key for m in controlled} == {m.key for m in METHODS if m.detector in WEAK_DETECTORS}
     for method in controlled:
         control = by_key[method.control]
-        assert control.detector not in _WEAK_DETECTORS
+        assert control.detector not in WEAK_DETECTORS
         # fine-tuned from the same box-trained detector, as long
         assert init_from[control.detector] == init_from[method.detector] != ""
-        assert control.prediction == method.prediction  # the ensemble row against an ensemble row
+        assert control.prediction == method.prediction  # CLIP rescoring against CLIP rescoring
 
 
 def test_summary_of_runs_gives_each_rows_spread_and_its_gain_over_its_control(tmp_path):
@@ -91,7 +91,7 @@ def test_summary_of_runs_gives_each_rows_spread_and_its_gain_over_its_control(tm
     assert list(summary["gains"]) == ["vild_text_labels"]  # its control is in every run
     assert summary["gains"]["vild_text_labels"]["novel"] == pytest.approx([0.1, -0.05, 0.25])
     text = summarize_runs.format_summary(summary)
-    assert "| (f) (c) + image labels | 0.600 [0.400, 0.800] | 0.500 [0.300, 0.700] |" in text
+    assert "| ViLD-text + image labels | 0.600 [0.400, 0.800] | 0.500 [0.300, 0.700] |" in text
     assert "| +0.100, -0.050, +0.250 | +0.100 | 2 of 3 |" in text
 
 
@@ -144,7 +144,7 @@ def test_region_quality_counts_a_label_hit_only_on_an_object_of_its_class():
 
 
 def test_benchmark_reports_name_the_package_versions_they_were_measured_with():
-    from ovdet.ovbench.synthetic_benchmark import format_results
+    from ovdet.ovbench.report import format_results
     from ovdet.utils.versions import package_versions
 
     versions = package_versions(("torch", "no-such-distribution-for-ovdet"))

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from ovdet.ovbench.synthetic_benchmark import DETECTORS, METHODS
+from ovdet.ovbench.plan import DETECTORS, METHODS
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.synthetic_benchmark]
@@ -69,14 +69,15 @@ def test_open_vocabulary_finds_novel_classes_and_the_closed_set_baseline_learns(
     closed = metrics["closed_set"]
     assert closed["novel"]["AP50"] < 0.01  # it cannot name a class it was not trained on
     assert closed["base"]["AP50"] > MIN_CLOSED_SET_BASE_AP50, metrics
-    best_novel = max(metrics[k]["novel"]["AP50"] for k in ("vild_text", "vild", "vild_ensemble"))
+    rows = ("vild_text", "vild", "vild_clip_rescoring")
+    best_novel = max(metrics[k]["novel"]["AP50"] for k in rows)
     assert best_novel >= MIN_BEST_NOVEL_AP50, metrics
     # CLIP pre-training learned the compositions, novel ones included (chance: 1/64).
     assert report["clip_zero_shot"]["novel"] > 0.5
     # With a baseline that learned, every target is a real check, and each is met.
     assert [t["status"] for t in report["targets"][:3]] == ["met"] * 3, report["targets"]
-    assert "| (e) (d) + ViLD-ensemble |" in stdout
-    # The quick start leaves out the fine-tuned rows: rows (a)-(e), three detectors.
+    assert "| ViLD-text + ViLD-image, CLIP rescoring |" in stdout
+    # The quick start leaves out the fine-tuned rows: three detectors, five rows.
     assert list(metrics) == [m.key for m in METHODS if not _fine_tuned(m.detector)]
     assert len(report["targets"]) == 3
     assert sorted(p.parent.name for p in out.glob("*/model_final.pt")) == [
@@ -122,7 +123,7 @@ def test_novel_auto_labels_teach_a_closed_set_detector(small_run, tmp_path):
         "--classes", ",".join(split["novel"]), "--input", str(data / "images" / "train"),
         "--output", str(labels), "--no-draw", "--coco-out", str(labels / "auto.json"),
         "--label-thresh", str(findings["score_thresh"]),
-        *(["--clip-rescoring"] if best.prediction == "ensemble" else []),
+        *(["--clip-rescoring"] if best.prediction == "clip_rescoring" else []),
     )  # fmt: skip
     auto = json.loads((labels / "auto.json").read_text())
     assert [c["name"] for c in auto["categories"]] == split["novel"]
@@ -157,9 +158,11 @@ def test_the_weak_supervision_rows_add_to_the_quick_start(weak_run):
     # The weak-supervision rows (their own targets are for the default size, and printed) and
     # their controls ran; image labels keep the novel classes found.
     assert list(metrics) == [m.key for m in METHODS]
-    assert len(report["targets"]) == 5 and "(h) novel AP50" in report["targets"][3]["text"]
-    assert metrics["vild_weak_ensemble"]["novel"]["AP50"] >= MIN_BEST_NOVEL_AP50, metrics
-    assert "| (h) (f) + ViLD-image + ViLD-ensemble |" in result.stdout
+    weak_best = "ViLD-text + ViLD-image + image labels, CLIP rescoring"
+    assert len(report["targets"]) == 5
+    assert report["targets"][3]["text"].startswith(f"{weak_best}: novel AP50")
+    assert metrics["vild_weak_clip_rescoring"]["novel"]["AP50"] >= MIN_BEST_NOVEL_AP50, metrics
+    assert f"| {weak_best} |" in result.stdout
 
 
 def test_a_rerun_reuses_every_finished_stage(weak_run):

@@ -1,0 +1,175 @@
+"""The open-vocabulary benchmark, end to end, with its baselines, on any COCO-format dataset.
+
+Stages, each written under one output folder and skipped when a previous run finished it (so an
+interrupted run loses nothing; training resumes from its last checkpoint):
+
+0. ``data/``: the synthetic colour x shape dataset (:mod:`ovdet.data.synthetic`), unless the
+   run is given a dataset (:class:`~ovdet.ovbench.data.BenchmarkData`: COCO train/val files
+   and images, a split file, a captions CSV).
+1. ``clip/``: a tiny CLIP pre-trained on the captions by ``open_clip_train``
+   (:func:`ovdet.clip.pretrain.pretrain_clip`), exported as an open_clip folder (or a given
+   CLIP); its zero-shot accuracy (base / novel) on held-out labelled crops, or on the
+   validation boxes when the dataset has no labelled crops.
+2. one folder per entry of :data:`~ovdet.ovbench.plan.DETECTORS` (``closed_set/``,
+   ``vild_text/``, ``vild/``): detectors trained on the base boxes only, with the same
+   backbone, data, schedule and seed; then, where the size gives them iterations (the default
+   size; ``--small`` leaves them out unless given ``--fine-tune-iters``), the weak-supervision
+   detectors, which fine-tune ``vild_text`` / ``vild`` on steps that mix box images and
+   image-labelled images (``vild_text_labels/``, ``vild_text_captions/``, ``vild_weak/``;
+   skipped where the dataset has no image-labelled data), and their controls, ``vild_text``
+   and ``vild`` fine-tuned as long on box images only (``vild_text_longer/``,
+   ``vild_longer/``). Stages 1-3 run as a task graph on worker processes
+   (:mod:`ovdet.ovbench.schedule`), each detector's evaluation right after its training.
+3. ``eval/`` and ``results.json`` / ``results.md``: base / novel / all AP50 on the validation
+   images in the generalized setting (every category in the vocabulary) of each row of
+   :data:`~ovdet.ovbench.plan.METHODS`, and the target checks
+   (:func:`~ovdet.ovbench.targets.check_targets`).
+4. ``pictures/``: the best open-vocabulary row with every class name on the validation
+   images: how many novel objects it found and how many of its novel-named detections were
+   right, and pictures with the novel classes marked.
+
+The package's modules, one concern each: :mod:`~ovdet.ovbench.plan` (sizes, detectors, rows),
+:mod:`~ovdet.ovbench.stages`, :mod:`~ovdet.ovbench.schedule` (the task graph),
+:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.report` (the text of the results) and
+:mod:`~ovdet.ovbench.resume` (which finished stages a run may reuse).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from ovdet.ovbench.data import BenchmarkData
+from ovdet.ovbench.plan import DETECTORS, METHODS, SIZES, BenchmarkSize, run_opts
+from ovdet.ovbench.report import format_results
+from ovdet.ovbench.resume import check_same_inputs, run_inputs
+from ovdet.ovbench.schedule import stage_tasks, stage_workers
+from ovdet.ovbench.stages import draw_pictures, evaluate, make_data
+from ovdet.ovbench.targets import best_open_vocabulary_method, check_targets
+from ovdet.utils.errors import ConfigError
+from ovdet.utils.versions import package_versions
+
+__all__ = ["run_synthetic_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_synthetic_benchmark(
+    output_dir: str | Path,
+    size: str | BenchmarkSize = "default",
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    data: BenchmarkData | None = None,
+    clip: str | None = None,
+    detector_opts: tuple[str, ...] = (),
+    workers: int | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Run every stage (see the module docstring); finished stages are reused.
+
+    Args:
+        output_dir: where everything is written; the configs and checkpoints written there
+            name it by its absolute path, so they work from any folder.
+        size: a key of :data:`~ovdet.ovbench.plan.SIZES` ("small": about 3 minutes on 2 CPU
+            cores, the detectors trained from scratch; "default": about 18 minutes, every row)
+            or a :class:`~ovdet.ovbench.plan.BenchmarkSize`.
+        seed: seed of the data, CLIP pre-training and detector training.
+        device: "cpu" or "cuda".
+        progress: progress bars.
+        data: the dataset; ``None`` generates the synthetic one in ``output_dir/data``.
+        clip: a CLIP spec to use instead of pre-training one (stage 1 is skipped).
+        detector_opts: config ``KEY VALUE`` pairs for every detector (after the size's).
+        workers: stages run side by side in worker processes (:mod:`ovdet.utils.task_graph`);
+            1 runs them one by one in this process, with progress bars. Default
+            (:func:`~ovdet.ovbench.schedule.stage_workers`): 2 on a CPU with 2 or more cores, 1
+            on a GPU.
+        threads: torch threads of each worker process (default: the cores shared out).
+
+    Returns:
+        The report also written to ``results.json``: ``metrics`` per method (base / novel /
+        all AP and AP50), ``clip_zero_shot`` accuracy, ``targets`` (see
+        :func:`~ovdet.ovbench.targets.check_targets`), ``novel_findings``
+        (:func:`ovdet.ovbench.pictures.novel_detection_summary`), ``seconds`` per stage,
+        ``size`` and ``seed``.
+    """
+    from ovdet.data.splits import load_split
+    from ovdet.utils.io import atomic_write_json, check_writable_dir
+    from ovdet.utils.task_graph import run_task_graph
+
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise ConfigError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+        size_name, spec = size, SIZES[size]
+    else:
+        size_name, spec = "custom", size
+    if len(detector_opts) % 2:
+        raise ConfigError(f"detector overrides must be KEY VALUE pairs, got {list(detector_opts)}")
+    out = Path(os.path.abspath(check_writable_dir(output_dir)))
+    if data is not None:
+        data = replace(data, root=Path(data.root).resolve())
+        data.check()
+    check_same_inputs(out, run_inputs(data, spec, seed, clip, detector_opts))
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    generated = data is None
+    if generated:
+        data = make_data(out, spec, seed, progress)
+    seconds["data"] = time.perf_counter() - t
+    split = load_split(data.split_spec)
+    logger.info(
+        "dataset %s: %d base and %d novel classes; training on %s",
+        data.root, len(split.base), len(split.novel), data.path("train_json"),
+    )  # fmt: skip
+    workers, threads = stage_workers(device, workers, threads)
+    opts = run_opts(spec, generated, detector_opts)
+    tasks = stage_tasks(out, data, clip, spec, seed, device, progress and workers == 1, opts)
+    if workers > 1:
+        logger.info(
+            "stages 1-3: %d tasks on %d worker processes (torch threads per worker: %d)",
+            len(tasks), workers, threads,
+        )  # fmt: skip
+    results = run_task_graph(tasks, workers, threads)
+    clip, zero_shot = results["clip"]["clip"], results["clip"]["zero_shot"]
+    seconds["clip"] = results["clip"]["seconds"]
+    seconds["evaluation"] = 0.0
+    for name, result in results.items():
+        if name != "clip":
+            seconds[name] = result[name]
+            seconds["evaluation"] += result["evaluation"]
+    trained = {d.name for d in DETECTORS if spec.trains(d)}
+    # the cached evaluations, in table order: this run's rows only
+    metrics = evaluate(out, data, device, progress, [m for m in METHODS if m.detector in trained])
+    t = time.perf_counter()
+    best = best_open_vocabulary_method(metrics)
+    findings = draw_pictures(out, data, split, best, spec, device, progress)
+    seconds["pictures"] = time.perf_counter() - t
+    seconds["total (this run)"] = time.perf_counter() - start
+
+    report = {
+        "size": size_name,
+        "size_settings": asdict(spec),
+        "seed": seed,
+        "device": device,
+        "workers": workers,
+        "torch_threads": threads if workers > 1 else torch.get_num_threads(),
+        "versions": package_versions(),
+        "data": data.describe(),
+        "clip": clip,
+        "clip_zero_shot": zero_shot,
+        "metrics": metrics,
+        "targets": check_targets(metrics, spec.data.get("novel_captions", True)),
+        "novel_findings": findings,
+        "seconds": seconds,
+        "pictures": str(out / "pictures"),
+    }
+    atomic_write_json(report, out / "results.json")
+    (out / "results.md").write_text(format_results(report) + "\n", encoding="utf-8")
+    return report
