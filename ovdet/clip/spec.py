@@ -79,6 +79,27 @@ class ClipSpec:
     def __str__(self) -> str:
         return f"{self.model}:{self.weights}" if self.weights else self.model
 
+    def absolute(self, base: str | Path | None = None) -> ClipSpec:
+        """This spec with its local paths absolute, resolved against ``base`` (default: the
+        working directory): the folder of ``local-dir:DIR`` and of ``hf:DIR`` (where it is a
+        folder, not a hub id) and a weights file. Model names, pretrained tags and hub ids are
+        kept. A spec written with it (e.g. into a saved config) names the same files from any
+        working directory."""
+
+        def absolute_path(path: str) -> str:
+            return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(path)))
+
+        model, weights = self.model, self.weights
+        if self.local_dir is not None:
+            model = "local-dir:" + absolute_path(str(self.local_dir))
+        elif self.backend == "hf":
+            name = self.hf_name
+            if Path(base or ".", name).is_dir() or name.startswith((".", "~", os.sep)):
+                model = HF_SCHEMA + absolute_path(name)
+        if self.weights_is_file:
+            weights = absolute_path(self.weights)
+        return ClipSpec(model, weights)
+
     @property
     def backend(self) -> str:
         """``"hf"`` (transformers) for ``hf:`` specs, else ``"open_clip"``."""

@@ -55,6 +55,7 @@ from ovdet.tv.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from ovdet.tv.engine.config_paths import with_absolute_paths
 from ovdet.tv.modeling.build import is_open_vocabulary
 from ovdet.utils.errors import ConfigError
 from ovdet.utils.io import atomic_open, check_writable_dir
@@ -79,7 +80,8 @@ class Trainer:
     """
 
     def __init__(self, cfg, resume: bool = False, progress: bool = True) -> None:
-        self.cfg = cfg
+        # the paths its config.yaml and checkpoints name work from any folder
+        self.cfg = cfg = with_absolute_paths(cfg)
         device = torch.device(cfg.MODEL.DEVICE)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("MODEL.DEVICE is cuda but no CUDA device is available")
