@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -13,25 +12,9 @@ import torch
 from ovdet.search.store import RegionIndex, file_key
 from ovdet.utils.errors import ImageError
 
-__all__ = ["Indexer", "absolute_clip_spec"]
+__all__ = ["Indexer"]
 
 logger = logging.getLogger(__name__)
-
-
-def absolute_clip_spec(spec: str) -> str:
-    """A CLIP spec with its local paths made absolute (the ``local-dir:`` or ``hf:`` folder and a
-    weights file), so that it names the same CLIP from any folder; tags and hub ids unchanged."""
-    from ovdet.clip.spec import HF_SCHEMA, ClipSpec
-
-    parsed = ClipSpec.parse(spec)
-    model, weights = parsed.model, parsed.weights
-    if parsed.local_dir is not None:
-        model = "local-dir:" + os.path.abspath(os.path.expanduser(parsed.local_dir))
-    elif parsed.hf_name is not None and Path(parsed.hf_name).expanduser().is_dir():
-        model = HF_SCHEMA + os.path.abspath(os.path.expanduser(parsed.hf_name))
-    if weights is not None and parsed.weights_is_file:
-        weights = os.path.abspath(os.path.expanduser(weights))
-    return str(ClipSpec(model, weights))
 
 
 class Indexer:
@@ -73,10 +56,12 @@ class Indexer:
     @property
     def meta(self) -> dict:
         """What the vectors depend on; an index is only extended by a matching indexer. The CLIP
-        spec is stored with absolute paths (:func:`absolute_clip_spec`), so that the index is
-        queried with the same CLIP from any folder."""
+        spec is stored with absolute paths (:meth:`~ovdet.clip.spec.ClipSpec.absolute`), so that
+        the index is queried with the same CLIP from any folder."""
+        from ovdet.clip.spec import ClipSpec
+
         return {
-            "clip": absolute_clip_spec(str(self.detector.cfg.MODEL.OVDET.CLIP)),
+            "clip": str(ClipSpec.parse(str(self.detector.cfg.MODEL.OVDET.CLIP)).absolute()),
             "embed_dim": int(self.detector.head.embed_dim),
             "region_classes": str(self.region_classes),
             "min_score": self.min_score,

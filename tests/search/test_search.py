@@ -17,7 +17,6 @@ pytest.importorskip("faiss", reason="faiss-cpu is not installed")
 from ovdet.cli.search import main  # noqa: E402
 from ovdet.search import Indexer, RegionIndex  # noqa: E402
 from ovdet.search.evaluation import box_iou, ground_truth_boxes  # noqa: E402
-from ovdet.search.indexer import absolute_clip_spec  # noqa: E402
 from ovdet.utils.errors import DataError, ImageError  # noqa: E402
 
 
@@ -114,17 +113,16 @@ def test_reindex_replaces_changed_files_skips_touched_ones_and_prunes(tmp_path):
     assert len(index) == index.index.ntotal == 7
 
 
-def test_clip_spec_is_stored_with_absolute_paths(tmp_path, monkeypatch):
+def test_index_records_the_clip_spec_with_absolute_paths(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
     (tmp_path / "clip").mkdir()
-    (tmp_path / "w.pt").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    assert absolute_clip_spec("local-dir:clip:w.pt") == f"local-dir:{tmp_path}/clip:{tmp_path}/w.pt"
-    assert absolute_clip_spec("ViT-B-32:openai") == "ViT-B-32:openai"
-    assert absolute_clip_spec("ViT-B-32:./w.pt") == f"ViT-B-32:{tmp_path}/w.pt"
-    assert absolute_clip_spec("hf:clip") == f"hf:{tmp_path}/clip"
-    assert (
-        absolute_clip_spec("hf:openai/clip-vit-base-patch32") == "hf:openai/clip-vit-base-patch32"
-    )
+    indexer = Indexer.__new__(Indexer)  # no model: only what meta reads
+    cfg = SimpleNamespace(MODEL=SimpleNamespace(OVDET=SimpleNamespace(CLIP="local-dir:clip:w.pt")))
+    indexer.detector = SimpleNamespace(cfg=cfg, head=SimpleNamespace(embed_dim=8))
+    indexer.region_classes, indexer.min_score, indexer.teacher, indexer.fps = "object", 0, None, 1
+    assert indexer.meta["clip"] == f"local-dir:{tmp_path}/clip:{tmp_path}/w.pt"
 
 
 def _chance(index: RegionIndex, truth: dict) -> float:
