@@ -88,13 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--clip-rescoring",
         action="store_true",
-        help="with --checkpoint: the ViLD-ensemble (detector and CLIP crop scores combined)",
+        help="with --checkpoint: CLIP rescoring (ViLD-text+CLIP: detector and CLIP crop scores "
+        "combined)",
     )
     method.add_argument(
         "--clip-on-proposals",
         action="store_true",
         help="with --checkpoint: its RPN proposals classified by its CLIP alone (a baseline)",
     )
+    parser.add_argument("--ensemble", action="store_true", help=argparse.SUPPRESS)  # renamed
     parser.add_argument(
         "--score-thresh",
         type=float,
@@ -197,6 +199,8 @@ def _check_output(output: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.ensemble:
+        raise _UsageError("--ensemble was renamed: use --clip-rescoring")
     if args.output:
         _check_output(args.output)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it

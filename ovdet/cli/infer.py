@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clip-rescoring",
         action="store_true",
-        help="ViLD-ensemble: combine detector scores with CLIP crop scores",
+        help="CLIP rescoring (ViLD-text+CLIP): combine detector scores with CLIP's scores of the "
+        "box crops (MODEL.OVDET.CLIP_RESCORING)",
     )
+    p.add_argument("--ensemble", action="store_true", help=argparse.SUPPRESS)  # renamed
     p.add_argument(
         "--coco-out",
         default=None,
@@ -151,6 +153,8 @@ def _load_d2(args, vocabulary):
 
 
 def _check_args(args) -> None:
+    if args.ensemble:
+        raise ConfigError("--ensemble was renamed: use --clip-rescoring")
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
     if not 0.0 <= args.label_thresh <= 1.0:

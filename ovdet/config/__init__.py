@@ -8,10 +8,10 @@ from ovdet.config.config import (
     merge_overrides,
     upgrade_config_dict,
 )
-from ovdet.config.defaults import add_ovdet_config, get_default_config
+from ovdet.config.defaults import add_open_vocabulary_keys, get_default_config
 
 __all__ = [
-    "add_ovdet_config",
+    "add_open_vocabulary_keys",
     "config_from_dict",
     "get_cfg",
     "get_config_file",

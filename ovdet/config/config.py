@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -19,17 +19,31 @@ __all__ = [
     "get_cfg",
     "load_config",
     "merge_overrides",
+    "renamed_key_error",
     "upgrade_config_dict",
 ]
 
 _BASE_KEY = "_BASE_"
 
-# Keys of earlier releases whose names had another meaning in detectron2: what replaced them.
+# Keys of earlier releases whose names had another meaning (in detectron2, or in the ViLD paper:
+# its ViLD-ensemble joins the text and image heads; CLIP's crop scores are ViLD-text+CLIP): what
+# replaced them.
 _RENAMED = {
     "MODEL.BACKBONE.NAME": "MODEL.RESNETS.DEPTH (18, 34, 50 or 101)",
     "MODEL.BACKBONE.TRAINABLE_LAYERS": "MODEL.BACKBONE.FREEZE_AT (= 5 - TRAINABLE_LAYERS)",
     "MODEL.BACKBONE.FROZEN_BN": 'MODEL.RESNETS.NORM ("FrozenBN" or "BN")',
     "MODEL.ROI_HEADS.IOU_THRESHOLD": "MODEL.ROI_HEADS.IOU_THRESHOLDS (a list: [0.5])",
+    "MODEL.OVDET.ENSEMBLE.ENABLED": "MODEL.OVDET.CLIP_RESCORING.ENABLED",
+    "MODEL.OVDET.ENSEMBLE.NUM_PROPOSALS": "MODEL.OVDET.CLIP_RESCORING.NUM_PROPOSALS",
+    **{  # these also weighted the image head of DISTILL.IMAGE_HEAD
+        f"MODEL.OVDET.ENSEMBLE.{old}": f"MODEL.OVDET.CLIP_RESCORING.{old} (CLIP rescoring), or "
+        f"MODEL.OVDET.VILD_ENSEMBLE.{new} for the image head of DISTILL.IMAGE_HEAD"
+        for old, new in (
+            ("BASE_WEIGHT", "BASE_WEIGHT"),
+            ("NOVEL_WEIGHT", "NOVEL_WEIGHT"),
+            ("CLIP_TEMPERATURE", "TEMPERATURE"),
+        )
+    },
 }
 
 
@@ -39,7 +53,10 @@ def upgrade_config_dict(data: dict) -> dict:
     ``MODEL.BACKBONE.NAME resnetN`` -> ``MODEL.RESNETS.DEPTH N``, ``TRAINABLE_LAYERS t`` ->
     ``FREEZE_AT 5 - t``, ``FROZEN_BN`` -> ``MODEL.RESNETS.NORM``, a scalar
     ``ROI_HEADS.IOU_THRESHOLD`` -> ``IOU_THRESHOLDS [x]``, a float ``SOLVER.CLIP_GRADIENTS`` ->
-    detectron2's ``CLIP_GRADIENTS`` node. A current dict is returned unchanged.
+    detectron2's ``CLIP_GRADIENTS`` node, ``MODEL.OVDET.ENSEMBLE`` -> ``CLIP_RESCORING``. A model
+    with ``DISTILL.IMAGE_HEAD`` and no ``VILD_ENSEMBLE`` node joined its heads with the CLIP
+    rescoring weights and temperature: they become its ``VILD_ENSEMBLE``. A current dict is
+    returned unchanged.
     """
     import copy
 
@@ -59,6 +76,7 @@ def upgrade_config_dict(data: dict) -> dict:
     roi = model.get("ROI_HEADS") or {}
     if "IOU_THRESHOLD" in roi:
         roi["IOU_THRESHOLDS"] = [float(roi.pop("IOU_THRESHOLD"))]
+    _upgrade_score_fusion(model.get("OVDET") or {})
     solver = data.get("SOLVER") or {}
     clip = solver.get("CLIP_GRADIENTS")
     if isinstance(clip, (int, float)) and not isinstance(clip, bool):
@@ -66,6 +84,20 @@ def upgrade_config_dict(data: dict) -> dict:
             "ENABLED": clip > 0, "CLIP_TYPE": "norm", "CLIP_VALUE": float(clip or 1.0),
         }  # fmt: skip
     return data
+
+
+def _upgrade_score_fusion(ov: dict) -> None:
+    """``MODEL.OVDET`` of an earlier release: ``ENSEMBLE`` -> ``CLIP_RESCORING``, and the image
+    head's weights, read from it then, -> ``VILD_ENSEMBLE``."""
+    if "ENSEMBLE" in ov:
+        ov["CLIP_RESCORING"] = {**ov.pop("ENSEMBLE"), **(ov.get("CLIP_RESCORING") or {})}
+    rescoring = ov.get("CLIP_RESCORING") or {}
+    if (ov.get("DISTILL") or {}).get("IMAGE_HEAD") and "VILD_ENSEMBLE" not in ov:
+        names = {"BASE_WEIGHT": "BASE_WEIGHT", "NOVEL_WEIGHT": "NOVEL_WEIGHT"}
+        names["CLIP_TEMPERATURE"] = "TEMPERATURE"
+        ov["VILD_ENSEMBLE"] = {
+            new: rescoring[old] for old, new in names.items() if old in rescoring
+        }
 
 
 def get_cfg() -> CN:
@@ -83,9 +115,45 @@ def _all_keys(node: CN, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown_key_error(cfg: CN, key: str, source: str) -> ConfigError:
+def _renamed_keys(key: str, value: Any) -> Iterator[str]:
+    """The keys of earlier releases at or under ``key`` (a dotted name), whose ``value`` is the
+    mapping or value given for it."""
     if key in _RENAMED:
-        return ConfigError(f"config key {key} in {source} was renamed: use {_RENAMED[key]}")
+        yield key
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _renamed_keys(f"{key}.{k}", v)
+
+
+def _has_key(cfg: CN, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def renamed_key_error(cfg: CN, data: dict, source: str) -> ConfigError | None:
+    """The error for the first key of ``data`` that ``cfg`` lacks because it was renamed, naming
+    what replaced it; ``None`` if there is none.
+
+    Args:
+        cfg: the config ``data`` is merged into (a yacs or detectron2 ``CfgNode``).
+        data: nested mappings as read from YAML, or ``{"DOTTED.KEY": value}`` pairs.
+        source: where ``data`` comes from (a file, "the command line"), for the message.
+    """
+    for key, value in data.items():
+        for old in _renamed_keys(str(key), value):
+            if not _has_key(cfg, old):
+                return ConfigError(f"config key {old} in {source} was renamed: use {_RENAMED[old]}")
+    return None
+
+
+def _unknown_key_error(cfg: CN, key: str, source: str, value: Any = None) -> ConfigError:
+    renamed = renamed_key_error(cfg, {key: value}, source)
+    if renamed is not None:
+        return renamed
     candidates = _all_keys(cfg)
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:  # a typo in the last component only, e.g. SOLVER.BASE_LRR
@@ -130,7 +198,7 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "") -> None:
     for k, v in data.items():
         full = f"{prefix}{k}"
         if k not in cfg:
-            raise _unknown_key_error(get_default_config(), full, source)
+            raise _unknown_key_error(get_default_config(), full, source, v)
         if isinstance(cfg[k], CN):
             if not isinstance(v, dict):
                 raise ConfigError(f"config key {full} in {source} must be a mapping, got {v!r}")

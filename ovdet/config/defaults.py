@@ -1,9 +1,10 @@
-"""Default config of ovdet's torchvision engine, and the ``MODEL.OVDET`` keys shared with d2.
+"""Default config of ovdet's torchvision engine, and the open-vocabulary keys shared with d2.
 
 Keys follow detectron2's names wherever detectron2 has the same concept (``SOLVER.BASE_LR``,
 ``INPUT.MIN_SIZE_TEST``, ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``...), so a user reads one
-vocabulary of settings in both engines. Every ``MODEL.OVDET`` key is added by
-:func:`add_ovdet_config`, which the detectron2 plugin calls on detectron2's own config.
+vocabulary of settings in both engines. Every ``MODEL.OVDET`` key and the keys of image-labelled
+data are added by :func:`add_open_vocabulary_keys`, which this engine's defaults and the
+detectron2 plugin's ``ovdet.d2.add_ovdet_config`` both call.
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ from typing import Any
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["add_ovdet_config", "add_weak_supervision_config", "get_default_config"]
+__all__ = ["add_open_vocabulary_keys", "get_default_config"]
 
 
-def add_ovdet_config(cfg: Any) -> None:
-    """Add every ``MODEL.OVDET`` key (open-vocabulary settings) and ``DATASETS.SPLIT`` to a
-    yacs/fvcore config in place: the keys both engines share, with the same defaults.
+def add_open_vocabulary_keys(cfg: Any) -> None:
+    """Add the keys both engines share, with the same defaults, to a yacs/fvcore config in place:
+    every ``MODEL.OVDET`` key (open-vocabulary settings), ``DATASETS.SPLIT`` and the keys of
+    image-labelled training data (``DATASETS.WEAK_*``, ``DATALOADER.DATASET_RATIO``,
+    ``DATALOADER.WEAK_IMS_PER_BATCH``, ``INPUT.WEAK_*``).
 
     Args:
-        cfg: a yacs ``CfgNode`` (this engine) or detectron2's ``CfgNode``, with ``MODEL`` and
-            ``DATASETS`` nodes.
+        cfg: a yacs ``CfgNode`` (this engine) or detectron2's ``CfgNode``, with ``MODEL``,
+            ``DATASETS``, ``DATALOADER`` and ``INPUT`` nodes.
     """
+    _add_model_keys(cfg)
+    _add_weak_data_keys(cfg)
+
+
+def _add_model_keys(cfg: Any) -> None:
+    """``MODEL.OVDET.*`` and ``DATASETS.SPLIT``."""
     node = type(cfg)
     cfg.MODEL.OVDET = node()
     ov = cfg.MODEL.OVDET
@@ -65,12 +74,23 @@ def add_ovdet_config(cfg: Any) -> None:
     # Offline mode: the file written by tools/precompute_clip_embeddings.py.
     ov.DISTILL.EMBEDDINGS_FILE = ""
     # ViLD-image trains its own projection (ViLD's separate ViLD-text and ViLD-image heads)
-    # instead of the classifier's; inference combines the two heads' scores (ViLD-ensemble,
-    # weights CLIP_RESCORING.BASE_WEIGHT / NOVEL_WEIGHT / CLIP_TEMPERATURE), no CLIP needed.
+    # instead of the classifier's; inference joins the two heads' scores (ViLD-ensemble, weighted
+    # by VILD_ENSEMBLE), no CLIP needed. Cannot be combined with CLIP_RESCORING.ENABLED.
     ov.DISTILL.IMAGE_HEAD = False
 
+    ov.VILD_ENSEMBLE = node()
+    # With DISTILL.IMAGE_HEAD, inference scores are the weighted geometric mean of the classifier's
+    # (ViLD-text head) and the image head's probabilities. Weight of the classifier for classes of
+    # the training vocabulary (ViLD: 2/3).
+    ov.VILD_ENSEMBLE.BASE_WEIGHT = 0.67
+    # Weight of the classifier for classes outside it (ViLD: 1/3, i.e. the image head weighs 2/3).
+    ov.VILD_ENSEMBLE.NOVEL_WEIGHT = 0.33
+    # Temperature of the image head's softmax over the vocabulary (it mimics CLIP: CLIP's 100).
+    ov.VILD_ENSEMBLE.TEMPERATURE = 100.0
+
     ov.CLIP_RESCORING = node()
-    # ViLD-ensemble at inference: geometric mean of detector and CLIP crop scores.
+    # CLIP rescoring at inference (ViLD-text+CLIP): the weighted geometric mean of the detector's
+    # scores and CLIP's scores of the box crops. Cannot be combined with DISTILL.IMAGE_HEAD.
     ov.CLIP_RESCORING.ENABLED = False
     # Weight of the detector score for classes of the training vocabulary (ViLD: 2/3).
     ov.CLIP_RESCORING.BASE_WEIGHT = 0.67
@@ -122,14 +142,8 @@ def add_ovdet_config(cfg: Any) -> None:
     cfg.DATASETS.SPLIT = ""
 
 
-def add_weak_supervision_config(cfg: Any) -> None:
-    """Add the keys of image-labelled training data (weak supervision) to a yacs/fvcore config
-    in place: the same keys, with the same defaults, in both engines (the detectron2 plugin
-    calls it on detectron2's config).
-
-    Args:
-        cfg: a config with ``DATASETS``, ``DATALOADER`` and ``INPUT`` nodes.
-    """
+def _add_weak_data_keys(cfg: Any) -> None:
+    """The keys of image-labelled training data (weak supervision)."""
     # Image-labelled training data (weak supervision, no boxes), mixed with the box data at
     # DATALOADER.DATASET_RATIO: a COCO-format JSON whose images carry "pos_category_ids" (and
     # optionally "neg_category_ids"), a COCO captions JSON (labels = vocabulary names found in the
@@ -245,14 +259,14 @@ _C.DATASETS.TRAIN_IMAGES = ""
 _C.DATASETS.TEST_JSON = ""
 _C.DATASETS.TEST_IMAGES = ""
 
-add_ovdet_config(_C)
-
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
 # Drop training images that have no (base) annotation left.
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
-# Image-labelled data (DATASETS.WEAK_*, DATALOADER.DATASET_RATIO, INPUT.WEAK_*).
-add_weak_supervision_config(_C)
+
+# MODEL.OVDET, DATASETS.SPLIT and the image-labelled data (DATASETS.WEAK_*,
+# DATALOADER.DATASET_RATIO, DATALOADER.WEAK_IMS_PER_BATCH, INPUT.WEAK_*).
+add_open_vocabulary_keys(_C)
 
 _C.SOLVER = CN()
 # "SGD" or "AdamW".

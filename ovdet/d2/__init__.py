@@ -17,8 +17,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
     ) from e
 
-from ovdet.core.head import ClipRescoringSettings
+from ovdet.core.score_fusion import ClipRescoringSettings, VildEnsembleSettings
 from ovdet.d2.config import add_ovdet_config, load_d2_config
+from ovdet.d2.dataset_mapper import OfflineDistillationMapper
 from ovdet.d2.datasets import (
     get_dataset_split,
     register_builtin_datasets,
@@ -26,7 +27,7 @@ from ovdet.d2.datasets import (
     register_ov_lvis_dataset,
 )
 from ovdet.d2.evaluator import OpenVocabularyEvaluator
-from ovdet.d2.meta_arch import OfflineDistillationMapper, OpenVocabularyRCNN
+from ovdet.d2.meta_arch import OpenVocabularyRCNN
 from ovdet.d2.model_vocabulary import (
     dataset_vocabulary,
     text_embeddings,
@@ -50,6 +51,7 @@ __all__ = [
     "OpenVocabularyRCNN",
     "OpenVocabularyROIHeads",
     "OpenVocabularyTrainer",
+    "VildEnsembleSettings",
     "add_ovdet_config",
     "dataset_vocabulary",
     "get_dataset_split",

@@ -1,86 +1,32 @@
-"""Offline ViLD-image distillation for detectron2: precomputed CLIP region embeddings.
+"""The detectron2 plugin's meta-architecture: :class:`OpenVocabularyRCNN`.
 
-The embeddings file (``MODEL.OVDET.DISTILL.EMBEDDINGS_FILE``, written by
-``tools/precompute_clip_embeddings.py`` and read by :func:`ovdet.data.distill_store.
-load_distill_store`) maps each image id to boxes in original image pixels and their CLIP
-embeddings. :class:`OfflineDistillationMapper` carries them through detectron2's data
-augmentation (the same transforms as the image); :class:`OpenVocabularyRCNN` hands them to the
-ROI heads, which compute ViLD-image's L1 loss on them.
+detectron2's ``GeneralizedRCNN`` with two routes of its own in training: the precomputed regions
+of offline ViLD-image distillation (mapped by
+:class:`~ovdet.d2.dataset_mapper.OfflineDistillationMapper`) go to the ROI heads with the batch,
+and image-labelled batches (weak supervision) train only the head's image-label and caption
+losses.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List
 
-import numpy as np
 import torch
-from detectron2.config import CfgNode, configurable
-from detectron2.data import DatasetMapper
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
 from ovdet.utils.errors import DataError
 
-__all__ = ["OfflineDistillationMapper", "OpenVocabularyRCNN"]
-
-logger = logging.getLogger(__name__)
-
-DistillStore = Mapping[int, Tuple[torch.Tensor, torch.Tensor]]
-
-
-class OfflineDistillationMapper(DatasetMapper):
-    """detectron2's ``DatasetMapper`` that also maps the precomputed distillation regions.
-
-    Adds ``distill_boxes`` Tensor[M, 4] (x1, y1, x2, y2 in pixels of the augmented image) and
-    ``distill_embeddings`` Tensor[M, D] to each training sample; boxes that the augmentation
-    leaves smaller than a pixel are dropped with their embeddings.
-
-    Args:
-        store: image id -> (boxes Tensor[M, 4] in original pixels, embeddings Tensor[M, D]).
-        **kwargs: the arguments of ``DatasetMapper`` (or a config, as ``DatasetMapper(cfg,
-            is_train, store=...)``).
-    """
-
-    @configurable
-    def __init__(self, is_train: bool = True, *, store: DistillStore, **kwargs) -> None:
-        super().__init__(is_train, **kwargs)
-        self.store = store
-
-    @classmethod
-    def from_config(cls, cfg: CfgNode, is_train: bool = True, *, store: DistillStore) -> dict:
-        ret = super().from_config(cfg, is_train)
-        ret["store"] = store
-        return ret
-
-    def _transform_annotations(self, dataset_dict: dict, transforms, image_shape) -> None:
-        super()._transform_annotations(dataset_dict, transforms, image_shape)
-        image_id = dataset_dict.get("image_id")
-        if image_id not in self.store:
-            raise DataError(
-                f"image {image_id} ({dataset_dict.get('file_name')}) has no entry in the "
-                "distillation embeddings file (MODEL.OVDET.DISTILL.EMBEDDINGS_FILE)"
-            )
-        boxes, embeddings = self.store[image_id]
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        if boxes.shape[0]:
-            boxes = transforms.apply_box(boxes).astype(np.float32)
-        h, w = image_shape
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-        dataset_dict["distill_boxes"] = torch.from_numpy(boxes[keep])
-        dataset_dict["distill_embeddings"] = torch.as_tensor(embeddings).float()[
-            torch.from_numpy(keep)
-        ]
+__all__ = ["OpenVocabularyRCNN"]
 
 
 @META_ARCH_REGISTRY.register()
 class OpenVocabularyRCNN(GeneralizedRCNN):
-    """``GeneralizedRCNN`` that passes precomputed distillation regions to the ROI heads.
+    """``GeneralizedRCNN`` that also routes offline distillation regions and image-labelled
+    batches to the open-vocabulary ROI heads.
 
     Identical to ``GeneralizedRCNN`` except in training with ``MODEL.OVDET.DISTILL.MODE
     "offline"``, where each input's ``distill_boxes`` and ``distill_embeddings`` (from
-    :class:`OfflineDistillationMapper`) reach
+    :class:`~ovdet.d2.dataset_mapper.OfflineDistillationMapper`) reach
     :meth:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads.offline_targets`, and for image-labelled
     batches (weak supervision: inputs with ``image_labels``, see :mod:`ovdet.d2.weak`), which
     train only the head's image-label and caption losses

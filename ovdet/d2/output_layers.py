@@ -147,7 +147,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         Args:
             box_features: Tensor[sum N_i, F] from the box head.
             proposals: per image, ``proposal_boxes`` and ``image_size``.
-            images: Tensor[B, 3, H, W], RGB in [0, 1] (the ensemble's view of the batch).
+            images: Tensor[B, 3, H, W], RGB in [0, 1] (CLIP rescoring's view of the batch).
 
         Returns:
             Per image ``Instances`` with ``pred_boxes``, ``scores``, ``pred_classes`` and
@@ -161,7 +161,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
     ) -> Tuple[List[Instances], List[torch.Tensor]]:
         """detectron2's interface: (logits, deltas) of :meth:`forward` -> (instances, kept
-        region indices), post-processed by the head (no ensemble, no embeddings)."""
+        region indices), post-processed by the head (no CLIP rescoring, no embeddings)."""
         logits, deltas = predictions
         probs = torch.softmax(logits.float(), dim=-1)[:, :-1]
         return self._select(probs, deltas, None, proposals, None)

@@ -37,9 +37,10 @@ class OpenVocabularyD2Predictor:
         device: ``"cpu"``, ``"cuda"``...; ``None`` keeps ``MODEL.DEVICE``.
         batch_size: images per forward pass.
 
-    Classes outside the training vocabulary count as novel for the ViLD-ensemble
-    (``MODEL.OVDET.CLIP_RESCORING.ENABLED``); when the training vocabulary cannot be resolved (its
-    dataset is not registered and ``MODEL.OVDET.VOCABULARY`` is empty), every class is novel.
+    Classes outside the training vocabulary count as novel for the weights of CLIP rescoring
+    (``MODEL.OVDET.CLIP_RESCORING``) and of the ViLD-ensemble (``MODEL.OVDET.VILD_ENSEMBLE``);
+    when the training vocabulary cannot be resolved (its dataset is not registered and
+    ``MODEL.OVDET.VOCABULARY`` is empty), every class is novel.
     """
 
     def __init__(

@@ -12,7 +12,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
-from ovdet.core.head import ClipRescoringSettings, OpenVocabularyHead
+from ovdet.core.head import OpenVocabularyHead
+from ovdet.core.score_fusion import ClipRescoringSettings
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.d2.model_vocabulary import load_clip_for, text_embeddings, training_vocabulary
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
@@ -30,15 +31,16 @@ class OpenVocabularyROIHeads(StandardROIHeads):
     This adapter pools region features, samples and labels training regions, decodes boxes and
     converts images to the CLIP teacher's RGB [0, 1] view; the head (``self.head``, held by the
     box predictor :class:`~ovdet.d2.output_layers.OpenVocabularyFastRCNNOutputLayers`) owns the
-    vocabulary, the losses (ViLD-text, ViLD-image with the regions it picks), the ensemble and
-    post-processing, exactly as in the torchvision engine.
+    vocabulary, the losses (ViLD-text, ViLD-image with the regions it picks), the joining of
+    scores (ViLD-ensemble with an image head, or CLIP rescoring) and post-processing, exactly
+    as in the torchvision engine.
 
     The vocabulary at build time is the training vocabulary (``MODEL.OVDET.VOCABULARY`` or the
     training datasets' base classes) and ``num_classes`` follows it (``MODEL.ROI_HEADS.
     NUM_CLASSES`` is ignored); :meth:`set_vocabulary` swaps the classes. With
     ``MODEL.OVDET.DISTILL.MODE "offline"`` the precomputed regions come through
     :meth:`offline_targets` (see :mod:`ovdet.d2.meta_arch`). The CLIP teacher is frozen,
-    loaded from ``MODEL.OVDET.CLIP`` when distillation or the ensemble needs it, and neither
+    loaded from ``MODEL.OVDET.CLIP`` when distillation or CLIP rescoring needs it, and neither
     saved in checkpoints nor seen by the optimizer or DDP.
 
     Box-only: mask and keypoint heads are not supported.
@@ -51,7 +53,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         self,
         *,
         clip_teacher: ClipRegionTeacher | None = None,
-        ensemble: ClipRescoringSettings | None = None,
+        clip_rescoring: ClipRescoringSettings | None = None,
         pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
         pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
         input_format: str = "BGR",
@@ -59,8 +61,9 @@ class OpenVocabularyROIHeads(StandardROIHeads):
     ) -> None:
         """
         Args:
-            clip_teacher: the CLIP region teacher (online distillation, ensemble).
-            ensemble: ViLD-ensemble settings, or ``None`` to score with the detector alone.
+            clip_teacher: the CLIP region teacher (online distillation, CLIP rescoring).
+            clip_rescoring: CLIP rescoring settings (ViLD-text+CLIP), or ``None`` to score with
+                the detector alone.
             pixel_mean, pixel_std: the model's input normalisation (``MODEL.PIXEL_MEAN/STD``),
                 in the channel order of ``input_format``; used to give CLIP RGB images in [0, 1].
             input_format: ``"BGR"`` or ``"RGB"`` (``INPUT.FORMAT``).
@@ -85,7 +88,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
             head.set_clip_teacher(clip_teacher)
         if head.distills_online and clip_teacher is None:
             raise ConfigError("online distillation needs a CLIP teacher")
-        head.enable_clip_rescoring(ensemble)
+        head.enable_clip_rescoring(clip_rescoring)
         self.input_format = input_format
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
@@ -129,7 +132,7 @@ class OpenVocabularyROIHeads(StandardROIHeads):
                 load_clip_for(cfg), ov.DISTILL.CROP_SCALES, ov.DISTILL.CROP_SIZE
             )
         if ov.CLIP_RESCORING.ENABLED:
-            ret["ensemble"] = ClipRescoringSettings.from_config(cfg)
+            ret["clip_rescoring"] = ClipRescoringSettings.from_config(cfg)
         return ret
 
     @classmethod

@@ -13,9 +13,9 @@ from detectron2.evaluation import DatasetEvaluator
 from torch import nn
 
 from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
+from ovdet.d2.dataset_mapper import OfflineDistillationMapper
 from ovdet.d2.datasets import get_dataset_split
 from ovdet.d2.evaluator import OpenVocabularyEvaluator
-from ovdet.d2.meta_arch import OfflineDistillationMapper
 from ovdet.d2.model_vocabulary import use_dataset_vocabulary
 from ovdet.data.distill_store import load_distill_store
 

@@ -58,7 +58,7 @@ class ExportableDetector(nn.Module):
     """``forward(image, text_embeddings)`` of a torchvision-engine open-vocabulary detector.
 
     Args:
-        model: an ``OpenVocabularyFasterRCNN`` (in eval mode; its ensemble is not exported).
+        model: an ``OpenVocabularyFasterRCNN`` (in eval mode; CLIP rescoring is not exported).
     """
 
     def __init__(self, model: nn.Module) -> None:

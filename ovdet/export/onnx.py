@@ -87,11 +87,11 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     """
     if opset < 16:
         raise ConfigError(f"--opset must be at least 16 (torchvision's roi_align), got {opset}")
-    if get_head(detector.model).image_projection is not None:
+    if get_head(detector.model).has_image_head:
         raise ConfigError(
-            "ONNX export does not support MODEL.OVDET.DISTILL.IMAGE_HEAD: its scores need the "
-            "classes' novelty, which the exported graph does not take; export a detector "
-            "trained without it"
+            "ONNX export does not support MODEL.OVDET.DISTILL.IMAGE_HEAD: its scores (the "
+            "ViLD-ensemble) need the classes' novelty, which the exported graph does not take; "
+            "export a detector trained without it"
         )
     clip = detector.clip
     from open_clip.tokenizer import SimpleTokenizer

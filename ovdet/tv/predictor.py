@@ -12,8 +12,9 @@ import torch
 from ovdet.clip import ClipSpec
 from ovdet.clip.text_classifier import Vocabulary
 from ovdet.config import config_from_dict
-from ovdet.core.head import ClipRescoringSettings, get_head
+from ovdet.core.head import get_head
 from ovdet.core.novel_classes import novel_class_mask
+from ovdet.core.score_fusion import ClipRescoringSettings, check_score_fusion
 from ovdet.data.image_io import as_rgb_array
 from ovdet.data.transforms import build_augmentation, resize_for_inference
 from ovdet.structures.detections import Detections, ImageInput, as_image_list
@@ -42,7 +43,7 @@ class OVDetector:
             :class:`~ovdet.core.OpenVocabularyHead`, see :func:`~ovdet.core.get_head`).
         cfg: its config.
         train_class_names: the vocabulary it was trained with (classes outside it are "novel"
-            for the ensemble).
+            for the weights of CLIP rescoring and the ViLD-ensemble).
         device: where it runs.
     """
 
@@ -106,7 +107,14 @@ class OVDetector:
         return cls(model.to(device), cfg, state.get("class_names", []), device)
 
     def enable_clip_rescoring(self, enabled: bool = True) -> None:
-        """Turn on ViLD-ensemble (loads the CLIP image tower once)."""
+        """Turn CLIP rescoring (ViLD-text+CLIP) on or off; the CLIP image tower loads once.
+
+        Raises:
+            ConfigError: for a model with an image head (``MODEL.OVDET.DISTILL.IMAGE_HEAD``),
+                whose scores are already joined with the image head's (ViLD-ensemble).
+        """
+        if enabled:
+            check_score_fusion(self.head.has_image_head, True)  # before loading CLIP
         if enabled and self.head.clip_teacher is None:
             self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
         self.head.enable_clip_rescoring(

@@ -229,3 +229,20 @@ def test_method_flags_need_a_checkpoint(files, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "need --checkpoint" in err
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "infer"])
+def test_the_old_ensemble_flag_names_clip_rescoring(tool, files, tmp_path, capsys):
+    from ovdet.cli import infer
+
+    if tool == "evaluate":
+        run = main
+        argv = ["--gt", files["gt"], "--results", files["results"], "--ensemble"]
+    else:
+        run = infer.main
+        argv = ["--checkpoint", str(tmp_path / "m.pt"), "--classes", "dog", "--input",
+                files["gt"], "--output", str(tmp_path / "out"), "--ensemble"]  # fmt: skip
+    assert run(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "error: --ensemble was renamed: use --clip-rescoring"
+    assert not (tmp_path / "out").exists()

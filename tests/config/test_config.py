@@ -80,6 +80,22 @@ def test_keys_with_another_meaning_in_detectron2_are_renamed(tmp_path):
             load_config(None, [key, "1"])
 
 
+def test_ensemble_keys_of_clip_rescoring_name_their_new_keys(tmp_path):
+    """``MODEL.OVDET.ENSEMBLE.*`` was CLIP rescoring (ViLD-text+CLIP in the ViLD paper); its
+    ViLD-ensemble is the text + image heads, with keys of its own (``VILD_ENSEMBLE``)."""
+    for key in ("ENABLED", "BASE_WEIGHT", "NOVEL_WEIGHT", "CLIP_TEMPERATURE", "NUM_PROPOSALS"):
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(f"MODEL:\n  OVDET:\n    ENSEMBLE:\n      {key}: 1\n")
+        for source, overrides in ((path, []), (None, [f"MODEL.OVDET.ENSEMBLE.{key}", "1"])):
+            with pytest.raises(ConfigError) as error:
+                load_config(source, overrides)
+            message = str(error.value)
+            assert f"MODEL.OVDET.ENSEMBLE.{key}" in message and "\n" not in message
+            assert f"renamed: use MODEL.OVDET.CLIP_RESCORING.{key}" in message
+            # the weights and temperature also weighted the image head then
+            assert ("VILD_ENSEMBLE" in message) == (key not in ("ENABLED", "NUM_PROPOSALS"))
+
+
 def test_config_of_an_old_checkpoint_is_upgraded():
     from ovdet.config import config_from_dict
 
@@ -97,6 +113,25 @@ def test_config_of_an_old_checkpoint_is_upgraded():
     clip = cfg.SOLVER.CLIP_GRADIENTS
     assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE) == (True, "norm", 5.0)
     assert not config_from_dict({"SOLVER": {"CLIP_GRADIENTS": 0.0}}).SOLVER.CLIP_GRADIENTS.ENABLED
+
+
+def test_checkpoint_configs_of_the_ensemble_keys_are_upgraded():
+    from ovdet.config import config_from_dict
+
+    ensemble = {"ENABLED": True, "BASE_WEIGHT": 0.6, "NOVEL_WEIGHT": 0.2, "CLIP_TEMPERATURE": 50.0}
+    cfg = config_from_dict({"MODEL": {"OVDET": {"ENSEMBLE": ensemble}}})
+    r = cfg.MODEL.OVDET.CLIP_RESCORING
+    assert (r.ENABLED, r.BASE_WEIGHT, r.NOVEL_WEIGHT, r.CLIP_TEMPERATURE) == (True, 0.6, 0.2, 50.0)
+    assert cfg.MODEL.OVDET.VILD_ENSEMBLE == load_config().MODEL.OVDET.VILD_ENSEMBLE  # no image head
+    # An image head joined its scores with the rescoring weights then: they are its own now.
+    for node in ("ENSEMBLE", "CLIP_RESCORING"):
+        old = {"DISTILL": {"IMAGE_HEAD": True}, node: {**ensemble, "ENABLED": False}}
+        v = config_from_dict({"MODEL": {"OVDET": old}}).MODEL.OVDET.VILD_ENSEMBLE
+        assert (v.BASE_WEIGHT, v.NOVEL_WEIGHT, v.TEMPERATURE) == (0.6, 0.2, 50.0), node
+    current = {"DISTILL": {"IMAGE_HEAD": True}, "VILD_ENSEMBLE": {"BASE_WEIGHT": 0.9},
+               "CLIP_RESCORING": {"BASE_WEIGHT": 0.1}}  # fmt: skip
+    v = config_from_dict({"MODEL": {"OVDET": current}}).MODEL.OVDET.VILD_ENSEMBLE
+    assert (v.BASE_WEIGHT, v.NOVEL_WEIGHT) == (0.9, 0.33)  # a current config is kept as it is
 
 
 def test_gradient_clipping_by_value_and_by_norm():

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from ovdet.clip.text_classifier import Vocabulary
-from ovdet.core import ClipRescoringSettings, OpenVocabularyHead, get_head, novel_class_mask
+from ovdet.core import (
+    ClipRescoringSettings,
+    OpenVocabularyHead,
+    VildEnsembleSettings,
+    get_head,
+    novel_class_mask,
+)
 from ovdet.utils.errors import ConfigError
 
 FEATURES, DIM = 12, 8
@@ -94,14 +100,14 @@ def test_offline_distillation_uses_the_given_regions():
         head.distillation_loss(lambda boxes: features)
 
 
-def test_image_head_takes_the_distillation_and_joins_the_scores_as_vild_ensembles():
+def test_image_head_takes_the_distillation_and_joins_the_scores_as_the_vild_ensemble():
     """ViLD's separate heads: ViLD-image trains only the image projection, and inference takes
-    the weighted geometric mean of both heads' probabilities (ViLD: 2/3 and 1/3)."""
+    the weighted geometric mean of both heads' probabilities (ViLD-ensemble: 2/3 and 1/3)."""
     from ovdet.core.losses import vild_image_loss
     from ovdet.core.score_fusion import geometric_mean_scores
 
     head = _head(distill_mode="offline", distill_weight=1.0, image_head=True,
-                 image_head_weights=(0.6, 0.2), image_head_temperature=30.0)  # fmt: skip
+                 vild_ensemble=VildEnsembleSettings(0.6, 0.2, temperature=30.0))  # fmt: skip
     head.set_vocabulary(head.text_embeddings, torch.tensor([False, False, True, True]))
     features = torch.randn(5, FEATURES)
     targets = torch.nn.functional.normalize(torch.randn(5, DIM), dim=1)
@@ -141,10 +147,11 @@ def test_score_threshold_is_strict_and_applies_before_nms():
     assert head.score_thresh == 0.5  # restored
 
 
-def test_ensemble_needs_a_teacher_and_unknown_modes_are_config_errors():
+def test_clip_rescoring_needs_a_teacher_and_unknown_modes_are_config_errors():
     head = _head()
     with pytest.raises(RuntimeError, match="teacher"):
         head.enable_clip_rescoring(ClipRescoringSettings())
+    assert head.clip_rescoring is None
     with pytest.raises(ConfigError, match="DISTILL.MODE"):
         OpenVocabularyHead(FEATURES, DIM, distill_mode="sometimes")
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from ovdet.core import box_regression_loss, geometric_mean_scores, vild_image_loss, vild_text_loss
+from ovdet.core import box_regression_loss, vild_image_loss, vild_text_loss
 
 
 def test_vild_text_loss_matches_hand_computed_cross_entropy():
@@ -26,11 +26,3 @@ def test_box_loss_ignores_background_and_normalises_by_all_regions():
     gt = torch.tensor([0, 1])  # second region is background (C = 1)
     loss = box_regression_loss(deltas, targets, gt, background_class=1, beta=0.0)
     assert math.isclose(loss.item(), 1.0 / 2, rel_tol=1e-6)
-
-
-def test_ensemble_is_weighted_geometric_mean_per_class_kind():
-    det = torch.tensor([[0.8, 0.1]])
-    clip = torch.tensor([[0.2, 0.9]])
-    out = geometric_mean_scores(det, clip, torch.tensor([False, True]), base_weight=0.75,
-                          novel_weight=0.25)  # fmt: skip
-    assert torch.allclose(out, torch.tensor([[0.8**0.75 * 0.2**0.25, 0.1**0.25 * 0.9**0.75]]))

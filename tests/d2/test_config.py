@@ -35,7 +35,12 @@ def test_add_ovdet_config_adds_the_shared_keys():
     assert _keys(cfg.MODEL.OVDET) == _keys(get_default_config().MODEL.OVDET)
     assert cfg.MODEL.OVDET == get_default_config().MODEL.OVDET  # same defaults too
     assert cfg.MODEL.OVDET.DISTILL.MODE == "none"
+    assert cfg.MODEL.OVDET.VILD_ENSEMBLE.BASE_WEIGHT == 0.67  # ViLD's 2/3
     assert cfg.DATASETS.SPLIT == get_default_config().DATASETS.SPLIT == ""
+    # and the keys of image-labelled data, with the same defaults
+    for node in ("DATASETS", "DATALOADER", "INPUT"):
+        weak = {k for k in get_default_config()[node] if "WEAK" in k or k == "DATASET_RATIO"}
+        assert weak and all(cfg[node][k] == get_default_config()[node][k] for k in weak), node
     # Keys both engines have, with detectron2's meaning: the same defaults.
     tv = get_default_config()
     for key in ("ROI_HEADS.SCORE_THRESH_TEST", "ROI_HEADS.NMS_THRESH_TEST",
@@ -125,3 +130,26 @@ def test_unsupported_box_head_option_is_a_config_error(instant_cfg, instant_data
     cfg = instant_cfg("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "True")
     with pytest.raises(ConfigError, match="TRAIN_ON_PRED_BOXES"):
         build_model(cfg)
+
+
+def test_ensemble_keys_of_clip_rescoring_name_their_new_keys(tmp_path):
+    """The same one-line error as the torchvision engine's, from a file or the command line;
+    detectron2's own keys that ovdet renamed in its engine (MODEL.BACKBONE.NAME) stay valid."""
+    from ovdet.d2 import load_d2_config
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        f"_BASE_: {CONFIG_DIR / 'Base-OVDet-RCNN-FPN.yaml'}\n"
+        "MODEL:\n  BACKBONE:\n    NAME: build_resnet_fpn_backbone\n"
+        "  OVDET:\n    ENSEMBLE:\n      NOVEL_WEIGHT: 0.2\n"
+    )
+    for source, overrides in ((str(old), []), ("", ["MODEL.OVDET.ENSEMBLE.NOVEL_WEIGHT", "0.2"])):
+        with pytest.raises(ConfigError) as error:
+            load_d2_config(source, overrides)
+        message = str(error.value)
+        assert "\n" not in message and "MODEL.OVDET.ENSEMBLE.NOVEL_WEIGHT" in message
+        assert "renamed: use MODEL.OVDET.CLIP_RESCORING.NOVEL_WEIGHT (CLIP rescoring)" in message
+        assert "MODEL.OVDET.VILD_ENSEMBLE.NOVEL_WEIGHT" in message
+    with pytest.raises(ConfigError, match="Non-existent") as error:  # not renamed: as before
+        load_d2_config("", ["MODEL.OVDET.NOT_A_KEY", "1"])
+    assert "renamed" not in str(error.value)

@@ -1,4 +1,5 @@
-"""ViLD-image distillation (online and offline), the teacher's input images, the ensemble."""
+"""ViLD-image distillation (online and offline), the teacher's input images, CLIP rescoring
+and its refusal on a model with an image head (the ViLD-ensemble)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from PIL import Image  # noqa: E402
 
 from ovdet.core.losses import vild_image_loss  # noqa: E402
 from ovdet.d2 import ClipRescoringSettings, OfflineDistillationMapper  # noqa: E402
+from ovdet.utils.errors import ConfigError  # noqa: E402
 
 
 def _record(instant_data) -> dict:
@@ -115,20 +117,20 @@ def test_online_loss_distils_the_top_proposals(instant_cfg, instant_data):
     )
 
 
-def test_ensemble_weights_follow_novelty(instant_cfg, instant_data):
+def test_clip_rescoring_weights_follow_novelty(instant_cfg, instant_data):
     cfg = instant_cfg(
         "MODEL.OVDET.CLIP_RESCORING.ENABLED", "True", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"
     )
     model = build_model(cfg)
     model.eval()
     heads = model.roi_heads
-    assert isinstance(heads.head.ensemble, ClipRescoringSettings)
+    assert isinstance(heads.head.clip_rescoring, ClipRescoringSettings)
     rgb = np.asarray(Image.open(_record(instant_data)["file_name"]))
     image = torch.as_tensor(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float()
     text, _ = heads.get_vocabulary()
 
     def detect(settings, is_novel):
-        heads.head.ensemble = settings
+        heads.head.clip_rescoring = settings
         heads.set_vocabulary(text, torch.tensor(is_novel))
         with torch.no_grad():
             return model([{"image": image}])[0]["instances"]
@@ -142,3 +144,17 @@ def test_ensemble_weights_follow_novelty(instant_cfg, instant_data):
     novel = detect(settings, [True, True])
     assert len(novel) > 0 and int(novel.pred_classes.max()) < 2
     assert len(novel) != len(plain) or not torch.allclose(novel.scores, plain.scores)
+
+
+def test_clip_rescoring_of_a_model_with_an_image_head_is_refused(instant_cfg, instant_data):
+    """Its scores are already joined with the image head's (ViLD-ensemble): a second geometric
+    mean is refused where the config builds the model and where CLIP rescoring is turned on."""
+    image_head = ("MODEL.OVDET.DISTILL.IMAGE_HEAD", "True")
+    with pytest.raises(ConfigError, match="IMAGE_HEAD") as error:
+        build_model(instant_cfg(*image_head, "MODEL.OVDET.CLIP_RESCORING.ENABLED", "True"))
+    assert "\n" not in str(error.value) and "VILD_ENSEMBLE" in str(error.value)
+    heads = build_model(instant_cfg(*image_head)).roi_heads  # online distillation: a teacher
+    assert heads.head.has_image_head and heads.clip_teacher is not None
+    with pytest.raises(ConfigError, match="IMAGE_HEAD"):
+        heads.head.enable_clip_rescoring(ClipRescoringSettings())
+    assert heads.head.clip_rescoring is None

@@ -3,7 +3,8 @@
 The torchvision engine's RoI heads and the detectron2 plugin's ROI heads are two adapters over
 one :class:`~ovdet.core.OpenVocabularyHead`; here both get the head's weights, the same box-head
 features and the same proposals, and must agree on logits, losses, detections (thresholds 0 and
-0.3, a vocabulary with synonyms), region embeddings and the ViLD-ensemble.
+0.3, a vocabulary with synonyms), region embeddings, CLIP rescoring and the image head's
+ViLD-ensemble.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
 
 from ovdet.clip.text_classifier import Vocabulary  # noqa: E402
 from ovdet.config import load_config  # noqa: E402
-from ovdet.core import ClipRescoringSettings, get_head, novel_class_mask  # noqa: E402
+from ovdet.core import (  # noqa: E402
+    ClipRescoringSettings,
+    VildEnsembleSettings,
+    get_head,
+    novel_class_mask,
+)
 from ovdet.d2.model_vocabulary import text_embeddings  # noqa: E402
 from ovdet.tv import build_model as build_tv_model  # noqa: E402
 from ovdet.tv.engine.build import build_clip_teacher, build_text_classifier  # noqa: E402
@@ -154,7 +160,7 @@ def test_same_detections_and_region_embeddings(engines, score_thresh):
         assert len(a["scores"]) > 20
 
 
-def test_same_detections_with_the_vild_ensemble(engines, tiny_clip):
+def test_same_detections_with_clip_rescoring(engines, tiny_clip):
     from ovdet.clip import load_clip
 
     tv, d2, tv_cfg = engines
@@ -180,12 +186,15 @@ def test_same_detections_with_the_vild_ensemble(engines, tiny_clip):
 
 def test_same_detections_with_the_image_head(instant_cfg, tiny_clip, text_cache, vocabulary):
     """``MODEL.OVDET.DISTILL.IMAGE_HEAD`` builds ViLD's separate image head in both engines,
-    and both score regions with it the same way."""
+    and both score regions with it the same way (the ViLD-ensemble, by its own keys)."""
     tv, d2, _ = _build_engines(
-        instant_cfg, tiny_clip, text_cache, vocabulary, "MODEL.OVDET.DISTILL.IMAGE_HEAD", "True"
-    )
-    assert get_head(tv).image_projection is not None
-    assert get_head(d2).image_projection is not None
+        instant_cfg, tiny_clip, text_cache, vocabulary, "MODEL.OVDET.DISTILL.IMAGE_HEAD", "True",
+        "MODEL.OVDET.VILD_ENSEMBLE.NOVEL_WEIGHT", "0.2", "MODEL.OVDET.VILD_ENSEMBLE.TEMPERATURE",
+        "50.0",
+    )  # fmt: skip
+    for model in (tv, d2):
+        assert get_head(model).has_image_head
+        assert get_head(model).vild_ensemble == VildEnsembleSettings(0.67, 0.2, 50.0)
     features, proposals, image = _inputs()
     with get_head(tv).score_threshold(0.0), get_head(d2).score_threshold(0.0):
         a = _run_tv(tv, features, proposals, image)

@@ -57,7 +57,7 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
     Tensor[M, D]. Image-labelled batches (weak supervision) carry ``image_labels`` (0-based
     vocabulary indices), empty ``boxes`` and optionally ``caption_embedding`` Tensor[D]: they
     train the head's image-label and caption losses only (no RPN or box loss, as Detic).
-    The vocabulary, the CLIP teacher, the ensemble and the score threshold live
+    The vocabulary, the CLIP teacher, the joining of scores and the score threshold live
     in the head (:func:`~ovdet.core.head.get_head`).
 
     Args:

@@ -31,8 +31,9 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
     This adapter only pools region features (``box_roi_pool`` + ``box_head``), samples and
     labels training regions, decodes and clips boxes with torchvision's box coder, and computes
     torchvision's class-agnostic box loss; the head does the rest (classes, open-vocabulary
-    losses, distilled regions, ensemble, post-processing). The head is ``self.box_predictor``
-    (so checkpoint keys are ``roi_heads.box_predictor.*``), also reachable as ``self.head``.
+    losses, distilled regions, joining of scores, post-processing). The head is
+    ``self.box_predictor`` (so checkpoint keys are ``roi_heads.box_predictor.*``), also reachable
+    as ``self.head``.
 
     Labels in ``targets`` follow torchvision: ``1..C`` for classes, ``0`` for background.
     """
@@ -76,7 +77,7 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
                 images (weak supervision), ``image_labels`` (0-based indices into the
                 vocabulary) and optionally ``caption_embedding`` Tensor[D].
             images: Tensor[B, 3, H, W], RGB in [0, 1]: the CLIP teacher's view of the batch
-                (online distillation, ensemble).
+                (online distillation, CLIP rescoring).
             offline: offline distillation: per image (boxes Tensor[M_i, 4], embeddings
                 Tensor[M_i, D]).
 
