@@ -1,4 +1,6 @@
-"""ViLD-image ablations on a finished synthetic benchmark folder (issue 12, BENCHMARKS.md).
+"""ViLD-image ablations on a finished synthetic benchmark folder.
+
+Results and their commands: docs/benchmark_studies.md#vild-image.
 
 Measurements, each on the data and CLIP of ``tools/benchmark_synthetic.py --output DIR``:
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -245,20 +247,21 @@ def image_head_scores(bench: Path, checkpoint: Path) -> None:
         raise SystemExit(f"{checkpoint} has no image head (MODEL.OVDET.DISTILL.IMAGE_HEAD)")
     records = _val_records(bench)
     detector.set_classes(records.class_names)
-    image_projection, weights = head.image_projection, head.image_head_weights
+    image_projection, weights = head.image_projection, head.vild_ensemble
+    both = f"both heads (classifier weights {weights.base_weight} / {weights.novel_weight})"
     scorings = {
-        f"both heads (classifier weights {weights[0]} / {weights[1]})": (image_projection, weights),
+        both: (image_projection, weights),
         "the classifier alone": (None, weights),
-        "the image head alone": (image_projection, (0.0, 0.0)),
+        "the image head alone": (image_projection, replace(weights, base_weight=0, novel_weight=0)),
     }
     print("| scores | base AP50 | novel AP50 | all AP50 |\n|---|---|---|---|")
     try:
-        for name, (projection, head.image_head_weights) in scorings.items():
+        for name, (projection, head.vild_ensemble) in scorings.items():
             head.image_projection = projection
             with head.score_threshold(EVAL_SCORE_THRESH):  # as the benchmark evaluates
                 print(f"| {name} | {_ap50(detector, records, bench)} |")
     finally:
-        head.image_projection, head.image_head_weights = image_projection, weights
+        head.image_projection, head.vild_ensemble = image_projection, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
