@@ -119,7 +119,7 @@ def test_excluded_categories_are_left_out_on_purpose(tmp_path):
 
 
 def test_many_names_are_counted_and_a_name_with_no_close_category_gets_no_guess(tmp_path):
-    data = {"base": list(NAMES), "novel": [f"zebra {i}" for i in range(10)]}
+    data = {"base": [*NAMES[:3], *(f"zebra {i}" for i in range(10))], "novel": NAMES[3:]}
     with pytest.raises(DataError) as info:
         load_split(str(_split_file(tmp_path, data)), CATEGORIES)
     message = str(info.value)
@@ -144,3 +144,20 @@ def test_split_objects_built_in_code_are_restricted_without_the_check():
     split = OpenVocabularySplit(("red square", "yellow moon"), ("green circle",))
     restricted = split.restrict_to(CATEGORIES)
     assert restricted.base == ("red square",) and restricted.novel == ("green circle",)
+
+
+def test_a_file_of_base_classes_only_loads_and_its_base_typo_is_still_found(tmp_path):
+    """Training data holds no novel class: its novel names are rightly absent, not typos."""
+    split = {"base": ["red square", "blue star", "blue square"], "novel": ["green circle"]}
+    base_only = CATEGORIES[:3]
+    loaded = load_split(str(_split_file(tmp_path, split)), base_only)
+    assert loaded.base == ("red square", "blue star", "blue square")
+    assert loaded.novel == ()
+    # a typo of a base name is still one error, naming the category it leaves unlisted
+    typo = {"base": ["red square", "blue sta", "blue square"], "novel": ["green circle"]}
+    with pytest.raises(DataError, match="'blue sta' \\(did you mean 'blue star'\\?\\)"):
+        load_split(str(_split_file(tmp_path, typo, "typo.json")), base_only)
+    # and a typo of a novel name where the file holds novel classes
+    novel_typo = {"base": ["red square", "blue square"], "novel": ["green circl", "blue star"]}
+    with pytest.raises(DataError, match="'green circl' \\(did you mean 'green circle'\\?\\)"):
+        load_split(str(_split_file(tmp_path, novel_typo, "novel.json")), CATEGORIES)
