@@ -200,6 +200,12 @@ def train_detector(out, data, clip, detector, size, seed, device, progress, opts
     return seconds
 
 
+def _ap50_text(summary: dict) -> str:
+    """``base 0.412, novel 0.388, all 0.405`` ("-" where a group has no objects)."""
+    values = {g: summary[g]["AP50"] for g in ("base", "novel", "all")}
+    return ", ".join(f"{g} {'-' if v is None else f'{v:.3f}'}" for g, v in values.items())
+
+
 def evaluate(
     out: Path, data: BenchmarkData, device: str, progress: bool, methods: list[Method]
 ) -> dict[str, dict]:
@@ -236,6 +242,7 @@ def evaluate(
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json({**summary, "checkpoint_sha256": digest}, path)
         metrics[method.key] = summary
+        logger.info("stage 3: %s: AP50 %s", method.description, _ap50_text(summary))
     return metrics
 
 
