@@ -6,42 +6,40 @@ Three formats, the ones users have:
   ``neg_category_ids``), Detic's format for ImageNet-21k and LVIS image labels;
 * a COCO captions JSON (``captions_train2017.json``: ``images`` plus ``annotations`` holding a
   ``caption``): the labels are the vocabulary's names and synonyms found in the captions
-  (:class:`CaptionTagger`), and the captions are kept for the caption loss;
+  (:class:`~ovdet.data.caption_tagger.CaptionTagger`), and the captions are kept for the caption
+  loss;
 * open_clip_train's caption CSV (an image-path column and a caption column, tab separated by
   default), so that one caption file can pre-train CLIP and train the detector.
 
 As for box data (:mod:`ovdet.data.coco`), problems that make a file unusable raise
 :class:`~ovdet.utils.errors.DataError`; problems in single entries are dropped and *counted*, with
-one
-warning per kind.
+one warning per kind. The vocabulary of image-labelled batches and its class counts are the
+weak-supervision set-up's (:mod:`ovdet.core.weak_setup`).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ovdet.data.caption_tagger import CaptionTagger
 from ovdet.data.coco import check_categories
 from ovdet.utils.errors import DataError
 from ovdet.utils.json_input import is_int, read_json_file
 
 __all__ = [
-    "CaptionTagger",
     "ImageLabelRecord",
     "ImageLabelRecords",
     "load_caption_csv",
     "load_coco_captions",
     "load_coco_image_labels",
     "load_image_labels",
-    "weak_class_counts",
-    "weak_training_vocabulary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,55 +86,6 @@ class ImageLabelRecords:
         for r in self.images:
             np.add.at(counts, np.unique(r.labels), 1)
         return counts
-
-
-# ------------------------------------------------------------------ caption tagging
-
-
-def _plural_forms(word: str) -> set[str]:
-    """A word and its English plurals (``box`` -> ``boxes``, ``berry`` -> ``berries``)."""
-    forms = {word, word + "s", word + "es"}
-    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
-        forms.add(word[:-1] + "ies")
-    if word.endswith("s") or word.endswith("x") or word.endswith("ch") or word.endswith("sh"):
-        forms.add(word + "es")
-    return forms
-
-
-class CaptionTagger:
-    """Finds a vocabulary's classes in captions: names and synonyms, whole words, any case,
-    singular or plural (the last word of a name takes ``s`` / ``es`` / ``y -> ies``).
-
-    Where spellings overlap, the longest wins ("hot dogs" is ``hot dog``, not ``dog``).
-
-    Args:
-        vocabulary: a :class:`~ovdet.structures.Vocabulary` (names and synonyms) or a
-        list of names;
-            ``_`` in names reads as a space (LVIS).
-    """
-
-    def __init__(self, vocabulary) -> None:
-        names = list(getattr(vocabulary, "names", vocabulary))
-        synonyms = list(getattr(vocabulary, "synonyms", None) or [() for _ in names])
-        self.class_names = names
-        self._owners: dict[str, set[int]] = {}
-        for index, (name, syn) in enumerate(zip(names, synonyms)):
-            for spelling in (name, *syn):
-                words = spelling.replace("_", " ").lower().split()
-                if not words:
-                    continue
-                for last in _plural_forms(words[-1]):
-                    self._owners.setdefault(" ".join([*words[:-1], last]), set()).add(index)
-        forms = sorted(self._owners, key=len, reverse=True)
-        alternatives = "|".join(r"\s+".join(map(re.escape, f.split())) for f in forms)
-        self._pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
-
-    def __call__(self, caption: str) -> list[int]:
-        """The classes named in ``caption``: sorted class indices, each once."""
-        found: set[int] = set()
-        for match in self._pattern.finditer(caption):
-            found |= self._owners[" ".join(match.group(0).lower().split())]
-        return sorted(found)
 
 
 # ------------------------------------------------------------------ formats
@@ -408,54 +357,3 @@ def load_image_labels(
 def _need(vocabulary, path: Path) -> None:
     if vocabulary is None or len(vocabulary) == 0:
         raise DataError(f"{path} holds captions: give the vocabulary whose names are looked for")
-
-
-def weak_training_vocabulary(
-    box_classes: Sequence[str], weak_classes: Sequence[str]
-) -> tuple[list[str], np.ndarray]:
-    """The vocabulary of image-labelled batches: the box data's classes, then the weak data's
-    classes that are not among them (matched by :func:`~ovdet.core.novel_classes.normalize_name`,
-    the one name-matching rule).
-
-    Returns:
-        (names, class_index): the vocabulary and int64 [len(weak_classes)], each weak class's
-        index in it.
-    """
-    from ovdet.core.novel_classes import normalize_name
-
-    names = list(box_classes)
-    position = {normalize_name(n): i for i, n in enumerate(names)}
-    index = []
-    for name in weak_classes:
-        key = normalize_name(name)
-        if key not in position:
-            position[key] = len(names)
-            names.append(name.replace("_", " ") if "_" in name else name)
-        index.append(position[key])
-    return names, np.asarray(index, dtype=np.int64)
-
-
-def weak_class_counts(
-    num_classes: int,
-    class_index: np.ndarray,
-    records: ImageLabelRecords,
-    box_image_classes: Iterable[Sequence[int]],
-) -> np.ndarray:
-    """Images showing each class of the weak vocabulary (the federated loss's frequencies): the
-    image-labelled images by their labels, the box images by their boxes' classes.
-
-    Args:
-        num_classes: size of the weak vocabulary (:func:`weak_training_vocabulary`).
-        class_index: int64 [len(records.class_names)], each weak class's index in it.
-        records: the image-labelled images.
-        box_image_classes: per box image, its boxes' classes as 0-based indices into the box
-            classes (the weak vocabulary's first).
-
-    Returns:
-        float64 [num_classes].
-    """
-    counts = np.zeros(num_classes)
-    np.add.at(counts, class_index, records.image_counts())
-    for classes in box_image_classes:
-        np.add.at(counts, np.unique(np.asarray(classes, dtype=np.int64)), 1)
-    return counts

@@ -60,7 +60,7 @@ def test_d2_trains_with_image_labels_and_captions(instant_cfg, weak_data):
     trainer = OpenVocabularyTrainer(cfg)
     trainer.resume_or_load(resume=False)
     # The weak vocabulary: the box classes, then "blue box" found in the captions.
-    box, weak = trainer._trainer.data_loader.vocabularies
+    box, weak = trainer._trainer.data_loader.weak.vocabularies
     assert box.text.shape[0] == 2
     assert weak.text.shape[0] == 3 and weak.is_novel.tolist() == [False, False, True]
     # Federated-loss counts as in the default engine: box images by their boxes' classes, then

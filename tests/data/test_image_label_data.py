@@ -8,14 +8,12 @@ import pytest
 from PIL import Image
 
 from ovdet.clip.text_classifier import Vocabulary
+from ovdet.data.caption_tagger import CaptionTagger
 from ovdet.data.image_labels import (
-    CaptionTagger,
     load_caption_csv,
     load_coco_captions,
     load_coco_image_labels,
     load_image_labels,
-    weak_class_counts,
-    weak_training_vocabulary,
 )
 from ovdet.utils.errors import DataError
 
@@ -224,21 +222,3 @@ def test_synthetic_image_labelled_split_labels_match_captions(tmp_path):
     )  # fmt: skip
     assert again.weak_labels is None
     assert again.train_annotations.read_bytes() == info.train_annotations.read_bytes()
-
-
-def test_weak_class_counts_count_images_not_objects():
-    from pathlib import Path
-
-    from ovdet.data.image_labels import ImageLabelRecord, ImageLabelRecords
-
-    # Box classes "cat", "dog"; the weak data's classes "dog", "kite": vocabulary cat, dog, kite.
-    names, index = weak_training_vocabulary(["cat", "dog"], ["dog", "kite"])
-    assert names == ["cat", "dog", "kite"] and index.tolist() == [1, 2]
-    records = ImageLabelRecords(
-        [ImageLabelRecord(1, Path("a.jpg"), np.array([0, 1, 1])),  # dog (twice), kite
-         ImageLabelRecord(2, Path("b.jpg"), np.array([1]))],  # kite
-        ["dog", "kite"],
-    )  # fmt: skip
-    # Box images: two cats and a dog; one cat; none.
-    counts = weak_class_counts(3, index, records, [[0, 0, 1], [0], []])
-    assert counts.tolist() == [2.0, 2.0, 2.0]
