@@ -98,7 +98,11 @@ class _ConsoleFilter(logging.Filter):
             return False
         if record.levelno >= logging.ERROR:
             return True
-        key = (record.name, record.levelno, _TASK_PREFIX.sub("", record.getMessage()))
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call: the handler reports it
+            return True
+        key = (record.name, record.levelno, _TASK_PREFIX.sub("", message))
         if key in self._seen:
             return False
         if len(self._seen) < _MAX_REMEMBERED:
