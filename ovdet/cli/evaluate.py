@@ -28,11 +28,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ovdet.cli.checks import check_fraction, check_output_file
 from ovdet.cli.common import add_common_arguments, close_log_file, log_to_file, setup_logging
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
 from ovdet.utils.errors import OvdetError
-from ovdet.utils.io import atomic_write_json, check_writable_dir
+from ovdet.utils.io import atomic_write_json
 
 __all__ = ["build_parser", "main"]
 
@@ -190,19 +191,12 @@ def _is_main_process() -> bool:
     return is_main_process()
 
 
-def _check_output(output: str) -> None:
-    """Fail before any work if ``--output`` cannot be written (a folder, unwritable, full)."""
-    path = Path(output)
-    if path.is_dir():
-        raise _UsageError(f"--output {output} is a folder; give a file name such as metrics.json")
-    check_writable_dir(path.parent)
-
-
 def _run(args: argparse.Namespace) -> None:
     if args.ensemble:
         raise _UsageError("--ensemble was renamed: use --clip-rescoring")
-    if args.output:
-        _check_output(args.output)
+    check_fraction("--score-thresh", args.score_thresh)
+    if args.output:  # fails before any work where it could not be written
+        check_output_file("--output", args.output, "metrics.json")
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
             log_to_file(Path(args.output).parent)
     if (args.clip_rescoring or args.clip_on_proposals or args.score_thresh is not None) and (

@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ovdet.cli.checks import check_fps, check_fraction, check_output_file
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 from ovdet.utils.errors import CheckpointError, ConfigError, ImageError
 from ovdet.video.io import VIDEO_EXTENSIONS
@@ -157,10 +158,29 @@ def _check_args(args) -> None:
         raise ConfigError("--ensemble was renamed: use --clip-rescoring")
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
-    if not 0.0 <= args.label_thresh <= 1.0:
-        raise ConfigError(f"--label-thresh must be in [0, 1], got {args.label_thresh}")
-    if args.fps < 0:
-        raise ConfigError(f"--fps must be 0 (every frame) or positive, got {args.fps}")
+    check_fraction("--score-thresh", args.score_thresh)
+    check_fraction("--label-thresh", args.label_thresh)
+    check_fps("--fps", args.fps)
+
+
+def _check_outputs(args) -> Path:
+    """Every output path, before the work (a folder where a file goes, unwritable, full);
+    returns the --output folder."""
+    from ovdet.utils.io import check_writable_dir
+
+    out_dir = check_writable_dir(args.output)
+    for name in ("results.json", "embeddings.npy") if args.save_embeddings else ("results.json",):
+        if (out_dir / name).is_dir():
+            raise ConfigError(
+                f"--output {out_dir} holds a folder {name}; remove it or choose another --output"
+            )
+    if args.coco_out:
+        coco = check_output_file("--coco-out", args.coco_out, "auto_labels.json")
+        if coco.resolve() == (out_dir / "results.json").resolve():
+            raise ConfigError(f"--coco-out {coco} would overwrite results.json; give another name")
+    if args.yolo_out:
+        check_writable_dir(args.yolo_out)
+    return out_dir
 
 
 def _join_torchrun(args, video: bool) -> bool:
@@ -212,28 +232,28 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
     """Detections on image files; returns (results, images, failed)."""
     from tqdm import tqdm
 
-    from ovdet.data.image_io import read_image
+    from ovdet.data.image_io import load_image
     from ovdet.structures.detections import detection_records
     from ovdet.utils.visualizer import draw_detections, save_image
 
     results, images, failed = [], [], []
     bar = tqdm(total=len(files), desc="detect", disable=args.no_progress, unit="img")
     for start in range(0, len(files), args.batch_size):
-        batch, arrays = [], []
+        batch, loaded = [], []
         for path in files[start : start + args.batch_size]:
             try:
-                arrays.append(read_image(path, max_load_pixels))
+                loaded.append(load_image(path, max_load_pixels))
                 batch.append(path)
             except ImageError as e:
                 logger.warning("skipping %s", e)
                 failed.append(str(path))
-        if arrays:
+        if loaded:
             dets = detector.predict(
-                arrays, score_thresh=args.score_thresh, batch_size=len(arrays),
+                loaded, score_thresh=args.score_thresh, batch_size=len(loaded),
                 **_embedding_kwargs(args),
             )  # fmt: skip
-            for path, array, det in zip(batch, arrays, dets):
-                height, width = array.shape[:2]
+            for path, image, det in zip(batch, loaded, dets):
+                width, height = image.width, image.height  # the original's, as the boxes
                 image_id = len(images) + 1
                 images.append(
                     {"id": image_id, "file_name": str(path), "width": width, "height": height}
@@ -242,8 +262,9 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
                 results += detection_records(det, str(path), image_id, detector.class_names, rows)
                 for sink in sinks:
                     sink.add(path, width, height, det.boxes, det.scores, det.labels)
-                if not args.no_draw:
-                    drawn = draw_detections(array, det.boxes, det.scores, det.names)
+                if not args.no_draw:  # on the loaded pixels, perhaps downscaled
+                    boxes = det.boxes * image.scale
+                    drawn = draw_detections(image.array, boxes, det.scores, det.names)
                     save_image(drawn, out_dir / f"{path.stem}_det.jpg")
         bar.update(len(files[start : start + args.batch_size]))
     bar.close()
@@ -264,7 +285,7 @@ def main(argv=None) -> int:
     from ovdet.clip.text_classifier import Vocabulary
     from ovdet.tv.engine.distributed import is_main_process
     from ovdet.tv.engine.inference import gather_image_detections, shard_files
-    from ovdet.utils.io import atomic_write_json, check_writable_dir
+    from ovdet.utils.io import atomic_write_json
     from ovdet.video.io import VideoReader, is_video
 
     vocabulary = Vocabulary.parse(args.classes)  # bad vocabularies fail before any loading
@@ -275,11 +296,7 @@ def main(argv=None) -> int:
         )
     reader = VideoReader(args.input, args.fps or None) if video else None
     files = [] if video else collect_images(args.input)
-    out_dir = check_writable_dir(args.output)
-    if args.coco_out:
-        check_writable_dir(Path(args.coco_out).parent)
-    if args.yolo_out:
-        check_writable_dir(args.yolo_out)
+    out_dir = _check_outputs(args)
     distributed = _join_torchrun(args, video)
     if is_main_process():
         log_to_file(out_dir)  # the console's lines, also in OUTPUT/log.txt
@@ -310,13 +327,7 @@ def main(argv=None) -> int:
     if embeddings is not None:
         embeddings.write(out_dir / "embeddings.npy", _embed_dim(detector))
         summary["embeddings"] = "embeddings.npy"
-    if coco is not None:
-        coco.write(args.coco_out)
-        logger.info(
-            "wrote %s: %d image(s), %d annotation(s) (image root %s)",
-            args.coco_out, len(coco.images), len(coco.annotations), coco.image_root,
-        )  # fmt: skip
-    atomic_write_json(summary, out_dir / "results.json")
+    atomic_write_json(summary, out_dir / "results.json")  # first: secondary outputs may fail
     unit = "frame(s)" if video else "image(s)"
     print(
         f"{len(images)} {unit} processed, {len(results)} detection(s), {len(failed)} skipped; "
@@ -329,7 +340,24 @@ def main(argv=None) -> int:
         )
     if failed:
         print(f"warning: {len(failed)} image(s) could not be read: {failed[:3]}", file=sys.stderr)
+    if coco is not None:
+        _write_coco(coco, args.coco_out, out_dir / "results.json")
     return 0 if images else 2
+
+
+def _write_coco(coco, path: str, results: Path) -> None:
+    """Write the --coco-out dataset; a failure is one line saying the results are safe."""
+    try:
+        coco.write(path)
+    except OSError as e:
+        raise OSError(
+            f"--coco-out {path} could not be written ({e.strerror or e}); the detections are "
+            f"in {results}"
+        ) from e
+    logger.info(
+        "wrote %s: %d image(s), %d annotation(s) (image root %s)",
+        path, len(coco.images), len(coco.annotations), coco.image_root,
+    )  # fmt: skip
 
 
 def _embedding_kwargs(args) -> dict:

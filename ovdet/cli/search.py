@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
-import math
 from pathlib import Path
 
+from ovdet.cli.checks import check_fps, check_fraction, check_output_file
 from ovdet.cli.common import add_common_arguments, cli_entry, setup_logging
 from ovdet.utils.errors import ConfigError, DataError, ImageError
 
@@ -154,8 +154,8 @@ def _index(args) -> int:
 
     if args.save_every < 1:
         raise ConfigError("--save-every must be at least 1")
-    if not (math.isfinite(args.fps) and args.fps >= 0):
-        raise ConfigError(f"--fps must be 0 (every frame) or positive, got {args.fps}")
+    check_fps("--fps", args.fps)
+    check_fraction("--min-score", args.min_score)
     files = collect_media(args.input)
     path = Path(args.index)
     check_writable_dir(path.parent)
@@ -240,6 +240,9 @@ def _evaluate(args) -> int:
 
     if args.k < 1:
         raise ConfigError("--k must be at least 1")
+    check_fraction("--iou", args.iou, allow_zero=False)
+    if args.output:
+        check_output_file("--output", args.output, "precision.json")
     index = RegionIndex.load(args.index)
     try:
         coco = json.loads(Path(args.gt).read_text(encoding="utf-8"))

@@ -175,18 +175,21 @@ class D2DetectorAdapter:
         string)."""
         self.predictor.set_classes(vocabulary)
 
-    def predict(
-        self, images: Sequence[np.ndarray], score_thresh: float | None = None, batch_size: int = 1
-    ) -> list:
-        """Detect the current classes; returns :class:`ovdet.structures.Detections` per image."""
-        from ovdet.structures import Detections
+    def predict(self, images, score_thresh: float | None = None, batch_size: int = 1) -> list:
+        """Detect the current classes in images (an :data:`ovdet.structures.ImageInput` or a
+        list of them); returns :class:`ovdet.structures.Detections` per image, boxes in the
+        original image's pixels (a file above ``max_load_pixels`` is downscaled on load)."""
+        from ovdet.data.image_io import as_loaded_image
+        from ovdet.structures import Detections, as_image_list
 
         self.predictor.batch_size = max(1, int(batch_size))
+        loaded = [as_loaded_image(im, self.max_load_pixels) for im in as_image_list(images)]
         out = []
-        for result in self.predictor.predict(images, score_thresh):
+        results = self.predictor.predict([im.array for im in loaded], score_thresh)
+        for image, result in zip(loaded, results):
             out.append(
                 Detections(
-                    boxes=result["boxes"].numpy().astype(np.float32),
+                    boxes=result["boxes"].numpy().astype(np.float32) / image.scale,
                     scores=result["scores"].numpy().astype(np.float32),
                     labels=result["labels"].numpy().astype(np.int64),
                     class_names=self.class_names,

@@ -6,11 +6,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from ovdet.structures.loaded_image import LoadedImage
 from ovdet.utils.errors import ImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "as_rgb_array", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "as_loaded_image", "as_rgb_array", "load_image", "read_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -31,12 +32,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
-    """Read an image as an RGB ``uint8`` array of shape ``[H, W, 3]``.
+# EXIF orientations that swap width and height (transposed, rotated by 90 or 270 degrees).
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image once its EXIF rotation is applied."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    return img.size[::-1] if orientation in _SWAPPING_ORIENTATIONS else img.size
+
+
+def load_image(path: str | Path, max_pixels: int = 0) -> LoadedImage:
+    """Read an image for detection: its RGB ``uint8`` pixels and its original size.
 
     EXIF rotation is applied; grayscale, 16-bit, palette, RGBA and CMYK images are converted.
     Images of more than ``max_pixels`` pixels (if > 0) are downscaled while decoding (JPEG) or
-    right after, keeping the aspect ratio, so a huge photo cannot exhaust memory.
+    right after, keeping the aspect ratio, so a huge photo cannot exhaust memory; the result
+    keeps the original's size (after rotation), in whose pixels detections are reported.
+
+    Returns:
+        a :class:`~ovdet.structures.loaded_image.LoadedImage`: ``array`` [h, w, 3] and the
+        original ``width`` and ``height``.
 
     Raises:
         ImageError: a missing, empty, truncated or undecodable file.
@@ -50,6 +66,7 @@ def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                width, height = _upright_size(img)
                 if max_pixels and img.width * img.height > max_pixels:
                     factor = (max_pixels / (img.width * img.height)) ** 0.5
                     target = (max(1, int(img.width * factor)), max(1, int(img.height * factor)))
@@ -66,7 +83,18 @@ def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageError(f"image {path} decoded to an unexpected shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return LoadedImage(np.ascontiguousarray(arr), int(width), int(height))
+
+
+def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
+    """The pixels of :func:`load_image`: RGB ``uint8`` [H, W, 3] (downscaled above
+    ``max_pixels``; where boxes are reported, use :func:`load_image`, which keeps the
+    original's size).
+
+    Raises:
+        ImageError: a missing, empty, truncated or undecodable file.
+    """
+    return load_image(path, max_pixels).array
 
 
 def as_rgb_array(image: str | Path | Image.Image | np.ndarray, max_pixels: int = 0) -> np.ndarray:
@@ -84,3 +112,16 @@ def as_rgb_array(image: str | Path | Image.Image | np.ndarray, max_pixels: int =
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {array.shape}")
     return array
+
+
+def as_loaded_image(
+    image: str | Path | Image.Image | np.ndarray | LoadedImage, max_pixels: int = 0
+) -> LoadedImage:
+    """What a detector takes per image, as a :class:`LoadedImage`: a path is read with
+    :func:`load_image` (downscaled above ``max_pixels``, the original's size kept); a loaded
+    image is kept; a PIL image or an array (:func:`as_rgb_array`) is its own original."""
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, Path)):
+        return load_image(image, max_pixels)
+    return LoadedImage.unscaled(as_rgb_array(image))

@@ -34,20 +34,20 @@ def select_detections_traceable(
     scoring strictly above the threshold, the ``max_candidates`` best of them, tiny boxes
     dropped, per-class NMS, the ``detections_per_img`` best), without branches on sizes.
 
+    The (region, class) pairs come from a two-dimensional ``nonzero``, in the order of the
+    core's (region, then class), so no index is divided by ``C``: an empty vocabulary (C = 0)
+    gives no detections instead of a division by zero in the graph.
+
     Args:
-        boxes: Tensor[N, 4]; probs: Tensor[N, C].
+        boxes: Tensor[N, 4]; probs: Tensor[N, C] (C >= 0).
 
     Returns:
         (region index Tensor[K], class index Tensor[K], score Tensor[K]), best first.
     """
-    num_classes = probs.shape[1]
-    flat = probs.reshape(-1)
-    pairs = torch.nonzero(flat > score_thresh).squeeze(1)
-    scores = flat[pairs]
+    box_idx, labels = torch.nonzero(probs > score_thresh).unbind(1)
+    scores = probs[box_idx, labels]
     top = scores.topk(_topk_min(scores, max_candidates, 0)).indices
-    pairs, scores = pairs[top], scores[top]
-    box_idx = torch.div(pairs, num_classes, rounding_mode="floor")
-    labels = pairs - box_idx * num_classes
+    box_idx, labels, scores = box_idx[top], labels[top], scores[top]
     keep = box_ops.remove_small_boxes(boxes[box_idx], min_size=1e-2)
     box_idx, labels, scores = box_idx[keep], labels[keep], scores[keep]
     keep = box_ops.batched_nms(boxes[box_idx], scores, labels, nms_thresh)[:detections_per_img]

@@ -142,14 +142,15 @@ class OnnxDetector:
         self.class_names = list(vocab.names)
 
     def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
-        """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does."""
-        from ovdet.data.image_io import as_rgb_array
+        """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does: boxes
+        divided by the scale are in the original image's pixels."""
+        from ovdet.data.image_io import as_loaded_image
         from ovdet.data.transforms import resize_for_inference
 
-        array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
-        resized, scale = resize_for_inference(self.transform, array)
+        loaded = as_loaded_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
+        resized, scale = resize_for_inference(self.transform, loaded.array)
         tensor = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / 255.0
-        return tensor, scale
+        return tensor, scale * loaded.scale
 
     def predict(
         self,

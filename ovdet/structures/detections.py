@@ -13,10 +13,14 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
+from ovdet.structures.loaded_image import LoadedImage
+
 __all__ = ["Detections", "ImageInput", "as_image_list", "detection_records"]
 
-ImageInput = Union[str, Path, np.ndarray, Image.Image]
-"""What ``predict`` takes per image: a path, an RGB uint8 array [H, W, 3] or a PIL image."""
+ImageInput = Union[str, Path, np.ndarray, Image.Image, LoadedImage]
+"""What ``predict`` takes per image: a path, an RGB uint8 array [H, W, 3], a PIL image or a
+:class:`~ovdet.structures.loaded_image.LoadedImage` (pixels downscaled on load, with the
+original's size: the boxes are in the original's pixels)."""
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Detections:
 
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """One image or a sequence of them, as a list (an array or a path is one image)."""
-    if isinstance(images, (str, Path, np.ndarray, Image.Image)):
+    if isinstance(images, (str, Path, np.ndarray, Image.Image, LoadedImage)):
         return [images]
     return list(images)
 

@@ -7,6 +7,7 @@ classifier.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass
@@ -15,7 +16,22 @@ from typing import Sequence
 
 from ovdet.utils.errors import VocabularyError
 
-__all__ = ["Vocabulary", "normalize_name"]
+__all__ = ["Vocabulary", "normalize_name", "split_names"]
+
+
+def split_names(text: str) -> list[str]:
+    """Comma-separated names, each stripped, by the CSV quoting rules: a name holding a comma is
+    written in double quotes (``kite, "red, square"`` is two names), ``""`` inside quotes is a
+    quote.
+
+    Raises:
+        VocabularyError: an unterminated quote.
+    """
+    try:
+        [fields] = csv.reader([text], skipinitialspace=True, strict=True)
+    except (csv.Error, ValueError) as e:  # ValueError: a line break inside the text
+        raise VocabularyError(f"cannot read the class list {text!r}: {e}") from None
+    return [field.strip() for field in fields]
 
 
 def normalize_name(name: str) -> str:
@@ -65,15 +81,17 @@ class Vocabulary:
 
     @classmethod
     def from_string(cls, text: str) -> Vocabulary:
-        """From ``"kite, umbrella"``: comma-separated names."""
-        parts = [p.strip() for p in text.split(",")]
+        """From ``"kite, umbrella"``: comma-separated names (a name holding a comma in double
+        quotes, see :func:`split_names`)."""
+        parts = split_names(text)
         if not any(parts):
             raise VocabularyError(f"the vocabulary {text!r} holds no class name")
         return cls(tuple(parts))
 
     @classmethod
     def from_file(cls, path: str | Path) -> Vocabulary:
-        """From a text file: one class per line, ``name, synonym, synonym...``; ``#`` comments.
+        """From a text file: one class per line, ``name, synonym, synonym...`` (split as
+        :func:`split_names`); ``#`` comments.
 
         A ``.json`` file is read as COCO/LVIS annotations (its ``categories``).
         """
@@ -89,7 +107,10 @@ class Vocabulary:
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
-            parts = [p.strip() for p in line.split(",")]
+            try:
+                parts = split_names(line)
+            except VocabularyError as e:
+                raise VocabularyError(f"{path}, line {number}: {e}") from None
             if not parts[0]:
                 raise VocabularyError(f"{path}, line {number}: no class name before the comma")
             parts = [p for p in parts if p]

@@ -15,7 +15,7 @@ from ovdet.config import config_from_dict
 from ovdet.core.head import get_head
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.core.score_fusion import ClipRescoringSettings, check_score_fusion
-from ovdet.data.image_io import as_rgb_array
+from ovdet.data.image_io import as_loaded_image
 from ovdet.data.transforms import build_augmentation, resize_for_inference
 from ovdet.structures.detections import Detections, ImageInput, as_image_list
 from ovdet.tv.engine.build import build_clip_teacher, build_model, build_text_classifier
@@ -144,11 +144,13 @@ class OVDetector:
         self.class_names = list(vocab.names)
 
     def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy))."""
-        array = as_rgb_array(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
-        resized, scale = resize_for_inference(self.transform, array)
+        """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy)): boxes
+        of the resized image divided by the scale are in the original image's pixels, also where
+        it was downscaled on load (``INPUT.MAX_LOAD_PIXELS``)."""
+        loaded = as_loaded_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
+        resized, scale = resize_for_inference(self.transform, loaded.array)
         tensor = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
-        return tensor.float().div_(255.0), torch.from_numpy(scale)
+        return tensor.float().div_(255.0), torch.from_numpy(scale * loaded.scale)
 
     @torch.no_grad()
     def predict(
@@ -162,14 +164,16 @@ class OVDetector:
         """Detect ``classes`` in images.
 
         Args:
-            images: paths, RGB uint8 arrays [H, W, 3] or PIL images (one or a list).
+            images: paths, RGB uint8 arrays [H, W, 3], PIL images or
+                :class:`~ovdet.structures.LoadedImage` s (one or a list).
             classes: the vocabulary; None keeps the last one set.
             score_thresh: override of ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
             batch_size: images per forward pass.
             return_embeddings: also return region embeddings (Tensor[K, D] per image).
 
         Returns:
-            One :class:`Detections` per image.
+            One :class:`Detections` per image, boxes in the original image's pixels (a file
+            above ``INPUT.MAX_LOAD_PIXELS`` is downscaled on load, its boxes scaled back).
         """
         if classes is not None:
             self.set_classes(classes)

@@ -11,6 +11,7 @@ success).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from contextlib import suppress
@@ -72,8 +73,8 @@ class VideoReader:
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
         av = _av()
         self.path = Path(path)
-        if fps is not None and fps <= 0:
-            raise ImageError(f"the sampling rate must be positive, got {fps}")
+        if fps is not None and not (math.isfinite(fps) and fps > 0):  # nan and inf too
+            raise ImageError(f"the sampling rate must be a positive number, got {fps}")
         self.fps = fps
         if not self.path.is_file():
             raise ImageError(f"video {self.path} does not exist")

@@ -206,3 +206,41 @@ def test_exports_of_manifest_version_1_still_load(exported, detectors, tmp_path)
         OnnxDetector(old, providers=["CPUExecutionProvider"]).text_embeddings(names),
         onnx_detector.text_embeddings(names),
     )
+
+
+def test_an_empty_vocabulary_gives_no_detections_in_the_graph(detectors):
+    """The graph takes a [0, D] text matrix (no division by the class count); the runtime
+    refuses an empty vocabulary before it (one line)."""
+    from ovdet.utils.errors import VocabularyError
+
+    _, onnx_detector = detectors
+    image = np.random.default_rng(0).random((3, 64, 80), dtype=np.float32)
+    boxes, scores, labels, embeddings = onnx_detector.detector.run(
+        None,
+        {"image": image, "text_embeddings": np.zeros((0, onnx_detector.embed_dim), np.float32),
+         "score_thresh": np.array(0.0, np.float32)},
+    )  # fmt: skip
+    assert boxes.shape == (0, 4) and scores.shape == labels.shape == (0,)
+    assert embeddings.shape == (0, onnx_detector.embed_dim)
+    with pytest.raises(VocabularyError, match="the vocabulary is empty"):
+        onnx_detector.set_classes([])
+
+
+def test_boxes_of_an_image_downscaled_on_load_are_in_its_pixels(exported, tmp_path):
+    """A file above INPUT.MAX_LOAD_PIXELS: the runtime reports boxes in the original's pixels,
+    4x those of the same pixels saved at a quarter of the size."""
+    import yaml
+
+    from tests.cli.test_huge_images import FACTOR, LOAD_LIMIT, SMALL, write_scene
+
+    folder = tmp_path / "export"
+    shutil.copytree(exported, folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["INPUT"]["MAX_LOAD_PIXELS"] = LOAD_LIMIT
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    small, big = write_scene(tmp_path)
+    detector = OnnxDetector(folder, providers=["CPUExecutionProvider"])
+    on_small, on_big = detector.predict([small, big], classes=["red square"], score_thresh=0.0)
+    assert len(on_small) >= 5 and len(on_big) == len(on_small)
+    np.testing.assert_allclose(on_big.boxes, FACTOR * on_small.boxes, rtol=1e-4, atol=1e-3)
+    assert on_big.boxes[:, 2].max() > SMALL[0] + 1  # not in the downscaled frame
