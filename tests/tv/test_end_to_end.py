@@ -26,7 +26,9 @@ def _ap50_on_toy(detector, toy, classes):
         for (x1, y1, x2, y2), s, n in zip(det.boxes.tolist(), det.scores.tolist(), det.names):
             results.append({"image_id": img["id"], "category_id": name_to_id[n],
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})  # fmt: skip
-    split = {"base": [c for c in classes], "novel": []}
+    # the other classes are left out on purpose: a split must list every category
+    others = [name for name in name_to_id if name not in classes]
+    split = {"base": list(classes), "novel": [], "excluded": others}
     path = toy / f"split_{len(classes)}.json"
     path.write_text(json.dumps(split))
     return evaluate_coco(toy / "instances.json", results, str(path))
