@@ -256,10 +256,10 @@ def build_weak_training(
         cfg: the config (``MODEL.OVDET.WEAK.FED_LOSS`` / ``CAPTION_LOSS``,
             ``DATALOADER.DATASET_RATIO``).
         data: from :func:`load_weak_data`.
-        box_text: Tensor[C_box, D], the box classifier's text embeddings; the weak vocabulary
-            starts with them (the box classes, synonyms included, score alike in both kinds).
-        embed: names -> Tensor[N, D], the engine's text classifier (only the classes beyond the
-            box classes are embedded).
+        box_text: Tensor[C_box, D], the box classifier's text embeddings (the classifier of box
+            batches).
+        embed: names -> Tensor[N, D], the engine's text classifier; it embeds the weak
+            vocabulary (box classes first, then the classes only image labels name).
         box_image_classes: returns, per box image, its boxes' 0-based box-class indices; called
             only with the federated loss, the one user of class counts.
         load_clip: returns the loaded CLIP; called only with the caption loss.
@@ -268,10 +268,9 @@ def build_weak_training(
     names, num_box = data.class_names, data.num_box_classes
     if box_text.shape[0] != num_box:
         raise ValueError(f"box_text has {box_text.shape[0]} rows for {num_box} box classes")
-    text = box_text
-    if len(names) > num_box:
-        extra = embed(names[num_box:]).to(device=box_text.device, dtype=box_text.dtype)
-        text = torch.cat([box_text, extra])
+    # The whole vocabulary is embedded in one batch, as its own classifier: rows of a separate
+    # batch would differ from it by float rounding, which moves what training learns.
+    text = embed(list(names)).to(device=box_text.device, dtype=box_text.dtype)
     counts = None
     if weak_cfg.FED_LOSS:
         counts = torch.as_tensor(
