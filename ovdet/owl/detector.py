@@ -174,9 +174,8 @@ class OwlDetector:
 
     def _pixels(self, loaded: Sequence[LoadedImage]) -> torch.Tensor:
         """The model's input: the processor's Tensor[B, 3, S, S] of the loaded pixels."""
-        processed = self.model.processor.image_processor(
-            images=[im.array for im in loaded], return_tensors="pt"
-        )
+        arrays = [im.array if im.array.flags.writeable else im.array.copy() for im in loaded]
+        processed = self.model.processor.image_processor(images=arrays, return_tensors="pt")
         return processed["pixel_values"].to(self.device)
 
     def _box_frame(self, image: LoadedImage) -> tuple[float, float]:
