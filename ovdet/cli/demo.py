@@ -184,14 +184,12 @@ def main(argv=None) -> int:
 def _serve_hf_detector(args) -> int:
     """Serve ``--detector hf:...`` (OWL-ViT / OWLv2) with the ``--classes`` vocabulary."""
     from ovdet.cli.checks import check_hf_detector_args
-    from ovdet.demo import DemoModel, build_app, format_vocabulary
+    from ovdet.demo import DemoModel, build_app, format_vocabulary, load_search_index
     from ovdet.structures.vocabulary import Vocabulary
 
     check_hf_detector_args(args.detector, clip=args.clip)
     if args.checkpoint != DEFAULT_CHECKPOINT:
         raise ConfigError("give --checkpoint or --detector, not both")
-    if args.search_index:
-        raise ConfigError("--search-index needs an index built with an ovdet --checkpoint")
     if not args.classes:
         raise ConfigError(
             f"--detector {args.detector} needs --classes (the page's first vocabulary)"
@@ -200,9 +198,10 @@ def _serve_hf_detector(args) -> int:
     examples = _example_images(args.examples)
     logger.info("loading %s", args.detector)
     model = DemoModel.from_hf_detector(args.detector, device=args.device)
+    index = load_search_index(args.search_index, model) if args.search_index else None
     app = build_app(
         model, format_vocabulary(vocabulary), examples, score_thresh=args.score_thresh,
-        max_images=args.max_images, progress=not args.no_progress,
+        max_images=args.max_images, progress=not args.no_progress, index=index,
         max_video_frames=args.max_video_frames,
     )  # fmt: skip
     _launch(app, args, args.detector, examples)

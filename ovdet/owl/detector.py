@@ -8,7 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
+from ovdet.clip.hf import pooled_features
 from ovdet.clip.text_classifier import TextClassifierBuilder, Vocabulary
 from ovdet.config import get_cfg
 from ovdet.data.image_io import as_loaded_image
@@ -29,13 +31,19 @@ DEFAULT_SCORE_THRESH = 0.1
 DEFAULT_TEMPLATES = "openai"
 
 
-def owl_config(score_thresh: float = DEFAULT_SCORE_THRESH, templates: str = DEFAULT_TEMPLATES):
+def owl_config(
+    score_thresh: float = DEFAULT_SCORE_THRESH, templates: str = DEFAULT_TEMPLATES, spec: str = ""
+):
     """The ovdet config keys an :class:`OwlDetector` reads (the rest are ovdet's defaults):
     ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, ``MODEL.OVDET.TEMPLATES``,
-    ``MODEL.OVDET.TEXT_CACHE_DIR``, ``TEST.DETECTIONS_PER_IMAGE``, ``INPUT.MAX_LOAD_PIXELS``."""
+    ``MODEL.OVDET.TEXT_CACHE_DIR``, ``TEST.DETECTIONS_PER_IMAGE``, ``INPUT.MAX_LOAD_PIXELS``;
+    ``MODEL.OVDET.CLIP`` records the ``hf:`` spec (``spec``), the model whose text tower embeds
+    the queries (e.g. in a search index's settings)."""
     cfg = get_cfg()
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_thresh)
     cfg.MODEL.OVDET.TEMPLATES = templates
+    if spec:
+        cfg.MODEL.OVDET.CLIP = spec
     cfg.freeze()
     return cfg
 
@@ -46,8 +54,9 @@ class OwlDetector:
 
     Each of the model's patches is one region: its box, its best class among the vocabulary's
     queries and that class's sigmoid score, as transformers' ``post_process_object_detection``
-    computes them (no NMS); detections score strictly above the threshold, best first, at most
-    ``TEST.DETECTIONS_PER_IMAGE`` per image, boxes clipped to the image. The region embeddings
+    computes them (no NMS); boxes are clipped to the image, and detections score strictly above
+    the threshold, have a box that is not empty after clipping, best first, at most
+    ``TEST.DETECTIONS_PER_IMAGE`` per image. The region embeddings
     are OWL's class embeddings (L2-normalised), in the space of its text queries.
 
     Text queries come from ovdet's text cache with the templates of ``MODEL.OVDET.TEMPLATES``
@@ -90,11 +99,13 @@ class OwlDetector:
         """
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA device is available")
+        model = load_owl_model(spec, device)
         cfg = owl_config(
             DEFAULT_SCORE_THRESH if score_thresh is None else score_thresh,
             templates or DEFAULT_TEMPLATES,
+            str(model.spec.absolute()),
         )
-        return cls(load_owl_model(spec, device), cfg, device=device)
+        return cls(model, cfg, device=device)
 
     @property
     def clip(self) -> OwlTextTower:
@@ -125,6 +136,21 @@ class OwlDetector:
         self.head.set_vocabulary(queries)
         self.class_names = list(names)
 
+    @property
+    def spec(self) -> str:
+        """The ``hf:`` spec of the model, its folder absolute (loads it again from anywhere)."""
+        return str(self.model.spec.absolute())
+
+    @torch.no_grad()
+    def embed_images(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+        """Whole-image embeddings, float32 [B, D], not normalised, in the space of the text
+        queries: the image embedding of OWL's CLIP (``get_image_features``) on the processed
+        images. Text search indexes whole images with it."""
+        loaded = [as_loaded_image(im, self.cfg.INPUT.MAX_LOAD_PIXELS) for im in as_image_list(
+            images)]  # fmt: skip
+        output = self.model.base_model.get_image_features(pixel_values=self._pixels(loaded))
+        return pooled_features(output).float().cpu().numpy()
+
     # ------------------------------------------------------------------ image queries
 
     @torch.no_grad()
@@ -140,6 +166,41 @@ class OwlDetector:
         if embeds is None:
             raise ConfigError("OWL found no region to use as the query in a query image")
         return F.normalize(embeds.reshape(len(loaded), -1).float(), dim=-1).cpu()
+
+    @torch.no_grad()
+    def box_query_embeddings(self, image: ImageInput, boxes: torch.Tensor) -> torch.Tensor:
+        """Query embeddings of boxes drawn in one image (exemplars): Tensor[N, D],
+        L2-normalised, on CPU.
+
+        Per box, the region OWL-ViT's image-guided detection picks for its whole query image,
+        with the box in place of the image: among the patches whose predicted box overlaps it
+        within 80% of the best IoU, the one least similar to the image's mean class embedding
+        (where none overlaps: the patch whose box is nearest, by generalised IoU).
+
+        Args:
+            image: the exemplar image.
+            boxes: Tensor[N, 4], (x1, y1, x2, y2) in its pixels.
+        """
+        [loaded] = [as_loaded_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)]
+        features, feature_map = self.head.patch_features(self._pixels([loaded]))
+        model = self.model.model
+        embeds = model.class_predictor(features)[1][0]  # not normalised, as transformers uses
+        frame = torch.tensor(self._box_frame(loaded)).repeat(2)
+        predicted = box_convert(model.box_predictor(features, feature_map)[0], "cxcywh", "xyxy")
+        predicted = predicted.cpu() * frame
+        queries = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        queries = queries * torch.as_tensor(loaded.scale, dtype=torch.float32)
+        out = []
+        mean = embeds.mean(dim=0)
+        for query in queries:
+            ious = box_iou(query[None], predicted)[0]
+            if bool((ious == 0).all()):  # no patch box overlaps it: the nearest one
+                pick = generalized_box_iou(query[None], predicted)[0].argmax()
+            else:
+                near = torch.nonzero(ious >= ious.max() * 0.8).flatten()
+                pick = near[torch.argmin(embeds[near.to(embeds.device)] @ mean)]
+            out.append(embeds[pick])
+        return F.normalize(torch.stack(out).float(), dim=-1).cpu()
 
     def detect_similar(
         self,
@@ -221,17 +282,15 @@ class OwlDetector:
                 features, feature_map = self.head.patch_features(self._pixels(loaded))
                 outputs = self.head.forward_patches(features, feature_map, queries)
                 for i, image in enumerate(loaded):
-                    found = self.head.select(outputs, i, self._box_frame(image), cap, nms_thresh)
+                    h, w = image.array.shape[:2]
+                    frame = self._box_frame(image)
+                    found = self.head.select(outputs, i, frame, (w, h), cap, nms_thresh)
                     results.append(self._detections(found, image, return_embeddings))
         return results
 
     def _detections(self, found: dict, image: LoadedImage, return_embeddings: bool) -> Detections:
-        h, w = image.array.shape[:2]
-        boxes = found["boxes"].clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         return Detections(
-            boxes=(boxes.numpy() / image.scale).astype(np.float32),
+            boxes=(found["boxes"].numpy() / image.scale).astype(np.float32),
             scores=found["scores"].numpy(),
             labels=found["labels"].numpy().astype(np.int64),
             class_names=self.class_names,

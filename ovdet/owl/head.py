@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_convert, nms
+from torchvision.ops import box_convert, clip_boxes_to_image, nms
 
 from ovdet.owl.loading import OwlModel
 from ovdet.utils.errors import ConfigError
@@ -126,16 +126,20 @@ class OwlQueryHead:
         self,
         outputs: OwlPatchOutputs,
         index: int,
-        size: tuple[float, float],
+        frame: tuple[float, float],
+        image_size: tuple[int, int],
         max_detections: int,
         nms_thresh: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """One image's detections: each patch labelled with its best query, scored by the
-        sigmoid of that logit, kept strictly above the threshold, best first, at most
-        ``max_detections`` (after class-agnostic NMS at ``nms_thresh`` IoU, if given).
+        sigmoid of that logit; kept where it scores strictly above the threshold (then
+        class-agnostic NMS at ``nms_thresh`` IoU, if given) and its box, clipped to the image, is
+        not empty (OWLv2 predicts boxes in its padding too); best first, at most
+        ``max_detections``.
 
         Args:
-            size: (width, height) that the model's [0, 1] box coordinates span, in pixels.
+            frame: (width, height) in pixels that the model's [0, 1] box coordinates span.
+            image_size: (width, height) of the image the boxes are clipped to.
 
         Returns:
             ``boxes`` Tensor[K, 4] (x1, y1, x2, y2 pixels), ``scores`` [K], ``labels`` [K],
@@ -143,10 +147,12 @@ class OwlQueryHead:
         """
         best = outputs.logits[index].max(dim=-1)
         scores = torch.sigmoid(best.values)
-        boxes = outputs.boxes[index] * torch.tensor([*size, *size], device=scores.device)
+        boxes = outputs.boxes[index] * torch.tensor([*frame, *frame], device=scores.device)
         keep = torch.nonzero(scores > self.score_thresh).flatten()
-        if nms_thresh is not None:
+        if nms_thresh is not None:  # on the boxes as predicted, as transformers does
             keep = keep[nms(boxes[keep], scores[keep], nms_thresh)]
+        boxes = clip_boxes_to_image(boxes, (image_size[1], image_size[0]))
+        keep = keep[(boxes[keep, 2] > boxes[keep, 0]) & (boxes[keep, 3] > boxes[keep, 1])]
         keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][:max_detections]
         return {
             "boxes": boxes[keep].float().cpu(),

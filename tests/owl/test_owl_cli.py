@@ -145,3 +145,32 @@ def test_demo_serves_an_owl_detector(owlv2_dir, photos, capsys):
     assert refused.rows == [] and "scores its regions itself" in " ".join(refused.messages)
     assert demo_cli.main(["--detector", f"hf:{owlv2_dir}"]) == 2
     assert_one_line_error(capsys.readouterr().err, "needs --classes")
+
+
+def test_search_indexes_and_queries_with_an_owl_detector(owlv2_dir, photos, tmp_path):
+    from ovdet.cli import search as search_cli
+    from ovdet.search import RegionIndex
+
+    index_path = tmp_path / "photos.index"
+    argv = ["index", "--detector", f"hf:{owlv2_dir}", "--input", str(photos), "--index",
+            str(index_path), "--min-score", "0.3", "--no-progress"]  # fmt: skip
+    assert search_cli.main(argv) == 0
+    index = RegionIndex.load(index_path)
+    assert index.meta["detector"] == f"hf:{owlv2_dir}"
+
+    detector = OwlDetector.from_spec(f"hf:{owlv2_dir}")
+    found = detector.predict(sorted(photos.iterdir()), classes="object", score_thresh=0.3,
+                             return_embeddings=True)  # fmt: skip
+    assert len(index) == sum(len(d) for d in found) + len(found)  # regions + whole images
+    query = detector.text_embeddings(["a person"])[0].numpy()
+    regions = np.concatenate([d.embeddings for d in found])
+    boxes = np.concatenate([d.boxes for d in found])
+    best = int(np.argmax(regions @ query / np.linalg.norm(regions, axis=1)))
+
+    out = tmp_path / "hits"
+    argv = ["query", "--index", str(index_path), "--text", "a person", "--output", str(out)]
+    assert search_cli.main(argv) == 0  # the index's own detector, from its settings
+    hits = json.loads((out / "hits.json").read_text())["hits"]
+    np.testing.assert_allclose(hits[0]["box"], boxes[best], atol=0.01)
+    whole = detector.embed_images([np.asarray(Image.open(p)) for p in sorted(photos.iterdir())])
+    assert whole.shape == (len(found), detector.head.embed_dim)

@@ -38,12 +38,17 @@ def _photo() -> np.ndarray:
     return skimage_data.astronaut()[40:, :360]
 
 
-def _clipped(boxes: torch.Tensor, image: np.ndarray) -> np.ndarray:
+def _in_image(ref: dict, image: np.ndarray) -> dict:
+    """transformers' detections, best first, as ovdet reports them: boxes clipped to the image,
+    those left empty (OWLv2's padding) dropped."""
     h, w = image.shape[:2]
-    boxes = boxes.clone()
+    boxes = ref["boxes"].clone()
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    return boxes.numpy()
+    kept = torch.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).flatten()
+    kept = kept[torch.argsort(ref["scores"][kept], descending=True)]
+    return {"boxes": boxes[kept].numpy(), "scores": ref["scores"][kept].numpy(), "index": kept,
+            "labels": None if ref["labels"] is None else ref["labels"][kept].numpy()}  # fmt: skip
 
 
 def test_text_queries_equal_post_process_object_detection(owl_dir, tmp_path):
@@ -61,14 +66,14 @@ def test_text_queries_equal_post_process_object_detection(owl_dir, tmp_path):
     [det] = detector.predict(image, classes=NAMES, score_thresh=thresh, return_embeddings=True)
 
     assert 0 < len(det) < len(all_scores)
-    order = torch.argsort(ref["scores"], descending=True)
-    np.testing.assert_allclose(det.scores, ref["scores"][order].numpy(), atol=1e-6)
-    np.testing.assert_array_equal(det.labels, ref["labels"][order].numpy())
-    np.testing.assert_allclose(det.boxes, _clipped(ref["boxes"][order], image), atol=1e-3)
-    kept = torch.nonzero(all_scores > thresh).flatten()[order]
+    ref = _in_image(ref, image)
+    np.testing.assert_allclose(det.scores, ref["scores"], atol=1e-6)
+    np.testing.assert_array_equal(det.labels, ref["labels"])
+    np.testing.assert_allclose(det.boxes, ref["boxes"], atol=1e-3)
+    kept = torch.nonzero(all_scores > thresh).flatten()[ref["index"]]
     embeds = F.normalize(out.class_embeds[0][kept], dim=-1).numpy()
     np.testing.assert_allclose(det.embeddings, embeds, atol=1e-5)
-    assert det.names == [NAMES[i] for i in ref["labels"][order].tolist()]
+    assert det.names == [NAMES[i] for i in ref["labels"]]
 
 
 def test_text_queries_come_from_the_text_cache(owl_dir, tmp_path):
@@ -95,15 +100,28 @@ def test_image_queries_equal_image_guided_detection(owl_dir, tmp_path):
     best = float(all_scores.max()) + 1e-6
     # above HF's display cut-off (alpha > 0 where a score exceeds 0.1 of the best): the threshold
     # is then the one cut
-    thresh = max(float(all_scores.median()), 0.11 * best)
+    ranked = all_scores.sort().values  # between two scores: HF keeps a score equal to it
+    thresh = max(float(ranked[len(ranked) // 2 - 1 : len(ranked) // 2 + 1].mean()), 0.11 * best)
     [ref] = processor.image_processor.post_process_image_guided_detection(
         out, threshold=thresh, nms_threshold=0.3, target_sizes=torch.tensor([image.shape[:2]])
     )
     [det] = detector.detect_similar(image, query, names=["mug"], score_thresh=thresh)
 
     assert len(det) > 0 and set(det.names) == {"mug"}
-    order = torch.argsort(ref["scores"], descending=True)
-    np.testing.assert_allclose(det.boxes, _clipped(ref["boxes"][order], image), atol=1e-3)
+    ref = _in_image(ref, image)
+    np.testing.assert_allclose(det.boxes, ref["boxes"], atol=1e-3)
     alphas = np.clip((det.scores - 0.1 * best) / (0.9 * best), 0, 1)  # HF reports these
-    np.testing.assert_allclose(alphas, ref["scores"][order].numpy(), atol=1e-5)
+    np.testing.assert_allclose(alphas, ref["scores"], atol=1e-5)
     assert detector.class_names == NAMES  # the text vocabulary is back
+
+
+def test_a_box_over_the_whole_image_is_owl_vits_image_query(owlvit_dir, tmp_path):
+    """OWL-ViT's image-guided detection takes the box of the whole query image: a box query
+    drawn over the whole image gives its query embedding; a smaller box another region."""
+    detector = _detector(owlvit_dir, tmp_path, cache=False)
+    query = skimage_data.coffee()[100:300, 150:400]
+    h, w = query.shape[:2]
+    whole = detector.box_query_embeddings(query, torch.tensor([[0.0, 0.0, w, h]]))
+    torch.testing.assert_close(whole, detector.image_query_embeddings(query))
+    corner = detector.box_query_embeddings(query, torch.tensor([[0.0, 0.0, w / 4, h / 4]]))
+    assert not torch.allclose(corner, whole)
