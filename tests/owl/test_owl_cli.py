@@ -174,3 +174,20 @@ def test_search_indexes_and_queries_with_an_owl_detector(owlv2_dir, photos, tmp_
     np.testing.assert_allclose(hits[0]["box"], boxes[best], atol=0.01)
     whole = detector.embed_images([np.asarray(Image.open(p)) for p in sorted(photos.iterdir())])
     assert whole.shape == (len(found), detector.head.embed_dim)
+
+
+def test_a_hub_model_that_cannot_be_fetched_is_one_line(photos, tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # empty cache
+    code = ("import sys; from ovdet.cli.infer import main; "
+            "sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    argv = ["--detector", "hf:google/owlv2-base-patch16-ensemble", "--classes", CLASSES,
+            "--input", str(photos), "--output", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "cannot load --detector hf:google/owlv2-base-patch16")
+    assert not (tmp_path / "out" / "results.json").exists()
