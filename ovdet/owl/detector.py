@@ -13,6 +13,7 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou
 from ovdet.clip.hf import pooled_features
 from ovdet.clip.text_classifier import TextClassifierBuilder, Vocabulary
 from ovdet.config import get_cfg
+from ovdet.core.novel_classes import novel_class_mask
 from ovdet.data.image_io import as_loaded_image
 from ovdet.owl.head import OwlQueryHead
 from ovdet.owl.loading import OwlModel, load_owl_model
@@ -82,6 +83,7 @@ class OwlDetector:
             OwlTextTower(model), ov.TEMPLATES, cache_dir=ov.TEXT_CACHE_DIR or None
         )
         self.class_names: list[str] = []
+        self._vocabulary: Vocabulary | None = None  # whose text queries are set
 
     @classmethod
     def from_spec(
@@ -122,19 +124,26 @@ class OwlDetector:
         return self._text(Vocabulary.parse(classes))
 
     def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
-        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
-        vocab = Vocabulary.parse(classes)
-        if vocab.names == tuple(self.class_names):
-            return
-        self.set_queries(self._text(vocab), vocab.names)
+        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary.
 
-    def set_queries(self, queries: torch.Tensor, names: Sequence[str]) -> None:
+        A class is novel where it matches none of ``train_class_names`` (given: none is)."""
+        vocab = Vocabulary.parse(classes)
+        if vocab == self._vocabulary:
+            return
+        novel = novel_class_mask(vocab, self.train_class_names) if self.train_class_names else None
+        self.set_queries(self._text(vocab), vocab.names, novel)
+        self._vocabulary = vocab
+
+    def set_queries(
+        self, queries: torch.Tensor, names: Sequence[str], is_novel: torch.Tensor | None = None
+    ) -> None:
         """Use any query embeddings Tensor[C, D] as the vocabulary (text or image queries,
-        or a mix), one per name."""
+        or a mix), one per name (``is_novel``: BoolTensor[C], default none novel)."""
         if len(names) != len(queries):
             raise ConfigError(f"{len(queries)} queries but {len(names)} class names")
-        self.head.set_vocabulary(queries)
+        self.head.set_vocabulary(queries, is_novel)
         self.class_names = list(names)
+        self._vocabulary = None  # not the text queries of a vocabulary (set_classes says so)
 
     @property
     def spec(self) -> str:
@@ -221,15 +230,17 @@ class OwlDetector:
         names = (
             list(names) if names is not None else [f"query {i + 1}" for i in range(len(queries))]
         )
-        saved = (self.head.get_vocabulary()[0], list(self.class_names))
+        saved = (*self.head.get_vocabulary(), list(self.class_names), self._vocabulary)
         self.set_queries(queries, names)
         try:
             return self._predict(as_image_list(images), score_thresh, 1, True, nms_thresh)
         finally:
-            if saved[1]:
-                self.set_queries(*saved)
+            queries, is_novel, names, vocabulary = saved
+            if names:
+                self.set_queries(queries, names, is_novel)
             else:
                 self.class_names = []
+            self._vocabulary = vocabulary
 
     # ------------------------------------------------------------------ detection
 

@@ -125,3 +125,13 @@ def test_a_box_over_the_whole_image_is_owl_vits_image_query(owlvit_dir, tmp_path
     torch.testing.assert_close(whole, detector.image_query_embeddings(query))
     corner = detector.box_query_embeddings(query, torch.tensor([[0.0, 0.0, w / 4, h / 4]]))
     assert not torch.allclose(corner, whole)
+
+
+def test_text_classes_replace_image_queries_of_the_same_names(owlv2_dir, tmp_path):
+    detector = _detector(owlv2_dir, tmp_path, cache=False)
+    detector.set_classes(["mug"])
+    text = detector.head.get_vocabulary()[0]
+    detector.set_queries(detector.image_query_embeddings(skimage_data.coffee()), ["mug"])
+    assert not torch.allclose(detector.head.get_vocabulary()[0], text)
+    detector.set_classes(["mug"])  # the same name: its text query again
+    torch.testing.assert_close(detector.head.get_vocabulary()[0], text)
