@@ -85,12 +85,18 @@ setup(
             "onnxruntime>=1.18",
             "tokenizers>=0.15",
             "faiss-cpu>=1.8",
+            # OWL-ViT / OWLv2 (--detector hf:...) and the transformers CLIP backend
+            "transformers>=4.40",
+            # real photos of the tests (astronaut, coffee, chelsea, rocket)
+            "scikit-image>=0.22",
         ],
         # the web demo (tools/demo.py)
         "demo": ["gradio>=5"],
         # ONNX export (tools/export_onnx.py) and its onnxruntime detector (which, with its
         # tokenizer, needs no torch: docs/deployment.md#onnx-export)
         "deploy": ["onnx>=1.16", "onnxruntime>=1.18", "tokenizers>=0.15", "ftfy"],
+        # OWL-ViT / OWLv2 from the Hugging Face hub (--detector hf:ID), transformers CLIPs (hf:)
+        "hf": ["transformers>=4.40"],
         # text search over regions (tools/search.py)
         "search": ["faiss-cpu>=1.8"],
     },

@@ -13,7 +13,7 @@ from pathlib import Path
 from ovdet.utils.errors import ConfigError
 from ovdet.utils.io import check_writable_dir
 
-__all__ = ["check_fps", "check_fraction", "check_output_file"]
+__all__ = ["check_fps", "check_fraction", "check_hf_detector_args", "check_output_file"]
 
 
 def check_fraction(flag: str, value: float | None, *, allow_zero: bool = True) -> None:
@@ -50,3 +50,23 @@ def check_output_file(flag: str, path: str | Path, example: str = "out.json") ->
         raise ConfigError(f"{flag} {path} is a folder; give a file name such as {example}")
     check_writable_dir(path.parent)
     return path
+
+
+def check_hf_detector_args(
+    spec: str, *, clip: str | None = None, clip_rescoring: bool = False
+) -> None:
+    """``--detector`` must be ``hf:HUB_ID`` or ``hf:FOLDER``; the flags that change an ovdet
+    checkpoint's CLIP (``--clip``, ``--clip-rescoring``) do not apply to it."""
+    from ovdet.owl.loading import DETECTOR_SCHEMA, is_hf_detector
+
+    if not is_hf_detector(spec):
+        raise ConfigError(
+            f"--detector {spec!r} is not a transformers detector; give {DETECTOR_SCHEMA}HUB_ID "
+            f"(e.g. {DETECTOR_SCHEMA}google/owlv2-base-patch16-ensemble) or {DETECTOR_SCHEMA}FOLDER"
+        )
+    for flag, given in (("--clip", clip), ("--clip-rescoring", clip_rescoring)):
+        if given:
+            raise ConfigError(
+                f"{flag} applies to ovdet checkpoints; --detector {spec} embeds its queries "
+                "with its own text tower and scores its own regions"
+            )

@@ -17,6 +17,8 @@ Examples::
     python tools/demo.py     # serves it, with the benchmark's 64 classes and held-out images
     python tools/demo.py --checkpoint output/model_final.pt --classes "kite,umbrella" \\
         --examples photos/ --host 0.0.0.0 --port 8080
+    python tools/demo.py --detector hf:google/owlv2-base-patch16-ensemble \\
+        --classes "kite,umbrella" --examples photos/
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHECKPOINT,
         help=f"checkpoint written by tools/train.py (default: {DEFAULT_CHECKPOINT}, the one "
         "`make demo` trains)",
+    )
+    p.add_argument(
+        "--detector",
+        default=None,
+        metavar="hf:ID",
+        help="serve a published detector run by transformers instead of --checkpoint: OWL-ViT "
+        "or OWLv2 (hf:google/owlv2-base-patch16-ensemble) or a save_pretrained folder (hf:DIR); "
+        "needs --classes and pip install 'ovdet[hf]'",
     )
     p.add_argument(
         "--classes",
@@ -136,6 +146,8 @@ def main(argv=None) -> int:
     from ovdet.demo import DemoModel, build_app, format_vocabulary, load_search_index
     from ovdet.structures.vocabulary import Vocabulary
 
+    if args.detector is not None:
+        return _serve_hf_detector(args)
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         hint = (
@@ -165,11 +177,42 @@ def main(argv=None) -> int:
         index=index,
         max_video_frames=args.max_video_frames,
     )
-    logger.info("serving %s on http://%s:%d (Ctrl+C stops)", checkpoint, args.host, args.port)
+    _launch(app, args, checkpoint, examples)
+    return 0
+
+
+def _serve_hf_detector(args) -> int:
+    """Serve ``--detector hf:...`` (OWL-ViT / OWLv2) with the ``--classes`` vocabulary."""
+    from ovdet.cli.checks import check_hf_detector_args
+    from ovdet.demo import DemoModel, build_app, format_vocabulary, load_search_index
+    from ovdet.structures.vocabulary import Vocabulary
+
+    check_hf_detector_args(args.detector, clip=args.clip)
+    if args.checkpoint != DEFAULT_CHECKPOINT:
+        raise ConfigError("give --checkpoint or --detector, not both")
+    if not args.classes:
+        raise ConfigError(
+            f"--detector {args.detector} needs --classes (the page's first vocabulary)"
+        )
+    vocabulary = Vocabulary.parse(args.classes)  # a bad one fails before loading
+    examples = _example_images(args.examples)
+    logger.info("loading %s", args.detector)
+    model = DemoModel.from_hf_detector(args.detector, device=args.device)
+    index = load_search_index(args.search_index, model) if args.search_index else None
+    app = build_app(
+        model, format_vocabulary(vocabulary), examples, score_thresh=args.score_thresh,
+        max_images=args.max_images, progress=not args.no_progress, index=index,
+        max_video_frames=args.max_video_frames,
+    )  # fmt: skip
+    _launch(app, args, args.detector, examples)
+    return 0
+
+
+def _launch(app, args, served, examples: list[Path]) -> None:
+    logger.info("serving %s on http://%s:%d (Ctrl+C stops)", served, args.host, args.port)
     app.launch(
         server_name=args.host,
         server_port=args.port,
         allowed_paths=sorted({str(p.resolve().parent) for p in examples}),
         quiet=not args.verbose,
     )
-    return 0

@@ -10,6 +10,9 @@ Examples::
     # any checkpoint ovdet writes (a closed-set baseline too), any method of the benchmark table
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --checkpoint output/vild/model_final.pt --clip-rescoring       # or --clip-on-proposals
+    # OWLv2 from the Hugging Face hub on the same images (pip install 'ovdet[hf]')
+    python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
+        --detector hf:google/owlv2-base-patch16-ensemble --score-thresh 0.001
     # CLIP's zero-shot accuracy on the ground-truth boxes (cropped as the ViLD teacher does)
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --clip-zero-shot local-dir:output/clip/model
@@ -80,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "writes them): run it on the --gt images first",
     )
     source.add_argument(
+        "--detector",
+        metavar="hf:ID",
+        help="evaluate a published detector run by transformers (OWL-ViT, OWLv2): a hub id, "
+        "hf:google/owlv2-base-patch16-ensemble, or hf:DIR; run on the --gt images first "
+        "(needs pip install 'ovdet[hf]')",
+    )
+    source.add_argument(
         "--clip-zero-shot",
         metavar="SPEC",
         help="instead of detections: the top-1 accuracy of this CLIP (e.g. local-dir:DIR, "
@@ -102,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--score-thresh",
         type=float,
         default=None,
-        help="with --checkpoint: least score of the detections evaluated (default: the "
-        "checkpoint's MODEL.ROI_HEADS.SCORE_THRESH_TEST; the benchmark uses 0.001)",
+        help="with --checkpoint or --detector: least score of the detections evaluated "
+        "(default: the checkpoint's MODEL.ROI_HEADS.SCORE_THRESH_TEST, 0.1 for --detector; the "
+        "benchmark uses 0.001)",
     )
     parser.add_argument(
         "--templates",
@@ -114,19 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-root",
         metavar="DIR",
-        help="folder of the --gt images' file_name paths (needed with --checkpoint)",
+        help="folder of the --gt images' file_name paths (needed with --checkpoint and --detector)",
     )
     parser.add_argument(
         "--device",
         default=None,
-        help="torch device for --checkpoint, e.g. cpu or cuda:0 (default: cuda if available)",
+        help="torch device for --checkpoint and --detector, e.g. cpu or cuda:0 (default: cuda "
+        "if available)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=2,
         metavar="N",
-        help="images per forward pass with --checkpoint (default: %(default)s)",
+        help="images per forward pass with --checkpoint and --detector (default: %(default)s)",
     )
     parser.add_argument(
         "--output",
@@ -139,11 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predict(args: argparse.Namespace) -> list[dict]:
-    """Detections of ``--checkpoint`` on the ``--gt`` images."""
+    """Detections of ``--checkpoint`` or ``--detector`` on the ``--gt`` images."""
+    flag = "--detector" if args.detector is not None else "--checkpoint"
     if args.image_root is None:
-        raise _UsageError("--checkpoint needs --image-root")
+        raise _UsageError(f"{flag} needs --image-root")
     if args.batch_size < 1:
         raise _UsageError("--batch-size must be at least 1")
+    if args.detector is not None:
+        return _predict_hf(args)
     from ovdet.ovbench.predict import predict_with_method
 
     method = "detector"
@@ -154,6 +169,22 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     return predict_with_method(
         args.checkpoint, args.gt, args.image_root, method, _device(args), args.batch_size,
         score_thresh=args.score_thresh, progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _predict_hf(args: argparse.Namespace) -> list[dict]:
+    """Detections of a transformers detector (``--detector hf:...``) on the ``--gt`` images."""
+    from ovdet.cli.checks import check_hf_detector_args
+    from ovdet.ovbench.predict import predict_with_detector
+    from ovdet.owl import OwlDetector
+
+    check_hf_detector_args(args.detector)
+    if not Path(args.gt).is_file():  # before loading a model
+        raise _UsageError(f"--gt {args.gt} does not exist")
+    detector = OwlDetector.from_spec(args.detector, device=_device(args))
+    return predict_with_detector(
+        detector, args.gt, args.image_root, args.batch_size, score_thresh=args.score_thresh,
+        progress=not args.no_progress,
     )  # fmt: skip
 
 
@@ -199,12 +230,10 @@ def _run(args: argparse.Namespace) -> None:
         check_output_file("--output", args.output, "metrics.json")
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
             log_to_file(Path(args.output).parent)
-    if (args.clip_rescoring or args.clip_on_proposals or args.score_thresh is not None) and (
-        args.checkpoint is None
-    ):
-        raise _UsageError(
-            "--clip-rescoring, --clip-on-proposals and --score-thresh need --checkpoint"
-        )
+    if (args.clip_rescoring or args.clip_on_proposals) and args.checkpoint is None:
+        raise _UsageError("--clip-rescoring and --clip-on-proposals need --checkpoint")
+    if args.score_thresh is not None and args.checkpoint is None and args.detector is None:
+        raise _UsageError("--score-thresh needs --checkpoint or --detector")
     if args.clip_zero_shot is not None:
         metrics = _clip_zero_shot(args)
         if args.output:

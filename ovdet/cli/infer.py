@@ -9,6 +9,9 @@ Examples::
     # a model trained with detectron2 (tools/train_net.py; needs detectron2 installed)
     python tools/infer.py --d2-config configs/d2/ovcoco_vild_R50_FPN.yaml \\
         --weights output/d2/model_final.pth --classes "kite,umbrella" --input img/ --output out/
+    # OWLv2 from the Hugging Face hub (downloaded once by transformers; pip install 'ovdet[hf]')
+    python tools/infer.py --detector hf:google/owlv2-base-patch16-ensemble \\
+        --classes "kite,umbrella" --input photos/ --output out/
     # auto-annotation: a COCO dataset and YOLO labels of the detections scoring >= 0.5
     python tools/infer.py --checkpoint model.pt --classes "kite,umbrella" --input img/ \\
         --output out/ --coco-out out/auto_labels.json --yolo-out out/labels --label-thresh 0.5
@@ -25,7 +28,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ovdet.cli.checks import check_fps, check_fraction, check_output_file
+from ovdet.cli.checks import check_fps, check_fraction, check_hf_detector_args, check_output_file
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
 from ovdet.utils.errors import CheckpointError, ConfigError, ImageError
 from ovdet.video.io import VIDEO_EXTENSIONS
@@ -44,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--d2-config",
         help="a detectron2 config of ovdet.d2 (tools/train_net.py); needs detectron2 and --weights",
+    )
+    model.add_argument(
+        "--detector",
+        metavar="hf:ID",
+        help="a published detector run by transformers: OWL-ViT or OWLv2 from the Hugging Face "
+        "hub (hf:google/owlv2-base-patch16-ensemble) or a save_pretrained folder (hf:DIR); "
+        "needs pip install 'ovdet[hf]'",
     )
     p.add_argument("--weights", default="", help="with --d2-config: the detectron2 .pth weights")
     p.add_argument(
@@ -153,6 +163,14 @@ def _load_d2(args, vocabulary):
     return D2DetectorAdapter(predictor)
 
 
+def _load_hf_detector(args):
+    """An OWL-ViT / OWLv2 of transformers behind the same interface as :class:`OVDetector`."""
+    from ovdet.owl import OwlDetector
+
+    check_hf_detector_args(args.detector, clip=args.clip, clip_rescoring=args.clip_rescoring)
+    return OwlDetector.from_spec(args.detector, device=args.device)
+
+
 def _check_args(args) -> None:
     if args.ensemble:
         raise ConfigError("--ensemble was renamed: use --clip-rescoring")
@@ -208,6 +226,10 @@ def _load_detector(args, vocabulary):
     if args.d2_config:
         detector = _load_d2(args, vocabulary)
         return detector, detector.max_load_pixels
+    if args.detector:
+        detector = _load_hf_detector(args)
+        detector.set_classes(vocabulary)
+        return detector, detector.cfg.INPUT.MAX_LOAD_PIXELS
     detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
     if args.clip_rescoring:
         detector.enable_clip_rescoring(True)

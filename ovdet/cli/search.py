@@ -9,6 +9,9 @@ Examples::
     # interrupted run resumes); --prune also drops the entries of deleted files
     python tools/search.py index --checkpoint output/model_final.pt --input photos/ \\
         --index out/photos.index --prune
+    # the same with OWLv2 from the Hugging Face hub (pip install 'ovdet[hf]')
+    python tools/search.py index --detector hf:google/owlv2-base-patch16-ensemble \\
+        --input photos/ --index out/photos_owl.index
     # the 10 regions closest to a text, with a contact sheet of the hits
     python tools/search.py query --index out/photos.index --text "a red car" --output out/car
     # precision@10 per class name against COCO ground truth
@@ -35,6 +38,12 @@ _CLIP_HELP = (
 )
 
 
+_DETECTOR_HELP = (
+    "instead of --checkpoint: an OWL-ViT / OWLv2 run by transformers, hf:HUB_ID or hf:DIR "
+    "(needs pip install 'ovdet[hf]')"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Text search over the regions and images of a collection.",
@@ -47,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix = sub.add_parser(
         "index", help="embed new and changed files into an index (incremental, resumable)"
     )
-    ix.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train.py")
+    source = ix.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint written by tools/train.py")
+    source.add_argument("--detector", metavar="hf:ID", help=_DETECTOR_HELP)
     ix.add_argument("--clip", default=None, help=_CLIP_HELP)
     ix.add_argument(
         "--input", required=True, help="an image or video file, a folder of them, or a glob"
@@ -99,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--checkpoint", default=None, help="the detector (default: the one that built the index)"
     )
+    q.add_argument(
+        "--detector",
+        default=None,
+        metavar="hf:ID",
+        help=_DETECTOR_HELP + "; default: the one that built the index",
+    )
     q.add_argument("--clip", default=None, help=_CLIP_HELP)
     q.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
@@ -116,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", default=None, help="also write the figures to this JSON file")
     ev.add_argument(
         "--checkpoint", default=None, help="the detector (default: the one that built the index)"
+    )
+    ev.add_argument(
+        "--detector",
+        default=None,
+        metavar="hf:ID",
+        help=_DETECTOR_HELP + "; default: the one that built the index",
     )
     ev.add_argument("--clip", default=None, help=_CLIP_HELP)
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -142,7 +165,14 @@ def collect_media(spec: str) -> list[Path]:
     return files
 
 
-def _detector(checkpoint: str, device: str, clip: str | None):
+def _detector(checkpoint: str | None, device: str, clip: str | None, detector: str | None = None):
+    """An ovdet checkpoint, or a transformers detector (``hf:...``) where ``detector`` is set."""
+    if detector is not None:
+        from ovdet.cli.checks import check_hf_detector_args
+        from ovdet.owl import OwlDetector
+
+        check_hf_detector_args(detector, clip=clip)
+        return OwlDetector.from_spec(detector, device=device)
     from ovdet.api import OVDetector
 
     return OVDetector.from_checkpoint(checkpoint, device=device, clip=clip)
@@ -162,9 +192,14 @@ def _index(args) -> int:
     existing = RegionIndex.load(path) if path.exists() else None
     # Extending an index: its own CLIP (stored absolute), so that it works from any folder.
     clip = args.clip or (existing.meta.get("clip") if existing is not None else None)
-    detector = _detector(args.checkpoint, args.device, clip)
+    if args.detector is not None:
+        clip = args.clip  # an hf: detector embeds with its own CLIP (meta "clip" records it)
+    detector = _detector(args.checkpoint, args.device, clip, args.detector)
     indexer = Indexer(detector, args.region_classes, args.min_score, not args.no_images, args.fps)
-    meta = {**indexer.meta, "checkpoint": str(Path(args.checkpoint).resolve())}
+    if args.detector is not None:
+        meta = {**indexer.meta, "detector": detector.spec}
+    else:
+        meta = {**indexer.meta, "checkpoint": str(Path(args.checkpoint).resolve())}
     if existing is not None:
         changed = {k for k in meta if existing.meta.get(k) != meta[k]}
         if changed:
@@ -189,10 +224,14 @@ def _index(args) -> int:
 
 
 def _query_vector(index, args):
-    checkpoint = args.checkpoint or index.meta.get("checkpoint")
-    if not checkpoint:
-        raise ConfigError("the index records no checkpoint; pass --checkpoint")
-    detector = _detector(checkpoint, args.device, args.clip or index.meta.get("clip"))
+    if args.detector is not None or (args.checkpoint is None and index.meta.get("detector")):
+        spec = args.detector or index.meta["detector"]
+        detector = _detector(None, args.device, args.clip, spec)
+    else:
+        checkpoint = args.checkpoint or index.meta.get("checkpoint")
+        if not checkpoint:
+            raise ConfigError("the index records no checkpoint; pass --checkpoint")
+        detector = _detector(checkpoint, args.device, args.clip or index.meta.get("clip"))
     if detector.head.embed_dim != index.embed_dim:
         raise ConfigError(
             f"the detector embeds into {detector.head.embed_dim} dimensions, the index "

@@ -25,7 +25,9 @@ class DemoModel:
     it differs from the last one (templates or names). Requests run one at a time.
 
     Args:
-        detector: the loaded detector; its config's ``MODEL.OVDET.TEMPLATES`` is the default set.
+        detector: the loaded detector (an :class:`~ovdet.api.OVDetector`, or an
+            :class:`~ovdet.owl.OwlDetector`, whose constructor takes the same arguments); its
+            config's ``MODEL.OVDET.TEMPLATES`` is the default set.
     """
 
     def __init__(self, detector: OVDetector) -> None:
@@ -42,6 +44,13 @@ class DemoModel:
         from ovdet.api import OVDetector
 
         return cls(OVDetector.from_checkpoint(path, device=device, clip=clip))
+
+    @classmethod
+    def from_hf_detector(cls, spec: str, device: str = "cpu") -> DemoModel:
+        """Load an OWL-ViT / OWLv2 of transformers (``hf:HUB_ID`` or ``hf:FOLDER``)."""
+        from ovdet.owl import OwlDetector
+
+        return cls(OwlDetector.from_spec(spec, device=device))
 
     @property
     def detector(self) -> OVDetector:
@@ -71,14 +80,12 @@ class DemoModel:
                 f"templates {templates!r} are not one of {', '.join(self.template_choices)}"
             )
         if templates not in self._detectors:
-            from ovdet.api import OVDetector
-
             base = self.detector
             cfg = base.cfg.clone()
             cfg.defrost()
             cfg.MODEL.OVDET.TEMPLATES = templates
             cfg.freeze()
-            self._detectors[templates] = OVDetector(
+            self._detectors[templates] = type(base)(
                 base.model, cfg, base.train_class_names, base.device
             )
         return self._detectors[templates]

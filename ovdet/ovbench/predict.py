@@ -24,7 +24,12 @@ from pathlib import Path
 
 from ovdet.utils.errors import CheckpointError, ConfigError
 
-__all__ = ["PREDICTION_METHODS", "is_closed_set_checkpoint", "predict_with_method"]
+__all__ = [
+    "PREDICTION_METHODS",
+    "is_closed_set_checkpoint",
+    "predict_with_detector",
+    "predict_with_method",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -187,3 +192,72 @@ def predict_with_method(
     return inference_on_records(
         model, records, cfg, device, batch_size, progress=progress, failed=failed
     )
+
+
+def predict_with_detector(
+    detector,
+    gt_json: str | Path,
+    image_root: str | Path,
+    batch_size: int = 2,
+    score_thresh: float | None = None,
+    progress: bool = True,
+    failed: list[str] | None = None,
+) -> list[dict]:
+    """COCO-format detections of a loaded detector on every image of ``gt_json``, its
+    categories the vocabulary (the generalized setting, as :func:`predict_with_method`).
+
+    Args:
+        detector: anything with the interface of :class:`ovdet.api.OVDetector` (``set_classes``,
+            ``predict``, ``cfg.INPUT.MAX_LOAD_PIXELS``), e.g. an
+            :class:`~ovdet.owl.OwlDetector`.
+        gt_json, image_root: the COCO ground truth and the folder of its images.
+        batch_size: images per forward pass.
+        score_thresh: least score kept (``None``: the detector's).
+        progress: a progress bar.
+        failed: if given, the images that could not be read are appended to it.
+
+    Returns:
+        A list of ``{image_id, category_id, bbox: [x, y, w, h], score}``; an unreadable image
+        is skipped with a warning.
+    """
+    from tqdm import tqdm
+
+    from ovdet.data.coco import load_coco_detection
+    from ovdet.data.image_io import load_image
+    from ovdet.structures.detections import detection_records
+    from ovdet.utils.errors import ImageError
+
+    records = load_coco_detection(str(gt_json), str(image_root), split=None, filter_empty=False)
+    detector.set_classes(records.class_names)
+    max_pixels = detector.cfg.INPUT.MAX_LOAD_PIXELS
+    logger.info("predicting on %d images of %s", len(records.images), gt_json)
+    results, unreadable = [], []
+    images = records.images
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="inference", disable=not progress, leave=False
+    ):
+        batch, loaded = [], []
+        for record in images[start : start + batch_size]:
+            try:
+                loaded.append(load_image(record.path, max_pixels))
+                batch.append(record)
+            except ImageError as e:
+                unreadable.append(str(e))
+        if not loaded:
+            continue
+        dets = detector.predict(loaded, score_thresh=score_thresh, batch_size=len(loaded))
+        for record, det in zip(batch, dets):
+            names = records.class_names
+            for entry in detection_records(det, str(record.path), record.image_id, names):
+                results.append(
+                    {"image_id": record.image_id, "bbox": entry["bbox"], "score": entry["score"],
+                     "category_id": records.category_ids[entry["category_id"] - 1]}
+                )  # fmt: skip
+    if unreadable:
+        logger.warning(
+            "%d image(s) could not be read and have no detections: %s",
+            len(unreadable), "; ".join(unreadable[:3]),
+        )  # fmt: skip
+    if failed is not None:
+        failed.extend(unreadable)
+    return results

@@ -22,11 +22,12 @@ class Indexer:
 
     Regions are the detections of ``region_classes`` (default a single generic ``"object"``)
     scoring above ``min_score``, with the detector's region embeddings; whole images are
-    embedded by CLIP's image tower (the detector's CLIP, as ViLD's teacher crops them). Both
-    live in CLIP's space, so one text query ranks them together.
+    embedded by CLIP's image tower (the detector's CLIP, as ViLD's teacher crops them), or by
+    the detector itself where it has ``embed_images`` (an :class:`~ovdet.owl.OwlDetector`: OWL's
+    CLIP image embedding). Both live in CLIP's space, so one text query ranks them together.
 
     Args:
-        detector: an :class:`~ovdet.api.OVDetector`.
+        detector: an :class:`~ovdet.api.OVDetector` or an :class:`~ovdet.owl.OwlDetector`.
         region_classes: the vocabulary that selects regions.
         min_score: regions must score strictly above it.
         whole_images: also index whole images / frames.
@@ -47,11 +48,10 @@ class Indexer:
         self.region_classes = region_classes
         self.min_score = float(min_score)
         self.fps = fps
-        self.teacher = (
-            build_clip_teacher(detector.cfg, detector.clip).to(detector.device)
-            if whole_images
-            else None
-        )
+        self.teacher = None
+        self.whole_images = whole_images
+        if whole_images and not hasattr(detector, "embed_images"):
+            self.teacher = build_clip_teacher(detector.cfg, detector.clip).to(detector.device)
 
     @property
     def meta(self) -> dict:
@@ -65,13 +65,15 @@ class Indexer:
             "embed_dim": int(self.detector.head.embed_dim),
             "region_classes": str(self.region_classes),
             "min_score": self.min_score,
-            "whole_images": self.teacher is not None,
+            "whole_images": self.whole_images,
             "fps": self.fps,
         }
 
     @torch.no_grad()
     def _image_embedding(self, image: np.ndarray) -> np.ndarray:
         """CLIP embedding of a whole RGB uint8 image [H, W, 3] -> float [1, D]."""
+        if self.teacher is None:  # a detector that embeds whole images itself (OWL)
+            return self.detector.embed_images([image])
         h, w = image.shape[:2]
         tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]])
@@ -92,7 +94,7 @@ class Indexer:
              "score": round(float(score), 4), "timestamp": timestamp}
             for box, score in zip(det.boxes.tolist(), det.scores.tolist())
         ]  # fmt: skip
-        if self.teacher is not None:
+        if self.whole_images:
             h, w = image.shape[:2]
             vectors.append(self._image_embedding(image))
             entries.append(

@@ -122,6 +122,7 @@ def test_index_records_the_clip_spec_with_absolute_paths(tmp_path, monkeypatch):
     cfg = SimpleNamespace(MODEL=SimpleNamespace(OVDET=SimpleNamespace(CLIP="local-dir:clip:w.pt")))
     indexer.detector = SimpleNamespace(cfg=cfg, head=SimpleNamespace(embed_dim=8))
     indexer.region_classes, indexer.min_score, indexer.teacher, indexer.fps = "object", 0, None, 1
+    indexer.whole_images = False
     assert indexer.meta["clip"] == f"local-dir:{tmp_path}/clip:{tmp_path}/w.pt"
 
 
