@@ -89,7 +89,8 @@ def _block_key(rest: str) -> str:
 
 def detic_to_torchvision(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detic R50-C4 weights renamed to this engine's C4 model (buffers it does not keep
-    dropped).
+    dropped). The detectron2 plugin's C4 weights (``OpenVocabularyRes5ROIHeads``, the head
+    under ``roi_heads.box_predictor.head.``) are renamed too.
 
     Raises:
         CheckpointError: a weight of no known place (another head or backbone).
@@ -124,6 +125,8 @@ def _torchvision_key(key: str) -> str | None:
             if rest.startswith(old):
                 return "rpn.head." + new + rest[len(old) :]
         raise KeyError(key)
+    if key.startswith("roi_heads.box_predictor.head."):  # the detectron2 plugin's own head
+        return "roi_heads.box_predictor." + key[len("roi_heads.box_predictor.head.") :]
     if key.startswith("roi_heads.box_predictor."):
         new = detic_head_key(key[len("roi_heads.box_predictor.") :])
         return None if new is None else "roi_heads.box_predictor." + new
