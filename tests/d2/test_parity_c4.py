@@ -91,3 +91,41 @@ def test_c4_engines_agree_on_a_photo(tiny_clip, text_cache, scoring):
     torch.testing.assert_close(ours["scores"], theirs.scores, rtol=0, atol=1e-4)
     torch.testing.assert_close(ours["boxes"], theirs.pred_boxes.tensor, rtol=0, atol=0.01)
     torch.testing.assert_close(ours["embeddings"], theirs.pred_embeddings, rtol=0, atol=1e-4)
+
+
+def test_d2_predictor_loads_a_detic_checkpoint_as_it_is(tiny_clip, text_cache, tmp_path):
+    """Detic's file (its key names: ``cls_score.linear``, ``bbox_pred.0/2``, the zero-shot
+    matrix) loads into the plugin's C4 config through the predictor of ``tools/infer.py``."""
+    import json
+
+    from ovdet.d2 import OpenVocabularyD2Predictor
+    from tests.d2.conftest import TINY_CLIP_CONFIG
+    from tests.detic_state import detic_layout_state
+
+    state = detic_layout_state()
+    weights = tmp_path / "detic.pth"
+    torch.save({"model": state}, weights)
+    clip_dir = tmp_path / "clip512"
+    clip_dir.mkdir()
+    tiny = json.loads(json.dumps(TINY_CLIP_CONFIG))
+    tiny["model_cfg"]["embed_dim"] = 512
+    (clip_dir / "open_clip_config.json").write_text(json.dumps(tiny))
+    predictor = OpenVocabularyD2Predictor(
+        "d2/ovcoco_detic_boxsup_R50_C4.yaml",
+        weights=str(weights),
+        classes=["cup", "saucer"],
+        overrides=["MODEL.OVDET.CLIP", f"local-dir:{clip_dir}", "MODEL.OVDET.TEXT_CACHE_DIR",
+                   str(text_cache), "MODEL.OVDET.VOCABULARY", "cup,saucer", "MODEL.DEVICE",
+                   "cpu", "INPUT.MIN_SIZE_TEST", str(SIZE), "MODEL.RPN.POST_NMS_TOPK_TEST",
+                   str(PROPOSALS)],
+    )  # fmt: skip
+    head = predictor.head
+    torch.testing.assert_close(
+        head.classifier.projection.weight, state["roi_heads.box_predictor.cls_score.linear.weight"]
+    )
+    torch.testing.assert_close(
+        head.bbox_pred[2].weight, state["roi_heads.box_predictor.bbox_pred.2.weight"]
+    )
+    (result,) = predictor.predict([_photo()])
+    assert len(result["scores"]) > 0 and result["boxes"].shape == (len(result["scores"]), 4)
+    assert set(result["class_names"]) <= {"cup", "saucer"}
