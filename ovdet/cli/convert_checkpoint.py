@@ -1,4 +1,11 @@
-"""``tools/convert_checkpoint.py``: rewrite a TRUSTED checkpoint so that it loads safely.
+"""``tools/convert_checkpoint.py``: rewrite a TRUSTED checkpoint so that it loads safely, or
+convert a Detic checkpoint (``--from detic``).
+
+With ``--from detic``, a checkpoint of Detic's OV-COCO models (detectron2 R50-C4 with a zero-shot
+classifier; docs/pretrained_models.md) is read without running code from it and written as a
+checkpoint of ovdet's torchvision engine with its config; ``ovdet-infer --checkpoint OUT.pt
+--classes "kite,umbrella"`` then runs it with CLIP ViT-B/32 and Detic's prompt "a {}". Other
+layouts of Detic's repository get one line saying what they are.
 
 ovdet loads checkpoints with ``torch.load(weights_only=True)``, which unpickles only tensors and
 plain Python types, so that opening a file never runs code from it. Checkpoints written by
@@ -12,6 +19,7 @@ Examples::
 
     python tools/convert_checkpoint.py old/model_final.pt model_final.pt
     python -m ovdet.cli.convert_checkpoint old/model_final.pt model_final.pt
+    python tools/convert_checkpoint.py --from detic BoxSup_OVCOCO_CLIP_R50_1x.pth boxsup.pt
 """
 
 from __future__ import annotations
@@ -37,7 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    p.add_argument("input", help="the trusted checkpoint to convert (read with weights_only=False)")
+    p.add_argument(
+        "input",
+        help="the checkpoint to convert: a trusted ovdet or detectron2 file (read with "
+        "weights_only=False), or with --from detic a Detic .pth (read safely)",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("ovdet", "detic"),
+        default="ovdet",
+        help="what INPUT is: 'ovdet' (an older ovdet or detectron2 checkpoint, rewritten as plain "
+        "types) or 'detic' (a Detic OV-COCO R50-C4 checkpoint, converted to an ovdet model "
+        "with its config)",
+    )
     p.add_argument("output", help="where to write the converted checkpoint (written atomically)")
     p.add_argument(
         "--force",
@@ -52,13 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    from ovdet.tv.engine.checkpoint import convert_checkpoint, load_checkpoint
+    from ovdet.tv.engine.checkpoint import convert_checkpoint, load_checkpoint, read_torch_file
+    from ovdet.tv.engine.detic import DETIC_C4_CONFIG, convert_detic_checkpoint
 
     output = Path(args.output)
     if output.exists() and not args.force:
         raise CheckpointError(f"{output} exists; pass --force to replace it")
     if output.is_dir():
         raise CheckpointError(f"{output} is a folder; name the converted file")
+    if args.source == "detic":
+        source = Path(args.input)
+        convert_detic_checkpoint(
+            read_torch_file(source, f"Detic checkpoint {source}"), output, str(source)
+        )
+        load_checkpoint(output)
+        print(f"wrote {output} (Detic R50-C4, config {DETIC_C4_CONFIG})")
+        return 0
     notes = convert_checkpoint(args.input, output)
     load_checkpoint(output)  # the check a user would make next: it loads safely
     print(f"wrote {output}" + (f" ({len(notes)} entries dropped)" if notes else ""))

@@ -65,13 +65,14 @@ def _openai_templates() -> tuple[str, ...]:
 
 TEMPLATE_SETS = {
     "a": lambda: ("a {}.",),
+    "detic": lambda: ("a {}",),
     "vild": lambda: _VILD_STYLE_TEMPLATES,
     "openai": _openai_templates,
 }
 
 
 def load_templates(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """Prompt templates by set name (``a``, ``vild``, ``openai``), file, or explicit list.
+    """Prompt templates by set name (``a``, ``detic``, ``vild``, ``openai``), file, or list.
 
     A template file holds one template per line, each with one ``{}`` for the class name.
     """

@@ -38,8 +38,9 @@ def _add_model_keys(cfg: Any) -> None:
     # CLIP model: "NAME:PRETRAINED" (e.g. "ViT-B-32:openai"), "NAME:/path/to/weights.pt",
     # "local-dir:DIR" (DIR/open_clip_config.json, random init) or "local-dir:DIR:/path/ckpt.pt".
     ov.CLIP = "ViT-B-32:openai"
-    # Prompt templates: "a" (the single prompt "a {}."), "vild" (a ViLD-style set), "openai"
-    # (open_clip's 80 ImageNet templates), or a text file with one "{}" template per line.
+    # Prompt templates: "a" (the single prompt "a {}."), "detic" (Detic's "a {}"), "vild" (a
+    # ViLD-style set), "openai" (open_clip's 80 ImageNet templates), or a text file with one "{}"
+    # template per line.
     ov.TEMPLATES = "vild"
     # Folder of the text-embedding cache; "" means $OVDET_CACHE_DIR or ~/.cache/ovdet.
     ov.TEXT_CACHE_DIR = ""
@@ -55,6 +56,13 @@ def _add_model_keys(cfg: Any) -> None:
     ov.BACKGROUND = "learned"
     # The constant background logit when BACKGROUND is "fixed".
     ov.BACKGROUND_LOGIT = 0.0
+    # Class probabilities: "softmax" (over the classes and background, with the ViLD-text
+    # cross-entropy) or "sigmoid" (each class on its own, one binary cross-entropy per class;
+    # the background logit is unused: Detic's USE_SIGMOID_CE).
+    ov.SCORING = "softmax"
+    # Class-agnostic box regressor: 0 for one linear layer; H > 0 for a Linear-ReLU-Linear MLP
+    # with H hidden units (Detic's zero-shot heads: H = the box feature size, 2048 for R50-C4).
+    ov.BOX_REG_HIDDEN_DIM = 0
     # Weight of the ViLD-text loss (cross-entropy over base classes + background).
     ov.TEXT_LOSS_WEIGHT = 1.0
 
@@ -180,6 +188,11 @@ _C.MODEL.META_ARCHITECTURE = "OpenVocabularyRCNN"
 _C.MODEL.DEVICE = "cpu"
 # Detector weights to start from (a checkpoint of this engine); "" for none.
 _C.MODEL.WEIGHTS = ""
+# Input normalisation, as detectron2: pixel values 0-255 in INPUT.FORMAT's channel order minus
+# PIXEL_MEAN, divided by PIXEL_STD (the defaults: torchvision's ImageNet statistics, RGB;
+# detectron2's MSRA ResNets: BGR, mean [103.530, 116.280, 123.675], std [1.0, 1.0, 1.0]).
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 
 _C.MODEL.BACKBONE = CN()
 # ImageNet weights: "" (random init), a torchvision weights enum name such as
@@ -195,13 +208,16 @@ _C.MODEL.RESNETS.DEPTH = 50
 # Normalisation of the ResNet: "FrozenBN" (right for pretrained backbones and small batches) or
 # "BN" (trained, e.g. from scratch).
 _C.MODEL.RESNETS.NORM = "FrozenBN"
+# Stride of the first block of res3-res5 in its 1x1 convolution (detectron2's MSRA ResNets)
+# instead of its 3x3 one (torchvision's ResNets); weights of either kind need their own.
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = False
 
 _C.MODEL.FPN = CN()
 # Channels of every FPN level (and of the RoI features fed to the box head).
 _C.MODEL.FPN.OUT_CHANNELS = 256
 
 _C.MODEL.ANCHOR_GENERATOR = CN()
-# Anchor sizes, one list per FPN level (P2-P6).
+# Anchor sizes, one list per FPN level (P2-P6); one list for C4 (res4).
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
 # Anchor aspect ratios (height / width), shared by all levels.
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
@@ -217,6 +233,11 @@ _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
 _C.MODEL.RPN.POSITIVE_FRACTION = 0.5
 
 _C.MODEL.ROI_HEADS = CN()
+# The architecture, by detectron2's names: "StandardROIHeads" (ResNet + FPN, a two-layer MLP
+# box head on 7x7 RoIAlign features) or "Res5ROIHeads" (R50-C4: the ResNet to res4 is the
+# backbone and the RPN's input; res5, average-pooled, is the box head on 14x14 RoIAlign
+# features of res4, aligned, sampling ratio 0: detectron2's ROIAlignV2).
+_C.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
 # Proposals sampled per image for the box head losses, and their positive fraction.
 _C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
 _C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
@@ -231,12 +252,14 @@ _C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
 _C.MODEL.ROI_BOX_HEAD = CN()
 # Width of the two fully connected layers of the box head.
 _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
-# RoIAlign output size.
+# RoIAlign output size (C4: 14, pooled to 7x7 by res5's stride).
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
 # Weight of the class-agnostic box regression loss (smooth L1).
 _C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
 
 _C.INPUT = CN()
+# Channel order the model sees: "RGB" or "BGR" (detectron2's MSRA ResNets).
+_C.INPUT.FORMAT = "RGB"
 # Shorter side at training: one value is picked at random per image (scale jitter).
 _C.INPUT.MIN_SIZE_TRAIN = [640, 672, 704, 736, 768, 800]
 _C.INPUT.MAX_SIZE_TRAIN = 1333

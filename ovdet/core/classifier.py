@@ -6,7 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ZeroShotClassifier"]
+__all__ = ["SCORINGS", "ZeroShotClassifier"]
+
+# How logits become class probabilities (MODEL.OVDET.SCORING).
+SCORINGS = ("softmax", "sigmoid")
 
 
 class ZeroShotClassifier(nn.Module):
@@ -24,6 +27,8 @@ class ZeroShotClassifier(nn.Module):
         temperature: multiplier of the cosine similarities.
         background: ``"learned"`` or ``"fixed"``.
         background_logit: the background logit when ``background="fixed"``.
+        scoring: ``"softmax"`` (over the classes and background) or ``"sigmoid"`` (each class
+            on its own, the background logit unused: Detic's ``USE_SIGMOID_CE``).
     """
 
     # Vocabularies of at least this many classes get the in-place softmax of probabilities().
@@ -36,10 +41,14 @@ class ZeroShotClassifier(nn.Module):
         temperature: float = 50.0,
         background: str = "learned",
         background_logit: float = 0.0,
+        scoring: str = "softmax",
     ) -> None:
         super().__init__()
         if background not in ("learned", "fixed"):
             raise ValueError(f"background must be 'learned' or 'fixed', got {background!r}")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        self.scoring = scoring
         self.embed_dim = embed_dim
         self.temperature = float(temperature)
         self.background = background
@@ -101,7 +110,8 @@ class ZeroShotClassifier(nn.Module):
     @torch.no_grad()
     def probabilities(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Class probabilities for inference: softmax over the ``C`` classes and background,
-        background column dropped, float32. No gradient.
+        background column dropped, float32; or, with ``scoring="sigmoid"``, the sigmoid of each
+        class logit. No gradient.
 
         Equal to ``softmax(logits_from_embeddings(e), -1)[:, :-1]``. For small vocabularies the
         background is one more row of the text matrix, so one product and the fused softmax
@@ -117,6 +127,8 @@ class ZeroShotClassifier(nn.Module):
         Returns:
             Tensor[N, C]; a view that skips the background column, or a contiguous tensor.
         """
+        if self.scoring == "sigmoid":
+            return self.split_logits(embeddings)[0].float().sigmoid_()
         if self.num_classes < self.IN_PLACE_SOFTMAX_MIN_CLASSES:
             return self._probabilities_fused(embeddings)
         cls_logits, bg_logits = self.split_logits(embeddings)

@@ -31,7 +31,7 @@ from torch import nn
 from ovdet.core.classifier import ZeroShotClassifier
 from ovdet.core.head_distillation import DISTILL_MODES, DistillationMixin
 from ovdet.core.head_weak import WeakSupervisionMixin
-from ovdet.core.losses import vild_text_loss
+from ovdet.core.losses import sigmoid_text_loss, vild_text_loss
 from ovdet.core.postprocessing import select_detections
 from ovdet.core.score_fusion import (
     ClipRescoringSettings,
@@ -55,8 +55,12 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
     Args:
         input_dim: size of the box head's output features ``F``.
         embed_dim: CLIP's embedding dimension ``D``.
-        temperature, background, background_logit: see
-            :class:`~ovdet.core.classifier.ZeroShotClassifier`.
+        temperature, background, background_logit, scoring: see
+            :class:`~ovdet.core.classifier.ZeroShotClassifier`; with ``scoring="sigmoid"`` the
+            text loss is :func:`~ovdet.core.losses.sigmoid_text_loss`.
+        box_reg_hidden_dim: 0 regresses the class-agnostic box deltas with one linear layer;
+            ``H > 0`` with a ``Linear(F, H)``, ReLU, ``Linear(H, 4)`` MLP (Detic's zero-shot
+            heads, ``H = F``).
         text_loss_weight: weight of ``loss_text`` (ViLD-text).
         distill_mode: ``"none"``, ``"online"`` (CLIP teacher on the top proposals) or
             ``"offline"`` (precomputed regions and embeddings).
@@ -84,6 +88,8 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
         temperature: float = 50.0,
         background: str = "learned",
         background_logit: float = 0.0,
+        scoring: str = "softmax",
+        box_reg_hidden_dim: int = 0,
         text_loss_weight: float = 1.0,
         distill_mode: str = "none",
         distill_weight: float = 0.5,
@@ -102,13 +108,11 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
                 f"MODEL.OVDET.DISTILL.MODE must be one of {DISTILL_MODES}, got {distill_mode!r}"
             )
         self.classifier = ZeroShotClassifier(
-            input_dim, embed_dim, temperature, background, background_logit
+            input_dim, embed_dim, temperature, background, background_logit, scoring
         )
         self.image_projection = nn.Linear(input_dim, embed_dim) if image_head else None
         self.vild_ensemble = vild_ensemble or VildEnsembleSettings()
-        self.bbox_pred = nn.Linear(input_dim, 4)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(self.bbox_pred.bias)
+        self.bbox_pred = _box_regressor(input_dim, int(box_reg_hidden_dim))
         self.register_buffer("is_novel_class", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.text_loss_weight = float(text_loss_weight)
         self.distill_mode = distill_mode
@@ -144,6 +148,8 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
             temperature=ov.TEMPERATURE,
             background=ov.BACKGROUND,
             background_logit=ov.BACKGROUND_LOGIT,
+            scoring=ov.SCORING,
+            box_reg_hidden_dim=ov.BOX_REG_HIDDEN_DIM,
             text_loss_weight=ov.TEXT_LOSS_WEIGHT,
             distill_mode=ov.DISTILL.MODE,
             distill_weight=ov.DISTILL.WEIGHT,
@@ -187,7 +193,9 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
             is_novel = torch.zeros(num_classes, dtype=torch.bool)
         if tuple(is_novel.shape) != (num_classes,):
             raise ValueError(f"is_novel must be [{num_classes}], got {tuple(is_novel.shape)}")
-        self.is_novel_class = is_novel.to(device=self.bbox_pred.weight.device, dtype=torch.bool)
+        self.is_novel_class = is_novel.to(
+            device=self.classifier.projection.weight.device, dtype=torch.bool
+        )
 
     def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A copy of the current (Tensor[C, D] text embeddings, BoolTensor[C] novelty)."""
@@ -198,7 +206,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
     def set_clip_teacher(self, teacher: ClipRegionTeacher | None) -> None:
         """The CLIP region teacher of online distillation and CLIP rescoring (or ``None``)."""
         if teacher is not None:
-            teacher.to(self.bbox_pred.weight.device)
+            teacher.to(self.classifier.projection.weight.device)
         object.__setattr__(self, "clip_teacher", teacher)
 
     def _teacher(self, device: torch.device) -> ClipRegionTeacher:
@@ -283,16 +291,26 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
             )  # fmt: skip
         return probs, self.bbox_pred(features), embeddings
 
+    @torch.no_grad()
+    def probabilities_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits Tensor[N, C + 1] of :meth:`forward` -> class probabilities Tensor[N, C] (softmax
+        with the background, or sigmoid; the background column dropped), float32."""
+        if self.classifier.scoring == "sigmoid":
+            return logits[:, :-1].float().sigmoid()
+        return torch.softmax(logits.float(), dim=-1)[:, :-1]
+
     # ------------------------------------------------------------------ losses
 
     def text_loss(self, logits: torch.Tensor, gt_classes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``loss_text``: ViLD-text over the vocabulary and background.
+        """``loss_text``: ViLD-text over the vocabulary and background (softmax scoring) or one
+        binary cross-entropy per class (sigmoid scoring).
 
         Args:
             logits: Tensor[N, C + 1] from :meth:`forward`.
             gt_classes: Tensor[N] in ``[0, C]``, ``C`` for background.
         """
-        return {"loss_text": self.text_loss_weight * vild_text_loss(logits, gt_classes)}
+        loss = sigmoid_text_loss if self.classifier.scoring == "sigmoid" else vild_text_loss
+        return {"loss_text": self.text_loss_weight * loss(logits, gt_classes)}
 
     def needs_images(self, training: bool) -> bool:
         """Whether this pass runs the CLIP teacher, so the engine must pass the images in
@@ -361,6 +379,21 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
             "region_index": region_index,
             "embeddings": embeddings[region_index],
         }
+
+
+def _box_regressor(input_dim: int, hidden_dim: int) -> nn.Module:
+    """Class-agnostic box deltas: Tensor[N, F] -> Tensor[N, 4]; a linear layer, or an MLP with
+    one hidden ReLU layer of ``hidden_dim`` (Detic's ``bbox_pred`` with a zero-shot classifier).
+    The last layer starts near zero (std 0.001), as detectron2's."""
+    last = nn.Linear(hidden_dim or input_dim, 4)
+    nn.init.normal_(last.weight, std=0.001)
+    nn.init.zeros_(last.bias)
+    if not hidden_dim:
+        return last
+    first = nn.Linear(input_dim, hidden_dim)
+    nn.init.kaiming_uniform_(first.weight, a=1)  # detectron2's c2_xavier_fill
+    nn.init.zeros_(first.bias)
+    return nn.Sequential(first, nn.ReLU(inplace=True), last)
 
 
 def get_head(model: nn.Module) -> OpenVocabularyHead:

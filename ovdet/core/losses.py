@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_regression_loss", "vild_image_loss", "vild_text_loss"]
+__all__ = ["box_regression_loss", "sigmoid_text_loss", "vild_image_loss", "vild_text_loss"]
 
 
 def vild_text_loss(logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
@@ -21,6 +21,28 @@ def vild_text_loss(logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tens
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), gt_classes)
+
+
+def sigmoid_text_loss(logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
+    """The text loss of sigmoid scoring (Detic's ``USE_SIGMOID_CE``): one binary cross-entropy
+    per class, the region's class positive and every other class negative (all of them for
+    background); the background logit is not used.
+
+    Args:
+        logits: Tensor[N, C + 1], background last.
+        gt_classes: Tensor[N] in ``[0, C]``, where ``C`` is background.
+
+    Returns:
+        The loss summed over the C classes and averaged over the N regions (0 for N = 0).
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    num_classes = logits.shape[1] - 1
+    target = F.one_hot(gt_classes, num_classes + 1)[:, :num_classes].float()
+    loss = F.binary_cross_entropy_with_logits(
+        logits[:, :num_classes].float(), target, reduction="sum"
+    )
+    return loss / logits.shape[0]
 
 
 def vild_image_loss(

@@ -37,6 +37,7 @@ from ovdet.d2.model_vocabulary import (
 )
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
 from ovdet.d2.predictor import OpenVocabularyD2Predictor
+from ovdet.d2.res5_roi_heads import OpenVocabularyRes5ROIHeads
 from ovdet.d2.roi_heads import OpenVocabularyROIHeads
 from ovdet.d2.trainer import OpenVocabularyTrainer
 
@@ -50,6 +51,7 @@ __all__ = [
     "OpenVocabularyFastRCNNOutputLayers",
     "OpenVocabularyRCNN",
     "OpenVocabularyROIHeads",
+    "OpenVocabularyRes5ROIHeads",
     "OpenVocabularyTrainer",
     "VildEnsembleSettings",
     "add_ovdet_config",

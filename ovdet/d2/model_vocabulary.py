@@ -141,7 +141,7 @@ def get_roi_heads(model: nn.Module) -> nn.Module:
     if heads is None or not hasattr(heads, "set_vocabulary"):
         raise ConfigError(
             "the model has no open-vocabulary ROI heads; set MODEL.ROI_HEADS.NAME to "
-            "OpenVocabularyROIHeads"
+            "OpenVocabularyROIHeads (FPN) or OpenVocabularyRes5ROIHeads (C4)"
         )
     return heads
 

@@ -11,6 +11,7 @@ from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 
+from ovdet.core.detic_keys import detic_head_key
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.utils.errors import ConfigError
 
@@ -51,13 +52,14 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
             head: the open-vocabulary head (its ``input_dim`` is the box head's output size).
             loss_weight: weight of ``loss_box_reg`` (``loss_text`` is weighted by the head).
             **kwargs: the other arguments of ``FastRCNNOutputLayers`` (box loss type, beta).
-                Sigmoid and federated losses and class-specific boxes are not supported.
+                detectron2's sigmoid and federated losses and class-specific boxes are not
+                supported (sigmoid scoring is the head's ``MODEL.OVDET.SCORING``).
         """
         for key in ("use_sigmoid_ce", "use_fed_loss"):
             if kwargs.pop(key, False):
                 raise ConfigError(
-                    f"{key} is not supported by the open-vocabulary output layers (ViLD-text is a "
-                    "softmax cross-entropy)"
+                    f"{key} is not supported by the open-vocabulary output layers; sigmoid "
+                    "scoring is MODEL.OVDET.SCORING sigmoid"
                 )
         if not kwargs.pop("cls_agnostic_bbox_reg", True):
             raise ConfigError("open-vocabulary box regression is class-agnostic")
@@ -84,7 +86,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         if box.USE_SIGMOID_CE or box.USE_FED_LOSS:
             raise ConfigError(
                 "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE / USE_FED_LOSS are not supported with "
-                "OpenVocabularyFastRCNNOutputLayers (ViLD-text is a softmax cross-entropy)"
+                "OpenVocabularyFastRCNNOutputLayers; sigmoid scoring is MODEL.OVDET.SCORING sigmoid"
             )
         if not box.CLS_AGNOSTIC_BBOX_REG:
             logger.info("Box regression is class-agnostic whatever CLS_AGNOSTIC_BBOX_REG says")
@@ -163,7 +165,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         """detectron2's interface: (logits, deltas) of :meth:`forward` -> (instances, kept
         region indices), post-processed by the head (no CLIP rescoring, no embeddings)."""
         logits, deltas = predictions
-        probs = torch.softmax(logits.float(), dim=-1)[:, :-1]
+        probs = self.head.probabilities_from_logits(logits)
         return self._select(probs, deltas, None, proposals, None)
 
     def _select(self, probs, deltas, embeddings, proposals, images):
@@ -193,8 +195,17 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
 
 
 def _upgrade_old_keys(state_dict, prefix, *args) -> None:
-    """Rename ``classifier.*`` / ``bbox_pred.*`` of older checkpoints to ``head.*``."""
+    """Rename ``classifier.*`` / ``bbox_pred.*`` of older checkpoints to ``head.*``, and Detic's
+    zero-shot predictor (``cls_score.*``, ``freq_weight``) to the head's names
+    (:func:`~ovdet.core.detic_keys.detic_head_key`), so Detic's checkpoints load as they are."""
     for key in list(state_dict):
         rest = key[len(prefix) :]
-        if key.startswith(prefix) and rest.startswith(_OLD_PREFIXES):
+        if not key.startswith(prefix):
+            continue
+        if rest.startswith(_OLD_PREFIXES):
             state_dict[f"{prefix}head.{rest}"] = state_dict.pop(key)
+        elif rest.startswith("cls_score.") or rest == "freq_weight":
+            value = state_dict.pop(key)
+            new = detic_head_key(rest)
+            if new is not None:
+                state_dict[f"{prefix}head.{new}"] = value

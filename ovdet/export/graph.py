@@ -93,7 +93,10 @@ class ExportableDetector(nn.Module):
         classifier.text_embeddings = F.normalize(text_embeddings.float(), dim=-1)
         try:
             embeddings = classifier.embed(box_features)
-            probs = classifier._probabilities_fused(embeddings)
+            if classifier.scoring == "sigmoid":
+                probs = classifier.split_logits(embeddings)[0].sigmoid()
+            else:
+                probs = classifier._probabilities_fused(embeddings)
         finally:
             classifier.text_embeddings = saved
         deltas = head.bbox_pred(box_features)

@@ -1,4 +1,5 @@
-"""ResNet + FPN backbones of the torchvision engine (``MODEL.RESNETS``, ``MODEL.BACKBONE``)."""
+"""ResNets and ResNet + FPN backbones of the torchvision engine (``MODEL.RESNETS``,
+``MODEL.BACKBONE``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from ovdet.tv.modeling.fast_paths import fold_frozen_batchnorm
 from ovdet.utils.errors import CheckpointError, ConfigError
 
-__all__ = ["ResNetFPN", "build_backbone"]
+__all__ = ["ResNetFPN", "build_backbone", "build_resnet"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ class ResNetFPN(BackboneWithFPN):
         return super().forward(x)
 
 
-def build_backbone(cfg) -> nn.Module:
-    """A torchvision ResNet + FPN from ``MODEL.RESNETS.DEPTH`` / ``.NORM``,
-    ``MODEL.BACKBONE.FREEZE_AT`` / ``.WEIGHTS`` and ``MODEL.FPN.OUT_CHANNELS``.
+def build_resnet(cfg) -> nn.Module:
+    """A torchvision ResNet from ``MODEL.RESNETS.DEPTH`` / ``.NORM`` / ``.STRIDE_IN_1X1`` and
+    ``MODEL.BACKBONE.FREEZE_AT`` / ``.WEIGHTS``, its ``fc`` unused.
 
     ``FREEZE_AT`` has detectron2's meaning: 0 trains every stage, 1 freezes the stem, 2 the stem
     and ``res2`` (detectron2's default), ..., 5 the whole ResNet. With ``NORM: FrozenBN`` the
@@ -90,6 +91,8 @@ def build_backbone(cfg) -> nn.Module:
     if not 0 <= freeze_at <= len(_STAGES):
         raise ConfigError(f"MODEL.BACKBONE.FREEZE_AT must be in 0..5, got {freeze_at}")
     body = getattr(resnet, f"resnet{depth}")(weights=None, norm_layer=_NORMS[norm])
+    if cfg.MODEL.RESNETS.STRIDE_IN_1X1:
+        _move_strides_to_1x1(body)
     _load_backbone_weights(body, cfg.MODEL.BACKBONE.WEIGHTS)
     frozen = tuple(name for stage in _STAGES[:freeze_at] for name in stage)
     for param_name, param in body.named_parameters():
@@ -97,6 +100,22 @@ def build_backbone(cfg) -> nn.Module:
             param.requires_grad_(False)
     if norm == "FrozenBN":
         fold_frozen_batchnorm(body)
+    return body
+
+
+def _move_strides_to_1x1(body: nn.Module) -> None:
+    """Put each bottleneck's stride in its first 1x1 convolution instead of its 3x3 one, as in
+    detectron2's ``STRIDE_IN_1X1`` (MSRA) ResNets. Only bottleneck ResNets (50, 101) have it."""
+    from torchvision.models.resnet import Bottleneck
+
+    for block in body.modules():
+        if isinstance(block, Bottleneck) and block.conv2.stride != (1, 1):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+
+
+def build_backbone(cfg) -> nn.Module:
+    """A torchvision ResNet (:func:`build_resnet`) + FPN with ``MODEL.FPN.OUT_CHANNELS``."""
+    body = build_resnet(cfg)
     stage2 = body.inplanes // 8  # channels of layer1 (64 for ResNet-18/34, 256 for 50/101)
     return ResNetFPN(
         body,

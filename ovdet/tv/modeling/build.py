@@ -14,16 +14,20 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import RPNHead
 
 from ovdet.core.head import OpenVocabularyHead
-from ovdet.tv.modeling.backbone import build_backbone
-from ovdet.tv.modeling.fast_paths import use_pointwise_matmul
-from ovdet.tv.modeling.rcnn import (
-    PIXEL_MEAN,
-    PIXEL_STD,
-    NormalizeOnlyTransform,
-    OpenVocabularyFasterRCNN,
+from ovdet.tv.modeling.backbone import build_backbone, build_resnet
+from ovdet.tv.modeling.c4 import (
+    C4_STRIDE,
+    DetectronAnchorGenerator,
+    DetectronRegionProposalNetwork,
+    Res4RoIAlign,
+    Res5BoxHead,
+    ResNetC4,
 )
+from ovdet.tv.modeling.fast_paths import use_pointwise_matmul
+from ovdet.tv.modeling.rcnn import NormalizeOnlyTransform, OpenVocabularyFasterRCNN
 from ovdet.tv.modeling.roi_pooling import MultiScaleRoIAlign
 from ovdet.utils.errors import ConfigError
 
@@ -33,6 +37,7 @@ __all__ = [
     "build_closed_set_rcnn",
     "build_model",
     "build_open_vocabulary_rcnn",
+    "is_c4",
     "is_open_vocabulary",
 ]
 
@@ -70,6 +75,21 @@ class Registry:
 
 META_ARCH_REGISTRY = Registry("MODEL.META_ARCHITECTURE")
 
+# MODEL.ROI_HEADS.NAME: ResNet + FPN with a two-layer MLP box head, or R50-C4.
+ROI_HEADS_NAMES = ("StandardROIHeads", "Res5ROIHeads")
+
+
+def is_c4(cfg) -> bool:
+    """Whether the config builds the C4 architecture (``MODEL.ROI_HEADS.NAME Res5ROIHeads``).
+
+    Raises:
+        ConfigError: for another name than :data:`ROI_HEADS_NAMES`.
+    """
+    name = cfg.MODEL.ROI_HEADS.NAME
+    if name not in ROI_HEADS_NAMES:
+        raise ConfigError(f"MODEL.ROI_HEADS.NAME must be one of {ROI_HEADS_NAMES}, got {name!r}")
+    return name == "Res5ROIHeads"
+
 
 def _detector_kwargs(cfg) -> dict:
     sizes = tuple(tuple(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES)
@@ -105,15 +125,31 @@ def _detector_kwargs(cfg) -> dict:
         box_positive_fraction=roi.POSITIVE_FRACTION,
         min_size=1,
         max_size=1,
-        image_mean=PIXEL_MEAN,
-        image_std=PIXEL_STD,
     )
 
 
-def _backbone_and_box_head(cfg) -> tuple[nn.Module, TwoMLPHead]:
-    backbone = build_backbone(cfg)
-    res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-    return backbone, TwoMLPHead(backbone.out_channels * res**2, cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
+def _backbone_and_box_head(cfg, kwargs: dict) -> tuple[nn.Module, nn.Module, int]:
+    """(backbone, box head, box feature size); for C4 also sets the anchors, the RPN head and
+    the RoI pooler of ``kwargs`` (torchvision's ``FasterRCNN`` arguments) to C4's (the
+    proposal filtering is set by :func:`_c4_proposals` once the model is built)."""
+    if not is_c4(cfg):
+        backbone = build_backbone(cfg)
+        res, fc_dim = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION, cfg.MODEL.ROI_BOX_HEAD.FC_DIM
+        return backbone, TwoMLPHead(backbone.out_channels * res**2, fc_dim), fc_dim
+    body = build_resnet(cfg)
+    backbone = ResNetC4(body)
+    if len(cfg.MODEL.ANCHOR_GENERATOR.SIZES) != 1:
+        raise ConfigError(
+            "C4 has one feature map: MODEL.ANCHOR_GENERATOR.SIZES must be one list, e.g. "
+            f"[[32, 64, 128, 256, 512]], got {cfg.MODEL.ANCHOR_GENERATOR.SIZES}"
+        )
+    anchors = DetectronAnchorGenerator(
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES, cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[:1], [C4_STRIDE]
+    )
+    kwargs["rpn_anchor_generator"] = anchors
+    kwargs["rpn_head"] = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
+    kwargs["box_roi_pool"] = Res4RoIAlign(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION)
+    return backbone, Res5BoxHead(body.layer4), body.inplanes
 
 
 @META_ARCH_REGISTRY.register("OpenVocabularyRCNN")
@@ -125,13 +161,17 @@ def build_open_vocabulary_rcnn(
     Args:
         embed_dim: CLIP's embedding size; default ``MODEL.OVDET.EMBED_DIM`` or CLIP's own.
     """
-    backbone, box_head = _backbone_and_box_head(cfg)
     kwargs = _detector_kwargs(cfg)
-    kwargs["box_head"] = box_head
-    head = OpenVocabularyHead.from_config(cfg, cfg.MODEL.ROI_BOX_HEAD.FC_DIM, embed_dim)
+    backbone, kwargs["box_head"], box_dim = _backbone_and_box_head(cfg, kwargs)
+    head = OpenVocabularyHead.from_config(cfg, box_dim, embed_dim)
     model = OpenVocabularyFasterRCNN(
-        backbone, head, box_loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT, **kwargs
+        backbone,
+        head,
+        box_loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
+        input_transform=_input_transform(cfg),
+        **kwargs,
     )
+    _c4_proposals(cfg, model)
     use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
     return model
 
@@ -141,17 +181,28 @@ def build_closed_set_rcnn(cfg, num_classes: int | None = None) -> FasterRCNN:
     """torchvision's closed-set Faster R-CNN: ``num_classes`` foreground classes (labels 1..C)."""
     if not num_classes:
         raise ConfigError("the closed-set FasterRCNN needs the number of training classes")
-    backbone, box_head = _backbone_and_box_head(cfg)
     kwargs = _detector_kwargs(cfg)
-    kwargs["box_head"] = box_head
+    backbone, kwargs["box_head"], box_dim = _backbone_and_box_head(cfg, kwargs)
     model = FasterRCNN(
-        backbone,
-        box_predictor=FastRCNNPredictor(cfg.MODEL.ROI_BOX_HEAD.FC_DIM, num_classes + 1),
-        **kwargs,
+        backbone, box_predictor=FastRCNNPredictor(box_dim, num_classes + 1), **kwargs
     )
-    model.transform = NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
+    model.transform = _input_transform(cfg)
+    _c4_proposals(cfg, model)
     use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
     return model
+
+
+def _c4_proposals(cfg, model: nn.Module) -> None:
+    """For C4, the RPN filters proposals as detectron2's (the same modules and settings; the
+    subclass only replaces ``filter_proposals``)."""
+    if is_c4(cfg):
+        model.rpn.__class__ = DetectronRegionProposalNetwork
+
+
+def _input_transform(cfg) -> NormalizeOnlyTransform:
+    """Normalisation (``MODEL.PIXEL_MEAN/STD``, ``INPUT.FORMAT``) and batching: FPN pads to
+    multiples of 32, C4 only to the batch's largest image (detectron2's size divisibilities)."""
+    return NormalizeOnlyTransform.from_config(cfg, size_divisible=1 if is_c4(cfg) else 32)
 
 
 def build_model(cfg, num_classes: int | None = None) -> nn.Module:

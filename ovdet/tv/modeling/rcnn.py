@@ -10,6 +10,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.tv.modeling.roi_heads import TorchvisionOpenVocabularyRoIHeads, is_image_labelled
 from ovdet.tv.modeling.sampling import PerImageSeededSampler, sample_seeds
+from ovdet.utils.errors import ConfigError
 
 __all__ = ["NormalizeOnlyTransform", "OpenVocabularyFasterRCNN", "PIXEL_MEAN", "PIXEL_STD"]
 
@@ -21,12 +22,25 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 class NormalizeOnlyTransform(GeneralizedRCNNTransform):
     """Normalises and batches images; resizing is done by the data pipeline (as in detectron2).
 
-    The mean and std are buffers on the model's device (torchvision's transform copies them
-    from Python lists to the device for every image).
+    Images come in as RGB in [0, 1]; they are multiplied by ``pixel_scale``, put in
+    ``input_format``'s channel order and normalised by ``image_mean`` / ``image_std`` (given in
+    those units and that order). With ``pixel_scale=255`` and ``"BGR"`` this is detectron2's
+    input (``MODEL.PIXEL_MEAN/STD``, ``INPUT.FORMAT``). The mean and std are buffers on the
+    model's device (torchvision's transform copies them from Python lists for every image).
+
+    Args:
+        *args, **kwargs: those of torchvision's ``GeneralizedRCNNTransform`` (``min_size``,
+            ``max_size``, ``image_mean``, ``image_std``, ``size_divisible``...).
+        input_format: ``"RGB"`` or ``"BGR"``, the channel order the model sees.
+        pixel_scale: pixel values of the model's input are ``[0, pixel_scale]``.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, input_format: str = "RGB", pixel_scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
+        if input_format not in ("RGB", "BGR"):
+            raise ConfigError(f"INPUT.FORMAT must be RGB or BGR, got {input_format!r}")
+        self.flip_channels = input_format == "BGR"
+        self.pixel_scale = float(pixel_scale)
         self.register_buffer(
             "pixel_mean", torch.tensor(self.image_mean).view(3, 1, 1), persistent=False
         )
@@ -34,18 +48,39 @@ class NormalizeOnlyTransform(GeneralizedRCNNTransform):
             "pixel_std", torch.tensor(self.image_std).view(3, 1, 1), persistent=False
         )
 
+    @classmethod
+    def from_config(cls, cfg, size_divisible: int = 32) -> NormalizeOnlyTransform:
+        """From ``MODEL.PIXEL_MEAN`` / ``MODEL.PIXEL_STD`` (0-255, in ``INPUT.FORMAT``'s order)
+        and ``INPUT.FORMAT``, as detectron2."""
+        return cls(
+            1,
+            1,
+            list(cfg.MODEL.PIXEL_MEAN),
+            list(cfg.MODEL.PIXEL_STD),
+            size_divisible=size_divisible,
+            input_format=cfg.INPUT.FORMAT,
+            pixel_scale=255.0,
+        )
+
     def resize(self, image, target=None):
         return image, target
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        """Tensor[3, H, W] in [0, 1] -> normalised."""
+        """Tensor[3, H, W] RGB in [0, 1] -> normalised, in the model's channel order."""
         if not image.is_floating_point():
             raise TypeError(f"images must be float tensors in [0, 1], got {image.dtype}")
+        if self.pixel_scale != 1.0:
+            image = image * self.pixel_scale
+        if self.flip_channels:
+            image = image.flip(0)
         return (image - self.pixel_mean.to(image)) / self.pixel_std.to(image)
 
     def unnormalize(self, tensors: torch.Tensor) -> torch.Tensor:
-        """Tensor[B, 3, H, W] normalised -> back in [0, 1] (padding becomes the mean)."""
-        return tensors * self.pixel_std.to(tensors) + self.pixel_mean.to(tensors)
+        """Tensor[B, 3, H, W] normalised -> back to RGB in [0, 1] (padding becomes the mean)."""
+        x = tensors * self.pixel_std.to(tensors) + self.pixel_mean.to(tensors)
+        if self.flip_channels:
+            x = x.flip(1)
+        return x / self.pixel_scale if self.pixel_scale != 1.0 else x
 
 
 class OpenVocabularyFasterRCNN(FasterRCNN):
@@ -61,16 +96,23 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
     in the head (:func:`~ovdet.core.head.get_head`).
 
     Args:
-        backbone: ResNet + FPN.
+        backbone: ResNet + FPN, or ResNet to res4 (C4, :mod:`ovdet.tv.modeling.c4`).
         head: the open-vocabulary head (the box predictor).
         box_loss_weight: weight of the class-agnostic box regression loss.
+        input_transform: normalisation and batching of the images; default torchvision's
+            ImageNet statistics on RGB in [0, 1], padded to multiples of 32.
         **kwargs: the other arguments of torchvision's ``FasterRCNN``.
     """
 
     roi_heads: TorchvisionOpenVocabularyRoIHeads
 
     def __init__(
-        self, backbone: nn.Module, head: OpenVocabularyHead, box_loss_weight: float = 1.0, **kwargs
+        self,
+        backbone: nn.Module,
+        head: OpenVocabularyHead,
+        box_loss_weight: float = 1.0,
+        input_transform: NormalizeOnlyTransform | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=None, box_predictor=head, **kwargs)
         old = self.roi_heads
@@ -88,7 +130,7 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
             detections_per_img=old.detections_per_img,
             box_loss_weight=box_loss_weight,
         )
-        self.transform = NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
+        self.transform = input_transform or NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
         # Each image samples its anchors and regions with its own seed: training does not
         # depend on how a global batch is split over processes (ovdet.tv.modeling.sampling).
         for salt, module in enumerate((self.rpn, self.roi_heads)):
