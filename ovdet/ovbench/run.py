@@ -30,8 +30,9 @@ interrupted run loses nothing; training resumes from its last checkpoint):
 
 The package's modules, one concern each: :mod:`~ovdet.ovbench.plan` (sizes, detectors, rows),
 :mod:`~ovdet.ovbench.stages`, :mod:`~ovdet.ovbench.schedule` (the task graph),
-:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.report` (the text of the results) and
-:mod:`~ovdet.ovbench.resume` (which finished stages a run may reuse).
+:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.report` (the text of the results),
+:mod:`~ovdet.ovbench.resume` (which finished stages a run may reuse) and
+:mod:`~ovdet.ovbench.seeds` (several detector seeds: means, standard errors, gains).
 """
 
 from __future__ import annotations
