@@ -17,6 +17,7 @@ Examples::
     python tools/benchmark_synthetic.py --small --fine-tune-iters 50 \\
         --output output/synthetic_benchmark_small   # adds the fine-tuned rows
     python tools/benchmark_synthetic.py --output output/synthetic_benchmark
+    python tools/benchmark_synthetic.py --small --seeds 3 --output output/small3  # mean ± s.e.
     python tools/benchmark_synthetic.py --small --fine-tune-iters 50 --no-novel-captions \\
         --output output/nonovel
     python tools/benchmark_synthetic.py --small --data my_dataset --output output/mine \\
@@ -147,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with the best F1 of all detections on the validation images)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of every stage (default: 0)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train and evaluate every detector with N seeds (--seed, --seed + 1, ...) on the "
+        "data and CLIP of --seed, and report each row as the mean ± standard error over them "
+        "(targets judged on the means); the first seed's detectors in --output (a finished "
+        "one-seed run there is reused), the others' in OUTPUT/seed_S (default: 1)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument(
         "--workers",
@@ -230,6 +240,8 @@ def main(argv=None) -> int:
 
     if args.workers < 0 or args.threads < 0:
         raise ConfigError("--workers and --threads must be positive (0: the default)")
+    if args.seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     log_to_file(check_writable_dir(args.output))
@@ -244,6 +256,7 @@ def main(argv=None) -> int:
         detector_opts=tuple(args.opts),
         workers=args.workers or None,
         threads=args.threads or None,
+        seeds=args.seeds,
     )
     print(format_results(report))
     total = sum(v for k, v in report["seconds"].items() if not k.startswith("total"))

@@ -205,8 +205,10 @@ _C.MODEL.BACKBONE.FREEZE_AT = 2
 _C.MODEL.RESNETS = CN()
 # ResNet depth: 18, 34, 50 or 101 (torchvision's ResNets, with FPN).
 _C.MODEL.RESNETS.DEPTH = 50
-# Normalisation of the ResNet: "FrozenBN" (right for pretrained backbones and small batches) or
-# "BN" (trained, e.g. from scratch).
+# Normalisation of the ResNet: "FrozenBN" (right for pretrained backbones and small batches),
+# "BN" (trained, e.g. from scratch; under N processes each normalises with its own images'
+# statistics) or "SyncBN" (trained, with the statistics of the global batch under N processes:
+# they then train as one process does; in one process it is "BN").
 _C.MODEL.RESNETS.NORM = "FrozenBN"
 # Stride of the first block of res3-res5 in its 1x1 convolution (detectron2's MSRA ResNets)
 # instead of its 3x3 one (torchvision's ResNets); weights of either kind need their own.

@@ -8,25 +8,67 @@ from ovdet.ovbench.plan import METHODS
 __all__ = ["format_results"]
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _fmt(value, error=None) -> str:
+    """``0.412``, or ``0.412 ± 0.013`` with a standard error; "-" for none."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if error is None else f"{value:.3f} ± {error:.3f}"
+
+
+def _cell(report: dict, key: str, group: str, metric: str) -> str:
+    value = report["metrics"][key][group][metric]
+    errors = report.get("standard_errors")
+    return _fmt(value, errors[key][group][metric] if errors else None)
+
+
+def _seed_lines(report: dict) -> list[str]:
+    """With several seeds: what the cells are, each row's novel AP50 per seed, and each row's
+    gain over its control, seed by seed."""
+    seeds = report["seeds"]
+    lines = [
+        "",
+        f"Means ± standard errors over {len(seeds)} detector seeds ({', '.join(map(str, seeds))}),"
+        f" on the data and CLIP of seed {report['seed']}; targets judged on the means.",
+        "",
+        "| method | novel AP50 per seed |",
+        "|---|---|",
+    ]
+    for method in METHODS:
+        if method.key in report["metrics"]:
+            values = [report["per_seed"][str(s)][method.key]["novel"]["AP50"] for s in seeds]
+            lines.append(f"| {method.description} | {', '.join(_fmt(v) for v in values)} |")
+    gains = report.get("gains") or {}
+    if gains:
+        names = {m.key: m.description for m in METHODS}
+        lines += ["", "| novel AP50 gain | over | per seed | mean ± s.e. |", "|---|---|---|---|"]
+        for key, gain in gains.items():
+            per_seed = ", ".join(f"{v:+.3f}" for v in gain["values"])
+            lines.append(
+                f"| {names[key]} | {names[gain['control']]} | {per_seed} | "
+                f"{gain['mean']:+.3f} ± {gain['se']:.3f} |"
+            )
+    return lines
 
 
 def format_results(report: dict) -> str:
     """The results table (Markdown), CLIP's accuracy, the targets and the novel findings of a
-    report of :func:`ovdet.ovbench.run.run_synthetic_benchmark`."""
+    report of :func:`ovdet.ovbench.run.run_synthetic_benchmark`; with several seeds each cell is
+    the mean ± its standard error, followed by the per-seed novel AP50 and the gains over the
+    controls."""
     lines = [
         "| method | base AP50 | novel AP50 | all AP50 | novel AP |",
         "|---|---|---|---|---|",
     ]
     for method in METHODS:
-        m = report["metrics"].get(method.key)
-        if m is None:
+        if method.key not in report["metrics"]:
             continue
-        lines.append(
-            f"| {method.description} | {_fmt(m['base']['AP50'])} | {_fmt(m['novel']['AP50'])} | "
-            f"{_fmt(m['all']['AP50'])} | {_fmt(m['novel']['AP'])} |"
-        )
+        cells = [
+            _cell(report, method.key, g, k)
+            for g, k in (("base", "AP50"), ("novel", "AP50"), ("all", "AP50"), ("novel", "AP"))
+        ]
+        lines.append(f"| {method.description} | {' | '.join(cells)} |")
+    if len(report.get("seeds", ())) > 1:
+        lines += _seed_lines(report)
     clip = report["clip_zero_shot"]
     lines.append("")
     lines.append(

@@ -30,8 +30,9 @@ interrupted run loses nothing; training resumes from its last checkpoint):
 
 The package's modules, one concern each: :mod:`~ovdet.ovbench.plan` (sizes, detectors, rows),
 :mod:`~ovdet.ovbench.stages`, :mod:`~ovdet.ovbench.schedule` (the task graph),
-:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.report` (the text of the results) and
-:mod:`~ovdet.ovbench.resume` (which finished stages a run may reuse).
+:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.report` (the text of the results),
+:mod:`~ovdet.ovbench.resume` (which finished stages a run may reuse) and
+:mod:`~ovdet.ovbench.seeds` (several detector seeds: means, standard errors, gains).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ from ovdet.ovbench.data import BenchmarkData
 from ovdet.ovbench.plan import DETECTORS, METHODS, SIZES, BenchmarkSize, run_opts
 from ovdet.ovbench.report import format_results
 from ovdet.ovbench.resume import check_same_inputs, run_inputs
-from ovdet.ovbench.schedule import stage_tasks, stage_workers
-from ovdet.ovbench.stages import draw_pictures, evaluate, make_data
+from ovdet.ovbench.schedule import detector_tasks, stage_tasks, stage_workers
+from ovdet.ovbench.seeds import aggregate_metrics, paired_difference, seed_dir, seed_list
+from ovdet.ovbench.stages import clip_spec, draw_pictures, evaluate, make_data
 from ovdet.ovbench.targets import best_open_vocabulary_method, check_targets
 from ovdet.utils.errors import ConfigError
 from ovdet.utils.versions import package_versions
@@ -70,6 +72,7 @@ def run_synthetic_benchmark(
     detector_opts: tuple[str, ...] = (),
     workers: int | None = None,
     threads: int | None = None,
+    seeds: int = 1,
 ) -> dict:
     """Run every stage (see the module docstring); finished stages are reused.
 
@@ -79,7 +82,7 @@ def run_synthetic_benchmark(
         size: a key of :data:`~ovdet.ovbench.plan.SIZES` ("small": about 3 minutes on 2 CPU
             cores, the detectors trained from scratch; "default": about 18 minutes, every row)
             or a :class:`~ovdet.ovbench.plan.BenchmarkSize`.
-        seed: seed of the data, CLIP pre-training and detector training.
+        seed: seed of the data, CLIP pre-training and (first) detector training.
         device: "cpu" or "cuda".
         progress: progress bars.
         data: the dataset; ``None`` generates the synthetic one in ``output_dir/data``.
@@ -90,13 +93,20 @@ def run_synthetic_benchmark(
             (:func:`~ovdet.ovbench.schedule.stage_workers`): 2 on a CPU with 2 or more cores, 1
             on a GPU.
         threads: torch threads of each worker process (default: the cores shared out).
+        seeds: train and evaluate the detectors with seeds ``seed, seed + 1, ...``, all on the
+            data and CLIP of ``seed`` (:mod:`ovdet.ovbench.seeds`); the first seed's in
+            ``output_dir`` (a finished one-seed run there is reused), the others' in
+            ``output_dir/seed_S``. Metrics and targets are then on the means over the seeds.
 
     Returns:
         The report also written to ``results.json``: ``metrics`` per method (base / novel /
-        all AP and AP50), ``clip_zero_shot`` accuracy, ``targets`` (see
-        :func:`~ovdet.ovbench.targets.check_targets`), ``novel_findings``
-        (:func:`ovdet.ovbench.pictures.novel_detection_summary`), ``seconds`` per stage,
-        ``size`` and ``seed``.
+        all AP and AP50; the means over the seeds), ``clip_zero_shot`` accuracy, ``targets``
+        (see :func:`~ovdet.ovbench.targets.check_targets`, judged on ``metrics``),
+        ``novel_findings`` (:func:`ovdet.ovbench.pictures.novel_detection_summary`, of the
+        first seed's detector), ``seconds`` per stage, ``size``, ``seed`` and ``seeds``; with
+        more than one seed also ``standard_errors`` (as ``metrics``), ``per_seed`` (each
+        seed's ``metrics``) and ``gains`` (each row with a control: its novel AP50 minus the
+        control's, seed by seed, with mean and standard error).
     """
     from ovdet.data.splits import load_split
     from ovdet.utils.io import atomic_write_json, check_writable_dir
@@ -110,11 +120,16 @@ def run_synthetic_benchmark(
         size_name, spec = "custom", size
     if len(detector_opts) % 2:
         raise ConfigError(f"detector overrides must be KEY VALUE pairs, got {list(detector_opts)}")
+    if seeds < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
     out = Path(os.path.abspath(check_writable_dir(output_dir)))
     if data is not None:
         data = replace(data, root=Path(data.root).resolve())
         data.check()
-    check_same_inputs(out, run_inputs(data, spec, seed, clip, detector_opts))
+    all_seeds = seed_list(seed, seeds)
+    for s in all_seeds:
+        seed_dir(out, s, seed).mkdir(exist_ok=True)
+        check_same_inputs(seed_dir(out, s, seed), run_inputs(data, spec, s, clip, detector_opts))
     start = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -130,7 +145,13 @@ def run_synthetic_benchmark(
     )  # fmt: skip
     workers, threads = stage_workers(device, workers, threads)
     opts = run_opts(spec, generated, detector_opts)
-    tasks = stage_tasks(out, data, clip, spec, seed, device, progress and workers == 1, opts)
+    bars = progress and workers == 1
+    tasks = stage_tasks(out, data, clip, spec, seed, device, bars, opts)
+    for s in all_seeds[1:]:
+        where = seed_dir(out, s, seed)
+        tasks += detector_tasks(
+            where, data, clip or clip_spec(out), spec, s, device, bars, opts, f"{where.name}/"
+        )  # fmt: skip
     if workers > 1:
         logger.info(
             "stages 1-3: %d tasks on %d worker processes (torch threads per worker: %d)",
@@ -142,11 +163,13 @@ def run_synthetic_benchmark(
     seconds["evaluation"] = 0.0
     for name, result in results.items():
         if name != "clip":
-            seconds[name] = result[name]
+            seconds[name] = result["training"]
             seconds["evaluation"] += result["evaluation"]
     trained = {d.name for d in DETECTORS if spec.trains(d)}
+    rows = [m for m in METHODS if m.detector in trained]
     # the cached evaluations, in table order: this run's rows only
-    metrics = evaluate(out, data, device, progress, [m for m in METHODS if m.detector in trained])
+    per_seed = [evaluate(seed_dir(out, s, seed), data, device, progress, rows) for s in all_seeds]
+    metrics, errors = aggregate_metrics(per_seed) if seeds > 1 else (per_seed[0], None)
     t = time.perf_counter()
     best = best_open_vocabulary_method(metrics)
     findings = draw_pictures(out, data, split, best, spec, device, progress)
@@ -157,6 +180,7 @@ def run_synthetic_benchmark(
         "size": size_name,
         "size_settings": asdict(spec),
         "seed": seed,
+        "seeds": all_seeds,
         "device": device,
         "workers": workers,
         "torch_threads": threads if workers > 1 else torch.get_num_threads(),
@@ -170,6 +194,14 @@ def run_synthetic_benchmark(
         "seconds": seconds,
         "pictures": str(out / "pictures"),
     }
+    if len(all_seeds) > 1:
+        report["standard_errors"] = errors
+        report["per_seed"] = {str(s): m for s, m in zip(all_seeds, per_seed)}
+        report["gains"] = {
+            m.key: {"control": m.control, **paired_difference(per_seed, m.key, m.control)}
+            for m in METHODS
+            if m.control and m.key in metrics and m.control in metrics
+        }
     atomic_write_json(report, out / "results.json")
     (out / "results.md").write_text(format_results(report) + "\n", encoding="utf-8")
     return report

@@ -23,7 +23,7 @@ from ovdet.ovbench.stages import (
     train_detector,
 )
 
-__all__ = ["stage_tasks", "stage_workers"]
+__all__ = ["detector_tasks", "stage_tasks", "stage_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ def stage_workers(
 
 def _detector_stage(out, data, clip, detector, size, seed, device, progress, opts) -> dict:
     """Stages 2 and 3 of one detector: train it, then evaluate the rows that use it.
-    Returns ``{detector name: training seconds, "evaluation": evaluation seconds}``."""
+    Returns ``{"training": training seconds, "evaluation": evaluation seconds}``."""
     train = train_detector(out, data, clip, detector, size, seed, device, progress, opts)
     t = time.perf_counter()
     evaluate(out, data, device, progress, [m for m in METHODS if m.detector == detector.name])
-    return {detector.name: train, "evaluation": time.perf_counter() - t}
+    return {"training": train, "evaluation": time.perf_counter() - t}
 
 
 def _clip_stage(out, data, size, seed, device, progress, clip) -> dict:
@@ -79,12 +79,37 @@ def stage_tasks(
 ) -> list:
     """The tasks of stages 1-3 (:class:`~ovdet.utils.task_graph.Task`): the CLIP (``clip``, or
     pre-trained where it is ``None``) and each detector the size trains
-    (:meth:`BenchmarkSize.trains`) and the dataset has data for."""
+    (:meth:`BenchmarkSize.trains`) and the dataset has data for (:func:`detector_tasks`)."""
+    from ovdet.utils.task_graph import Task
+
+    tasks = [Task("clip", _clip_stage, (out, data, size, seed, device, progress, clip))]
+    spec = clip or clip_spec(out)
+    return tasks + detector_tasks(out, data, spec, size, seed, device, progress, opts)
+
+
+def detector_tasks(
+    out: Path,
+    data: BenchmarkData,
+    clip: str,
+    size: BenchmarkSize,
+    seed: int,
+    device: str,
+    progress: bool,
+    opts: tuple[str, ...],
+    prefix: str = "",
+) -> list:
+    """The tasks of stages 2-3: each detector the size trains and the dataset has data for,
+    trained with ``seed`` in ``out/NAME`` and evaluated, after the task "clip" where it uses
+    CLIP (the spec ``clip``) and after the detector it starts from.
+
+    Args:
+        prefix: put before each task's name and its detector's (e.g. ``"seed_1/"`` for the
+            detectors of another seed on the same CLIP); the "clip" task keeps its name.
+    """
     from ovdet.tv.modeling.build import is_open_vocabulary
     from ovdet.utils.task_graph import Task
 
-    spec = clip or clip_spec(out)
-    tasks = [Task("clip", _clip_stage, (out, data, size, seed, device, progress, clip))]
+    tasks = []
     left_out: dict[str, list[str]] = {}
     for detector in DETECTORS:
         if not size.trains(detector):
@@ -93,19 +118,19 @@ def stage_tasks(
                 if size.iters(detector.name) <= 0
                 else "the detector they start from is left out"
             )
-            left_out.setdefault(reason, []).append(detector.name)
+            left_out.setdefault(reason, []).append(prefix + detector.name)
             continue
         if detector.weak and not data.has(detector.weak):
             logger.info(
                 "stage 2: skipping %s: the dataset has no %s (%s)",
-                detector.name, detector.weak, data.path(detector.weak),
+                prefix + detector.name, detector.weak, data.path(detector.weak),
             )  # fmt: skip
             continue
-        cfg = detector_config(out, data, spec, detector, size, seed, device, opts)
-        after = (detector.init_from,) if detector.init_from else ()
+        cfg = detector_config(out, data, clip, detector, size, seed, device, opts)
+        after = (prefix + detector.init_from,) if detector.init_from else ()
         if is_open_vocabulary(cfg):
             after += ("clip",)
-        args = (out, data, spec, detector, size, seed, device, progress, opts)
-        tasks.append(Task(detector.name, _detector_stage, args, after))
+        args = (out, data, clip, detector, size, seed, device, progress, opts)
+        tasks.append(Task(prefix + detector.name, _detector_stage, args, after))
     _log_left_out(left_out)
     return tasks

@@ -267,3 +267,33 @@ def test_infer_under_torchrun_writes_the_results_of_one_process(
     drawn = sorted(p.name for p in (tmp_path / "two").glob("*_det.jpg"))
     assert drawn == sorted(p.name for p in (tmp_path / "one").glob("*_det.jpg")) and len(drawn) == 9
     assert output.count("9 image(s) processed") == 1, output[-3000:]
+
+
+# ------------------------------------------------------------------- trained batch norm
+
+
+#: Batch norm trained (as the synthetic benchmark trains it, from scratch), with the statistics
+#: of the global batch (MODEL.RESNETS.NORM SyncBN); with plain BN each process normalises with
+#: its own images' statistics and the losses differ from the first iteration.
+SYNC_BN = ("MODEL.RESNETS.NORM", "SyncBN", "MODEL.BACKBONE.FREEZE_AT", "0")
+
+
+@pytest.fixture(scope="module")
+def sync_bn_runs(tmp_path_factory, toy_dataset, tiny_clip, env) -> tuple[Path, Path, str]:
+    """Two iterations with trained batch norm: one process, then torchrun with 2."""
+    one, two = tmp_path_factory.mktemp("sync_bn_one"), tmp_path_factory.mktemp("sync_bn_two")
+    _train_in_process(_overrides(toy_dataset, tiny_clip, one, 2, *SYNC_BN), env)
+    args = ["--config", TINY_CONFIG, "--no-progress",
+            *_overrides(toy_dataset, tiny_clip, two, 2, *SYNC_BN)]  # fmt: skip
+    job = _torchrun("train.py", args, env)
+    output = job.communicate(timeout=600)[0]
+    assert job.returncode == 0, output[-3000:]
+    return one, two, output
+
+
+def test_trained_batch_norm_under_two_processes_logs_the_losses_of_one(sync_bn_runs):
+    one, two, output = sync_bn_runs
+    expected = _metrics(one)
+    assert len(expected) == 2
+    _assert_same_losses(_metrics(two), expected)
+    assert "BatchNorm under 2 processes" not in output  # the warning is for plain BN only

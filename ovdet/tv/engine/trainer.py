@@ -55,6 +55,7 @@ from ovdet.tv.engine.data_loading import (
 )
 from ovdet.tv.engine.metrics import MetricsWriter, truncate_metrics
 from ovdet.tv.modeling.build import is_open_vocabulary
+from ovdet.tv.modeling.sync_batchnorm import GlobalBatchNorm2d
 from ovdet.utils.errors import ConfigError
 from ovdet.utils.io import atomic_open, check_writable_dir
 from ovdet.utils.progress import progress_line
@@ -235,11 +236,15 @@ class Trainer:
             return {}
         model = self.model
         if self.world_size > 1:
-            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            if any(
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and not isinstance(m, GlobalBatchNorm2d)
+                for m in model.modules()
+            ):
                 logger.warning(
                     "BatchNorm under %d processes normalises with each process's own batch "
-                    "statistics; MODEL.RESNETS.NORM FrozenBN (the default) trains the same on any "
-                    "number of processes",
+                    "statistics; MODEL.RESNETS.NORM SyncBN (the global batch's) or FrozenBN (the "
+                    "default) train as one process does",
                     self.world_size,
                 )
             model = DistributedDataParallel(

@@ -13,6 +13,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ovdet.tv.modeling.fast_paths import fold_frozen_batchnorm
+from ovdet.tv.modeling.sync_batchnorm import GlobalBatchNorm2d
 from ovdet.utils.errors import CheckpointError, ConfigError
 
 __all__ = ["ResNetFPN", "build_backbone", "build_resnet"]
@@ -20,7 +21,8 @@ __all__ = ["ResNetFPN", "build_backbone", "build_resnet"]
 logger = logging.getLogger(__name__)
 
 _DEPTHS = (18, 34, 50, 101)
-_NORMS = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d}
+# "SyncBN": batch statistics of the global batch under torchrun (detectron2's name for it)
+_NORMS = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d, "SyncBN": GlobalBatchNorm2d}
 # ResNet stages in detectron2's order: FREEZE_AT = k freezes the first k of them.
 _STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
