@@ -13,7 +13,9 @@ ratios. Sections (``--sections``):
   optimizer) on a batch of ``--batch`` photos, for the closed-set Faster R-CNN, ViLD-text,
   online ViLD-image (the CLIP teacher on ``DISTILL.NUM_PROPOSALS`` proposals per image, crops at
   the CLIP's input size), offline ViLD-image and an image-labelled batch, over the 48 OV-COCO base
-  classes; ratios to the closed-set step; peak memory per image in a fresh process each;
+  classes; ratios to the closed-set step;
+* ``memory``: the peak memory per image of each of those training variants (2 steps in a fresh
+  process each; CUDA: also each inference configuration of ``infer``);
 * ``infer``: inference per image over 65, 1,203 and 21,000 classes, alone and with CLIP
   rescoring of the top proposals (``K x S``: K proposals, S crop scales, one CLIP pass each);
 * ``text``: the text tower over the 1,203 LVIS names x the template set, cold and cached;
@@ -59,7 +61,7 @@ from benchmarks.common import (
     synchronize,
 )
 
-SECTIONS = ("train", "infer", "text", "loader")
+SECTIONS = ("train", "memory", "infer", "text", "loader")
 TRAIN_VARIANTS = ("closed", "text", "online", "offline", "weak")
 #: scikit-image's colour photos (name, height x width): astronaut 512x512, coffee 400x600,
 #: chelsea 300x451, rocket 427x640.
@@ -143,7 +145,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--templates", default="vild", help="template set of the text section")
     p.add_argument("--loader-images", type=int, default=40, help="samples the loader times")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the fresh-process memory probes (the memory section and CUDA inference's)",
+    )
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("--probe", default="", help=argparse.SUPPRESS)  # internal: one memory probe
     args = p.parse_args(argv)
@@ -290,14 +296,17 @@ def measure_training(args, cfg, embed_dim, clip, paths, device) -> dict:
     shape = [list(i.shape[1:]) for i in images]
     print(f"train: {len(steps)} variants x {args.rounds} rounds, images {shape}", file=sys.stderr)
     times = interleaved_timing(steps, args.rounds, args.warmup, device)
-    steps.clear()
-    models.clear()
+    return {"images": shape, "times": times}
+
+
+def measure_training_memory(args, cfg) -> dict:
+    """Peak memory of each training variant, each in a fresh process (:func:`probe_training`)."""
     memory = {}
-    if not args.no_memory:
-        for name in names:
-            print(f"memory probe train:{name}", file=sys.stderr, flush=True)
-            memory[name] = run_probe("benchmarks.real_scale", _forwarded(args, f"train:{name}"))
-    return {"images": shape, "times": times, "memory": memory}
+    for variant in TRAIN_VARIANTS:
+        name = _train_name(variant, cfg)
+        print(f"memory probe train:{name}", file=sys.stderr, flush=True)
+        memory[name] = run_probe("benchmarks.real_scale", _forwarded(args, f"train:{name}"))
+    return memory
 
 
 def probe_training(args, name: str) -> dict:
@@ -392,7 +401,7 @@ def measure_inference(args, cfg, embed_dim, clip, paths, device) -> dict:
     fns.clear()
     models.clear()
     memory = {}
-    if not args.no_memory and device.type == "cuda":  # CPU inference memory: docs/speed.md
+    if not args.no_memory and device.type == "cuda":  # CPU: docs/speed.md#inference has it
         for name in names:
             print(f"memory probe infer:{name}", file=sys.stderr, flush=True)
             memory[name] = run_probe("benchmarks.real_scale", _forwarded(args, f"infer:{name}"))
@@ -485,7 +494,7 @@ def summarize(args, results: dict) -> dict:
         rows = {}
         for name in t:
             ratio, q1, q3 = ratio_summary(paired_ratios(t, "closed", name))
-            mem = train["memory"].get(name, {})
+            mem = results.get("memory", {}).get(name, {})
             mem_mib = mem.get("cuda_peak_mib", mem.get("rss_peak_delta_mib"))
             rows[name] = {
                 "step_s": _median(t[name]),
@@ -494,6 +503,12 @@ def summarize(args, results: dict) -> dict:
                 "memory_mib_per_image": None if mem_mib is None else mem_mib / args.batch,
             }  # fmt: skip
         out["train"] = rows
+    memory = results.get("memory")
+    if memory and not train:  # the memory section alone
+        out["memory"] = {
+            name: m.get("cuda_peak_mib", m["rss_peak_delta_mib"]) / args.batch
+            for name, m in memory.items()
+        }
     infer = results.get("infer")
     if infer:
         t = infer["times"]
@@ -556,6 +571,12 @@ def print_report(args, device, cfg, results: dict, summary: dict) -> None:
         print(markdown_table(["variant", "s/step", "images/s", "ratio to closed-set [IQR]", mem],
                              rows))  # fmt: skip
         print()
+    if "memory" in summary:
+        mem = "peak memory MiB/img" + (" (CUDA)" if device.type == "cuda" else " (maxrss)")
+        print(f"Training, batch {args.batch}, 2 steps in a fresh process per variant:\n")
+        rows = [[name, f"{m:.0f}"] for name, m in summary["memory"].items()]
+        print(markdown_table(["variant", mem], rows))
+        print()
     if "infer" in summary:
         shapes = ", ".join("x".join(map(str, s)) for s in results["infer"]["images"])
         print(f"Inference per image, batch 1 ({shapes} px); rescoring `KxS`: the top K regions, "
@@ -613,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             results["text"] = measure_text(args, clip, device)
         if "train" in args.sections:
             results["train"] = measure_training(args, cfg, embed_dim, clip, paths, device)
+        if "memory" in args.sections and not args.no_memory:
+            results["memory"] = measure_training_memory(args, cfg)
         if "infer" in args.sections:
             results["infer"] = measure_inference(args, cfg, embed_dim, clip, paths, device)
     summary = summarize(args, results)
