@@ -12,8 +12,8 @@ ratios. Sections (``--sections``):
 * ``train``: one training step (as ``benchmarks/bench_training.py``: forward, backward, clip,
   optimizer) on a batch of ``--batch`` photos, for the closed-set Faster R-CNN, ViLD-text,
   online ViLD-image (the CLIP teacher on ``DISTILL.NUM_PROPOSALS`` proposals per image, crops at
-  the CLIP's input size), offline ViLD-image and an image-labelled batch, over the 48 OV-COCO base
-  classes; ratios to the closed-set step;
+  the CLIP's input size), offline ViLD-image and an image-labelled batch, over
+  ``--train-classes`` classes (48: OV-COCO's base classes); ratios to the closed-set step;
 * ``memory``: the peak memory per image of each of those training variants (2 steps in a fresh
   process each; CUDA: also each inference configuration of ``infer``);
 * ``infer``: inference per image over 65, 1,203 and 21,000 classes, alone and with CLIP
@@ -132,6 +132,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=["100x2", "100x1", "32x1", "16x1"],
         help="CLIP rescoring variants KxS: K proposals, S crop scales (default: %(default)s)",
     )
+    p.add_argument(
+        "--train-classes",
+        type=int,
+        default=48,
+        help="classes of the training variants (default: 48, OV-COCO's base classes)",
+    )
     p.add_argument("--infer-images", type=int, default=2, help="photos per inference round")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
@@ -155,8 +161,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.amp and args.device != "cuda":
         p.error("--amp needs --device cuda (CPU runs in float32)")
-    if args.batch < 1 or args.rounds < 1 or args.warmup < 0 or args.infer_images < 1:
-        p.error("--batch, --rounds and --infer-images must be >= 1, --warmup >= 0")
+    if min(args.batch, args.rounds, args.infer_images, args.train_classes) < 1 or args.warmup < 0:
+        p.error("--batch, --rounds, --infer-images, --train-classes must be >= 1, --warmup >= 0")
     if args.smoke:
         args.config, args.clip, args.size = "configs/tiny.yaml", "local-dir:clip/tiny", 64
         args.vocab_sizes, args.rescoring = [5, 40], ["8x2", "4x1"]
@@ -204,9 +210,11 @@ def write_photos(folder: Path) -> list[Path]:
     return paths
 
 
-def photo_dataset(cfg, paths: Sequence[Path], is_train: bool, gt_per_image: int = 4):
-    """A :class:`DetectionDataset` over the photos, ``gt_per_image`` seeded boxes each (classes
-    of the 48 base ones), through the config's training or test augmentation."""
+def photo_dataset(
+    cfg, paths: Sequence[Path], is_train: bool, num_classes: int = 48, gt_per_image: int = 4
+):
+    """A :class:`DetectionDataset` over the photos, ``gt_per_image`` seeded boxes each (labels
+    in ``1..num_classes``), through the config's training or test augmentation."""
     from PIL import Image
 
     from ovdet.data.coco import DatasetRecords, ImageRecord
@@ -221,17 +229,18 @@ def photo_dataset(cfg, paths: Sequence[Path], is_train: bool, gt_per_image: int 
         xy = gen.uniform(0, 0.6, (gt_per_image, 2)) * (w, h)
         wh = gen.uniform(0.1, 0.4, (gt_per_image, 2)) * (w, h)
         boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
-        labels = gen.integers(1, 49, gt_per_image)
+        labels = gen.integers(1, num_classes + 1, gt_per_image)
         records.append(ImageRecord(i, Path(path), w, h, boxes, labels))
-    recs = DatasetRecords(records, [f"class {c}" for c in range(48)], list(range(1, 49)), None)
+    names = [f"class {c}" for c in range(num_classes)]
+    recs = DatasetRecords(records, names, list(range(1, num_classes + 1)), None)
     return DetectionDataset(recs, build_augmentation(cfg, is_train))
 
 
-def training_batch(cfg, paths, batch: int, embed_dim: int, device: torch.device):
+def training_batch(cfg, paths, batch: int, num_classes: int, embed_dim: int, device: torch.device):
     """``batch`` photos through the training pipeline; targets carry the offline-distillation
     boxes and embeddings (random: ``DISTILL.NUM_PROPOSALS`` per image) as the loader gives
     them from an embeddings file."""
-    dataset = photo_dataset(cfg, paths, is_train=True)
+    dataset = photo_dataset(cfg, paths, is_train=True, num_classes=num_classes)
     gen = torch.Generator().manual_seed(1)
     m = cfg.MODEL.OVDET.DISTILL.NUM_PROPOSALS
     images, targets = [], []
@@ -272,8 +281,8 @@ def setup(args: argparse.Namespace):
 
 
 def _variant_args(args: argparse.Namespace) -> argparse.Namespace:
-    """What :func:`benchmarks.bench_training.build_variant` reads: the 48 base classes."""
-    return argparse.Namespace(num_classes=len(args.names["base"]))
+    """What :func:`benchmarks.bench_training.build_variant` reads: the class count."""
+    return argparse.Namespace(num_classes=args.train_classes)
 
 
 def _train_name(variant: str, cfg) -> str:
@@ -281,7 +290,7 @@ def _train_name(variant: str, cfg) -> str:
 
 
 def measure_training(args, cfg, embed_dim, clip, paths, device) -> dict:
-    images, targets = training_batch(cfg, paths, args.batch, embed_dim, device)
+    images, targets = training_batch(cfg, paths, args.batch, args.train_classes, embed_dim, device)
     vargs = _variant_args(args)
     names = [_train_name(v, cfg) for v in TRAIN_VARIANTS]
     models = {n: build_variant(cfg, vargs, n, embed_dim, clip) for n in names}
@@ -314,8 +323,8 @@ def probe_training(args, name: str) -> dict:
     device = setup_torch(args.device, args.threads)
     cfg, embed_dim, clip = setup(args)
     with tempfile.TemporaryDirectory() as folder:
-        images, targets = training_batch(cfg, write_photos(Path(folder)), args.batch, embed_dim,
-                                         device)  # fmt: skip
+        images, targets = training_batch(cfg, write_photos(Path(folder)), args.batch,
+                                         args.train_classes, embed_dim, device)  # fmt: skip
     clip = clip if name.startswith("online") else None
     base = max_rss_mib()
     vargs = _variant_args(args)
@@ -474,7 +483,8 @@ def measure_loader(args, cfg, paths) -> dict:
 
 def _forwarded(args, probe: str) -> list[str]:
     out = ["--device", args.device, "--batch", str(args.batch), "--threads", str(args.threads),
-           "--infer-images", str(args.infer_images), "--probe", probe]  # fmt: skip
+           "--infer-images", str(args.infer_images), "--train-classes", str(args.train_classes),
+           "--probe", probe]  # fmt: skip
     if args.smoke:
         return ["--smoke", *out]
     out += ["--config", args.config, "--clip", args.clip, "--size", str(args.size)]
@@ -541,7 +551,7 @@ def summarize(args, results: dict) -> dict:
 
 def print_report(args, device, cfg, results: dict, summary: dict) -> None:
     label = {
-        "closed": "closed-set Faster R-CNN (48 classes)",
+        "closed": f"closed-set Faster R-CNN ({args.train_classes} classes)",
         "text": "ViLD-text",
         "offline": f"ViLD-text + offline ViLD-image ({cfg.MODEL.OVDET.DISTILL.NUM_PROPOSALS} "
         "boxes/img)",
@@ -555,7 +565,7 @@ def print_report(args, device, cfg, results: dict, summary: dict) -> None:
           "\n")  # fmt: skip
     if "train" in summary:
         shapes = ", ".join("x".join(map(str, s)) for s in results["train"]["images"])
-        print(f"Training step, batch {args.batch} ({shapes} px), 48 OV-COCO base classes:\n")
+        print(f"Training step, batch {args.batch} ({shapes} px), {args.train_classes} classes:\n")
         mem = "peak memory MiB/img" + (" (CUDA)" if device.type == "cuda" else " (maxrss)")
         rows = []
         for name, r in summary["train"].items():

@@ -68,6 +68,7 @@ def test_smoke_report_prints_its_tables(smoke, capsys):
         (["--rescoring", "0x1"], "K >= 1 and S in 1, 2"),
         (["--rescoring", "ax2"], "is not KxS"),
         (["--batch", "0"], "must be >= 1"),
+        (["--train-classes", "0"], "must be >= 1"),
     ],
 )
 def test_bad_options_are_one_line_errors(argv, message, capsys):
