@@ -150,6 +150,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--templates", default="vild", help="template set of the text section")
     p.add_argument("--loader-images", type=int, default=40, help="samples the loader times")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="wall: elapsed time; cpu: this process's CPU time (one thread, a CPU shared with "
+        "other load; not for CUDA)",
+    )
+    p.add_argument(
+        "--train-variants",
+        nargs="+",
+        default=list(TRAIN_VARIANTS),
+        choices=TRAIN_VARIANTS,
+        help="training variants to time (default: all; ratios are to the first when closed is "
+        "not among them)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     p.add_argument(
         "--no-memory",
@@ -161,6 +176,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.amp and args.device != "cuda":
         p.error("--amp needs --device cuda (CPU runs in float32)")
+    if args.clock == "cpu" and args.device == "cuda":
+        p.error("--clock cpu times the CPU: use --clock wall with --device cuda")
+    args.timer = time.process_time if args.clock == "cpu" else time.perf_counter
     if min(args.batch, args.rounds, args.infer_images, args.train_classes) < 1 or args.warmup < 0:
         p.error("--batch, --rounds, --infer-images, --train-classes must be >= 1, --warmup >= 0")
     if args.smoke:
@@ -292,9 +310,9 @@ def _train_name(variant: str, cfg) -> str:
 def measure_training(args, cfg, embed_dim, clip, paths, device) -> dict:
     images, targets = training_batch(cfg, paths, args.batch, args.train_classes, embed_dim, device)
     vargs = _variant_args(args)
-    names = [_train_name(v, cfg) for v in TRAIN_VARIANTS]
+    names = [_train_name(v, cfg) for v in args.train_variants]
     models = {n: build_variant(cfg, vargs, n, embed_dim, clip) for n in names}
-    reference = models["closed"]
+    reference = models[names[0]]
     for model in models.values():
         if model is not reference:
             share_weights(reference, model)
@@ -304,14 +322,14 @@ def measure_training(args, cfg, embed_dim, clip, paths, device) -> dict:
     }
     shape = [list(i.shape[1:]) for i in images]
     print(f"train: {len(steps)} variants x {args.rounds} rounds, images {shape}", file=sys.stderr)
-    times = interleaved_timing(steps, args.rounds, args.warmup, device)
+    times = interleaved_timing(steps, args.rounds, args.warmup, device, clock=args.timer)
     return {"images": shape, "times": times}
 
 
 def measure_training_memory(args, cfg) -> dict:
     """Peak memory of each training variant, each in a fresh process (:func:`probe_training`)."""
     memory = {}
-    for variant in TRAIN_VARIANTS:
+    for variant in args.train_variants:
         name = _train_name(variant, cfg)
         print(f"memory probe train:{name}", file=sys.stderr, flush=True)
         memory[name] = run_probe("benchmarks.real_scale", _forwarded(args, f"train:{name}"))
@@ -405,7 +423,7 @@ def measure_inference(args, cfg, embed_dim, clip, paths, device) -> dict:
     shape = [list(i.shape[1:]) for i in images]
     print(f"infer: {len(fns)} configurations x {args.rounds} rounds, images {shape}",
           file=sys.stderr)  # fmt: skip
-    times = interleaved_timing(fns, args.rounds, args.warmup, device)
+    times = interleaved_timing(fns, args.rounds, args.warmup, device, clock=args.timer)
     per_image = {n: [t / len(images) for t in ts] for n, ts in times.items()}
     fns.clear()
     models.clear()
@@ -445,14 +463,14 @@ def measure_text(args, clip, device) -> dict:
     names = [n if i < len(args.names["lvis"]) else f"{n} {i}" for i, n in enumerate(names)]
     with tempfile.TemporaryDirectory() as cache:
         builder = TextClassifierBuilder(clip, args.templates, cache, device)
-        start = time.perf_counter()
+        start = args.timer()
         builder(names)
         synchronize(device)
-        cold = time.perf_counter() - start
+        cold = args.timer() - start
         calls = builder.num_text_tower_calls
-        start = time.perf_counter()
+        start = args.timer()
         builder(names)
-        warm = time.perf_counter() - start
+        warm = args.timer() - start
         if builder.num_text_tower_calls != calls:
             raise SystemExit("error: a cached vocabulary ran the text tower")
     return {"names": len(names), "templates": len(load_templates(args.templates)),
@@ -467,12 +485,12 @@ def measure_loader(args, cfg, paths) -> dict:
     decode, sample = [], []
     for i in range(args.loader_images):
         path = dataset.records.images[i % len(dataset)].path
-        start = time.perf_counter()
+        start = args.timer()
         read_image(path)
-        decode.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        decode.append(args.timer() - start)
+        start = args.timer()
         dataset[(i % len(dataset), i)]
-        sample.append(time.perf_counter() - start)
+        sample.append(args.timer() - start)
     jpeg_bytes = statistics.fmean(p.stat().st_size for p in paths)
     return {"decode_s": statistics.median(decode), "sample_s": statistics.median(sample),
             "samples": len(sample), "jpeg_kib": jpeg_bytes / 1024}  # fmt: skip
@@ -503,7 +521,7 @@ def summarize(args, results: dict) -> dict:
         t = train["times"]
         rows = {}
         for name in t:
-            ratio, q1, q3 = ratio_summary(paired_ratios(t, "closed", name))
+            ratio, q1, q3 = ratio_summary(paired_ratios(t, next(iter(t)), name))
             mem = results.get("memory", {}).get(name, {})
             mem_mib = mem.get("cuda_peak_mib", mem.get("rss_peak_delta_mib"))
             rows[name] = {
@@ -560,9 +578,10 @@ def print_report(args, device, cfg, results: dict, summary: dict) -> None:
     scales = list(cfg.MODEL.OVDET.DISTILL.CROP_SCALES)
     print(f"### Real scale: `{args.config}` at {args.size} px, CLIP `{args.clip}` (random init)\n")
     print("\n".join(machine_lines(device, args.threads)))
-    print(f"- {args.rounds} interleaved rounds after {args.warmup} warm-up rounds; photos: "
-          f"scikit-image's {', '.join(PHOTOS)} as JPEG; LVIS names: {args.names['lvis_source']}"
-          "\n")  # fmt: skip
+    clock = "CPU time of the process" if args.clock == "cpu" else "wall time"
+    print(f"- {args.rounds} interleaved rounds after {args.warmup} warm-up rounds, {clock}; "
+          f"photos: scikit-image's {', '.join(PHOTOS)} as JPEG; LVIS names: "
+          f"{args.names['lvis_source']}\n")  # fmt: skip
     if "train" in summary:
         shapes = ", ".join("x".join(map(str, s)) for s in results["train"]["images"])
         print(f"Training step, batch {args.batch} ({shapes} px), {args.train_classes} classes:\n")
@@ -578,7 +597,8 @@ def print_report(args, device, cfg, results: dict, summary: dict) -> None:
             rows.append([text, f"{r['step_s']:.2f}", f"{1 / r['s_per_image']:.3f}",
                          f"**{r['ratio']:.2f}** [{r['iqr'][0]:.2f}, {r['iqr'][1]:.2f}]",
                          "—" if m is None else f"{m:.0f}"])  # fmt: skip
-        print(markdown_table(["variant", "s/step", "images/s", "ratio to closed-set [IQR]", mem],
+        first = next(iter(summary["train"]))
+        print(markdown_table(["variant", "s/step", "images/s", f"ratio to {first} [IQR]", mem],
                              rows))  # fmt: skip
         print()
     if "memory" in summary:
