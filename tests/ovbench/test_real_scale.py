@@ -69,6 +69,7 @@ def test_smoke_report_prints_its_tables(smoke, capsys):
         (["--rescoring", "ax2"], "is not KxS"),
         (["--batch", "0"], "must be >= 1"),
         (["--train-classes", "0"], "must be >= 1"),
+        (["--clock", "cpu", "--device", "cuda"], "--clock cpu times the CPU"),
     ],
 )
 def test_bad_options_are_one_line_errors(argv, message, capsys):
