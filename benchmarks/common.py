@@ -110,6 +110,7 @@ def interleaved_timing(
     warmup: int,
     device: torch.device,
     progress: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Seconds per call of every function, timed in interleaved rounds.
 
@@ -118,6 +119,9 @@ def interleaved_timing(
         rounds: timed rounds; each calls every function once, in a rotated order.
         warmup: untimed rounds first.
         device: synchronised before and after each call.
+        progress: print each round to stderr.
+        clock: seconds now; ``time.process_time`` counts this process's CPU time, which other
+            load on a shared CPU does not inflate (wall time by default).
 
     Returns:
         name -> ``rounds`` durations, index ``r`` from round ``r``.
@@ -131,11 +135,11 @@ def interleaved_timing(
             order.reverse()
         for name in order:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             fns[name]()
             synchronize(device)
             if r >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
         if progress:
             done = r + 1 - warmup
             label = f"warm-up {r + 1}/{warmup}" if done <= 0 else f"round {done}/{rounds}"

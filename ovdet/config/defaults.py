@@ -108,6 +108,10 @@ def _add_model_keys(cfg: Any) -> None:
     ov.CLIP_RESCORING.CLIP_TEMPERATURE = 100.0
     # Proposals per image rescored by CLIP (the top ones by detector score).
     ov.CLIP_RESCORING.NUM_PROPOSALS = 100
+    # Box scales cropped per rescored proposal, one CLIP forward pass each; [] means
+    # DISTILL.CROP_SCALES (ViLD: [1.0, 1.5]). [1.0] halves rescoring's cost
+    # (docs/speed.md#real-scale-cpu).
+    ov.CLIP_RESCORING.CROP_SCALES = []
 
     ov.WEAK = node()
     # Weak supervision (Detic): losses on image-labelled batches (no boxes), which the trainer

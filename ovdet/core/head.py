@@ -362,7 +362,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
             e = self.clip_rescoring
             keep = probs.max(dim=1).values.topk(min(e.num_proposals, boxes.shape[0])).indices
             boxes, probs, region_index = boxes[keep], probs[keep], region_index[keep]
-            crops = self._teacher(image.device)(image, [boxes])
+            crops = self._teacher(image.device)(image, [boxes], e.crop_scales)
             probs = join_scores(
                 probs, crops, self.text_embeddings, self.is_novel_class, e.base_weight,
                 e.novel_weight, e.clip_temperature,

@@ -104,7 +104,12 @@ class ClipRegionTeacher(nn.Module):
         return roi_align(images, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        boxes: Sequence[torch.Tensor],
+        crop_scales: Sequence[float] = (),
+    ) -> torch.Tensor:
         """CLIP embeddings of boxes.
 
         Every box of every image at every scale is cropped by one RoIAlign call and encoded in
@@ -113,6 +118,8 @@ class ClipRegionTeacher(nn.Module):
         Args:
             images: Tensor[B, 3, H, W], RGB in [0, 1].
             boxes: B tensors of shape [N_i, 4] (x1, y1, x2, y2) in pixels of ``images``.
+            crop_scales: box scales to crop at instead of the teacher's ``crop_scales``
+                (empty: the teacher's).
 
         Returns:
             Tensor[sum N_i, D], L2-normalised, in the order of ``boxes``.
@@ -120,12 +127,13 @@ class ClipRegionTeacher(nn.Module):
         num_boxes = sum(len(b) for b in boxes)
         if num_boxes == 0:
             return images.new_zeros((0, self._embed_dim()), dtype=torch.float32)
-        crops = self._crops(images, boxes, self.crop_scales)
+        scales = tuple(float(s) for s in crop_scales) or self.crop_scales
+        crops = self._crops(images, boxes, scales)
         parts = []
         for start in range(0, crops.shape[0], self.chunk_size):
             chunk = (crops[start : start + self.chunk_size] - self.mean) / self.std
             parts.append(F.normalize(self.visual(chunk).float(), dim=-1))
-        per_scale = torch.cat(parts).view(len(self.crop_scales), num_boxes, -1)
+        per_scale = torch.cat(parts).view(len(scales), num_boxes, -1)
         return F.normalize(per_scale.sum(dim=0), dim=-1)
 
     def _embed_dim(self) -> int:

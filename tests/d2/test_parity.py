@@ -160,16 +160,18 @@ def test_same_detections_and_region_embeddings(engines, score_thresh):
         assert len(a["scores"]) > 20
 
 
-def test_same_detections_with_clip_rescoring(engines, tiny_clip):
+@pytest.mark.parametrize("crop_scales", [(), (1.0,)])  # the teacher's, or rescoring's own
+def test_same_detections_with_clip_rescoring(engines, tiny_clip, crop_scales):
     from ovdet.clip import load_clip
 
     tv, d2, tv_cfg = engines
     teacher = build_clip_teacher(tv_cfg, load_clip(tiny_clip))
     features, proposals, image = _inputs()
+    settings = ClipRescoringSettings(num_proposals=20, crop_scales=crop_scales)
     try:
         for model in (tv, d2):
             get_head(model).set_clip_teacher(teacher)
-            get_head(model).enable_clip_rescoring(ClipRescoringSettings(num_proposals=20))
+            get_head(model).enable_clip_rescoring(settings)
         with get_head(tv).score_threshold(0.0), get_head(d2).score_threshold(0.0):
             a = _run_tv(tv, features, proposals, image)
             b = _run_d2(d2, features, proposals, image)
