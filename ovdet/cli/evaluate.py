@@ -10,6 +10,9 @@ Examples::
     # any checkpoint ovdet writes (a closed-set baseline too), any method of the benchmark table
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --checkpoint output/vild/model_final.pt --clip-rescoring       # or --clip-on-proposals
+    # a category given by image exemplars (lines "name=image.jpg:x,y,w,h") instead of text
+    python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
+        --checkpoint output/vild/model_final.pt --exemplar-file exemplars.txt
     # CLIP's zero-shot accuracy on the ground-truth boxes (cropped as the ViLD teacher does)
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --clip-zero-shot local-dir:output/clip/model
@@ -30,6 +33,11 @@ from typing import Sequence
 
 from ovdet.cli.checks import check_fraction, check_output_file
 from ovdet.cli.common import add_common_arguments, close_log_file, log_to_file, setup_logging
+from ovdet.cli.exemplars import (
+    add_exemplar_arguments,
+    exemplar_overrides,
+    exemplar_specs_from_args,
+)
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
 from ovdet.utils.errors import OvdetError
@@ -134,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the metrics to this JSON file (written atomically), and the log to "
         "log.txt in its folder",
     )
+    add_exemplar_arguments(parser, file=True)
     add_common_arguments(parser)
     return parser
 
@@ -154,6 +163,7 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     return predict_with_method(
         args.checkpoint, args.gt, args.image_root, method, _device(args), args.batch_size,
         score_thresh=args.score_thresh, progress=not args.no_progress,
+        exemplars=exemplar_specs_from_args(args), overrides=exemplar_overrides(args),
     )  # fmt: skip
 
 
@@ -199,11 +209,12 @@ def _run(args: argparse.Namespace) -> None:
         check_output_file("--output", args.output, "metrics.json")
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
             log_to_file(Path(args.output).parent)
-    if (args.clip_rescoring or args.clip_on_proposals or args.score_thresh is not None) and (
-        args.checkpoint is None
-    ):
+    exemplars = args.exemplar or args.exemplar_file
+    if (
+        args.clip_rescoring or args.clip_on_proposals or args.score_thresh is not None or exemplars
+    ) and (args.checkpoint is None):
         raise _UsageError(
-            "--clip-rescoring, --clip-on-proposals and --score-thresh need --checkpoint"
+            "--clip-rescoring, --clip-on-proposals, --score-thresh and exemplars need --checkpoint"
         )
     if args.clip_zero_shot is not None:
         metrics = _clip_zero_shot(args)

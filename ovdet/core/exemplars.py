@@ -307,7 +307,10 @@ def class_embeddings(
     embedded = exemplars(flat)  # every exemplar checked before any is embedded
     counts = [len(vocabulary.exemplars[i]) for i in exemplar_index]
     per_class = list(torch.split(embedded, counts))
-    text_rows = text(text_vocabulary) if text_index else torch.zeros(0, embedded.shape[1])
+    if text_vocabulary is None:
+        text_rows = torch.zeros(0, embedded.shape[1])
+    else:
+        text_rows = text(text_vocabulary)
     return mix_class_embeddings(
         len(vocabulary), text_rows, text_index, per_class, exemplar_index, text_weight
     )

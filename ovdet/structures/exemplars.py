@@ -139,14 +139,15 @@ def parse_exemplar_spec(text: str, relative_to: str | Path | None = None) -> Exe
 
 ExemplarsInput = Mapping[str, Union[Exemplar, str, Sequence[Union[Exemplar, str]]]]
 """Exemplars by class name, as the API takes them: per name an :class:`Exemplar`, a
-``"path:x,y,w,h"`` string, or a list of them."""
+``"path:x,y,w,h"`` string, or a list of them. A name gives the class by its exemplars alone
+(``name=...``); a name ending in ``+`` (``"mug+"``) by its text and exemplars (``mug+=...``)."""
 
 
 def exemplar_specs(
     exemplars: ExemplarsInput | Sequence[ExemplarSpec] | None,
 ) -> list[ExemplarSpec]:
-    """:class:`ExemplarSpec` s from exemplars by class name (each given without ``+=``: a name
-    that is also a text class mixes its text in), or from specs already made."""
+    """:class:`ExemplarSpec` s from exemplars by class name (:data:`ExemplarsInput`), or from
+    specs already made."""
     if not exemplars:
         return []
     if not isinstance(exemplars, Mapping):
@@ -160,5 +161,7 @@ def exemplar_specs(
         if not items:
             raise VocabularyError(f"exemplar class {name!r} has no exemplar")
         parsed = tuple(e if isinstance(e, Exemplar) else Exemplar.parse(str(e)) for e in items)
-        specs.append(ExemplarSpec(str(name).strip(), parsed))
+        name = str(name).strip()
+        with_text = name.endswith("+")
+        specs.append(ExemplarSpec(name[:-1].strip() if with_text else name, parsed, with_text))
     return specs

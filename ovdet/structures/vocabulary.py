@@ -106,22 +106,25 @@ class Vocabulary:
         """Whether any class is given by exemplars."""
         return any(self.exemplars)
 
-    def text_classes(self) -> tuple[Vocabulary, list[int]]:
-        """The classes whose text embedding is used, as a vocabulary of names and synonyms,
-        and their indices in this one."""
+    def text_classes(self) -> tuple[Vocabulary | None, list[int]]:
+        """The classes whose text embedding is used, as a vocabulary of names and synonyms
+        (``None`` where there is none), and their indices in this one."""
         index = [i for i, text in enumerate(self.uses_text) if text]
+        if not index:
+            return None, []
         names = tuple(self.names[i] for i in index)
         return Vocabulary(names, tuple(self.synonyms[i] for i in index)), index
 
     def with_exemplars(self, specs: Sequence[ExemplarSpec]) -> Vocabulary:
-        """This vocabulary with exemplar classes added (see :mod:`ovdet.structures.exemplars`).
+        """This vocabulary with exemplars added (see :mod:`ovdet.structures.exemplars`).
 
-        A spec naming a class already here adds its exemplars to that class (a text class then
-        mixes text and exemplars); another name is a new class, after the others.
+        ``name=...`` gives a class by its exemplars alone (a class of that name here loses its
+        text query), ``name+=...`` by its text and exemplars; a new name is a new class, after
+        the others. The same name again adds exemplars.
 
         Raises:
-            VocabularyError: a spec names a synonym of another class, or ``name+=`` (with
-                text) names a class given by exemplars only.
+            VocabularyError: a spec names a synonym of another class, or one class is given both
+                as ``name=...`` and as ``name+=...``.
         """
         names, synonyms = list(self.names), list(self.synonyms)
         exemplars, uses_text = [list(e) for e in self.exemplars], list(self.uses_text)
@@ -143,15 +146,25 @@ class Vocabulary:
                 uses_text.append(spec.with_text)
                 continue
             i = found[0]
-            if spec.with_text and not uses_text[i]:
+            if exemplars[i] and uses_text[i] != spec.with_text:
                 raise VocabularyError(
-                    f"class {names[i]!r} is given by exemplars only ({names[i]}=...) and with its "
-                    f"text ({spec.name}+=...); use one of the two"
+                    f"class {names[i]!r} is given both by exemplars alone ({names[i]}=...) and "
+                    f"by its text and exemplars ({names[i]}+=...); use one of the two"
                 )
             exemplars[i].extend(spec.exemplars)
+            uses_text[i] = spec.with_text
         return Vocabulary(
             tuple(names), tuple(synonyms), tuple(tuple(e) for e in exemplars), tuple(uses_text)
         )
+
+    @classmethod
+    def from_exemplar_specs(cls, specs: Sequence[ExemplarSpec]) -> Vocabulary:
+        """Only classes given by exemplars (see :meth:`with_exemplars`)."""
+        if not specs:
+            raise VocabularyError("the vocabulary is empty; give at least one class name")
+        first = specs[0]
+        vocabulary = cls((first.name,), (), (first.exemplars,), (first.with_text,))
+        return vocabulary.with_exemplars(specs[1:])
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> Vocabulary:
@@ -206,9 +219,7 @@ class Vocabulary:
         if not names and not specs:
             raise VocabularyError(f"vocabulary file {path} holds no class name")
         if not names:
-            first = specs[0]
-            vocabulary = cls((first.name,), (), (first.exemplars,), (first.with_text,))
-            return vocabulary.with_exemplars(specs[1:])
+            return cls.from_exemplar_specs(specs)
         return cls(tuple(names), tuple(synonyms)).with_exemplars(specs)
 
     @classmethod

@@ -11,7 +11,12 @@ from PIL import Image
 
 from ovdet.core.exemplars import ExemplarEmbedder, class_embeddings, mix_class_embeddings
 from ovdet.structures import Vocabulary
-from ovdet.structures.exemplars import Exemplar, ExemplarSpec, parse_exemplar_spec
+from ovdet.structures.exemplars import (
+    Exemplar,
+    ExemplarSpec,
+    exemplar_specs,
+    parse_exemplar_spec,
+)
 from ovdet.utils.errors import ConfigError, ImageError, VocabularyError
 
 
@@ -25,7 +30,7 @@ def test_mixed_vocabulary_has_the_expected_order_and_embeddings():
     vocab = Vocabulary.from_names(["cat", "mug"]).with_exemplars(
         [
             ExemplarSpec("logo", (Exemplar("a.png"), Exemplar("b.png"))),
-            ExemplarSpec("mug", (Exemplar("c.png"),)),
+            ExemplarSpec("mug", (Exemplar("c.png"),), with_text=True),
         ]
     )
     assert vocab.names == ("cat", "mug", "logo")
@@ -78,13 +83,14 @@ def test_exemplar_spec_syntax(tmp_path):
 
 def test_vocabulary_file_with_exemplar_lines(tmp_path):
     (tmp_path / "classes.txt").write_text(
-        "cat, kitty\nmug\nmug=mug.png:1,2,3,4\nlogo=logo.png  # whole image\n"
+        "cat, kitty\nmug\nmug+=mug.png:1,2,3,4\nlogo=logo.png  # whole image\ndog\ndog=d.png\n"
     )
     vocab = Vocabulary.parse(str(tmp_path / "classes.txt"))
-    assert vocab.names == ("cat", "mug", "logo")
-    assert vocab.kinds == ("text", "text+exemplar", "exemplar")
+    assert vocab.names == ("cat", "mug", "dog", "logo")
+    assert vocab.kinds == ("text", "text+exemplar", "exemplar", "exemplar")
     assert vocab.synonyms[0] == ("kitty",)
-    assert vocab.exemplars[2][0].image == str(tmp_path / "logo.png")
+    assert vocab.exemplars[3][0].image == str(tmp_path / "logo.png")
+    assert vocab.text_classes()[0].names == ("cat", "mug")
 
 
 def test_conflicting_exemplar_specs_are_refused():
@@ -92,8 +98,22 @@ def test_conflicting_exemplar_specs_are_refused():
     with pytest.raises(VocabularyError, match="synonym of class 'cat'"):
         vocab.with_exemplars([parse_exemplar_spec("kitty=a.png")])
     only = Vocabulary.from_names(["dog"]).with_exemplars([parse_exemplar_spec("logo=a.png")])
-    with pytest.raises(VocabularyError, match="exemplars only .* and with its text"):
+    with pytest.raises(VocabularyError, match="both by exemplars alone .* and by its text"):
         only.with_exemplars([parse_exemplar_spec("logo+=b.png")])
+    mixed = Vocabulary.from_names(["dog"]).with_exemplars([parse_exemplar_spec("dog+=a.png")])
+    with pytest.raises(VocabularyError, match="both by exemplars alone"):
+        mixed.with_exemplars([parse_exemplar_spec("dog=b.png")])
+    more = mixed.with_exemplars([parse_exemplar_spec("dog+=b.png")])  # the same way: added
+    assert more.kinds == ("text+exemplar",) and len(more.exemplars[0]) == 2
+
+
+def test_api_mapping_of_exemplars():
+    specs = exemplar_specs({"logo": "a.png:1,2,3,4", "mug+": [Exemplar("b.png"), "c.png"]})
+    assert [(s.name, s.with_text, len(s.exemplars)) for s in specs] == [
+        ("logo", False, 1),
+        ("mug", True, 2),
+    ]
+    assert specs[0].exemplars[0].box == (1, 2, 3, 4)
 
 
 class _CountingBoxes:
