@@ -319,7 +319,13 @@ def main(argv=None) -> int:
     )
     yolo = YoloLabelWriter(Path(args.yolo_out), names, args.label_thresh) if args.yolo_out else None
 
-    summary: dict = {"categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    kinds = list(getattr(detector, "class_kinds", [])) or ["text"] * len(names)
+    summary: dict = {
+        "categories": [
+            {"id": i + 1, "name": n, **({"query": k} if k != "text" else {})}
+            for i, (n, k) in enumerate(zip(names, kinds))
+        ]
+    }
     if video:
         results, images, summary["video"] = _detect_video(
             args, detector, reader, out_dir, embeddings

@@ -21,6 +21,7 @@ from ovdet.ovbench.plan import BenchmarkSize, Method
 
 __all__ = [
     "EXEMPLAR_ROWS",
+    "EXEMPLAR_TABLE_ROWS",
     "ExemplarRow",
     "evaluate_exemplar_rows",
     "exemplar_specs_from_split",
@@ -64,6 +65,12 @@ EXEMPLAR_ROWS: list[ExemplarRow] = [
                 "region", k, with_text=True)
     for k in (1, 5)
 ]  # fmt: skip
+
+
+#: (key, label) of each exemplar row in the results table (:mod:`ovdet.ovbench.report`).
+EXEMPLAR_TABLE_ROWS = [
+    (r.key, f"best ovdet detector, novel by {r.description}") for r in EXEMPLAR_ROWS
+]
 
 
 def write_exemplar_scenes(out: Path, size: BenchmarkSize, seed: int, progress: bool) -> Path:
@@ -167,7 +174,8 @@ def exemplar_targets(metrics: dict, best: Method) -> list[dict]:
                 value >= text,
             )
         )
-    mixed, region = _novel(metrics, "exemplars_text_region_k5"), _novel(metrics, "exemplars_region_k5")
+    mixed = _novel(metrics, "exemplars_text_region_k5")
+    region = _novel(metrics, "exemplars_region_k5")
     targets.append(
         _target(
             f"text + 5 exemplars: novel AP50 {mixed:.3f} > text only ({text:.3f}) and > "

@@ -3,6 +3,7 @@ findings and the package versions (``results.md`` and the command's output)."""
 
 from __future__ import annotations
 
+from ovdet.ovbench.exemplars import EXEMPLAR_TABLE_ROWS
 from ovdet.ovbench.plan import METHODS
 
 __all__ = ["format_results"]
@@ -19,12 +20,13 @@ def format_results(report: dict) -> str:
         "| method | base AP50 | novel AP50 | all AP50 | novel AP |",
         "|---|---|---|---|---|",
     ]
-    for method in METHODS:
-        m = report["metrics"].get(method.key)
+    rows = [(method.key, method.description) for method in METHODS] + EXEMPLAR_TABLE_ROWS
+    for key, description in rows:
+        m = report["metrics"].get(key)
         if m is None:
             continue
         lines.append(
-            f"| {method.description} | {_fmt(m['base']['AP50'])} | {_fmt(m['novel']['AP50'])} | "
+            f"| {description} | {_fmt(m['base']['AP50'])} | {_fmt(m['novel']['AP50'])} | "
             f"{_fmt(m['all']['AP50'])} | {_fmt(m['novel']['AP'])} |"
         )
     clip = report["clip_zero_shot"]
