@@ -35,9 +35,7 @@ def _ap50(checkpoint, toy_dataset, exemplar_of: dict[str, str]) -> dict[str, flo
     return {name: metrics["per_category"][name]["AP50"] for name in exemplar_of}
 
 
-def test_exemplar_boxes_alone_make_the_detector_find_their_classes(
-    trained_checkpoint, toy_dataset
-):
+def test_exemplar_boxes_alone_make_the_detector_find_their_classes(trained_checkpoint, toy_dataset):
     found = _ap50(
         trained_checkpoint, toy_dataset, {"red square": "red square", "blue circle": "blue circle"}
     )
