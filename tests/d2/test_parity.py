@@ -4,8 +4,7 @@ The torchvision engine's RoI heads and the detectron2 plugin's ROI heads are two
 one :class:`~ovdet.core.OpenVocabularyHead`; here both get the head's weights, the same box-head
 features and the same proposals, and must agree on logits, losses, detections (thresholds 0 and
 0.3, a vocabulary with synonyms, one with image exemplars), region embeddings, CLIP rescoring
-and the image head's
-ViLD-ensemble.
+and the image head's ViLD-ensemble.
 """
 
 from __future__ import annotations
