@@ -81,10 +81,7 @@ def vocabulary_from_args(classes: str | None, exemplars: Sequence[str]) -> Vocab
     specs = [parse_exemplar_spec(text) for text in exemplars]
     if classes is None and not specs:
         raise VocabularyError("give the classes to detect: --classes, --exemplar or both")
-    if classes is None:
-        vocabulary = Vocabulary.from_exemplar_specs(specs)
-    else:
-        vocabulary = Vocabulary.parse(classes).with_exemplars(specs)
+    vocabulary = Vocabulary.from_classes_and_exemplars(classes, specs)
     load_exemplars([e for per_class in vocabulary.exemplars for e in per_class])
     return vocabulary
 

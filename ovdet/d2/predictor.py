@@ -123,7 +123,7 @@ class OpenVocabularyD2Predictor:
         """Swap the vocabulary: a :class:`~ovdet.structures.Vocabulary` (synonyms and
         exemplars kept), names, or a spec for ``Vocabulary.parse``; ``exemplars`` as
         :meth:`ovdet.api.OVDetector.set_classes`."""
-        vocabulary = Vocabulary.parse(classes).with_exemplars(exemplar_specs(exemplars))
+        vocabulary = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
         embedder = self.exemplar_embedder if vocabulary.has_exemplars else None
         embeddings = class_embeddings(
             vocabulary,

@@ -158,6 +158,17 @@ class Vocabulary:
         )
 
     @classmethod
+    def from_classes_and_exemplars(
+        cls, classes: str | Sequence[str] | Vocabulary | None, specs: Sequence[ExemplarSpec]
+    ) -> Vocabulary:
+        """:meth:`parse` of ``classes`` (``None`` or empty: none) with the exemplar classes
+        of ``specs`` (:meth:`with_exemplars`)."""
+        empty = classes is None or (not isinstance(classes, (str, Vocabulary)) and not classes)
+        if empty and specs:
+            return cls.from_exemplar_specs(specs)
+        return cls.parse(classes if classes is not None else ()).with_exemplars(specs)
+
+    @classmethod
     def from_exemplar_specs(cls, specs: Sequence[ExemplarSpec]) -> Vocabulary:
         """Only classes given by exemplars (see :meth:`with_exemplars`)."""
         if not specs:

@@ -160,7 +160,7 @@ class OVDetector:
     ) -> torch.Tensor:
         """The classifier of a vocabulary of text and exemplar classes: Tensor[C, D], float32,
         L2-normalised, on CPU (see :meth:`set_classes`). The vocabulary in use is not changed."""
-        vocab = Vocabulary.parse(classes).with_exemplars(exemplar_specs(exemplars))
+        vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
         return self._class_embeddings(vocab)
 
     def _class_embeddings(self, vocab: Vocabulary) -> torch.Tensor:
@@ -186,7 +186,7 @@ class OVDetector:
             VocabularyError, ImageError: a bad class list, exemplar box or image (the vocabulary
                 in use is then kept).
         """
-        vocab = Vocabulary.parse(classes).with_exemplars(exemplar_specs(exemplars))
+        vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
         if (
             not vocab.has_exemplars
             and vocab.names == tuple(self.class_names)
