@@ -121,7 +121,7 @@ def build_app(
                         value=False, label=CLIP_RESCORING_LABEL, elem_id="clip-rescoring"
                     )
                 exemplar_specs = gr.State([])
-                with gr.Accordion("Classes by example (draw a box)", open=False):
+                with gr.Accordion("Classes by example (draw a box)", open=True):
                     exemplar_editor = gr.ImageEditor(
                         label="Exemplar image: draw over the object (or type its box below)",
                         type="numpy", sources=["upload"], elem_id="exemplar-image",
