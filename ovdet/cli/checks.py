@@ -53,10 +53,11 @@ def check_output_file(flag: str, path: str | Path, example: str = "out.json") ->
 
 
 def check_hf_detector_args(
-    spec: str, *, clip: str | None = None, clip_rescoring: bool = False
+    spec: str, *, clip: str | None = None, clip_rescoring: bool = False, exemplars: bool = False
 ) -> None:
     """``--detector`` must be ``hf:HUB_ID`` or ``hf:FOLDER``; the flags that change an ovdet
-    checkpoint's CLIP (``--clip``, ``--clip-rescoring``) do not apply to it."""
+    checkpoint's CLIP (``--clip``, ``--clip-rescoring``) do not apply to it, nor (yet) classes
+    given by image exemplars."""
     from ovdet.owl.loading import DETECTOR_SCHEMA, is_hf_detector
 
     if not is_hf_detector(spec):
@@ -70,3 +71,8 @@ def check_hf_detector_args(
                 f"{flag} applies to ovdet checkpoints; --detector {spec} embeds its queries "
                 "with its own text tower and scores its own regions"
             )
+    if exemplars:
+        raise ConfigError(
+            f"classes given by image exemplars need an ovdet checkpoint; --detector {spec} "
+            "takes text classes (its image-guided detection: OwlDetector.detect_similar)"
+        )

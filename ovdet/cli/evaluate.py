@@ -13,6 +13,9 @@ Examples::
     # OWLv2 from the Hugging Face hub on the same images (pip install 'ovdet[hf]')
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --detector hf:google/owlv2-base-patch16-ensemble --score-thresh 0.001
+    # a category given by image exemplars (lines "name=image.jpg:x,y,w,h") instead of text
+    python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
+        --checkpoint output/vild/model_final.pt --exemplar-file exemplars.txt
     # CLIP's zero-shot accuracy on the ground-truth boxes (cropped as the ViLD teacher does)
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --clip-zero-shot local-dir:output/clip/model
@@ -33,6 +36,11 @@ from typing import Sequence
 
 from ovdet.cli.checks import check_fraction, check_output_file
 from ovdet.cli.common import add_common_arguments, close_log_file, log_to_file, setup_logging
+from ovdet.cli.exemplars import (
+    add_exemplar_arguments,
+    exemplar_overrides,
+    exemplar_specs_from_args,
+)
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
 from ovdet.utils.errors import OvdetError
@@ -146,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the metrics to this JSON file (written atomically), and the log to "
         "log.txt in its folder",
     )
+    add_exemplar_arguments(parser, file=True)
     add_common_arguments(parser)
     return parser
 
@@ -169,6 +178,7 @@ def _predict(args: argparse.Namespace) -> list[dict]:
     return predict_with_method(
         args.checkpoint, args.gt, args.image_root, method, _device(args), args.batch_size,
         score_thresh=args.score_thresh, progress=not args.no_progress,
+        exemplars=exemplar_specs_from_args(args), overrides=exemplar_overrides(args),
     )  # fmt: skip
 
 
@@ -230,8 +240,9 @@ def _run(args: argparse.Namespace) -> None:
         check_output_file("--output", args.output, "metrics.json")
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
             log_to_file(Path(args.output).parent)
-    if (args.clip_rescoring or args.clip_on_proposals) and args.checkpoint is None:
-        raise _UsageError("--clip-rescoring and --clip-on-proposals need --checkpoint")
+    exemplars = args.exemplar or args.exemplar_file
+    if (args.clip_rescoring or args.clip_on_proposals or exemplars) and args.checkpoint is None:
+        raise _UsageError("--clip-rescoring, --clip-on-proposals and exemplars need --checkpoint")
     if args.score_thresh is not None and args.checkpoint is None and args.detector is None:
         raise _UsageError("--score-thresh needs --checkpoint or --detector")
     if args.clip_zero_shot is not None:

@@ -18,6 +18,9 @@ Examples::
     # a video, sampled at 2 frames per second: per-frame detections and a drawn video
     python tools/infer.py --checkpoint model.pt --classes "kite" --input clip.mp4 --fps 2 \\
         --output out/
+    # image exemplars: a class given by a box of a photo, beside text classes
+    python tools/infer.py --checkpoint model.pt --classes "kite" --input img/ --output out/ \\
+        --exemplar "my mug=photos/mug.jpg:10,20,64,48" --exemplar-source region
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from ovdet.cli.checks import check_fps, check_fraction, check_hf_detector_args, check_output_file
 from ovdet.cli.common import add_common_arguments, cli_entry, log_to_file, setup_logging
+from ovdet.cli.exemplars import add_exemplar_arguments, exemplar_overrides, vocabulary_from_args
 from ovdet.utils.errors import CheckpointError, ConfigError, ImageError
 from ovdet.video.io import VIDEO_EXTENSIONS
 
@@ -58,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="", help="with --d2-config: the detectron2 .pth weights")
     p.add_argument(
         "--classes",
-        required=True,
+        default=None,
         help='vocabulary: "kite,umbrella", a text file (one class per line, synonyms after '
-        "commas), or a COCO JSON (its categories)",
+        "commas; name=image:x,y,w,h lines give classes by image exemplars), or a COCO JSON "
+        "(its categories); needed unless --exemplar gives every class",
     )
+    add_exemplar_arguments(p)
     p.add_argument(
         "--input",
         required=True,
@@ -154,6 +160,7 @@ def _load_d2(args, vocabulary):
             f"--d2-config needs detectron2 ({e}); install it by its official guide"
         ) from None
     overrides = ["MODEL.OVDET.CLIP", args.clip] if args.clip else []
+    overrides += exemplar_overrides(args)
     if args.clip_rescoring:
         overrides += ["MODEL.OVDET.CLIP_RESCORING.ENABLED", "True"]
     predictor = OpenVocabularyD2Predictor(
@@ -230,7 +237,9 @@ def _load_detector(args, vocabulary):
         detector = _load_hf_detector(args)
         detector.set_classes(vocabulary)
         return detector, detector.cfg.INPUT.MAX_LOAD_PIXELS
-    detector = OVDetector.from_checkpoint(args.checkpoint, device=args.device, clip=args.clip)
+    detector = OVDetector.from_checkpoint(
+        args.checkpoint, device=args.device, clip=args.clip, overrides=exemplar_overrides(args)
+    )
     if args.clip_rescoring:
         detector.enable_clip_rescoring(True)
     detector.set_classes(vocabulary)
@@ -281,7 +290,9 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
                     {"id": image_id, "file_name": str(path), "width": width, "height": height}
                 )
                 rows = embeddings.add(det.embeddings) if embeddings is not None else None
-                results += detection_records(det, str(path), image_id, detector.class_names, rows)
+                results += detection_records(
+                    det, str(path), image_id, detector.class_names, rows, det.class_kinds
+                )
                 for sink in sinks:
                     sink.add(path, width, height, det.boxes, det.scores, det.labels)
                 if not args.no_draw:  # on the loaded pixels, perhaps downscaled
@@ -304,13 +315,20 @@ def main(argv=None) -> int:
         YoloLabelWriter,
         common_root,
     )
-    from ovdet.clip.text_classifier import Vocabulary
     from ovdet.tv.engine.distributed import is_main_process
     from ovdet.tv.engine.inference import gather_image_detections, shard_files
     from ovdet.utils.io import atomic_write_json
     from ovdet.video.io import VideoReader, is_video
 
-    vocabulary = Vocabulary.parse(args.classes)  # bad vocabularies fail before any loading
+    # bad vocabularies (and exemplar images and boxes) fail before any loading
+    vocabulary = vocabulary_from_args(args.classes, args.exemplar)
+    if args.detector:
+        check_hf_detector_args(
+            args.detector,
+            clip=args.clip,
+            clip_rescoring=args.clip_rescoring,
+            exemplars=vocabulary.has_exemplars,
+        )
     video = is_video(args.input)
     if video and (args.coco_out or args.yolo_out):
         raise ConfigError(
@@ -330,7 +348,13 @@ def main(argv=None) -> int:
     )
     yolo = YoloLabelWriter(Path(args.yolo_out), names, args.label_thresh) if args.yolo_out else None
 
-    summary: dict = {"categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    kinds = list(getattr(detector, "class_kinds", [])) or ["text"] * len(names)
+    summary: dict = {
+        "categories": [
+            {"id": i + 1, "name": n, **({"query": k} if k != "text" else {})}
+            for i, (n, k) in enumerate(zip(names, kinds))
+        ]
+    }
     if video:
         results, images, summary["video"] = _detect_video(
             args, detector, reader, out_dir, embeddings

@@ -1,4 +1,5 @@
-"""``tools/search.py``: search images and videos by text (CLIFS-style) over a vector index.
+"""``tools/search.py``: search images and videos by text (CLIFS-style) or by an image crop
+over a vector index.
 
 Examples::
 
@@ -14,6 +15,9 @@ Examples::
         --input photos/ --index out/photos_owl.index
     # the 10 regions closest to a text, with a contact sheet of the hits
     python tools/search.py query --index out/photos.index --text "a red car" --output out/car
+    # ... or closest to an image crop (an image exemplar)
+    python tools/search.py query --index out/photos.index --image mug.jpg:10,20,64,48 \\
+        --output out/mug
     # precision@10 per class name against COCO ground truth
     python tools/search.py evaluate --index out/val.index --gt instances_val.json \\
         --images images/val --classes "red star,blue circle"
@@ -96,9 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     ix.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    q = sub.add_parser("query", help="the top-k regions for a text, with a contact sheet")
+    q = sub.add_parser(
+        "query", help="the top-k regions for a text or an image crop, with a contact sheet"
+    )
     q.add_argument("--index", required=True, help="an index built by 'index'")
-    q.add_argument("--text", required=True, help='what to look for, e.g. "a red car"')
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help='what to look for, e.g. "a red car"')
+    what.add_argument(
+        "--image",
+        metavar="IMAGE[:x,y,w,h]",
+        help="look for what this image crop shows (box left, top, width, height in pixels; no "
+        "box: the whole image), embedded as an image exemplar (see --exemplar-source)",
+    )
+    q.add_argument(
+        "--exemplar-source",
+        choices=("clip", "region", "both"),
+        default=None,
+        help="with --image: clip (CLIP's embedding of the crop), region (the detector's region "
+        "embedding of the box) or both (default: the checkpoint's MODEL.OVDET.EXEMPLARS.SOURCE)",
+    )
     q.add_argument("--top-k", type=int, default=10, help="number of hits (default 10)")
     q.add_argument(
         "--kind",
@@ -165,7 +185,13 @@ def collect_media(spec: str) -> list[Path]:
     return files
 
 
-def _detector(checkpoint: str | None, device: str, clip: str | None, detector: str | None = None):
+def _detector(
+    checkpoint: str | None,
+    device: str,
+    clip: str | None,
+    detector: str | None = None,
+    overrides=(),
+):
     """An ovdet checkpoint, or a transformers detector (``hf:...``) where ``detector`` is set."""
     if detector is not None:
         from ovdet.cli.checks import check_hf_detector_args
@@ -175,7 +201,7 @@ def _detector(checkpoint: str | None, device: str, clip: str | None, detector: s
         return OwlDetector.from_spec(detector, device=device)
     from ovdet.api import OVDetector
 
-    return OVDetector.from_checkpoint(checkpoint, device=device, clip=clip)
+    return OVDetector.from_checkpoint(checkpoint, device=device, clip=clip, overrides=overrides)
 
 
 def _index(args) -> int:
@@ -226,12 +252,21 @@ def _index(args) -> int:
 def _query_vector(index, args):
     if args.detector is not None or (args.checkpoint is None and index.meta.get("detector")):
         spec = args.detector or index.meta["detector"]
+        if getattr(args, "image", None) is not None:
+            raise ConfigError(
+                f"--image queries need an ovdet checkpoint; the index was made by {spec}, "
+                "query it with --text"
+            )
         detector = _detector(None, args.device, args.clip, spec)
     else:
         checkpoint = args.checkpoint or index.meta.get("checkpoint")
         if not checkpoint:
             raise ConfigError("the index records no checkpoint; pass --checkpoint")
-        detector = _detector(checkpoint, args.device, args.clip or index.meta.get("clip"))
+        source = getattr(args, "exemplar_source", None)
+        overrides = ["MODEL.OVDET.EXEMPLARS.SOURCE", source] if source else []
+        detector = _detector(
+            checkpoint, args.device, args.clip or index.meta.get("clip"), overrides=overrides
+        )
     if detector.head.embed_dim != index.embed_dim:
         raise ConfigError(
             f"the detector embeds into {detector.head.embed_dim} dimensions, the index "
@@ -249,18 +284,30 @@ def _query(args) -> int:
 
     if args.top_k < 1:
         raise ConfigError("--top-k must be at least 1")
-    if not args.text.strip():
+    if args.text is not None and not args.text.strip():
         raise ConfigError("--text is empty")
+    crop = None
+    if args.image is not None:  # checked before the index and the model load
+        from ovdet.core.exemplars import load_exemplars
+        from ovdet.structures.exemplars import Exemplar
+
+        crop = Exemplar.parse(args.image)
+        load_exemplars([crop])
     index = RegionIndex.load(args.index)
     out = check_writable_dir(args.output)
     detector = _query_vector(index, args)
-    query = detector.text_embeddings([args.text.strip()])[0].numpy()
+    if crop is None:
+        query = detector.text_embeddings([args.text.strip()])[0].numpy()
+        asked = {"text": args.text}
+    else:
+        query = detector.class_embeddings([], exemplars={"query": crop})[0].numpy()
+        asked = {"image": args.image, "exemplar_source": detector.exemplar_embedder.source}
     hits = index.search(query, args.top_k, None if args.kind == "all" else args.kind)
     atomic_write_json(
-        {"text": args.text, "kind": args.kind, "hits": [asdict(h) for h in hits]},
-        out / "hits.json",
+        {**asked, "kind": args.kind, "hits": [asdict(h) for h in hits]}, out / "hits.json"
     )
-    save_image(contact_sheet(hits, title=args.text), out / "contact_sheet.jpg")
+    title = args.text if crop is None else f"like {crop.describe()}"
+    save_image(contact_sheet(hits, title=title), out / "contact_sheet.jpg")
     for rank, hit in enumerate(hits, 1):
         when = f" t={hit.timestamp:.2f}s" if hit.timestamp is not None else ""
         box = ", ".join(f"{v:.0f}" for v in hit.box)

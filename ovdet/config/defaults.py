@@ -113,6 +113,15 @@ def _add_model_keys(cfg: Any) -> None:
     # (docs/speed.md#real-scale-cpu).
     ov.CLIP_RESCORING.CROP_SCALES = []
 
+    ov.EXEMPLARS = node()
+    # Classes given by image exemplars (example boxes; docs/exemplars.md). Their embedding is
+    # made from: "clip" (CLIP's image embedding of the crop, framed as DISTILL.CROP_SCALES),
+    # "region" (the detector's own region embedding of the box) or "both" (their normalised sum).
+    ov.EXEMPLARS.SOURCE = "clip"
+    # For a class given by its name and exemplars: the text embedding's weight w in
+    # normalise(w * text + (1 - w) * exemplars).
+    ov.EXEMPLARS.TEXT_WEIGHT = 0.5
+
     ov.WEAK = node()
     # Weak supervision (Detic): losses on image-labelled batches (no boxes), which the trainer
     # mixes with box batches (DATASETS.WEAK_TRAIN, DATALOADER.DATASET_RATIO).

@@ -13,6 +13,7 @@ from typing import Dict, List
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Boxes
 
 from ovdet.utils.errors import DataError
 
@@ -52,6 +53,25 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
         ]
         with heads.offline_targets(targets):
             return super().forward(batched_inputs)
+
+    @torch.no_grad()
+    def box_embeddings(
+        self, batched_inputs: List[Dict[str, torch.Tensor]], boxes: List[torch.Tensor]
+    ) -> torch.Tensor:
+        """Region embeddings of given boxes (image exemplars, :mod:`ovdet.core.exemplars`).
+
+        Args:
+            batched_inputs: detectron2 inputs (``image`` Tensor[3, H, W], resized).
+            boxes: per input Tensor[N_i, 4] (x1, y1, x2, y2) in its ``image``'s pixels.
+
+        Returns:
+            Tensor[sum N_i, D], L2-normalised: what the head scores against the vocabulary.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        heads = self.roi_heads
+        box_features = heads.box_features(features, [Boxes(b.to(self.device)) for b in boxes])
+        return heads.head.embed(box_features)
 
     def _image_labelled_forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> dict:
         images = self.preprocess_image(batched_inputs)

@@ -12,11 +12,18 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ovdet.clip.text_classifier import Vocabulary
+from ovdet.core.exemplars import class_embeddings, exemplar_embedder_from_config
 from ovdet.core.head import get_head
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
 from ovdet.d2.config import load_d2_config
-from ovdet.d2.model_vocabulary import get_roi_heads, text_embeddings, training_vocabulary
+from ovdet.d2.model_vocabulary import (
+    get_roi_heads,
+    load_clip_for,
+    text_classifier_builder,
+    training_vocabulary,
+)
+from ovdet.structures.exemplars import ExemplarsInput, exemplar_specs
 from ovdet.utils.errors import CheckpointError, ConfigError, ImageError, VocabularyError
 
 __all__ = ["D2DetectorAdapter", "OpenVocabularyD2Predictor", "load_d2_weights"]
@@ -70,7 +77,7 @@ class OpenVocabularyD2Predictor:
                     "give the classes to detect: the config's training vocabulary cannot be "
                     "resolved (register its DATASETS.TRAIN or set MODEL.OVDET.VOCABULARY)"
                 )
-            names = list(getattr(classes, "names", classes))
+            names = list(getattr(classes, "names", classes) or ())
             if any("," in c for c in names):
                 raise VocabularyError("class names cannot contain commas")
             cfg.MODEL.OVDET.VOCABULARY = ", ".join(names)
@@ -86,18 +93,49 @@ class OpenVocabularyD2Predictor:
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
         self.classes: list[str] = []
+        self.class_kinds: list[str] = []
+        self._exemplars = None
         self.set_classes(classes if classes else base)
 
-    def set_classes(self, classes: Vocabulary | Sequence[str] | str) -> None:
-        """Swap the vocabulary: a :class:`~ovdet.structures.Vocabulary` (synonyms kept),
-        names, or a
-        spec for ``Vocabulary.parse``."""
-        vocabulary = Vocabulary.parse(classes if isinstance(classes, str) else classes)
-        embeddings = text_embeddings(self.cfg, vocabulary)
+    def _region_boxes(self, array: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+        """The detector's region embeddings of boxes of one image (exemplar source
+        ``region``): RGB uint8 [H, W, 3], Tensor[N, 4] in its pixels -> Tensor[N, D]."""
+        inputs = self._input(array)
+        height, width = inputs["image"].shape[1:]
+        scale = torch.tensor([width / array.shape[1], height / array.shape[0]] * 2)
+        return self.model.box_embeddings([inputs], [boxes.float().cpu() * scale])
+
+    @property
+    def exemplar_embedder(self):
+        """Embeds image exemplars by ``MODEL.OVDET.EXEMPLARS.SOURCE``, through the cache."""
+        if self._exemplars is None:
+            self._exemplars = exemplar_embedder_from_config(
+                self.cfg, lambda: load_clip_for(self.cfg), self._region_boxes, self.model,
+                self.cfg.MODEL.DEVICE,
+            )  # fmt: skip
+        return self._exemplars
+
+    def set_classes(
+        self,
+        classes: Vocabulary | Sequence[str] | str,
+        exemplars: ExemplarsInput | None = None,
+    ) -> None:
+        """Swap the vocabulary: a :class:`~ovdet.structures.Vocabulary` (synonyms and
+        exemplars kept), names, or a spec for ``Vocabulary.parse``; ``exemplars`` as
+        :meth:`ovdet.api.OVDetector.set_classes`."""
+        vocabulary = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
+        embedder = self.exemplar_embedder if vocabulary.has_exemplars else None
+        embeddings = class_embeddings(
+            vocabulary,
+            text_classifier_builder(self.cfg),
+            embedder,
+            self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT,
+        )
         get_roi_heads(self.model).set_vocabulary(
             embeddings, novel_class_mask(vocabulary, self.base)
         )
         self.classes = list(vocabulary.names)
+        self.class_kinds = list(vocabulary.kinds)
 
     def _input(self, image: np.ndarray) -> dict:
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
@@ -170,10 +208,14 @@ class D2DetectorAdapter:
     def class_names(self) -> list[str]:
         return list(self.predictor.classes)
 
-    def set_classes(self, vocabulary) -> None:
+    @property
+    def class_kinds(self) -> list[str]:
+        return list(self.predictor.class_kinds)
+
+    def set_classes(self, vocabulary, exemplars: ExemplarsInput | None = None) -> None:
         """Swap the vocabulary (a :class:`ovdet.structures.Vocabulary`, names, or a spec
-        string)."""
-        self.predictor.set_classes(vocabulary)
+        string; ``exemplars`` as :meth:`ovdet.api.OVDetector.set_classes`)."""
+        self.predictor.set_classes(vocabulary, exemplars)
 
     def predict(self, images, score_thresh: float | None = None, batch_size: int = 1) -> list:
         """Detect the current classes in images (an :data:`ovdet.structures.ImageInput` or a
@@ -193,6 +235,7 @@ class D2DetectorAdapter:
                     scores=result["scores"].numpy().astype(np.float32),
                     labels=result["labels"].numpy().astype(np.int64),
                     class_names=self.class_names,
+                    class_kinds=self.class_kinds,
                     embeddings=result["embeddings"].numpy().astype(np.float32),
                 )
             )

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from ovdet.demo.exemplars import add_exemplar_class, exemplar_list_text
 from ovdet.demo.images import TABLE_HEADERS, detect_files
 from ovdet.demo.model_cache import DemoModel
 from ovdet.demo.search import SEARCH_HEADERS, search_index
@@ -56,13 +57,13 @@ def build_app(
     out_root = Path(tempfile.mkdtemp(prefix="ovdet-demo-results-"))
     atexit.register(shutil.rmtree, out_root, ignore_errors=True)
 
-    def run(files, class_text, templates, thresh, clip_rescoring):
+    def run(files, class_text, templates, thresh, clip_rescoring, exemplar_specs):
         from ovdet.utils.io import atomic_write_json
 
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
         result = detect_files(
             model, paths, class_text, templates, float(thresh), bool(clip_rescoring),
-            max_images=max_images, progress=progress,
+            max_images=max_images, progress=progress, exemplars=exemplar_specs or [],
         )  # fmt: skip
         json_path = None
         if result.drawn:
@@ -90,8 +91,9 @@ def build_app(
     with gr.Blocks(title="ovdet: open-vocabulary detection") as app:
         gr.Markdown(
             "# ovdet: open-vocabulary detection\n"
-            "Upload images, name any classes, detect them. Classes outside the training "
-            "vocabulary are **novel** (marked `*`, dashed boxes)."
+            "Upload images, name any classes (or give them by a box on an example image), "
+            "detect them. Classes outside the training vocabulary are **novel** (marked `*`, "
+            "dashed boxes)."
         )
         with gr.Row():
             with gr.Column():
@@ -118,6 +120,27 @@ def build_app(
                     clip_rescoring = gr.Checkbox(
                         value=False, label=CLIP_RESCORING_LABEL, elem_id="clip-rescoring"
                     )
+                exemplar_specs = gr.State([])
+                with gr.Accordion("Classes by example (draw a box)", open=True):
+                    exemplar_editor = gr.ImageEditor(
+                        label="Exemplar image: draw over the object (or type its box below)",
+                        type="numpy", sources=["upload"], elem_id="exemplar-image",
+                    )  # fmt: skip
+                    with gr.Row():
+                        exemplar_name = gr.Textbox(label="Class name", elem_id="exemplar-name")
+                        exemplar_box = gr.Textbox(
+                            label="Box x,y,w,h (optional)", elem_id="exemplar-box"
+                        )
+                        exemplar_text = gr.Checkbox(
+                            value=False, label="also by its name's text", elem_id="exemplar-text"
+                        )
+                    with gr.Row():
+                        add_exemplar = gr.Button("Add exemplar class", elem_id="add-exemplar")
+                        clear_exemplars = gr.Button("Clear", elem_id="clear-exemplars")
+                    exemplar_status = gr.Textbox(
+                        value=exemplar_list_text([]), label="Exemplar classes", interactive=False,
+                        elem_id="exemplar-status",
+                    )  # fmt: skip
                 detect = gr.Button("Detect", variant="primary", elem_id="detect")
                 if examples:
                     gr.Examples(
@@ -135,9 +158,17 @@ def build_app(
                     elem_id="table",
                 )  # fmt: skip
                 download = gr.File(label="results.json", elem_id="results-json")
+        add_exemplar.click(
+            add_exemplar_class,
+            inputs=[exemplar_specs, exemplar_name, exemplar_editor, exemplar_box, exemplar_text],
+            outputs=[exemplar_specs, exemplar_status],
+        )
+        clear_exemplars.click(
+            lambda: ([], exemplar_list_text([])), outputs=[exemplar_specs, exemplar_status]
+        )
         detect.click(
             run,
-            inputs=[files, class_box, templates, score, clip_rescoring],
+            inputs=[files, class_box, templates, score, clip_rescoring, exemplar_specs],
             outputs=[gallery, table, download, status],
         )
         with gr.Tab("Video"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
+from ovdet.structures.exemplars import ExemplarSpec
 from ovdet.structures.vocabulary import Vocabulary
 from ovdet.utils.errors import VocabularyError
 
@@ -23,6 +25,12 @@ def parse_class_box(text: str) -> Vocabulary:
     """
     if "\n" not in text.strip():
         return Vocabulary.from_string(text)
+    if any("=" in line.split("#", 1)[0] for line in text.splitlines()):
+        # a file's exemplar lines (name=image) would make the server read its own files
+        raise VocabularyError(
+            "the class list cannot give exemplar classes (name=image); draw a box on an image "
+            "under 'Classes by example'"
+        )
     with tempfile.TemporaryDirectory(prefix="ovdet-demo-") as tmp:
         path = Path(tmp) / "classes.txt"
         path.write_text(text, encoding="utf-8")
@@ -33,11 +41,16 @@ def parse_class_box(text: str) -> Vocabulary:
                                   .replace(str(path), "the class list")) from None  # fmt: skip
 
 
-def vocabulary_or_message(class_text: str | None, messages: list[str]) -> Vocabulary | None:
-    """:func:`parse_class_box` of the page's class box; on a bad vocabulary, its one-line
-    message appended to ``messages`` and ``None``."""
+def vocabulary_or_message(
+    class_text: str | None, messages: list[str], exemplars: Sequence[ExemplarSpec] = ()
+) -> Vocabulary | None:
+    """:func:`parse_class_box` of the page's class box with the page's exemplar classes (an
+    empty box with exemplar classes: those alone); on a bad vocabulary, its one-line message
+    appended to ``messages`` and ``None``."""
     try:
-        return parse_class_box(class_text or "")
+        if not (class_text or "").strip() and exemplars:
+            return Vocabulary.from_exemplar_specs(list(exemplars))
+        return parse_class_box(class_text or "").with_exemplars(list(exemplars))
     except VocabularyError as e:
         messages.append(f"error: {e}")
         return None

@@ -12,6 +12,7 @@ import numpy as np
 from ovdet.demo.classes import vocabulary_or_message
 from ovdet.demo.model_cache import DemoModel
 from ovdet.demo.results import box_text, category_records, upload_message
+from ovdet.structures.exemplars import ExemplarSpec
 from ovdet.utils.errors import ImageError, OvdetError
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def detect_files(
     clip_rescoring: bool,
     max_images: int = 16,
     progress: bool = False,
+    exemplars: Sequence[ExemplarSpec] = (),
 ) -> DemoResult:
     """One request of the page, without the page: read, detect, draw, tabulate.
 
@@ -85,13 +87,14 @@ def detect_files(
         clip_rescoring: combine the detector's scores with CLIP's scores of the box crops.
         max_images: most images per request; more is refused with a message.
         progress: a tqdm progress bar in the server's console.
+        exemplars: the page's exemplar classes (:mod:`ovdet.demo.exemplars`).
     """
     from tqdm import tqdm
 
     from ovdet.utils.visualizer import draw_detections
 
     result = DemoResult()
-    vocabulary = vocabulary_or_message(class_text, result.messages)
+    vocabulary = vocabulary_or_message(class_text, result.messages, exemplars)
     if vocabulary is None:
         return result
     files = [Path(f) for f in files or []]
@@ -138,11 +141,15 @@ def detect_files(
         result.results["images"].append(
             {"id": image_id, "file_name": name, "width": width, "height": height}
         )
-        for record, flag in zip(detection_records(det, name, image_id, det.class_names), novel):
+        records = detection_records(det, name, image_id, det.class_names, None, det.class_kinds)
+        for record, flag in zip(records, novel):
             record["novel"] = flag
+            kind = "novel" if flag else "base"
+            if "query" in record:
+                kind += f", {record['query']}"
             result.rows.append(
                 [name, record["category"], round(record["score"], 3), box_text(record["bbox"]),
-                 "novel" if flag else "base"]
+                 kind]
             )  # fmt: skip
             result.results["detections"].append(record)
     logger.info("%s", result.status.replace("\n", "; "))

@@ -17,10 +17,13 @@ def upload_message(error: Exception, path: Path) -> str:
 
 
 def category_records(vocabulary: Vocabulary, is_novel: Sequence[bool]) -> list[dict]:
-    """The results' ``categories``: id, name and whether the class is novel."""
+    """The results' ``categories``: id, name, whether the class is novel and, for a class
+    given by image exemplars, ``query`` (``exemplar`` or ``text+exemplar``)."""
     return [
-        {"id": i + 1, "name": n, "novel": bool(is_novel[i])} for i, n in enumerate(vocabulary.names)
-    ]
+        {"id": i + 1, "name": n, "novel": bool(is_novel[i]),
+         **({"query": k} if k != "text" else {})}
+        for i, (n, k) in enumerate(zip(vocabulary.names, vocabulary.kinds))
+    ]  # fmt: skip
 
 
 def box_text(bbox: Sequence[float]) -> str:

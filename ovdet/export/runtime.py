@@ -23,7 +23,7 @@ import numpy as np
 
 from ovdet.structures.detections import Detections, ImageInput, as_image_list
 from ovdet.structures.vocabulary import Vocabulary
-from ovdet.utils.errors import CheckpointError, ConfigError
+from ovdet.utils.errors import CheckpointError, ConfigError, VocabularyError
 
 __all__ = ["OnnxDetector", "default_providers"]
 
@@ -98,6 +98,7 @@ class OnnxDetector:
         self.score_thresh = float(self.manifest["score_thresh"])
         self.text_batch_size = text_batch_size
         self.class_names: list[str] = []
+        self.class_kinds: list[str] = []
         self._text: np.ndarray | None = None
 
     def _tokenizer(self) -> Callable[[Sequence[str]], np.ndarray]:
@@ -134,12 +135,51 @@ class OnnxDetector:
         )
 
     def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
-        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
+        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary.
+
+        Classes given by image exemplars need CLIP's image tower or the detector's region
+        embeddings, which the export leaves out: embed them with PyTorch
+        (:meth:`ovdet.api.OVDetector.class_embeddings`) and give the rows to
+        :meth:`set_class_embeddings`.
+        """
         vocab = Vocabulary.parse(classes)
-        if vocab.names == tuple(self.class_names):
+        if vocab.has_exemplars:
+            raise VocabularyError(
+                "the ONNX runtime embeds class names only; embed exemplar classes with "
+                "OVDetector.class_embeddings and pass them to set_class_embeddings"
+            )
+        if vocab.names == tuple(self.class_names) and not self.class_kinds:
             return
         self._text = self.text_embeddings(vocab)
         self.class_names = list(vocab.names)
+        self.class_kinds = []
+
+    def set_class_embeddings(
+        self, names: Sequence[str], embeddings: np.ndarray, kinds: Sequence[str] = ()
+    ) -> None:
+        """Use given class embeddings as the vocabulary (the graph's ``text_embeddings``
+        input): e.g. rows of image exemplars made by
+        :meth:`ovdet.api.OVDetector.class_embeddings`; the graph is the same.
+
+        Args:
+            names: ``C`` class names.
+            embeddings: float32 [C, D], one row per class (L2-normalised here).
+            kinds: per class, how it was given (``text``, ``exemplar``, ``text+exemplar``);
+                kept in the results' :attr:`~ovdet.structures.Detections.class_kinds`.
+        """
+        rows = np.asarray(embeddings, dtype=np.float32)
+        vocab = Vocabulary.from_names(names)  # checks the names
+        if rows.ndim != 2 or rows.shape != (len(vocab), self.embed_dim):
+            raise VocabularyError(
+                f"class embeddings must be [{len(vocab)}, {self.embed_dim}] (one row per name), "
+                f"got {list(rows.shape)}"
+            )
+        if kinds and len(kinds) != len(vocab):
+            raise VocabularyError(f"kinds must have one entry per class ({len(vocab)})")
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        self._text = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+        self.class_names = list(vocab.names)
+        self.class_kinds = list(kinds)
 
     def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
         """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does: boxes
@@ -182,6 +222,7 @@ class OnnxDetector:
                     labels=labels.astype(np.int64),
                     class_names=self.class_names,
                     embeddings=embeddings.astype(np.float32) if return_embeddings else None,
+                    class_kinds=self.class_kinds,
                 )
             )
         return results

@@ -21,8 +21,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Sequence
 
-from ovdet.utils.errors import CheckpointError, ConfigError
+from ovdet.structures.exemplars import ExemplarSpec
+from ovdet.structures.vocabulary import Vocabulary, normalize_name
+from ovdet.utils.errors import CheckpointError, ConfigError, VocabularyError
 
 __all__ = [
     "PREDICTION_METHODS",
@@ -93,14 +96,24 @@ def _closed_set_results(state, cfg, checkpoint, records, device, batch_size, pro
     )
 
 
-def _open_vocabulary_model(checkpoint, method: str, class_names, device: str, overrides):
-    """The model that predicts by ``method``, with ``class_names`` as its vocabulary."""
+def _open_vocabulary_model(
+    checkpoint, method: str, class_names, device: str, overrides, exemplars=()
+):
+    """The model that predicts by ``method``, with ``class_names`` as its vocabulary (classes
+    of ``exemplars`` given by them, :mod:`ovdet.core.exemplars`)."""
     from ovdet.api import OVDetector
     from ovdet.ovbench.clip_proposals import ClipOnProposals
     from ovdet.tv.engine.build import build_clip_teacher
 
     detector = OVDetector.from_checkpoint(checkpoint, device=device, overrides=overrides)
-    detector.set_classes(class_names)
+    vocabulary = Vocabulary.from_names(class_names)
+    unknown = [s.name for s in exemplars if normalize_name(s.name) not in
+               {normalize_name(n) for n in class_names}]  # fmt: skip
+    if unknown:
+        raise VocabularyError(
+            f"exemplar class {unknown[0]!r} is not a category of the ground truth"
+        )
+    detector.set_classes(vocabulary.with_exemplars(list(exemplars)))
     if method == "clip_rescoring":
         detector.enable_clip_rescoring(True)
         return detector.model, detector.cfg
@@ -129,6 +142,8 @@ def predict_with_method(
     score_thresh: float | None = None,
     progress: bool = True,
     failed: list[str] | None = None,
+    exemplars: Sequence[ExemplarSpec] = (),
+    overrides: Sequence[str] = (),
 ) -> list[dict]:
     """COCO-format detections of ``checkpoint`` on every image of ``gt_json``.
 
@@ -144,6 +159,9 @@ def predict_with_method(
             (e.g. 0.001) measures a model whose scores are not yet confident fairly.
         progress: a progress bar.
         failed: if given, the images that could not be read are appended to it.
+        exemplars: categories given by image exemplars instead of (``name=``) or beside
+            (``name+=``) their names (:mod:`ovdet.structures.exemplars`); open-vocabulary only.
+        overrides: more config ``KEY VALUE`` pairs (e.g. ``MODEL.OVDET.EXEMPLARS.SOURCE``).
 
     Started by torchrun, the processes share the images
     (:func:`~ovdet.tv.engine.inference.inference_on_records`); every process returns all results.
@@ -169,9 +187,9 @@ def predict_with_method(
     comm.init_distributed(torch.device(device).type)
     device = str(comm.local_device(device))
     state, cfg = _checkpoint_config(checkpoint)
-    overrides = []
+    overrides = list(overrides)
     if score_thresh is not None:
-        overrides = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(float(score_thresh))]
+        overrides += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(float(score_thresh))]
         cfg.defrost()
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_thresh)
     records = load_coco_detection(str(gt_json), str(image_root), split=None, filter_empty=False)
@@ -180,6 +198,11 @@ def predict_with_method(
         Path(checkpoint).name, method, len(records.images), gt_json,
     )  # fmt: skip
     if not is_open_vocabulary(cfg):
+        if exemplars:
+            raise ConfigError(
+                f"{checkpoint} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model without region "
+                "embeddings: exemplar classes need an open-vocabulary model"
+            )
         if method != "detector":
             raise ConfigError(
                 f"{checkpoint} is a closed-set {cfg.MODEL.META_ARCHITECTURE} model: "
@@ -188,7 +211,9 @@ def predict_with_method(
         return _closed_set_results(
             state, cfg, checkpoint, records, device, batch_size, progress, failed
         )
-    model, cfg = _open_vocabulary_model(checkpoint, method, records.class_names, device, overrides)
+    model, cfg = _open_vocabulary_model(
+        checkpoint, method, records.class_names, device, overrides, exemplars
+    )
     return inference_on_records(
         model, records, cfg, device, batch_size, progress=progress, failed=failed
     )

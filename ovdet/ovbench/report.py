@@ -3,6 +3,7 @@ findings and the package versions (``results.md`` and the command's output)."""
 
 from __future__ import annotations
 
+from ovdet.ovbench.exemplars import EXEMPLAR_TABLE_ROWS
 from ovdet.ovbench.plan import METHODS
 
 __all__ = ["format_results"]
@@ -59,14 +60,15 @@ def format_results(report: dict) -> str:
         "| method | base AP50 | novel AP50 | all AP50 | novel AP |",
         "|---|---|---|---|---|",
     ]
-    for method in METHODS:
-        if method.key not in report["metrics"]:
+    rows = [(method.key, method.description) for method in METHODS] + EXEMPLAR_TABLE_ROWS
+    for key, description in rows:
+        if key not in report["metrics"]:
             continue
         cells = [
-            _cell(report, method.key, g, k)
+            _cell(report, key, g, k)
             for g, k in (("base", "AP50"), ("novel", "AP50"), ("all", "AP50"), ("novel", "AP"))
         ]
-        lines.append(f"| {method.description} | {' | '.join(cells)} |")
+        lines.append(f"| {description} | {' | '.join(cells)} |")
     if len(report.get("seeds", ())) > 1:
         lines += _seed_lines(report)
     clip = report["clip_zero_shot"]

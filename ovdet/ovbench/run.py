@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 
 from ovdet.ovbench.data import BenchmarkData
+from ovdet.ovbench.exemplars import evaluate_exemplar_rows, exemplar_targets
 from ovdet.ovbench.plan import DETECTORS, METHODS, SIZES, BenchmarkSize, run_opts
 from ovdet.ovbench.report import format_results
 from ovdet.ovbench.resume import check_same_inputs, run_inputs
@@ -172,6 +173,8 @@ def run_synthetic_benchmark(
     metrics, errors = aggregate_metrics(per_seed) if seeds > 1 else (per_seed[0], None)
     t = time.perf_counter()
     best = best_open_vocabulary_method(metrics)
+    if generated:  # the exemplar rows, on the best ovdet detector (ovdet.ovbench.exemplars)
+        metrics.update(evaluate_exemplar_rows(out, data, split, best, spec, seed, device, progress))
     findings = draw_pictures(out, data, split, best, spec, device, progress)
     seconds["pictures"] = time.perf_counter() - t
     seconds["total (this run)"] = time.perf_counter() - start
@@ -189,7 +192,8 @@ def run_synthetic_benchmark(
         "clip": clip,
         "clip_zero_shot": zero_shot,
         "metrics": metrics,
-        "targets": check_targets(metrics, spec.data.get("novel_captions", True)),
+        "targets": check_targets(metrics, spec.data.get("novel_captions", True))
+        + exemplar_targets(metrics, best),
         "novel_findings": findings,
         "seconds": seconds,
         "pictures": str(out / "pictures"),

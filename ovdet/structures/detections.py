@@ -33,6 +33,8 @@ class Detections:
         labels: int64 [K], indices into ``class_names``.
         class_names: the vocabulary the labels index.
         embeddings: float32 [K, D] region embeddings, if requested.
+        class_kinds: per class of ``class_names``, how it was given: ``text``, ``exemplar`` or
+            ``text+exemplar`` (image exemplars); empty where unknown (all text).
     """
 
     boxes: np.ndarray
@@ -40,6 +42,7 @@ class Detections:
     labels: np.ndarray
     class_names: list[str] = field(repr=False)
     embeddings: np.ndarray | None = field(default=None, repr=False)
+    class_kinds: list[str] = field(default_factory=list, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -63,6 +66,7 @@ def detection_records(
     image_id: int,
     class_names: Sequence[str],
     embedding_rows: Sequence[int] | None = None,
+    class_kinds: Sequence[str] = (),
 ) -> list[dict]:
     """``results.json`` entries of one image's detections: COCO xywh boxes, rounded.
 
@@ -72,6 +76,9 @@ def detection_records(
         image_id: its id in the results' ``images``.
         class_names: the vocabulary the labels index (``category_id`` is label + 1).
         embedding_rows: per detection, its row in the run's ``embeddings.npy``.
+        class_kinds: per class, how it was given (:attr:`Detections.class_kinds`); a detection
+            of a class given by exemplars is marked with ``"query": "exemplar"`` (or
+            ``"text+exemplar"``).
     """
     out = []
     for i, (box, score, label) in enumerate(
@@ -86,6 +93,8 @@ def detection_records(
             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
             "score": round(float(score), 5),
         }
+        if class_kinds and class_kinds[label] != "text":
+            record["query"] = class_kinds[label]
         if embedding_rows is not None:
             record["embedding_index"] = embedding_rows[i]
         out.append(record)

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ovdet.structures.exemplars import Exemplar, ExemplarSpec, parse_exemplar_spec
 from ovdet.utils.errors import VocabularyError
 
-__all__ = ["Vocabulary", "normalize_name", "split_names"]
+__all__ = ["CLASS_KINDS", "Vocabulary", "normalize_name", "split_names"]
+
+CLASS_KINDS = ("text", "exemplar", "text+exemplar")
+"""How a class is given: by its name's text, by image exemplars, or by both."""
 
 
 def split_names(text: str) -> list[str]:
@@ -41,21 +45,36 @@ def normalize_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """An ordered list of classes; each has a display name and optional synonyms.
+    """An ordered list of classes; each has a display name, optional synonyms and optional
+    image exemplars (:mod:`ovdet.structures.exemplars`).
 
     Attributes:
         names: display names, ``C`` of them, unique after stripping (case-insensitive).
         synonyms: per class, extra names whose prompts are averaged with the name's.
+        exemplars: per class, example boxes (empty for a class given by text only).
+        uses_text: per class, whether its name's text embedding is used; ``False`` only for a
+            class given by exemplars alone (its name is then a label, not a query).
     """
 
     names: tuple[str, ...]
     synonyms: tuple[tuple[str, ...], ...] = ()
+    exemplars: tuple[tuple[Exemplar, ...], ...] = ()
+    uses_text: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.synonyms:
             object.__setattr__(self, "synonyms", tuple(() for _ in self.names))
+        if not self.exemplars:
+            object.__setattr__(self, "exemplars", tuple(() for _ in self.names))
+        if not self.uses_text:
+            object.__setattr__(self, "uses_text", tuple(True for _ in self.names))
         if len(self.synonyms) != len(self.names):
             raise VocabularyError("synonyms must have one entry per class")
+        if len(self.exemplars) != len(self.names) or len(self.uses_text) != len(self.names):
+            raise VocabularyError("exemplars and uses_text must have one entry per class")
+        for name, exemplars, text in zip(self.names, self.exemplars, self.uses_text):
+            if not text and not exemplars:
+                raise VocabularyError(f"class {name!r} is given by neither text nor exemplars")
         if not self.names:
             raise VocabularyError("the vocabulary is empty; give at least one class name")
         seen: dict[str, int] = {}
@@ -74,6 +93,90 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Per class, how it is given: one of :data:`CLASS_KINDS`."""
+        return tuple(
+            "text" if not ex else ("text+exemplar" if text else "exemplar")
+            for ex, text in zip(self.exemplars, self.uses_text)
+        )
+
+    @property
+    def has_exemplars(self) -> bool:
+        """Whether any class is given by exemplars."""
+        return any(self.exemplars)
+
+    def text_classes(self) -> tuple[Vocabulary | None, list[int]]:
+        """The classes whose text embedding is used, as a vocabulary of names and synonyms
+        (``None`` where there is none), and their indices in this one."""
+        index = [i for i, text in enumerate(self.uses_text) if text]
+        if not index:
+            return None, []
+        names = tuple(self.names[i] for i in index)
+        return Vocabulary(names, tuple(self.synonyms[i] for i in index)), index
+
+    def with_exemplars(self, specs: Sequence[ExemplarSpec]) -> Vocabulary:
+        """This vocabulary with exemplars added (see :mod:`ovdet.structures.exemplars`).
+
+        ``name=...`` gives a class by its exemplars alone (a class of that name here loses its
+        text query), ``name+=...`` by its text and exemplars; a new name is a new class, after
+        the others. The same name again adds exemplars.
+
+        Raises:
+            VocabularyError: a spec names a synonym of another class, or one class is given both
+                as ``name=...`` and as ``name+=...``.
+        """
+        names, synonyms = list(self.names), list(self.synonyms)
+        exemplars, uses_text = [list(e) for e in self.exemplars], list(self.uses_text)
+        for spec in specs:
+            key = normalize_name(spec.name)
+            found = [i for i, n in enumerate(names) if normalize_name(n) == key]
+            owner = [
+                n for n, syn in zip(names, synonyms) if key in {normalize_name(s) for s in syn}
+            ]
+            if owner and not found:
+                raise VocabularyError(
+                    f"exemplar class {spec.name!r} is a synonym of class {owner[0]!r}; "
+                    f"give the exemplars to {owner[0]!r}"
+                )
+            if not found:
+                names.append(spec.name)
+                synonyms.append(())
+                exemplars.append(list(spec.exemplars))
+                uses_text.append(spec.with_text)
+                continue
+            i = found[0]
+            if exemplars[i] and uses_text[i] != spec.with_text:
+                raise VocabularyError(
+                    f"class {names[i]!r} is given both by exemplars alone ({names[i]}=...) and "
+                    f"by its text and exemplars ({names[i]}+=...); use one of the two"
+                )
+            exemplars[i].extend(spec.exemplars)
+            uses_text[i] = spec.with_text
+        return Vocabulary(
+            tuple(names), tuple(synonyms), tuple(tuple(e) for e in exemplars), tuple(uses_text)
+        )
+
+    @classmethod
+    def from_classes_and_exemplars(
+        cls, classes: str | Sequence[str] | Vocabulary | None, specs: Sequence[ExemplarSpec]
+    ) -> Vocabulary:
+        """:meth:`parse` of ``classes`` (``None`` or empty: none) with the exemplar classes
+        of ``specs`` (:meth:`with_exemplars`)."""
+        empty = classes is None or (not isinstance(classes, (str, Vocabulary)) and not classes)
+        if empty and specs:
+            return cls.from_exemplar_specs(specs)
+        return cls.parse(classes if classes is not None else ()).with_exemplars(specs)
+
+    @classmethod
+    def from_exemplar_specs(cls, specs: Sequence[ExemplarSpec]) -> Vocabulary:
+        """Only classes given by exemplars (see :meth:`with_exemplars`)."""
+        if not specs:
+            raise VocabularyError("the vocabulary is empty; give at least one class name")
+        first = specs[0]
+        vocabulary = cls((first.name,), (), (first.exemplars,), (first.with_text,))
+        return vocabulary.with_exemplars(specs[1:])
+
     @classmethod
     def from_names(cls, names: Sequence[str]) -> Vocabulary:
         """From a list of names (each stripped)."""
@@ -91,7 +194,9 @@ class Vocabulary:
     @classmethod
     def from_file(cls, path: str | Path) -> Vocabulary:
         """From a text file: one class per line, ``name, synonym, synonym...`` (split as
-        :func:`split_names`); ``#`` comments.
+        :func:`split_names`), or a class given by exemplars, ``name=image.jpg:x,y,w,h; ...`` or
+        ``name+=...`` (:func:`~ovdet.structures.exemplars.parse_exemplar_spec`; image paths
+        relative to the file's folder); ``#`` comments.
 
         A ``.json`` file is read as COCO/LVIS annotations (its ``categories``).
         """
@@ -102,10 +207,16 @@ class Vocabulary:
             lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a BOM
         except (OSError, UnicodeDecodeError) as e:
             raise VocabularyError(f"cannot read vocabulary file {path}: {e}") from e
-        names, synonyms = [], []
+        names, synonyms, specs = [], [], []
         for number, line in enumerate(lines, 1):
             line = line.split("#", 1)[0].strip()
             if not line:
+                continue
+            if "=" in line:
+                try:
+                    specs.append(parse_exemplar_spec(line, relative_to=path.parent))
+                except VocabularyError as e:
+                    raise VocabularyError(f"{path}, line {number}: {e}") from None
                 continue
             try:
                 parts = split_names(line)
@@ -116,9 +227,11 @@ class Vocabulary:
             parts = [p for p in parts if p]
             names.append(parts[0])
             synonyms.append(tuple(parts[1:]))
-        if not names:
+        if not names and not specs:
             raise VocabularyError(f"vocabulary file {path} holds no class name")
-        return cls(tuple(names), tuple(synonyms))
+        if not names:
+            return cls.from_exemplar_specs(specs)
+        return cls(tuple(names), tuple(synonyms)).with_exemplars(specs)
 
     @classmethod
     def from_coco_json(cls, path: str | Path) -> Vocabulary:

@@ -12,12 +12,15 @@ import torch
 from ovdet.clip import ClipSpec
 from ovdet.clip.text_classifier import Vocabulary
 from ovdet.config import config_from_dict
+from ovdet.core.exemplars import class_embeddings, exemplar_embedder_from_config
 from ovdet.core.head import get_head
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.core.score_fusion import ClipRescoringSettings, check_score_fusion
 from ovdet.data.image_io import as_loaded_image
 from ovdet.data.transforms import build_augmentation, resize_for_inference
 from ovdet.structures.detections import Detections, ImageInput, as_image_list
+from ovdet.structures.exemplars import ExemplarsInput, exemplar_specs
+from ovdet.structures.loaded_image import LoadedImage
 from ovdet.tv.engine.build import build_clip_teacher, build_model, build_text_classifier
 from ovdet.tv.engine.checkpoint import load_checkpoint, load_model_weights
 from ovdet.utils.errors import CheckpointError, ConfigError
@@ -56,6 +59,8 @@ class OVDetector:
         self.transform = build_augmentation(cfg, is_train=False)
         self._text = build_text_classifier(cfg, self.device)
         self.class_names: list[str] = []
+        self.class_kinds: list[str] = []
+        self._exemplars = None
         if cfg.MODEL.OVDET.CLIP_RESCORING.ENABLED:
             self.enable_clip_rescoring(True)
 
@@ -131,17 +136,70 @@ class OVDetector:
         L2-normalised, on CPU. The vocabulary in use is not changed."""
         return self._text(Vocabulary.parse(classes))
 
-    def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
-        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary."""
-        vocab = Vocabulary.parse(classes)
-        if vocab.names == tuple(self.class_names):
+    def _region_boxes(self, array: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+        """The detector's region embeddings of boxes of one image (exemplar source
+        ``region``): RGB uint8 [H, W, 3], Tensor[N, 4] in its pixels -> Tensor[N, D]."""
+        tensor, scale = self._prepare(LoadedImage.unscaled(array))
+        resized = boxes.to(self.device) * scale.to(self.device)
+        return self.model.box_embeddings([tensor.to(self.device)], [resized])
+
+    @property
+    def exemplar_embedder(self):
+        """Embeds image exemplars by ``MODEL.OVDET.EXEMPLARS.SOURCE``, through the cache
+        (an :class:`~ovdet.core.exemplars.ExemplarEmbedder`)."""
+        if self._exemplars is None:
+            self._exemplars = exemplar_embedder_from_config(
+                self.cfg, lambda: self._text.clip, self._region_boxes, self.model, self.device
+            )
+        return self._exemplars
+
+    def class_embeddings(
+        self,
+        classes: str | Sequence[str] | Vocabulary,
+        exemplars: ExemplarsInput | None = None,
+    ) -> torch.Tensor:
+        """The classifier of a vocabulary of text and exemplar classes: Tensor[C, D], float32,
+        L2-normalised, on CPU (see :meth:`set_classes`). The vocabulary in use is not changed."""
+        vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
+        return self._class_embeddings(vocab)
+
+    def _class_embeddings(self, vocab: Vocabulary) -> torch.Tensor:
+        embedder = self.exemplar_embedder if vocab.has_exemplars else None
+        weight = self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT
+        return class_embeddings(vocab, self._text, embedder, weight)
+
+    def set_classes(
+        self,
+        classes: str | Sequence[str] | Vocabulary,
+        exemplars: ExemplarsInput | None = None,
+    ) -> None:
+        """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary.
+
+        Args:
+            classes: the classes by name (a vocabulary file may also give exemplar classes).
+            exemplars: image exemplars by class name, e.g. ``{"mug": ["mug.jpg:10,20,64,48"]}``
+                (see :func:`~ovdet.structures.exemplars.exemplar_specs`): a name among
+                ``classes`` mixes its text with them (``MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT``),
+                another name is a class given by exemplars alone, after the others.
+
+        Raises:
+            VocabularyError, ImageError: a bad class list, exemplar box or image (the vocabulary
+                in use is then kept).
+        """
+        vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
+        if (
+            not vocab.has_exemplars
+            and vocab.names == tuple(self.class_names)
+            and self.class_kinds == list(vocab.kinds)
+        ):
             return
-        text = self._text(vocab)
-        _check_embed_dim(text.shape[1], self.head.embed_dim, self._text.spec)
+        embeddings = self._class_embeddings(vocab)
+        _check_embed_dim(embeddings.shape[1], self.head.embed_dim, self._text.spec)
         self.head.set_vocabulary(
-            text.to(self.device), novel_class_mask(vocab, self.train_class_names)
+            embeddings.to(self.device), novel_class_mask(vocab, self.train_class_names)
         )
         self.class_names = list(vocab.names)
+        self.class_kinds = list(vocab.kinds)
 
     def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
         """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy)): boxes
@@ -194,6 +252,7 @@ class OVDetector:
                             scores=out["scores"].float().cpu().numpy(),
                             labels=out["labels"].cpu().numpy(),
                             class_names=self.class_names,
+                            class_kinds=self.class_kinds,
                             embeddings=out["embeddings"].float().cpu().numpy()
                             if return_embeddings
                             else None,

@@ -3,11 +3,13 @@
 The torchvision engine's RoI heads and the detectron2 plugin's ROI heads are two adapters over
 one :class:`~ovdet.core.OpenVocabularyHead`; here both get the head's weights, the same box-head
 features and the same proposals, and must agree on logits, losses, detections (thresholds 0 and
-0.3, a vocabulary with synonyms), region embeddings, CLIP rescoring and the image head's
-ViLD-ensemble.
+0.3, a vocabulary with synonyms, one with image exemplars), region embeddings, CLIP rescoring
+and the image head's ViLD-ensemble.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +207,76 @@ def test_same_detections_with_the_image_head(instant_cfg, tiny_clip, text_cache,
         get_head(tv).image_projection = None  # the classifier alone scores differently
         c = _run_tv(tv, features, proposals, image)
     assert not torch.allclose(a["scores"][:5], c["scores"][:5])
+
+
+def _exemplar_embedder(cfg, model, region, tiny_clip, cache: Path):
+    """The engine's exemplar embedder (``cfg``'s keys, caching in ``cache``), CLIP and region
+    crops both ("both"): what its predictor builds."""
+    from ovdet.clip import load_clip
+    from ovdet.core.exemplars import exemplar_embedder_from_config
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.OVDET.TEXT_CACHE_DIR = str(cache)
+    cfg.MODEL.OVDET.EXEMPLARS.SOURCE = "both"
+    return exemplar_embedder_from_config(cfg, lambda: load_clip(tiny_clip), region, model)
+
+
+def test_same_exemplar_vocabulary_and_detections(
+    engines, instant_cfg, tiny_clip, vocabulary, tmp_path
+):
+    """A vocabulary of text classes, a class by text and exemplars and one by two exemplars:
+    both engines embed it alike (CLIP crops and their own region embeddings of the boxes) and
+    detect alike with it."""
+    from ovdet.core.exemplars import class_embeddings
+    from ovdet.d2.model_vocabulary import text_classifier_builder
+    from ovdet.structures.exemplars import Exemplar, ExemplarSpec
+
+    tv, d2, tv_cfg = engines
+    d2_cfg = instant_cfg(
+        "MODEL.ROI_BOX_HEAD.FC_DIM", str(FC_DIM), "MODEL.OVDET.DISTILL.MODE", "none"
+    )
+    assert d2_cfg.MODEL.OVDET.EXEMPLARS == tv_cfg.MODEL.OVDET.EXEMPLARS  # the same keys
+    features, proposals, image = _inputs()
+    pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
+    exemplars = vocabulary.with_exemplars([
+        ExemplarSpec("grey box", (Exemplar(pixels, (10, 10, 30, 20)),), with_text=True),
+        ExemplarSpec("logo", (Exemplar(pixels, (40, 5, 20, 30)), Exemplar(pixels))),
+    ])  # fmt: skip
+    assert exemplars.kinds == ("text", "text", "text", "text+exemplar", "exemplar")
+    one = features[:1]  # the box features of an exemplar box (the pooler and box head fixed)
+
+    def tv_region(array, boxes):
+        tv.roi_heads.box_roi_pool, tv.roi_heads.box_head = _Fixed(one), _Fixed(one)
+        rgb = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+        return tv.box_embeddings([rgb], [boxes])
+
+    def d2_region(array, boxes):
+        d2.roi_heads.box_pooler, d2.roi_heads.box_head = _Fixed(one), _Fixed(one)
+        bgr = torch.from_numpy(array[:, :, ::-1].copy()).permute(2, 0, 1).float()
+        return d2.box_embeddings([{"image": bgr}], [boxes])
+
+    weight = tv_cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT
+    tv_embedder = _exemplar_embedder(tv_cfg, tv, tv_region, tiny_clip, tmp_path / "tv")
+    d2_embedder = _exemplar_embedder(d2_cfg, d2, d2_region, tiny_clip, tmp_path / "d2")
+    tv_rows = class_embeddings(exemplars, build_text_classifier(tv_cfg), tv_embedder, weight)
+    d2_rows = class_embeddings(exemplars, text_classifier_builder(d2_cfg), d2_embedder, weight)
+    assert tv_embedder.num_embedded == d2_embedder.num_embedded == 6  # 3 boxes, 2 sources each
+    torch.testing.assert_close(tv_rows, d2_rows)
+    text_only = build_text_classifier(tv_cfg)(vocabulary)
+    torch.testing.assert_close(tv_rows[:3], text_only[:3])
+    assert not torch.allclose(tv_rows[3], text_only[3])  # the exemplar is mixed in
+
+    is_novel = novel_class_mask(exemplars, ["red box", "green box"])
+    try:
+        get_head(tv).set_vocabulary(tv_rows, is_novel)
+        d2.roi_heads.set_vocabulary(d2_rows, is_novel)
+        with get_head(tv).score_threshold(0.0), get_head(d2).score_threshold(0.0):
+            a = _run_tv(tv, features, proposals, image)
+            b = _run_d2(d2, features, proposals, image)
+        _assert_same(a, b)
+        assert int(a["labels"].max()) == 4  # the exemplar class is detected
+    finally:
+        text = build_text_classifier(tv_cfg)(vocabulary)
+        get_head(tv).set_vocabulary(text, novel_class_mask(vocabulary, ["red box", "green box"]))
+        d2.roi_heads.set_vocabulary(text, novel_class_mask(vocabulary, ["red box", "green box"]))

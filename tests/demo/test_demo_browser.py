@@ -206,3 +206,53 @@ def test_video_tab_in_a_browser(served_demo, browser, tmp_path):
     assert status.startswith("error: video notes.mp4 cannot be read"), status
     assert len(status.splitlines()) == 1
     assert _detect_video(browser, clip, status).endswith("(sampled at 1 fps)")
+
+
+def _exemplar_status(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "#exemplar-status textarea").get_attribute("value")
+
+
+def test_exemplar_class_in_a_browser(served_demo, browser, tmp_path):
+    """A box on an example image becomes a class; a detection of it is marked as such."""
+    example = tmp_path / "example.png"
+    img = Image.new("RGB", (64, 64), (128, 128, 128))
+    ImageDraw.Draw(img).rectangle((16, 20, 40, 44), fill=(220, 30, 30))
+    img.save(example)
+    photo = tmp_path / "photo.png"
+    img.save(photo)
+
+    browser.get(served_demo)
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#images input[type=file]")
+    )
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#exemplar-image input[type=file]")
+    )
+    browser.find_element(By.CSS_SELECTOR, "#exemplar-image input[type=file]").send_keys(
+        str(example)
+    )
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#exemplar-image canvas, #exemplar-image img")
+    )
+    browser.find_element(
+        By.CSS_SELECTOR, "#exemplar-name textarea, #exemplar-name input"
+    ).send_keys("my thing")
+    box = browser.find_element(By.CSS_SELECTOR, "#exemplar-box textarea, #exemplar-box input")
+    box.send_keys("70,0,10,10")  # outside the 64 x 64 image: one line, nothing added
+    browser.find_element(By.CSS_SELECTOR, "#add-exemplar").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: _exemplar_status(d).startswith("error: "))
+    assert "is not inside its 64x64 image" in _exemplar_status(browser)
+    box.clear()
+    box.send_keys("16,20,25,25")
+    browser.find_element(By.CSS_SELECTOR, "#add-exemplar").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: "my thing: 1 box" in _exemplar_status(d))
+
+    _upload(browser, photo)
+    classes = browser.find_element(By.CSS_SELECTOR, "#classes textarea")
+    classes.clear()
+    classes.send_keys("blue circle")
+    status = _detect(browser, "")
+    assert status.endswith("detection(s) in 1 image(s)"), status
+    table = browser.find_element(By.CSS_SELECTOR, "#table").text
+    assert "my thing" in table and "exemplar" in table, table
+    browser.save_screenshot(str(tmp_path / "demo_exemplar.png"))

@@ -1,7 +1,7 @@
 """ONNX export: the detector with the vocabulary as an input and the text tower agree with
 PyTorch (same labels, boxes within 1e-3 relative, scores within 1e-4) for C = 1, 80, 1203 and
-20000 classes and images of several sizes; the runtime runs where torch cannot be imported;
-bad input is a one-line error."""
+20000 classes and images of several sizes, and with image-exemplar rows; the runtime runs where
+torch cannot be imported; bad input is a one-line error."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ pytest.importorskip("onnx", reason="onnx is not installed (extra 'deploy')")
 from ovdet.api import OVDetector  # noqa: E402
 from ovdet.cli.export_onnx import main  # noqa: E402
 from ovdet.export.runtime import OnnxDetector, default_providers  # noqa: E402
-from ovdet.utils.errors import CheckpointError  # noqa: E402
+from ovdet.structures import Vocabulary  # noqa: E402
+from ovdet.structures.exemplars import exemplar_specs  # noqa: E402
+from ovdet.utils.errors import CheckpointError, VocabularyError  # noqa: E402
 
 
 def _untrained_checkpoint(tiny_clip: str, folder: Path, *opts: str) -> Path:
@@ -244,3 +246,33 @@ def test_boxes_of_an_image_downscaled_on_load_are_in_its_pixels(exported, tmp_pa
     assert len(on_small) >= 5 and len(on_big) == len(on_small)
     np.testing.assert_allclose(on_big.boxes, FACTOR * on_small.boxes, rtol=1e-4, atol=1e-3)
     assert on_big.boxes[:, 2].max() > SMALL[0] + 1  # not in the downscaled frame
+
+
+def test_exemplar_rows_are_vocabulary_rows_and_agree_with_pytorch(detectors):
+    """Image-exemplar classes, embedded with PyTorch, are rows of the graph's vocabulary
+    input: the ONNX detections equal PyTorch's with the same vocabulary."""
+    from ovdet.structures.exemplars import Exemplar
+
+    torch_detector, onnx_detector = detectors
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(64, 64), (90, 70)]]
+    exemplars = {"logo": Exemplar(images[1], (10, 12, 30, 20)), "red square+": Exemplar(images[0])}
+    torch_detector.set_classes("red square, blue circle", exemplars=exemplars)
+    assert torch_detector.class_kinds == ["text+exemplar", "text", "exemplar"]
+    rows = torch_detector.class_embeddings("red square, blue circle", exemplars=exemplars)
+    onnx_detector.set_class_embeddings(
+        torch_detector.class_names, rows.numpy(), torch_detector.class_kinds
+    )
+    expected = torch_detector.predict(images, score_thresh=0.0)
+    got = onnx_detector.predict(images, score_thresh=0.0)
+    assert 2 in np.concatenate([d.labels for d in expected])  # the exemplar class is detected
+    for ref, out in zip(expected, got):
+        assert len(out) == len(ref) > 0 and out.class_kinds == ref.class_kinds
+        np.testing.assert_array_equal(out.labels, ref.labels)
+        np.testing.assert_allclose(out.scores, ref.scores, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out.boxes, ref.boxes, rtol=1e-3, atol=1e-3)
+    with pytest.raises(VocabularyError, match="set_class_embeddings"):
+        onnx_detector.set_classes(Vocabulary.from_names(["a"]).with_exemplars(
+            exemplar_specs({"b": Exemplar(images[0])})))  # fmt: skip
+    with pytest.raises(VocabularyError, match=r"must be \[2, 32\]"):
+        onnx_detector.set_class_embeddings(["a", "b"], rows.numpy())

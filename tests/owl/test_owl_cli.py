@@ -123,6 +123,10 @@ def test_bad_detectors_are_one_line_errors(tmp_path, photos, capsys):
         (["--detector", f"hf:{tmp_path / 'none'}"], "no such folder"),
         (["--detector", "google/owlv2-base-patch16"], "not a transformers detector", "hf:"),
         (["--detector", f"hf:{tmp_path / 'clip'}", "--clip-rescoring"], "--clip-rescoring"),
+        (
+            ["--detector", f"hf:{tmp_path / 'clip'}", "--exemplar", f"mug={photos / 'rocket.png'}"],
+            "image exemplars need an ovdet checkpoint",
+        ),
     ]
     for flags, *fragments in cases:
         assert infer_cli.main(flags + base) == 2
@@ -174,6 +178,11 @@ def test_search_indexes_and_queries_with_an_owl_detector(owlv2_dir, photos, tmp_
     np.testing.assert_allclose(hits[0]["box"], boxes[best], atol=0.01)
     whole = detector.embed_images([np.asarray(Image.open(p)) for p in sorted(photos.iterdir())])
     assert whole.shape == (len(found), detector.head.embed_dim)
+
+    # queries by an image crop need an ovdet checkpoint's exemplar embedder: one line
+    argv = ["query", "--index", str(index_path), "--image", str(photos / "rocket.png"),
+            "--output", str(tmp_path / "by_image")]  # fmt: skip
+    assert search_cli.main(argv) == 2
 
 
 def test_a_hub_model_that_cannot_be_fetched_is_one_line(photos, tmp_path):

@@ -34,7 +34,12 @@ from ovdet.data.synthetic.items import (
 )
 from ovdet.utils.errors import DataError
 
-__all__ = ["PRESETS", "SyntheticDatasetInfo", "generate_synthetic_dataset"]
+__all__ = [
+    "PRESETS",
+    "SyntheticDatasetInfo",
+    "generate_synthetic_dataset",
+    "write_exemplar_split",
+]
 
 # The package's logger, as before the package was split into modules.
 logger = logging.getLogger(__package__)
@@ -57,6 +62,7 @@ PRESETS: dict[str, dict[str, int]] = {
 
 # Random streams: each item's generator is seeded by (seed, stream, index).
 _STREAM_TRAIN, _STREAM_VAL, _STREAM_CAPTIONS, _STREAM_VAL_CAPTIONS, _STREAM_WEAK = range(5)
+_STREAM_EXEMPLAR = 5
 
 
 @dataclass(frozen=True)
@@ -378,4 +384,39 @@ def generate_synthetic_dataset(
         weak_labels=weak[1],
         weak_captions=weak[2],
         weak_boxes=weak[3],
+    )
+
+
+def write_exemplar_split(
+    output_dir: str | Path,
+    num_images: int,
+    *,
+    image_size: int = 128,
+    max_objects: int = 5,
+    min_object_size: float = 14.0,
+    max_object_size: float = 56.0,
+    min_visible: float = 0.6,
+    crop_size: int = 48,
+    seed: int = 0,
+    workers: int = 0,
+    progress: bool = True,
+    **unused,
+) -> tuple[Path, Path]:
+    """Scenes apart from the train and val images (their own random stream), of the same kind,
+    with every box: where image exemplars of the classes are taken from
+    (:mod:`ovdet.ovbench.exemplars`). The scene keywords are those of
+    :func:`generate_synthetic_dataset` (its other keywords are ignored).
+
+    Returns:
+        (``output_dir/images/exemplar``, ``output_dir/annotations/instances_exemplar.json``).
+    """
+    params = _SceneParams(
+        image_size=image_size,
+        max_objects=max_objects,
+        object_size=(float(min_object_size), float(max_object_size)),
+        min_visible=float(min_visible),
+        crop_size=crop_size,
+    )
+    return _write_detection_split(
+        Path(output_dir), "exemplar", num_images, _STREAM_EXEMPLAR, seed, params, workers, progress
     )

@@ -143,6 +143,22 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
     def head(self) -> OpenVocabularyHead:
         return self.roi_heads.head
 
+    @torch.no_grad()
+    def box_embeddings(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Region embeddings of given boxes (image exemplars, :mod:`ovdet.core.exemplars`).
+
+        Args:
+            images: Tensor[3, H, W] RGB in [0, 1], already resized (as :meth:`forward`).
+            boxes: per image Tensor[N_i, 4] (x1, y1, x2, y2) in its pixels.
+
+        Returns:
+            Tensor[sum N_i, D], L2-normalised: what the head scores against the vocabulary.
+        """
+        images_t, _ = self.transform(images)
+        features = self.backbone(images_t.tensors)
+        box_features = self.roi_heads.box_features(features, boxes, images_t.image_sizes)
+        return self.head.embed(box_features)
+
     def forward(self, images, targets=None):
         """Losses dict (training) or a list of detection dicts (inference), as torchvision."""
         seeds = sample_seeds(targets) if self.training else None

@@ -1,0 +1,367 @@
+"""Class embeddings from image exemplars, mixed with text embeddings in one vocabulary.
+
+A class given by exemplars (:mod:`ovdet.structures.exemplars`) is embedded from its example
+boxes, by ``MODEL.OVDET.EXEMPLARS.SOURCE``:
+
+* ``clip``: CLIP's image embedding of the crop, framed as the region teacher frames its crops
+  (``DISTILL.CROP_SCALES``), as ViLD-image distils;
+* ``region``: the detector's own region embedding of the box (one-shot, as OWL-ViT's
+  image-guided detection);
+* ``both``: the two, L2-normalised, summed and re-normalised.
+
+The ``K`` exemplars of a class are averaged and L2-normalised; a class given by its name *and*
+exemplars is ``normalise(w * text + (1 - w) * exemplars)`` with ``w`` =
+``EXEMPLARS.TEXT_WEIGHT``. Every engine goes through :func:`class_embeddings`, so both build the
+same ``Tensor[C, D]`` for a vocabulary.
+
+Exemplar embeddings are cached on disk beside the text classifier's, keyed by the image's bytes,
+the box, the source and the weights that embed it. Every exemplar is read and checked before any
+is embedded, so a bad one leaves nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ovdet.data.image_io import load_image
+from ovdet.structures.exemplars import Exemplar
+from ovdet.structures.loaded_image import LoadedImage
+from ovdet.structures.vocabulary import Vocabulary
+from ovdet.utils.errors import ConfigError, ImageError, VocabularyError
+from ovdet.utils.io import atomic_torch_save
+
+__all__ = [
+    "EXEMPLAR_SOURCES",
+    "ExemplarEmbedder",
+    "LoadedExemplar",
+    "class_embeddings",
+    "exemplar_embedder_from_config",
+    "load_exemplars",
+    "mix_class_embeddings",
+    "module_weights_digest",
+]
+
+logger = logging.getLogger(__name__)
+
+EXEMPLAR_SOURCES = ("clip", "region", "both")
+
+#: Embeds boxes of one image: (RGB uint8 pixels [H, W, 3], Tensor[N, 4] x1, y1, x2, y2 in those
+#: pixels) -> Tensor[N, D], L2-normalised.
+BoxEmbedder = Callable[[np.ndarray, torch.Tensor], torch.Tensor]
+
+
+def check_exemplar_source(source: str) -> str:
+    """``source`` if it is one of :data:`EXEMPLAR_SOURCES`, else a ConfigError."""
+    if source not in EXEMPLAR_SOURCES:
+        raise ConfigError(f"exemplar source {source!r} is not one of {', '.join(EXEMPLAR_SOURCES)}")
+    return source
+
+
+def mix_class_embeddings(
+    num_classes: int,
+    text: torch.Tensor,
+    text_index: Sequence[int],
+    exemplars: Sequence[torch.Tensor],
+    exemplar_index: Sequence[int],
+    text_weight: float,
+) -> torch.Tensor:
+    """The vocabulary's class embeddings from its text rows and its exemplar embeddings.
+
+    Args:
+        num_classes: ``C``.
+        text: Tensor[T, D], the text embeddings of the classes ``text_index``.
+        text_index: T class indices.
+        exemplars: per class of ``exemplar_index``, Tensor[K_i, D] (K_i >= 1), its exemplars'
+            embeddings; averaged, then L2-normalised.
+        exemplar_index: class indices, one per entry of ``exemplars``.
+        text_weight: ``w`` for classes in both lists: ``normalise(w * text + (1 - w) * ex)``.
+
+    Returns:
+        Tensor[C, D], float32, L2-normalised rows.
+    """
+    if not 0.0 <= text_weight <= 1.0:
+        raise ConfigError(f"the exemplars' text weight must be in [0, 1], got {text_weight}")
+    dim = text.shape[1] if len(text_index) else exemplars[0].shape[1]
+    out = torch.zeros(num_classes, dim)
+    filled = torch.zeros(num_classes, dtype=torch.bool)
+    if len(text_index):
+        out[list(text_index)] = F.normalize(text.float().cpu(), dim=-1)
+        filled[list(text_index)] = True
+    for i, embeddings in zip(exemplar_index, exemplars):
+        mean = F.normalize(F.normalize(embeddings.float().cpu(), dim=-1).mean(0), dim=-1)
+        out[i] = text_weight * out[i] + (1.0 - text_weight) * mean if filled[i] else mean
+        filled[i] = True
+    if not bool(filled.all()):
+        raise VocabularyError("a class has neither a text nor an exemplar embedding")
+    return F.normalize(out, dim=-1)
+
+
+class LoadedExemplar:
+    """An exemplar read and checked: its pixels, its box in those pixels and its cache key.
+
+    Attributes:
+        image: the pixels a detector sees (downscaled on load where huge).
+        box: Tensor[4] (x1, y1, x2, y2) in ``image.array``'s pixels.
+        digest: a hash of the image's bytes and the box (in the original's pixels).
+    """
+
+    def __init__(self, image: LoadedImage, box: torch.Tensor, digest: str) -> None:
+        self.image, self.box, self.digest = image, box, digest
+
+
+def _read(exemplar: Exemplar, max_pixels: int) -> tuple[LoadedImage, bytes]:
+    if isinstance(exemplar.image, str):
+        path = Path(exemplar.image)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(f"cannot read exemplar image {path}: {e.strerror or e}") from None
+        try:
+            return load_image(path, max_pixels), data
+        except ImageError as e:
+            raise ImageError(f"exemplar image {path}: {e}") from None
+    array = exemplar.image
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ImageError(
+            f"an exemplar's pixels must be an RGB uint8 array [H, W, 3], got {array.dtype} "
+            f"{list(array.shape)}"
+        )
+    array = np.ascontiguousarray(array)
+    return LoadedImage.unscaled(array), repr(array.shape).encode() + array.tobytes()
+
+
+def load_exemplars(exemplars: Sequence[Exemplar], max_pixels: int = 0) -> list[LoadedExemplar]:
+    """Reads every exemplar's image and checks its box.
+
+    Raises:
+        ImageError: an unreadable image.
+        VocabularyError: a box of zero area or not inside its image.
+    """
+    loaded = []
+    for exemplar in exemplars:
+        image, data = _read(exemplar, max_pixels)
+        x, y, w, h = exemplar.box or (0.0, 0.0, float(image.width), float(image.height))
+        if w <= 0 or h <= 0:
+            raise VocabularyError(f"exemplar box {exemplar.describe()} has zero area")
+        if x < 0 or y < 0 or x + w > image.width or y + h > image.height:
+            raise VocabularyError(
+                f"exemplar box {exemplar.describe()} is not inside its "
+                f"{image.width}x{image.height} image"
+            )
+        original = torch.tensor([x, y, x + w, y + h], dtype=torch.float32)
+        digest = hashlib.sha256(data + repr((x, y, w, h)).encode()).hexdigest()
+        loaded.append(LoadedExemplar(image, original * torch.from_numpy(image.scale), digest))
+    return loaded
+
+
+def module_weights_digest(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers (the region embeddings' cache key)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ExemplarEmbedder:
+    """Embeds exemplars by one source, through an on-disk cache.
+
+    Args:
+        source: one of :data:`EXEMPLAR_SOURCES`.
+        clip_boxes: CLIP crop embeddings of boxes (the region teacher), or ``None`` where not
+            available; loaded on first use when given as a zero-argument factory.
+        region_boxes: the detector's region embeddings of boxes, or ``None`` for a detector
+            without them (closed-set).
+        clip_key: what identifies ``clip_boxes``'s weights and crop framing (cache key).
+        region_key: a zero-argument function giving what identifies the detector's weights.
+        cache_dir: the cache folder (``exemplars/`` is made in it); ``None`` caches nothing.
+        max_load_pixels: images above it are downscaled on load (``INPUT.MAX_LOAD_PIXELS``).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        clip_boxes: Callable[[], BoxEmbedder] | None,
+        region_boxes: BoxEmbedder | None,
+        clip_key: Callable[[], str],
+        region_key: Callable[[], str],
+        cache_dir: str | Path | None = None,
+        max_load_pixels: int = 0,
+    ) -> None:
+        self.source = check_exemplar_source(source)
+        if source in ("region", "both") and region_boxes is None:
+            raise ConfigError(
+                f"exemplar source {source!r} needs a detector with region embeddings (an "
+                "open-vocabulary one); this one is closed-set"
+            )
+        self._clip_factory = clip_boxes
+        self._clip: BoxEmbedder | None = None
+        self.region_boxes = region_boxes
+        self._keys = {"clip": clip_key, "region": region_key}
+        self._key_values: dict[str, str] = {}
+        self.cache_dir = Path(cache_dir) / "exemplars" if cache_dir else None
+        self.max_load_pixels = max_load_pixels
+        self.num_embedded = 0
+
+    def _embedder(self, source: str) -> BoxEmbedder:
+        if source == "region":
+            return self.region_boxes  # type: ignore[return-value]
+        if self._clip is None:
+            if self._clip_factory is None:
+                raise ConfigError("exemplar source 'clip' needs CLIP's image tower")
+            self._clip = self._clip_factory()
+        return self._clip
+
+    def _key(self, source: str) -> str:
+        if source not in self._key_values:
+            self._key_values[source] = self._keys[source]()
+        return self._key_values[source]
+
+    def __call__(self, exemplars: Sequence[Exemplar]) -> torch.Tensor:
+        """Exemplar embeddings: Tensor[N, D], float32 on CPU, L2-normalised, in order.
+
+        Raises:
+            ImageError, VocabularyError: an exemplar is unreadable or its box bad (before
+                anything is embedded or cached).
+        """
+        loaded = load_exemplars(exemplars, self.max_load_pixels)
+        sources = ("clip", "region") if self.source == "both" else (self.source,)
+        total = sum(self._embed(loaded, s) for s in sources)
+        return F.normalize(total, dim=-1)
+
+    def _embed(self, loaded: list[LoadedExemplar], source: str) -> torch.Tensor:
+        rows: list[torch.Tensor | None] = []
+        paths: list[Path | None] = []
+        for item in loaded:
+            path = None
+            if self.cache_dir is not None:
+                payload = json.dumps([source, self._key(source), item.digest])
+                name = hashlib.sha256(payload.encode()).hexdigest()[:40]
+                path = self.cache_dir / f"{name}.pt"
+            paths.append(path)
+            rows.append(self._cached(path))
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            embed = self._embedder(source)
+            with torch.no_grad():
+                for i in missing:
+                    item = loaded[i]
+                    rows[i] = F.normalize(
+                        embed(item.image.array, item.box[None]).float().cpu()[0], dim=-1
+                    )
+                    self.num_embedded += 1
+            for i in missing:
+                if paths[i] is not None:
+                    try:
+                        atomic_torch_save({"embedding": rows[i]}, paths[i])
+                    except OSError as e:
+                        logger.warning("Cannot write the exemplar cache %s: %s", paths[i], e)
+        return torch.stack(rows)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _cached(path: Path | None) -> torch.Tensor | None:
+        if path is None or not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["embedding"]
+        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+            logger.warning("Ignoring unreadable exemplar cache %s: %s", path, e)
+            return None
+
+
+def class_embeddings(
+    vocabulary: Vocabulary,
+    text: Callable[[Vocabulary], torch.Tensor],
+    exemplars: Callable[[Sequence[Exemplar]], torch.Tensor] | None,
+    text_weight: float,
+) -> torch.Tensor:
+    """The ``Tensor[C, D]`` classifier of a vocabulary of text and exemplar classes.
+
+    Args:
+        vocabulary: the classes, in order.
+        text: the text classifier (a :class:`~ovdet.clip.TextClassifierBuilder`).
+        exemplars: embeds exemplars (an :class:`ExemplarEmbedder`); needed only where a class
+            has exemplars.
+        text_weight: ``EXEMPLARS.TEXT_WEIGHT``, for classes given by name and exemplars.
+
+    Returns:
+        Tensor[C, D], float32 on CPU, L2-normalised rows.
+    """
+    if not vocabulary.has_exemplars:
+        return text(vocabulary)
+    if exemplars is None:
+        raise ConfigError("this detector cannot embed exemplar classes")
+    text_vocabulary, text_index = vocabulary.text_classes()
+    exemplar_index = [i for i, ex in enumerate(vocabulary.exemplars) if ex]
+    flat = [e for i in exemplar_index for e in vocabulary.exemplars[i]]
+    embedded = exemplars(flat)  # every exemplar checked before any is embedded
+    counts = [len(vocabulary.exemplars[i]) for i in exemplar_index]
+    per_class = list(torch.split(embedded, counts))
+    if text_vocabulary is None:
+        text_rows = torch.zeros(0, embedded.shape[1])
+    else:
+        text_rows = text(text_vocabulary)
+    return mix_class_embeddings(
+        len(vocabulary), text_rows, text_index, per_class, exemplar_index, text_weight
+    )
+
+
+def exemplar_embedder_from_config(
+    cfg,
+    clip: Callable[[], object],
+    region_boxes: BoxEmbedder | None,
+    detector: nn.Module | None,
+    device: str | torch.device = "cpu",
+) -> ExemplarEmbedder:
+    """The :class:`ExemplarEmbedder` of ``MODEL.OVDET.EXEMPLARS`` (either engine's config).
+
+    Args:
+        cfg: the detector's config (``MODEL.OVDET``, ``INPUT.MAX_LOAD_PIXELS`` if present).
+        clip: gives the loaded CLIP (a :class:`~ovdet.clip.ClipBackend`), called on first use.
+        region_boxes: the detector's region embeddings of boxes (``None``: closed-set).
+        detector: the module whose weights key the cached region embeddings.
+        device: where CLIP's image tower runs.
+    """
+    from ovdet.core.teacher import ClipRegionTeacher
+
+    ov = cfg.MODEL.OVDET
+    scales, crop_size = tuple(ov.DISTILL.CROP_SCALES), int(ov.DISTILL.CROP_SIZE)
+
+    def clip_boxes() -> BoxEmbedder:
+        teacher = ClipRegionTeacher.from_clip(clip(), scales, crop_size).to(device)
+
+        def embed(array: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+            image = torch.tensor(array).permute(2, 0, 1).float().div_(255.0)[None]
+            return teacher(image.to(device), [boxes.to(device)])
+
+        return embed
+
+    def clip_key() -> str:
+        loaded = clip()
+        return json.dumps([loaded.model_id, loaded.weights_digest(), scales, crop_size])
+
+    return ExemplarEmbedder(
+        ov.EXEMPLARS.SOURCE,
+        clip_boxes,
+        region_boxes,
+        clip_key,
+        lambda: module_weights_digest(detector) if detector is not None else "",
+        cache_dir=ov.TEXT_CACHE_DIR or _default_cache_dir(),
+        max_load_pixels=int(getattr(getattr(cfg, "INPUT", None), "MAX_LOAD_PIXELS", 0) or 0),
+    )
+
+
+def _default_cache_dir() -> Path:
+    from ovdet.clip.text_classifier import default_cache_dir
+
+    return default_cache_dir()

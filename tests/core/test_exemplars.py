@@ -1,0 +1,184 @@
+"""Exemplar classes: the mixed text + exemplar classifier on hand-made vectors, and the checks
+of exemplar boxes and images before anything is embedded or cached."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ovdet.core.exemplars import ExemplarEmbedder, class_embeddings, mix_class_embeddings
+from ovdet.structures import Vocabulary
+from ovdet.structures.exemplars import (
+    Exemplar,
+    ExemplarSpec,
+    exemplar_specs,
+    parse_exemplar_spec,
+)
+from ovdet.utils.errors import ConfigError, ImageError, VocabularyError
+
+
+def _unit(*values: float) -> torch.Tensor:
+    return F.normalize(torch.tensor(values, dtype=torch.float32), dim=0)
+
+
+def test_mixed_vocabulary_has_the_expected_order_and_embeddings():
+    """Text classes, a class by name and exemplars, and a class by exemplars alone: rows in the
+    vocabulary's order; K exemplars averaged and normalised; the text mixed in by its weight."""
+    vocab = Vocabulary.from_names(["cat", "mug"]).with_exemplars(
+        [
+            ExemplarSpec("logo", (Exemplar("a.png"), Exemplar("b.png"))),
+            ExemplarSpec("mug", (Exemplar("c.png"),), with_text=True),
+        ]
+    )
+    assert vocab.names == ("cat", "mug", "logo")
+    assert vocab.kinds == ("text", "text+exemplar", "exemplar")
+    text_vocab, text_index = vocab.text_classes()
+    assert text_vocab.names == ("cat", "mug") and text_index == [0, 1]
+
+    text_rows = {"cat": _unit(1, 0, 0, 0), "mug": _unit(0, 1, 0, 0)}
+    image_rows = {"a.png": _unit(0, 0, 1, 0), "b.png": _unit(0, 0, 0, 1)}
+    image_rows["c.png"] = image_rows["a.png"]
+
+    def text(v: Vocabulary) -> torch.Tensor:
+        return torch.stack([text_rows[n] for n in v.names])
+
+    def exemplars(items) -> torch.Tensor:
+        return torch.stack([image_rows[e.image] for e in items])
+
+    out = class_embeddings(vocab, text, exemplars, text_weight=0.25)
+    torch.testing.assert_close(out[0], _unit(1, 0, 0, 0))
+    torch.testing.assert_close(out[1], _unit(0, 0.25, 0.75, 0))  # 0.25 * text + 0.75 * image
+    torch.testing.assert_close(out[2], _unit(0, 0, 1, 1))  # the mean of two, normalised
+    assert torch.allclose(out.norm(dim=1), torch.ones(3))
+
+
+def test_text_weight_one_and_zero_keep_one_side():
+    text = _unit(1, 0)[None]
+    image = [_unit(0, 1)[None]]
+    torch.testing.assert_close(mix_class_embeddings(1, text, [0], image, [0], 1.0)[0], _unit(1, 0))
+    torch.testing.assert_close(mix_class_embeddings(1, text, [0], image, [0], 0.0)[0], _unit(0, 1))
+    with pytest.raises(ConfigError, match="text weight"):
+        mix_class_embeddings(1, text, [0], image, [0], 1.5)
+
+
+def test_exemplar_spec_syntax(tmp_path):
+    spec = parse_exemplar_spec("my mug=photos/mug.jpg:10,20,30,40; mug2.png", relative_to=tmp_path)
+    assert spec.name == "my mug" and not spec.with_text
+    assert spec.exemplars[0].image == str(tmp_path / "photos/mug.jpg")
+    assert spec.exemplars[0].box == (10.0, 20.0, 30.0, 40.0)
+    assert spec.exemplars[1].box is None
+    assert parse_exemplar_spec("mug+=a.jpg").with_text
+    for bad, message in [
+        ("mug", "no '='"),
+        ("=a.jpg", "no name"),
+        ("mug=", "no exemplar"),
+        ("mug=a.jpg:1,2,x,4", "four numbers"),
+    ]:
+        with pytest.raises(VocabularyError, match=message):
+            parse_exemplar_spec(bad)
+
+
+def test_vocabulary_file_with_exemplar_lines(tmp_path):
+    (tmp_path / "classes.txt").write_text(
+        "cat, kitty\nmug\nmug+=mug.png:1,2,3,4\nlogo=logo.png  # whole image\ndog\ndog=d.png\n"
+    )
+    vocab = Vocabulary.parse(str(tmp_path / "classes.txt"))
+    assert vocab.names == ("cat", "mug", "dog", "logo")
+    assert vocab.kinds == ("text", "text+exemplar", "exemplar", "exemplar")
+    assert vocab.synonyms[0] == ("kitty",)
+    assert vocab.exemplars[3][0].image == str(tmp_path / "logo.png")
+    assert vocab.text_classes()[0].names == ("cat", "mug")
+
+
+def test_conflicting_exemplar_specs_are_refused():
+    vocab = Vocabulary(("cat",), (("kitty",),))
+    with pytest.raises(VocabularyError, match="synonym of class 'cat'"):
+        vocab.with_exemplars([parse_exemplar_spec("kitty=a.png")])
+    only = Vocabulary.from_names(["dog"]).with_exemplars([parse_exemplar_spec("logo=a.png")])
+    with pytest.raises(VocabularyError, match="both by exemplars alone .* and by its text"):
+        only.with_exemplars([parse_exemplar_spec("logo+=b.png")])
+    mixed = Vocabulary.from_names(["dog"]).with_exemplars([parse_exemplar_spec("dog+=a.png")])
+    with pytest.raises(VocabularyError, match="both by exemplars alone"):
+        mixed.with_exemplars([parse_exemplar_spec("dog=b.png")])
+    more = mixed.with_exemplars([parse_exemplar_spec("dog+=b.png")])  # the same way: added
+    assert more.kinds == ("text+exemplar",) and len(more.exemplars[0]) == 2
+
+
+def test_api_mapping_of_exemplars():
+    specs = exemplar_specs({"logo": "a.png:1,2,3,4", "mug+": [Exemplar("b.png"), "c.png"]})
+    assert [(s.name, s.with_text, len(s.exemplars)) for s in specs] == [
+        ("logo", False, 1),
+        ("mug", True, 2),
+    ]
+    assert specs[0].exemplars[0].box == (1, 2, 3, 4)
+
+
+class _CountingBoxes:
+    """A box embedder recording the boxes it was asked for (a stand-in for CLIP or a detector)."""
+
+    def __init__(self) -> None:
+        self.boxes: list[list[float]] = []
+
+    def __call__(self, array: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+        self.boxes += boxes.tolist()
+        x1, y1, x2, y2 = boxes[0].tolist()
+        patch = array[int(y1) : int(y2), int(x1) : int(x2)].reshape(-1, 3).mean(0)
+        return F.normalize(torch.tensor(patch, dtype=torch.float32)[None], dim=-1)
+
+
+def _embedder(tmp_path, source="region") -> tuple[ExemplarEmbedder, _CountingBoxes]:
+    boxes = _CountingBoxes()
+    embedder = ExemplarEmbedder(
+        source, lambda: boxes, boxes, lambda: "clip", lambda: "detector", cache_dir=tmp_path
+    )
+    return embedder, boxes
+
+
+def test_exemplars_are_cached_by_image_bytes_and_box(tmp_path):
+    array = np.zeros((20, 30, 3), np.uint8)
+    array[:, 15:] = (0, 0, 255)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    embedder, boxes = _embedder(tmp_path / "cache")
+    out = embedder([Exemplar(str(tmp_path / "a.png"), (15, 0, 15, 20)), Exemplar(array)])
+    torch.testing.assert_close(out[0], _unit(0, 0, 1))  # the blue half
+    assert boxes.boxes == [[15, 0, 30, 20], [0, 0, 30, 20]]  # x,y,w,h -> x1,y1,x2,y2; whole
+    again, _ = _embedder(tmp_path / "cache")
+    torch.testing.assert_close(again([Exemplar(array.copy())]), out[1:])
+    assert again.num_embedded == 0  # same bytes, same box: from the cache
+    array[0, 0] = 1  # other bytes: embedded anew
+    again([Exemplar(array)])
+    assert again.num_embedded == 1
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [((0, 0, 0, 5), "zero area"), ((25, 0, 10, 5), "not inside its 30x20 image"),
+     ((-1, 0, 5, 5), "not inside")],
+)  # fmt: skip
+def test_bad_boxes_are_one_line_errors_and_nothing_is_cached(tmp_path, box, message):
+    array = np.zeros((20, 30, 3), np.uint8)
+    embedder, boxes = _embedder(tmp_path / "cache")
+    with pytest.raises(VocabularyError, match=message) as error:
+        embedder([Exemplar(array, (0, 0, 5, 5)), Exemplar(array, box)])
+    assert "\n" not in str(error.value)
+    assert boxes.boxes == [] and not (tmp_path / "cache").exists()  # the good one not written
+
+
+def test_unreadable_image_is_a_one_line_error(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    embedder, boxes = _embedder(tmp_path / "cache")
+    for path in (tmp_path / "broken.png", tmp_path / "missing.png"):
+        with pytest.raises(ImageError, match="exemplar image") as error:
+            embedder([Exemplar(str(path))])
+        assert "\n" not in str(error.value)
+    assert boxes.boxes == []
+
+
+def test_region_source_needs_a_detector_with_region_embeddings():
+    with pytest.raises(ConfigError, match="closed-set"):
+        ExemplarEmbedder("region", None, None, lambda: "", lambda: "")
+    with pytest.raises(ConfigError, match="not one of"):
+        ExemplarEmbedder("pixels", None, None, lambda: "", lambda: "")
