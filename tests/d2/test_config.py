@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 pytest.importorskip(
     "detectron2", reason="detectron2 is not installed; see README (install by its official guide)"
@@ -14,6 +15,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from ovdet.config import get_default_config  # noqa: E402
 from ovdet.config.catalog import CONFIG_DIR as _SHIPPED
 from ovdet.d2 import OpenVocabularyRCNN, OpenVocabularyROIHeads, add_ovdet_config  # noqa: E402
+from ovdet.d2.res5_roi_heads import OpenVocabularyRes5ROIHeads  # noqa: E402
 from ovdet.utils.errors import ConfigError  # noqa: E402
 
 CONFIG_DIR = _SHIPPED / "d2"
@@ -62,6 +64,9 @@ EXPECTED = {
     "ovlvis_vild_R50_FPN.yaml": (866, True, []),
     "ovcoco_detic_captions_R50_FPN.yaml": (48, False, []),  # weak supervision, no distillation
     "ovlvis_detic_in21k_R50_FPN.yaml": (866, False, []),
+    "Base-OVDet-RCNN-C4.yaml": (2, False, ["MODEL.OVDET.VOCABULARY", "cat, dog"]),
+    "ovcoco_detic_boxsup_R50_C4.yaml": (48, False, []),
+    "ovcoco_detic_max-size_caption_R50_C4.yaml": (48, False, []),
 }
 
 
@@ -83,12 +88,15 @@ def test_model_builds_from_yaml(name, instant_cfg, instant_data):
     model = build_model(cfg)
     assert isinstance(model, OpenVocabularyRCNN)
     heads = model.roi_heads
-    assert isinstance(heads, OpenVocabularyROIHeads)
+    c4 = "C4" in name
+    assert isinstance(heads, OpenVocabularyRes5ROIHeads if c4 else OpenVocabularyROIHeads)
     assert heads.num_classes == classes
     predictor = heads.box_predictor
     assert predictor.head.text_embeddings.shape == (classes, 32)  # tiny CLIP's D
-    assert predictor.head.bbox_pred.out_features == 4  # class-agnostic
-    assert (heads.clip_teacher is not None) == has_teacher
+    bbox_pred = predictor.head.bbox_pred
+    last = [m for m in bbox_pred.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert last.out_features == 4  # class-agnostic (Detic's C4 recipes: a 2048-2048-4 MLP)
+    assert (getattr(heads, "clip_teacher", None) is not None) == has_teacher
     assert not any(k.startswith("roi_heads.clip_teacher") for k in model.state_dict())
     if name.startswith("ov"):
         assert cfg.MODEL.RESNETS.DEPTH == 50

@@ -80,13 +80,13 @@ def _metrics(out: Path) -> list[dict]:
     return [m for m in map(json.loads, lines) if "total_loss" in m]
 
 
-def _assert_same_losses(got: list[dict], expected: list[dict]) -> None:
+def _assert_same_losses(got: list[dict], expected: list[dict], rel: float = 1e-4) -> None:
     assert [m["iteration"] for m in got] == [m["iteration"] for m in expected]
     for g, e in zip(got, expected):
         keys = {k for k in e if k.startswith("loss") or k == "total_loss"}
         assert set(g) >= keys
         for k in keys:
-            assert g[k] == pytest.approx(e[k], rel=1e-4, abs=1e-6), (g["iteration"], k)
+            assert g[k] == pytest.approx(e[k], rel=rel, abs=1e-6), (g["iteration"], k)
 
 
 @pytest.fixture(scope="module")
@@ -295,5 +295,7 @@ def test_trained_batch_norm_under_two_processes_logs_the_losses_of_one(sync_bn_r
     one, two, output = sync_bn_runs
     expected = _metrics(one)
     assert len(expected) == 2
-    _assert_same_losses(_metrics(two), expected)
+    # batch statistics summed across processes round differently from one process's: 1e-3
+    # (seen: 2.8e-4 at iteration 2), far below plain BN's gap (about 10% at iteration 1)
+    _assert_same_losses(_metrics(two), expected, rel=1e-3)
     assert "BatchNorm under 2 processes" not in output  # the warning is for plain BN only
