@@ -127,7 +127,8 @@ class OpenVocabularyD2Predictor:
         Returns:
             Per image a dict: ``boxes`` Tensor[K, 4] (x1, y1, x2, y2 in the image's pixels),
             ``scores`` Tensor[K], ``labels`` LongTensor[K] (indices into :attr:`classes`),
-            ``embeddings`` Tensor[K, D] and ``class_names`` (K names).
+            ``embeddings`` Tensor[K, D] and ``class_names`` (K names); with a mask head
+            (``MODEL.MASK_ON``) also ``masks`` BoolTensor[K, H, W] (pasted by detectron2).
         """
         results = []
         for start in range(0, len(images), self.batch_size):
@@ -146,6 +147,8 @@ class OpenVocabularyD2Predictor:
                         "class_names": [self.classes[i] for i in labels.tolist()],
                     }
                 )
+                if instances.has("pred_masks"):
+                    results[-1]["masks"] = instances.pred_masks.bool()
         return results
 
 
@@ -187,6 +190,9 @@ class D2DetectorAdapter:
         out = []
         results = self.predictor.predict([im.array for im in loaded], score_thresh)
         for image, result in zip(loaded, results):
+            masks = result.get("masks")
+            if masks is not None:
+                masks = _to_original_size(masks, image.height, image.width)
             out.append(
                 Detections(
                     boxes=result["boxes"].numpy().astype(np.float32) / image.scale,
@@ -194,9 +200,18 @@ class D2DetectorAdapter:
                     labels=result["labels"].numpy().astype(np.int64),
                     class_names=self.class_names,
                     embeddings=result["embeddings"].numpy().astype(np.float32),
+                    masks=masks,
                 )
             )
         return out
+
+
+def _to_original_size(masks: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """BoolTensor[K, h, w] masks of the image as loaded -> bool [K, height, width] of the
+    original (nearest neighbour; the same where it was not downscaled on load)."""
+    if tuple(masks.shape[1:]) != (height, width):
+        masks = torch.nn.functional.interpolate(masks[None].float(), size=(height, width))[0] > 0
+    return masks.numpy()
 
 
 def load_d2_weights(model: torch.nn.Module, path: str) -> None:

@@ -33,6 +33,8 @@ class Detections:
         labels: int64 [K], indices into ``class_names``.
         class_names: the vocabulary the labels index.
         embeddings: float32 [K, D] region embeddings, if requested.
+        masks: bool [K, H, W] instance masks in the original image, from a detector with a
+            mask head (``MODEL.MASK_ON``); ``None`` otherwise.
     """
 
     boxes: np.ndarray
@@ -40,6 +42,7 @@ class Detections:
     labels: np.ndarray
     class_names: list[str] = field(repr=False)
     embeddings: np.ndarray | None = field(default=None, repr=False)
+    masks: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
