@@ -158,3 +158,40 @@ def test_d2_predictor_gives_masks_in_the_original_image(instant_config_file, tin
     image = np.random.default_rng(0).integers(0, 255, (150, 220, 3), dtype=np.uint8)
     (det,) = adapter.predict([image], score_thresh=0.0)
     assert len(det) > 0 and det.masks.shape == (len(det), 150, 220) and det.masks.dtype == bool
+
+
+def test_d2_evaluator_reports_mask_ap(tmp_path):
+    """The hand-made masks of tests/evaluation/test_mask_evaluation.py, as detectron2 outputs."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    from ovdet.d2 import OpenVocabularyEvaluator
+    from ovdet.d2.datasets import register_ov_coco_dataset
+    from tests.evaluation.test_mask_evaluation import _detections, _gt
+
+    gt = _gt()
+    for category in gt["categories"]:
+        del category["frequency"]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    Image.new("RGB", (100, 100)).save(tmp_path / "1.jpg")
+    (tmp_path / "split.json").write_text(json.dumps({"base": ["apple"], "novel": ["dog"]}))
+    name = "ovdet_mask_ap_test"
+    register_ov_coco_dataset(name, tmp_path / "gt.json", tmp_path, str(tmp_path / "split.json"),
+                             base_only=False)  # fmt: skip
+    dets = _detections()
+    instances = Instances((100, 100))
+    instances.pred_boxes = Boxes(torch.tensor([[10.0, 10, 50, 50], [50.0, 50, 90, 90]]))
+    instances.scores = torch.tensor([d["score"] for d in dets])
+    instances.pred_classes = torch.tensor([0, 1])
+    masks = [mask_utils.decode(d["segmentation"]) for d in dets]
+    instances.pred_masks = torch.from_numpy(np.stack(masks)).bool()
+    evaluator = OpenVocabularyEvaluator(name, None, distributed=False)
+    evaluator.reset()
+    evaluator.process([{"image_id": 1}], [{"instances": instances}])
+    results = evaluator.evaluate()
+    assert results["bbox"]["novel_AP"] == pytest.approx(100.0)
+    assert results["segm"]["novel_AP"] == pytest.approx(30.0)
+    assert results["segm"]["base_AP"] == pytest.approx(100.0)

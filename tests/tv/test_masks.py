@@ -159,3 +159,23 @@ def test_ovdetector_gives_masks_in_the_original_image(tiny_clip, tmp_path):
     plain_detector = OVDetector(build_model(boxes_only), boxes_only, ["red square"])
     (plain,) = plain_detector.predict(image, ["red square"], score_thresh=0.0)
     assert plain.masks is None
+
+
+def test_coco_results_carry_the_masks_of_the_original_image():
+    from pycocotools import mask as mask_utils
+
+    from ovdet.tv.engine.inference import detections_to_coco
+
+    det = {
+        "boxes": torch.tensor([[20.0, 10.0, 60.0, 30.0]]),  # resized pixels (scale 2)
+        "scores": torch.tensor([0.9]),
+        "labels": torch.tensor([0]),
+        "mask_probs": torch.ones(1, 28, 28),
+    }
+    (result,) = detections_to_coco(det, 5, 2.0, [7], image_size=(25, 40))
+    assert result["bbox"] == [10.0, 5.0, 20.0, 10.0] and result["category_id"] == 7
+    mask = mask_utils.decode(result["segmentation"])
+    assert mask.shape == (25, 40) and mask[5:15, 10:30].all() and mask.sum() == 200
+    (boxes_only,) = detections_to_coco({k: v for k, v in det.items() if k != "mask_probs"}, 5,
+                                       2.0, [7], image_size=(25, 40))  # fmt: skip
+    assert "segmentation" not in boxes_only
