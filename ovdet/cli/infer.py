@@ -228,6 +228,20 @@ def _detect_video(args, detector, reader, out_dir: Path, embeddings) -> tuple[li
     return found.detections, found.frames, found.video
 
 
+def _loaded(det, image):
+    """The detections' masks (original pixels) at the loaded image's size, or ``None``."""
+    import numpy as np
+
+    if det.masks is None:
+        return None
+    height, width = image.array.shape[:2]
+    if det.masks.shape[1:] == (height, width):
+        return det.masks
+    rows = (np.arange(height) * det.masks.shape[1] // height)[:, None]
+    cols = (np.arange(width) * det.masks.shape[2] // width)[None, :]
+    return det.masks[:, rows, cols]  # nearest neighbour
+
+
 def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, sinks):
     """Detections on image files; returns (results, images, failed)."""
     from tqdm import tqdm
@@ -261,10 +275,12 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
                 rows = embeddings.add(det.embeddings) if embeddings is not None else None
                 results += detection_records(det, str(path), image_id, detector.class_names, rows)
                 for sink in sinks:
-                    sink.add(path, width, height, det.boxes, det.scores, det.labels)
+                    sink.add(path, width, height, det.boxes, det.scores, det.labels, det.masks)
                 if not args.no_draw:  # on the loaded pixels, perhaps downscaled
                     boxes = det.boxes * image.scale
-                    drawn = draw_detections(image.array, boxes, det.scores, det.names)
+                    drawn = draw_detections(
+                        image.array, boxes, det.scores, det.names, masks=_loaded(det, image)
+                    )
                     save_image(drawn, out_dir / f"{path.stem}_det.jpg")
         bar.update(len(files[start : start + args.batch_size]))
     bar.close()

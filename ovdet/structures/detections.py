@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ovdet.structures.loaded_image import LoadedImage
+from ovdet.structures.rle import mask_to_rle
 
 __all__ = ["Detections", "ImageInput", "as_image_list", "detection_records"]
 
@@ -67,7 +68,8 @@ def detection_records(
     class_names: Sequence[str],
     embedding_rows: Sequence[int] | None = None,
 ) -> list[dict]:
-    """``results.json`` entries of one image's detections: COCO xywh boxes, rounded.
+    """``results.json`` entries of one image's detections: COCO xywh boxes, rounded, and each
+    mask (if the detector predicts them) as a COCO RLE ``segmentation``.
 
     Args:
         det: the image's detections.
@@ -89,6 +91,8 @@ def detection_records(
             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
             "score": round(float(score), 5),
         }
+        if det.masks is not None:
+            record["segmentation"] = mask_to_rle(det.masks[i])
         if embedding_rows is not None:
             record["embedding_index"] = embedding_rows[i]
         out.append(record)
