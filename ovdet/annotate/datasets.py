@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ovdet.structures.rle import mask_to_polygon, mask_to_rle
+from ovdet.structures.masks import mask_to_polygon, mask_to_rle
 from ovdet.utils.io import atomic_open, atomic_write_json
 
 __all__ = ["CocoDatasetWriter", "EmbeddingWriter", "YoloLabelWriter", "common_root"]

@@ -228,26 +228,13 @@ def _detect_video(args, detector, reader, out_dir: Path, embeddings) -> tuple[li
     return found.detections, found.frames, found.video
 
 
-def _loaded(det, image):
-    """The detections' masks (original pixels) at the loaded image's size, or ``None``."""
-    import numpy as np
-
-    if det.masks is None:
-        return None
-    height, width = image.array.shape[:2]
-    if det.masks.shape[1:] == (height, width):
-        return det.masks
-    rows = (np.arange(height) * det.masks.shape[1] // height)[:, None]
-    cols = (np.arange(width) * det.masks.shape[2] // width)[None, :]
-    return det.masks[:, rows, cols]  # nearest neighbour
-
-
 def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, sinks):
     """Detections on image files; returns (results, images, failed)."""
     from tqdm import tqdm
 
     from ovdet.data.image_io import load_image
     from ovdet.structures.detections import detection_records
+    from ovdet.structures.masks import resize_masks
     from ovdet.utils.visualizer import draw_detections, save_image
 
     results, images, failed = [], [], []
@@ -278,9 +265,8 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
                     sink.add(path, width, height, det.boxes, det.scores, det.labels, det.masks)
                 if not args.no_draw:  # on the loaded pixels, perhaps downscaled
                     boxes = det.boxes * image.scale
-                    drawn = draw_detections(
-                        image.array, boxes, det.scores, det.names, masks=_loaded(det, image)
-                    )
+                    masks = resize_masks(det.masks, image.array.shape[:2])
+                    drawn = draw_detections(image.array, boxes, det.scores, det.names, masks=masks)
                     save_image(drawn, out_dir / f"{path.stem}_det.jpg")
         bar.update(len(files[start : start + args.batch_size]))
     bar.close()

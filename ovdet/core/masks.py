@@ -7,17 +7,19 @@ the open-vocabulary head names the region and the mask head only outlines it. Ea
 builds the layers from its framework (torchvision's ``MaskRCNNHeads`` / ``MaskRCNNPredictor``,
 detectron2's ``MaskRCNNConvUpsampleHead`` with ``CLS_AGNOSTIC_MASK``); this module holds what
 they must agree on: the training targets and loss, the probabilities, the pasting into the
-image, and the names of detectron2's mask-head weights in the torchvision layout.
+image (on tensors; the rule itself is :func:`ovdet.structures.masks.paste_masks`), and the
+names of detectron2's mask-head weights in the torchvision layout.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+from ovdet.structures import masks as structures_masks
 
 __all__ = [
     "MASK_THRESHOLD",
@@ -87,13 +89,9 @@ def paste_masks(
     image_size: tuple[int, int],
     threshold: float = MASK_THRESHOLD,
 ) -> torch.Tensor:
-    """Box-relative mask probabilities -> full-image binary masks.
-
-    Each image pixel inside (or touching) a box samples its mask bilinearly at the pixel's
-    centre, the mask's M x M cells spanning the box exactly (detectron2's pasting, so both
-    engines give the same masks). The probabilities are relative to their box, so pasting them
-    at the boxes of any scale (the resized input's or the original image's) gives the masks at
-    that scale.
+    """Box-relative mask probabilities -> full-image binary masks: the pasting of
+    :func:`ovdet.structures.masks.paste_masks` (also the ONNX runtime's, without torch) on
+    tensors.
 
     Args:
         probs: Tensor[K, M, M] from :func:`mask_probabilities`.
@@ -102,26 +100,13 @@ def paste_masks(
         threshold: probability at or above which a pixel is in the mask.
 
     Returns:
-        BoolTensor[K, H, W].
+        BoolTensor[K, H, W] on the device of ``probs``.
     """
-    height, width = int(image_size[0]), int(image_size[1])
-    out = torch.zeros((len(probs), height, width), dtype=torch.bool, device=probs.device)
-    boxes = boxes.float()
-    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        # Only the pixels around the box can be in its mask.
-        left, top = max(int(math.floor(x1)) - 1, 0), max(int(math.floor(y1)) - 1, 0)
-        right, bottom = min(int(math.ceil(x2)) + 1, width), min(int(math.ceil(y2)) + 1, height)
-        if right <= left or bottom <= top:
-            continue
-        xs = torch.arange(left, right, device=probs.device, dtype=torch.float32) + 0.5
-        ys = torch.arange(top, bottom, device=probs.device, dtype=torch.float32) + 0.5
-        # Pixel centres in the grid's [-1, 1] frame of the box (cell edges at -1 and 1).
-        gx = (xs - x1) / max(x2 - x1, 1e-6) * 2 - 1
-        gy = (ys - y1) / max(y2 - y1, 1e-6) * 2 - 1
-        grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)
-        sampled = F.grid_sample(probs[k][None, None].float(), grid[None], align_corners=False)
-        out[k, top:bottom, left:right] = sampled[0, 0] >= threshold
-    return out
+    pasted = structures_masks.paste_masks(
+        probs.detach().float().cpu().numpy(), boxes.detach().float().cpu().numpy(), image_size,
+        threshold,
+    )  # fmt: skip
+    return torch.from_numpy(pasted).to(probs.device)
 
 
 # detectron2's MaskRCNNConvUpsampleHead (relative to the ROI heads' ``mask_head.``) ->

@@ -184,6 +184,7 @@ class D2DetectorAdapter:
         original image's pixels (a file above ``max_load_pixels`` is downscaled on load)."""
         from ovdet.data.image_io import as_loaded_image
         from ovdet.structures import Detections, as_image_list
+        from ovdet.structures.masks import resize_masks
 
         self.predictor.batch_size = max(1, int(batch_size))
         loaded = [as_loaded_image(im, self.max_load_pixels) for im in as_image_list(images)]
@@ -191,8 +192,8 @@ class D2DetectorAdapter:
         results = self.predictor.predict([im.array for im in loaded], score_thresh)
         for image, result in zip(loaded, results):
             masks = result.get("masks")
-            if masks is not None:
-                masks = _to_original_size(masks, image.height, image.width)
+            if masks is not None:  # pasted at the loaded size: nearest to the original's
+                masks = resize_masks(masks.numpy(), (image.height, image.width))
             out.append(
                 Detections(
                     boxes=result["boxes"].numpy().astype(np.float32) / image.scale,
@@ -204,14 +205,6 @@ class D2DetectorAdapter:
                 )
             )
         return out
-
-
-def _to_original_size(masks: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """BoolTensor[K, h, w] masks of the image as loaded -> bool [K, height, width] of the
-    original (nearest neighbour; the same where it was not downscaled on load)."""
-    if tuple(masks.shape[1:]) != (height, width):
-        masks = torch.nn.functional.interpolate(masks[None].float(), size=(height, width))[0] > 0
-    return masks.numpy()
 
 
 def load_d2_weights(model: torch.nn.Module, path: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ovdet.structures.loaded_image import LoadedImage
-from ovdet.structures.rle import mask_to_rle
+from ovdet.structures.masks import mask_to_rle
 
 __all__ = ["Detections", "ImageInput", "as_image_list", "detection_records"]
 

@@ -18,7 +18,7 @@ from PIL import Image
 from ovdet.data.synthetic.captions import _crop_window, make_caption
 from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id
 from ovdet.data.synthetic.render import Scene, render_scene
-from ovdet.structures.rle import mask_to_rle
+from ovdet.structures.masks import mask_to_rle
 
 __all__: list[str] = []
 

@@ -13,7 +13,7 @@ from ovdet.core.masks import paste_masks
 from ovdet.data.coco import DatasetRecords
 from ovdet.data.dataset import DetectionDataset, collate
 from ovdet.data.transforms import build_augmentation
-from ovdet.structures.rle import mask_to_rle
+from ovdet.structures.masks import mask_to_rle
 from ovdet.tv.engine import distributed as comm
 from ovdet.utils.errors import ImageError
 
