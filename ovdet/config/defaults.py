@@ -264,8 +264,9 @@ _C.MODEL.MASK_ON = False
 _C.MODEL.ROI_MASK_HEAD = CN()
 # RoIAlign output size of the mask head's input (the masks are twice this side).
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
-# Number and width of the 3x3 convolutions before the deconvolution.
+# Number of the 3x3 convolutions before the deconvolution.
 _C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
+# Channels of those convolutions and of the deconvolution.
 _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
 # One mask per region whatever its class: the only setting an open vocabulary allows (True);
 # detectron2's key, whose default there is False.
