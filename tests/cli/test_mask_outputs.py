@@ -28,7 +28,9 @@ def mask_checkpoint(tiny_clip, tmp_path_factory):
                                "MODEL.MASK_ON", "True"])  # fmt: skip
     torch.manual_seed(0)
     model = build_model(cfg)
-    torch.nn.init.constant_(model.roi_heads.mask_predictor.mask_fcn_logits.bias, 3.0)
+    logits = model.roi_heads.mask_predictor.mask_fcn_logits
+    torch.nn.init.normal_(logits.weight, std=1e-3)  # masks near their boxes' whole area
+    torch.nn.init.constant_(logits.bias, 3.0)
     state = {"model": model.state_dict(), "config": cfg.dump(), "class_names": ["red square"],
              "embed_dim": 32}  # fmt: skip
     return save_checkpoint(state, tmp_path_factory.mktemp("masks"), "model.pt")

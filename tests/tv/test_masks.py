@@ -145,7 +145,9 @@ def test_ovdetector_gives_masks_in_the_original_image(tiny_clip, tmp_path):
                                "MODEL.MASK_ON", "True"])  # fmt: skip
     torch.manual_seed(0)
     model = build_model(cfg)
-    torch.nn.init.normal_(model.roi_heads.mask_predictor.mask_fcn_logits.bias, 3.0)  # masks on
+    logits = model.roi_heads.mask_predictor.mask_fcn_logits
+    torch.nn.init.normal_(logits.weight, std=1e-3)  # masks near their boxes' whole area
+    torch.nn.init.constant_(logits.bias, 3.0)
     state = {"model": model.state_dict(), "config": cfg.dump(), "class_names": ["red square"],
              "embed_dim": 32}  # fmt: skip
     detector = OVDetector.from_checkpoint(save_checkpoint(state, tmp_path, "model.pt"))
