@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ovdet.structures.masks import mask_to_polygon, mask_to_rle
 from ovdet.utils.io import atomic_open, atomic_write_json
 
 __all__ = ["CocoDatasetWriter", "EmbeddingWriter", "YoloLabelWriter", "common_root"]
@@ -28,13 +29,17 @@ def common_root(files: Sequence[Path]) -> Path:
     return Path(os.path.commonpath(parents)) if parents else Path(".")
 
 
-def _kept(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, thresh: float):
+def _kept(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, thresh: float, masks=None):
+    """(boxes, scores, labels, masks) of the detections scoring at least ``thresh``; masks
+    ``None`` each when there are none."""
     keep = np.asarray(scores) >= thresh
-    return np.asarray(boxes)[keep], np.asarray(scores)[keep], np.asarray(labels)[keep]
+    kept_masks = [None] * int(keep.sum()) if masks is None else list(np.asarray(masks)[keep])
+    return np.asarray(boxes)[keep], np.asarray(scores)[keep], np.asarray(labels)[keep], kept_masks
 
 
 class CocoDatasetWriter:
-    """Collects detections per image; :meth:`write` saves a COCO dataset.
+    """Collects detections per image; :meth:`write` saves a COCO dataset (an instance
+    segmentation dataset when the detections carry masks: RLE ``segmentation``, mask area).
 
     Args:
         class_names: the vocabulary; category ``i + 1`` is ``class_names[i]``.
@@ -57,27 +62,32 @@ class CocoDatasetWriter:
         boxes: np.ndarray,
         scores: np.ndarray,
         labels: np.ndarray,
+        masks: np.ndarray | None = None,
     ) -> int:
         """Add one image and its detections (boxes float [K, 4] x1, y1, x2, y2 in pixels,
-        scores [K], labels [K] indexing ``class_names``); returns the image id."""
+        scores [K], labels [K] indexing ``class_names``, optional masks bool [K, H, W]);
+        returns the image id."""
         image_id = len(self.images) + 1
         file_name = os.path.relpath(Path(path).resolve(), self.image_root)
         self.images.append(
             {"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)}
         )
-        for (x1, y1, x2, y2), score, label in zip(*_kept(boxes, scores, labels, self.score_thresh)):
+        kept = _kept(boxes, scores, labels, self.score_thresh, masks)
+        for (x1, y1, x2, y2), score, label, mask in zip(*kept):
             w, h = float(x2 - x1), float(y2 - y1)
-            self.annotations.append(
-                {
-                    "id": len(self.annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(label) + 1,
-                    "bbox": [round(float(x1), 2), round(float(y1), 2), round(w, 2), round(h, 2)],
-                    "area": round(w * h, 2),
-                    "iscrowd": 0,
-                    "score": round(float(score), 5),
-                }
-            )
+            annotation = {
+                "id": len(self.annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(label) + 1,
+                "bbox": [round(float(x1), 2), round(float(y1), 2), round(w, 2), round(h, 2)],
+                "area": round(w * h, 2),
+                "iscrowd": 0,
+                "score": round(float(score), 5),
+            }
+            if mask is not None:
+                annotation["segmentation"] = mask_to_rle(mask)
+                annotation["area"] = float(mask.sum())
+            self.annotations.append(annotation)
         return image_id
 
     def to_dict(self) -> dict:
@@ -100,7 +110,9 @@ class CocoDatasetWriter:
 
 class YoloLabelWriter:
     """YOLO labels: per image ``<stem>.txt`` with one ``class cx cy w h`` line per detection
-    scoring at least the threshold (centre and size normalised to [0, 1]), and
+    scoring at least the threshold (centre and size normalised to [0, 1]), or, for
+    detections with masks, YOLO's segmentation line ``class x1 y1 x2 y2 ...`` (the outline of
+    the mask's largest part, normalised; the box's corners for an empty mask), and
     ``classes.txt`` (one class name per line, line ``i`` is class ``i``).
 
     Args:
@@ -125,10 +137,19 @@ class YoloLabelWriter:
         boxes: np.ndarray,
         scores: np.ndarray,
         labels: np.ndarray,
+        masks: np.ndarray | None = None,
     ) -> Path:
         """Write one image's label file (empty without detections); returns its path."""
         lines = []
-        for (x1, y1, x2, y2), _, label in zip(*_kept(boxes, scores, labels, self.score_thresh)):
+        kept = _kept(boxes, scores, labels, self.score_thresh, masks)
+        for (x1, y1, x2, y2), _, label, mask in zip(*kept):
+            if mask is not None:
+                polygon = mask_to_polygon(mask)
+                if len(polygon) < 3:
+                    polygon = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32)
+                points = (polygon / np.array([width, height], np.float32)).clip(0, 1).ravel()
+                lines.append(f"{int(label)} " + " ".join(f"{v:.6f}" for v in points) + "\n")
+                continue
             cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
             w, h = (x2 - x1) / width, (y2 - y1) / height
             lines.append(f"{int(label)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")

@@ -43,8 +43,9 @@ from ovdet.cli.exemplars import (
 )
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
-from ovdet.utils.errors import OvdetError
+from ovdet.utils.errors import OvdetError, ResultsError
 from ovdet.utils.io import atomic_write_json
+from ovdet.utils.json_input import read_json_file
 
 __all__ = ["build_parser", "main"]
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``ovdet-evaluate``."""
     parser = argparse.ArgumentParser(
         description="Box AP of COCO-format detections on base, novel and all categories "
-        "(OV-COCO), or AP / APr / APc / APf on LVIS.",
+        "(OV-COCO), or AP / APr / APc / APf on LVIS; mask AP too when every detection has a "
+        "segmentation (RLE or polygons).",
     )
     parser.add_argument(
         "--gt",
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--results",
         metavar="JSON",
         help="detections: a COCO results file, a JSON list of "
-        "{image_id, category_id, bbox: [x, y, w, h], score}",
+        "{image_id, category_id, bbox: [x, y, w, h], score} (and segmentation: an RLE or "
+        "polygons, for mask AP)",
     )
     source.add_argument(
         "--checkpoint",
@@ -255,14 +258,26 @@ def _run(args: argparse.Namespace) -> None:
     results = args.results if args.results is not None else _predict(args)
     if args.checkpoint is not None and not _is_main_process():
         return  # under torchrun: this process ran its share of the images; rank 0 reports
-    if args.split == "lvis" or is_lvis(dataset):
-        metrics = evaluate_lvis(dataset, results, split=args.split)
-    else:
-        metrics = evaluate_coco(dataset, results, split=args.split)
+    if isinstance(results, str):
+        results = read_json_file(results, "results file", ResultsError)
+    evaluate = evaluate_lvis if args.split == "lvis" or is_lvis(dataset) else evaluate_coco
+    metrics = evaluate(dataset, results, split=args.split)
     print(format_table(metrics))
+    if _has_masks(results):
+        metrics["segm"] = evaluate(dataset, results, split=args.split, iou_type="segm")
+        print(format_table(metrics["segm"]))
     if args.output:
         atomic_write_json(metrics, args.output)
         logger.info("Wrote metrics to %s", args.output)
+
+
+def _has_masks(results) -> bool:
+    """Whether results are a non-empty list of detections that all carry a segmentation."""
+    return (
+        isinstance(results, list)
+        and bool(results)
+        and all(isinstance(d, dict) and "segmentation" in d for d in results)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

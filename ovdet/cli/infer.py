@@ -265,6 +265,7 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
 
     from ovdet.data.image_io import load_image
     from ovdet.structures.detections import detection_records
+    from ovdet.structures.masks import resize_masks
     from ovdet.utils.visualizer import draw_detections, save_image
 
     results, images, failed = [], [], []
@@ -294,10 +295,11 @@ def _detect_images(args, detector, files, max_load_pixels, out_dir, embeddings, 
                     det, str(path), image_id, detector.class_names, rows, det.class_kinds
                 )
                 for sink in sinks:
-                    sink.add(path, width, height, det.boxes, det.scores, det.labels)
+                    sink.add(path, width, height, det.boxes, det.scores, det.labels, det.masks)
                 if not args.no_draw:  # on the loaded pixels, perhaps downscaled
                     boxes = det.boxes * image.scale
-                    drawn = draw_detections(image.array, boxes, det.scores, det.names)
+                    masks = resize_masks(det.masks, image.array.shape[:2])
+                    drawn = draw_detections(image.array, boxes, det.scores, det.names, masks=masks)
                     save_image(drawn, out_dir / f"{path.stem}_det.jpg")
         bar.update(len(files[start : start + args.batch_size]))
     bar.close()

@@ -272,6 +272,21 @@ _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
 # Weight of the class-agnostic box regression loss (smooth L1).
 _C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
 
+# Also predict one instance mask per detection (a class-agnostic Mask R-CNN head trained on
+# the training classes' masks; ResNet + FPN only), as detectron2.
+_C.MODEL.MASK_ON = False
+
+_C.MODEL.ROI_MASK_HEAD = CN()
+# RoIAlign output size of the mask head's input (the masks are twice this side).
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+# Number of the 3x3 convolutions before the deconvolution.
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
+# Channels of those convolutions and of the deconvolution.
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+# One mask per region whatever its class: the only setting an open vocabulary allows (True);
+# detectron2's key, whose default there is False.
+_C.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = True
+
 _C.INPUT = CN()
 # Channel order the model sees: "RGB" or "BGR" (detectron2's MSRA ResNets).
 _C.INPUT.FORMAT = "RGB"

@@ -1,4 +1,5 @@
-"""A detectron2 ``DatasetEvaluator`` reporting box AP on base, novel and all classes."""
+"""A detectron2 ``DatasetEvaluator`` reporting box and mask AP on base, novel and all
+classes."""
 
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ class OpenVocabularyEvaluator(DatasetEvaluator):
     restricted to the evaluated images. COCO-style data is scored by
     :func:`~ovdet.evaluation.evaluate_coco`, LVIS by :func:`~ovdet.evaluation.evaluate_lvis`.
 
-    ``evaluate()`` returns ``{"bbox": {...}}`` with detectron2's conventions (percent, NaN for a
-    group without ground truth): ``AP``, ``AP50`` (over base + novel classes), ``base_AP``,
-    ``base_AP50``, ``novel_AP``, ``novel_AP50``, LVIS's ``APr``, ``APc``, ``APf`` for LVIS, and
-    ``AP-<class>`` / ``AP50-<class>`` per class.
+    ``evaluate()`` returns ``{"bbox": {...}}``, and ``"segm"`` with the same keys for mask AP
+    when the model predicts masks (``MODEL.MASK_ON``), with detectron2's conventions (percent,
+    NaN for a group without ground truth): ``AP``, ``AP50`` (over base + novel classes),
+    ``base_AP``, ``base_AP50``, ``novel_AP``, ``novel_AP50``, LVIS's ``APr``, ``APc``, ``APf``
+    for LVIS, and ``AP-<class>`` / ``AP50-<class>`` per class.
 
     Args:
         dataset_name: a registered dataset with ``json_file`` and
@@ -94,14 +96,15 @@ class OpenVocabularyEvaluator(DatasetEvaluator):
                         f"{len(self._contiguous_to_dataset)} classes of {self.dataset_name}; "
                         "is the model using this dataset's vocabulary?"
                     )
-                self._predictions.append(
-                    {
-                        "image_id": det["image_id"],
-                        "category_id": category,
-                        "bbox": det["bbox"],
-                        "score": det["score"],
-                    }
-                )
+                prediction = {
+                    "image_id": det["image_id"],
+                    "category_id": category,
+                    "bbox": det["bbox"],
+                    "score": det["score"],
+                }
+                if "segmentation" in det:  # detectron2's RLE of the pasted mask
+                    prediction["segmentation"] = det["segmentation"]
+                self._predictions.append(prediction)
 
     def evaluate(self) -> OrderedDict:
         if self.distributed:
@@ -117,11 +120,12 @@ class OpenVocabularyEvaluator(DatasetEvaluator):
             atomic_write_json(predictions, path)
             logger.info("Saved %d detections to %s", len(predictions), path)
         ground_truth = self._ground_truth(set(image_ids))
-        if self._lvis or is_lvis(ground_truth):
-            metrics = evaluate_lvis(ground_truth, predictions, self._split)
-        else:
-            metrics = evaluate_coco(ground_truth, predictions, self._split)
-        return OrderedDict(bbox=self._summary(metrics))
+        evaluate = evaluate_lvis if self._lvis or is_lvis(ground_truth) else evaluate_coco
+        results = OrderedDict(bbox=self._summary(evaluate(ground_truth, predictions, self._split)))
+        if predictions and all("segmentation" in p for p in predictions):
+            masks = evaluate(ground_truth, predictions, self._split, iou_type="segm")
+            results["segm"] = self._summary(masks)
+        return results
 
     def _ground_truth(self, image_ids: set[int]) -> dict:
         """The ground truth of the evaluated images only."""

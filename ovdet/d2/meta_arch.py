@@ -88,9 +88,12 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
             captions,
         )
         # Zero terms keep every parameter in the graph (DDP without find_unused_parameters):
-        # the RPN, the box regressor and the background learn nothing from images without boxes.
-        unused = sum(v for v in proposal_losses.values()) + sum(
-            p.sum() for p in self.roi_heads.box_predictor.head.parameters()
-        )
+        # the RPN, the box regressor, the background and the mask head learn nothing from
+        # images without boxes.
+        heads = self.roi_heads
+        mask_head = getattr(heads, "mask_head", None) if getattr(heads, "mask_on", False) else None
+        idle = [*heads.box_predictor.head.parameters()]
+        idle += [*mask_head.parameters()] if mask_head is not None else []  # MODEL.MASK_ON
+        unused = sum(v for v in proposal_losses.values()) + sum(p.sum() for p in idle)
         losses["loss_image_label"] = losses["loss_image_label"] + 0.0 * unused
         return losses

@@ -165,7 +165,8 @@ class OpenVocabularyD2Predictor:
         Returns:
             Per image a dict: ``boxes`` Tensor[K, 4] (x1, y1, x2, y2 in the image's pixels),
             ``scores`` Tensor[K], ``labels`` LongTensor[K] (indices into :attr:`classes`),
-            ``embeddings`` Tensor[K, D] and ``class_names`` (K names).
+            ``embeddings`` Tensor[K, D] and ``class_names`` (K names); with a mask head
+            (``MODEL.MASK_ON``) also ``masks`` BoolTensor[K, H, W] (pasted by detectron2).
         """
         results = []
         for start in range(0, len(images), self.batch_size):
@@ -184,6 +185,8 @@ class OpenVocabularyD2Predictor:
                         "class_names": [self.classes[i] for i in labels.tolist()],
                     }
                 )
+                if instances.has("pred_masks"):
+                    results[-1]["masks"] = instances.pred_masks.bool()
         return results
 
 
@@ -223,12 +226,16 @@ class D2DetectorAdapter:
         original image's pixels (a file above ``max_load_pixels`` is downscaled on load)."""
         from ovdet.data.image_io import as_loaded_image
         from ovdet.structures import Detections, as_image_list
+        from ovdet.structures.masks import resize_masks
 
         self.predictor.batch_size = max(1, int(batch_size))
         loaded = [as_loaded_image(im, self.max_load_pixels) for im in as_image_list(images)]
         out = []
         results = self.predictor.predict([im.array for im in loaded], score_thresh)
         for image, result in zip(loaded, results):
+            masks = result.get("masks")
+            if masks is not None:  # pasted at the loaded size: nearest to the original's
+                masks = resize_masks(masks.numpy(), (image.height, image.width))
             out.append(
                 Detections(
                     boxes=result["boxes"].numpy().astype(np.float32) / image.scale,
@@ -237,6 +244,7 @@ class D2DetectorAdapter:
                     class_names=self.class_names,
                     class_kinds=self.class_kinds,
                     embeddings=result["embeddings"].numpy().astype(np.float32),
+                    masks=masks,
                 )
             )
         return out

@@ -43,7 +43,10 @@ class OpenVocabularyROIHeads(StandardROIHeads):
     loaded from ``MODEL.OVDET.CLIP`` when distillation or CLIP rescoring needs it, and neither
     saved in checkpoints nor seen by the optimizer or DDP.
 
-    Box-only: mask and keypoint heads are not supported.
+    With ``MODEL.MASK_ON`` detectron2's own mask head (``MaskRCNNConvUpsampleHead``) runs on
+    the detections and trains on the sampled foreground regions, class-agnostic
+    (``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True``: one mask per region, so it outlines
+    classes that had no mask in training). Keypoint heads are not supported.
     """
 
     box_predictor: OpenVocabularyFastRCNNOutputLayers
@@ -73,8 +76,8 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         super().__init__(**kwargs)
         if not isinstance(self.box_predictor, OpenVocabularyFastRCNNOutputLayers):
             raise TypeError("box_predictor must be an OpenVocabularyFastRCNNOutputLayers")
-        if self.mask_on or self.keypoint_on:
-            raise ConfigError("OpenVocabularyROIHeads supports boxes only (no mask/keypoint head)")
+        if self.keypoint_on:
+            raise ConfigError("no keypoint head in OpenVocabularyROIHeads: MODEL.KEYPOINT_ON False")
         if self.train_on_pred_boxes:
             raise ConfigError(
                 "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is not supported by OpenVocabularyROIHeads"
@@ -102,8 +105,13 @@ class OpenVocabularyROIHeads(StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
-        if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
-            raise ConfigError("OpenVocabularyROIHeads supports boxes only; set MODEL.MASK_ON False")
+        if cfg.MODEL.KEYPOINT_ON:
+            raise ConfigError("no keypoint head in OpenVocabularyROIHeads: MODEL.KEYPOINT_ON False")
+        if cfg.MODEL.MASK_ON and not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
+            raise ConfigError(
+                "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK must be True: an open vocabulary has no "
+                "fixed classes to predict one mask each for"
+            )
         ov = cfg.MODEL.OVDET
         if ov.DISTILL.MODE == "offline" and cfg.MODEL.META_ARCHITECTURE != "OpenVocabularyRCNN":
             raise ConfigError(
@@ -171,18 +179,22 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         proposals: List[Instances],
         targets: List[Instances] | None = None,
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
-        """See ``StandardROIHeads.forward``; training adds ``loss_image`` when distilling."""
+        """See ``StandardROIHeads.forward``; training adds ``loss_image`` when distilling and
+        ``loss_mask`` with a mask head; detections then carry ``pred_masks`` Tensor[K, 1, M, M],
+        box-relative probabilities (detectron2's postprocessing pastes them)."""
         head = self.head
         rgb = self.teacher_images(images) if head.needs_images(self.training) else None
         if not self.training:
             box_features = self.box_features(features, [p.proposal_boxes for p in proposals])
-            return self.box_predictor.detect(box_features, proposals, rgb), {}
+            detections = self.box_predictor.detect(box_features, proposals, rgb)
+            return self.forward_with_given_boxes(features, detections), {}
         if not targets:
             raise ValueError("'targets' are required in training")
         all_proposals = [p.proposal_boxes.tensor for p in proposals]
         proposals = self.label_and_sample_proposals(proposals, targets)
         box_features = self.box_features(features, [p.proposal_boxes for p in proposals])
         losses = self.box_predictor.losses(self.box_predictor(box_features), proposals)
+        losses.update(self._forward_mask(features, proposals))  # {} without a mask head
         offline = None
         if head.distills_offline:
             if self._offline_targets is None:

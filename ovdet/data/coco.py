@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ovdet.data.segmentation import check_segmentation
 from ovdet.data.splits import OpenVocabularySplit, load_split
 from ovdet.utils.errors import DataError
 from ovdet.utils.json_input import is_int, is_number, read_json_file
@@ -34,6 +35,8 @@ class ImageRecord:
         width, height: from the JSON.
         boxes: float32 [K, 4] (x1, y1, x2, y2) in pixels, clipped to the image.
         labels: int64 [K] in ``1..C``, indices (+1) into the dataset's ``class_names``.
+        segmentations: per annotation its checked COCO segmentation (polygons or RLE, see
+            :mod:`ovdet.data.segmentation`), when loaded with masks; ``None`` otherwise.
     """
 
     image_id: int
@@ -42,6 +45,7 @@ class ImageRecord:
     height: int
     boxes: np.ndarray
     labels: np.ndarray
+    segmentations: list | None = None
 
 
 @dataclass
@@ -91,6 +95,7 @@ def load_coco_detection(
     keep: Sequence[str] = ("base",),
     filter_empty: bool = True,
     check_files: bool = True,
+    with_masks: bool = False,
 ) -> DatasetRecords:
     """Load a COCO-format instances JSON for training or evaluation.
 
@@ -103,6 +108,10 @@ def load_coco_detection(
             objects stay in the images, unannotated; ``("base", "novel")`` for evaluation).
         filter_empty: drop images left without annotations.
         check_files: drop (and count) images whose file does not exist.
+        with_masks: also read each annotation's ``segmentation`` (``MODEL.MASK_ON``):
+            polygons with fewer than 3 points are dropped, and annotations whose mask is
+            missing, of another size than the image or does not decode are dropped, each
+            problem counted.
 
     Returns:
         The records; ``counts`` tells how many annotations were clipped or dropped and why.
@@ -141,7 +150,7 @@ def load_coco_detection(
             )
         images[img["id"]] = img
 
-    per_image: dict[int, tuple[list, list]] = {i: ([], []) for i in images}
+    per_image: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in images}
     for ann in data["annotations"]:
         try:
             image_id, cat_id, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
@@ -177,14 +186,23 @@ def load_coco_detection(
         if x2 - x1 < 1 or y2 - y1 < 1:
             counts["boxes outside the image dropped"] += 1
             continue
+        segmentation = None
+        if with_masks:
+            segmentation, problems = check_segmentation(
+                ann.get("segmentation"), int(img["width"]), int(img["height"])
+            )
+            counts.update(problems)
+            if segmentation is None:
+                continue
         if (x1, y1, x2, y2) != (x, y, x + w, y + h):
             counts["boxes clipped to the image"] += 1
         per_image[image_id][0].append((x1, y1, x2, y2))
         per_image[image_id][1].append(contiguous[cat_id])
+        per_image[image_id][2].append(segmentation)
 
     records = []
     for image_id, img in images.items():
-        boxes, labels = per_image[image_id]
+        boxes, labels, segmentations = per_image[image_id]
         if not boxes and filter_empty:
             counts["images without annotations dropped"] += 1
             continue
@@ -200,6 +218,7 @@ def load_coco_detection(
                 height=int(img["height"]),
                 boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                 labels=np.asarray(labels, dtype=np.int64),
+                segmentations=segmentations if with_masks else None,
             )
         )
     for what, n in sorted(counts.items()):

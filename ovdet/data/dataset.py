@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -11,6 +12,7 @@ from torch.utils.data import Dataset, Sampler
 from ovdet.data.coco import DatasetRecords
 from ovdet.data.image_io import read_image
 from ovdet.data.image_labels import ImageLabelRecords
+from ovdet.data.segmentation import decode_masks
 
 __all__ = [
     "DetectionDataset",
@@ -50,9 +52,10 @@ class DetectionDataset(Dataset):
 
         The target holds ``boxes`` Tensor[K, 4], ``labels`` Tensor[K] (1..C), ``image_id``,
         ``scale`` (x, y: resized / original size), ``sample_seed`` (the seed of the sample's
-        random training-region sampling, ovdet.tv.modeling.sampling) and, with a distill store,
-        ``distill_boxes``
-        Tensor[M, 4] and ``distill_embeddings`` Tensor[M, D].
+        random training-region sampling, ovdet.tv.modeling.sampling), with segmentations
+        (records loaded ``with_masks``) ``masks`` uint8 Tensor[K, H, W] moved with the boxes,
+        and with a distill store ``distill_boxes`` Tensor[M, 4] and ``distill_embeddings``
+        Tensor[M, D].
         """
         index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
         rec = self.records.images[index]
@@ -69,9 +72,12 @@ class DetectionDataset(Dataset):
             labels = labels + [0] * len(extra)
         h0, w0 = image.shape[:2]
         boxes = _clip(boxes, w0, h0)
+        inputs = {}
+        if rec.segmentations is not None:
+            inputs["masks"] = _masks_of(rec, image.shape[:2])
         self.augmentation.set_random_seed(int(seed))
         out = self.augmentation(
-            image=image, bboxes=boxes, labels=labels, indices=list(range(len(labels)))
+            image=image, bboxes=boxes, labels=labels, indices=list(range(len(labels))), **inputs
         )
         img = torch.from_numpy(np.array(out["image"], copy=True)).permute(2, 0, 1)
         img = img.float().div_(255.0)
@@ -85,6 +91,9 @@ class DetectionDataset(Dataset):
             "scale": (img.shape[2] / rec.width, img.shape[1] / rec.height),
             "sample_seed": int(seed),
         }
+        if "masks" in out:
+            masks = np.asarray(out["masks"], dtype=np.uint8).reshape(-1, *img.shape[1:])
+            target["masks"] = torch.from_numpy(masks[indices[is_gt].numpy()])
         if distill is not None:
             keep = indices[~is_gt] - num_gt
             target["distill_boxes"] = out_boxes[~is_gt]
@@ -157,6 +166,17 @@ def mixed_batch_kinds(ratio: list[int] | tuple[int, ...], start: int, count: int
         raise ValueError(f"DATALOADER.DATASET_RATIO must be two non-negative counts, got {ratio}")
     period = [0] * int(ratio[0]) + [1] * int(ratio[1])
     return [period[k % len(period)] for k in range(start, start + count)]
+
+
+def _masks_of(rec, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [K, H, W] masks of a record's annotations at the loaded image's size (H, W): the
+    JSON's size, or smaller where the image was downscaled on load."""
+    masks = decode_masks(rec.segmentations, rec.width, rec.height)
+    if masks.shape[1:] != tuple(size):
+        masks = np.stack(
+            [cv2.resize(m, size[::-1], interpolation=cv2.INTER_NEAREST) for m in masks]
+        ).reshape(-1, *size)
+    return masks
 
 
 def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:

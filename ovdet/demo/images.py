@@ -91,6 +91,7 @@ def detect_files(
     """
     from tqdm import tqdm
 
+    from ovdet.structures.masks import resize_masks
     from ovdet.utils.visualizer import draw_detections
 
     result = DemoResult()
@@ -135,7 +136,10 @@ def detect_files(
     for image_id, (name, array, det) in enumerate(zip(names, arrays, detections), 1):
         novel = [bool(is_novel[i]) for i in det.labels.tolist()]
         view, scale = display_view(array)
-        drawn = draw_detections(view, det.boxes * scale, det.scores, det.names, novel=novel)
+        masks = resize_masks(det.masks, view.shape[:2])
+        drawn = draw_detections(
+            view, det.boxes * scale, det.scores, det.names, novel=novel, masks=masks
+        )
         result.drawn.append((drawn, name))
         height, width = array.shape[:2]
         result.results["images"].append(

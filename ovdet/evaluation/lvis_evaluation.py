@@ -103,6 +103,7 @@ def evaluate_lvis(
     results: Results,
     split: OpenVocabularySplit | str | None = None,
     max_dets: int = 300,
+    iou_type: str = "bbox",
 ) -> dict:
     """Box AP of detections on LVIS, with ``lvis.LVISEval``.
 
@@ -113,6 +114,8 @@ def evaluate_lvis(
         split: the base/novel split for the ``base``/``novel`` rows; ``None`` or ``"lvis"``
             makes the rare categories novel (the OV-LVIS protocol).
         max_dets: detections kept per image, by score (LVIS's official value is 300).
+        iou_type: ``"bbox"`` (box AP) or ``"segm"`` (mask AP, e.g. mask APr: every detection
+            and ground-truth annotation needs a ``segmentation``).
 
     Returns:
         ``LVISEval``'s ``"AP"``, ``"AP50"``, ``"APr"``, ``"APc"``, ``"APf"`` (in [0, 1], ``None``
@@ -126,8 +129,15 @@ def evaluate_lvis(
         ResultsError: if the results are bad.
     """
     dataset = _lvis_ground_truth(load_ground_truth(gt))
-    detections = load_results(results, dataset)
+    detections = load_results(results, dataset, iou_type)
     split = resolve_split("lvis" if split is None else split, dataset["categories"])
+    if iou_type == "segm":
+        bare = next((a for a in dataset["annotations"] if not a.get("segmentation")), None)
+        if bare is not None:
+            raise DataError(
+                "mask AP needs a segmentation in every ground-truth annotation; annotation "
+                f"{bare.get('id')} has none"
+            )
 
     # Imported here: lvis pulls in matplotlib and OpenCV, and configures the root logger.
     from lvis import LVIS, LVISEval, LVISResults
@@ -139,7 +149,7 @@ def evaluate_lvis(
             lvis_dt = LVISResults(lvis_gt, detections, max_dets=max_dets)
     else:
         lvis_dt = _index_without_file(LVISResults, {**dataset, "annotations": []})
-    lvis_eval = LVISEval(lvis_gt, lvis_dt, iou_type="bbox")
+    lvis_eval = LVISEval(lvis_gt, lvis_dt, iou_type=iou_type)
     lvis_eval.params.max_dets = max_dets
     with _numpy_float_alias():
         lvis_eval.run()
@@ -155,8 +165,10 @@ def evaluate_lvis(
     metrics.update(aggregate_precision(precision, params.iou_thrs, names, split))
     metrics["num_detections"] = len(detections)
     metrics["split"] = split.name
+    metrics["iou_type"] = iou_type
     logger.info(
-        "LVIS box AP on %d images, %d detections: %s",
+        "LVIS %s AP on %d images, %d detections: %s",
+        "box" if iou_type == "bbox" else "mask",
         len(params.img_ids),
         len(detections),
         ", ".join(f"{k} {format_percent(metrics[k])}" for k in _SUMMARY_KEYS),

@@ -13,11 +13,15 @@ import math
 from pathlib import Path
 from typing import Any, Sequence, Union
 
+from ovdet.data.segmentation import check_segmentation
 from ovdet.evaluation.ground_truth import GroundTruth, load_ground_truth
 from ovdet.utils.errors import ResultsError
 from ovdet.utils.json_input import is_int, is_number, read_json_file
 
-__all__ = ["REQUIRED_KEYS", "Results", "load_results"]
+__all__ = ["IOU_TYPES", "REQUIRED_KEYS", "Results", "load_results"]
+
+# What AP is computed on: boxes, or instance masks (a ``segmentation`` per detection).
+IOU_TYPES = ("bbox", "segm")
 
 REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 
@@ -25,7 +29,7 @@ REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 Results = Union[str, Path, Sequence[dict]]
 
 
-def _check_entry(det: Any, image_ids: set, cat_ids: set) -> dict:
+def _check_entry(det: Any, image_ids: set, cat_ids: set, sizes: dict | None = None) -> dict:
     """Return a clean copy of one detection, or raise ``ValueError`` saying what is wrong."""
     if not isinstance(det, dict):
         raise ValueError(f"expected an object, got {type(det).__name__}")
@@ -51,15 +55,24 @@ def _check_entry(det: Any, image_ids: set, cat_ids: set) -> dict:
         raise ValueError(f"score must be a number, got {score!r}")
     if not math.isfinite(score):
         raise ValueError(f"score is not finite: {score!r}")
-    return {
+    entry = {
         "image_id": int(image_id),
         "category_id": int(cat_id),
         "bbox": [float(v) for v in bbox],
         "score": float(score),
     }
+    if sizes is not None:
+        if "segmentation" not in det:
+            raise ValueError("missing key segmentation (mask AP needs a mask per detection)")
+        width, height = sizes[image_id]
+        segmentation, problems = check_segmentation(det["segmentation"], width, height)
+        if segmentation is None:
+            raise ValueError(f"segmentation is not a usable mask of its image: {problems[0]}")
+        entry["segmentation"] = segmentation
+    return entry
 
 
-def load_results(results: Results, coco_gt: GroundTruth) -> list[dict]:
+def load_results(results: Results, coco_gt: GroundTruth, iou_type: str = "bbox") -> list[dict]:
     """Read and validate COCO-format detections against their ground truth.
 
     Args:
@@ -67,6 +80,8 @@ def load_results(results: Results, coco_gt: GroundTruth) -> list[dict]:
         coco_gt: the ground truth the detections refer to (anything
             :func:`~ovdet.evaluation.ground_truth.load_ground_truth` accepts). Its image and
             category ids are the valid ones.
+        iou_type: ``"segm"`` also requires and checks each entry's ``segmentation`` (an RLE
+            of its image's size, or polygons) and keeps it.
 
     Returns:
         New dicts with exactly ``image_id`` (int), ``category_id`` (int), ``bbox``
@@ -86,13 +101,18 @@ def load_results(results: Results, coco_gt: GroundTruth) -> list[dict]:
         data = results
     if isinstance(data, (str, bytes, dict)) or not isinstance(data, Sequence):
         raise ResultsError(f"{source} must be a JSON list of detections, got {type(data).__name__}")
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     dataset = load_ground_truth(coco_gt)
     image_ids = {img["id"] for img in dataset["images"]}
     cat_ids = {cat["id"] for cat in dataset["categories"]}
+    sizes = None
+    if iou_type == "segm":
+        sizes = {img["id"]: (int(img["width"]), int(img["height"])) for img in dataset["images"]}
     checked = []
     for i, det in enumerate(data):
         try:
-            checked.append(_check_entry(det, image_ids, cat_ids))
+            checked.append(_check_entry(det, image_ids, cat_ids, sizes))
         except ValueError as e:
             raise ResultsError(f"{source}: entry {i}: {e}") from None
     return checked

@@ -39,6 +39,8 @@ def format_table(metrics: dict) -> str:
         header.append(f"split: {metrics['split']}")
     if "num_detections" in metrics:
         header.append(f"{metrics['num_detections']} detections")
+    if metrics.get("iou_type") == "segm":
+        header.append("mask AP")
     if header:
         lines.append(", ".join(header))
     lines.append(f"{'group':<6} {'AP':>6} {'AP50':>6} {'#categories':>12}")

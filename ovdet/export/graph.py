@@ -18,6 +18,7 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import boxes as box_ops
 
 from ovdet.core.head import get_head
+from ovdet.core.masks import mask_probabilities
 
 __all__ = ["ExportableDetector", "select_detections_traceable"]
 
@@ -69,7 +70,7 @@ class ExportableDetector(nn.Module):
 
     def forward(
         self, image: torch.Tensor, text_embeddings: torch.Tensor, score_thresh: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         """Detections of one image.
 
         Args:
@@ -79,7 +80,9 @@ class ExportableDetector(nn.Module):
 
         Returns:
             boxes Tensor[K, 4] (x1, y1, x2, y2 in the input's pixels), scores Tensor[K], labels
-            int64 Tensor[K] (indices into the C classes), region embeddings Tensor[K, D].
+            int64 Tensor[K] (indices into the C classes), region embeddings Tensor[K, D]; and, for
+            a model with a mask head (``MODEL.MASK_ON``), mask_probs Tensor[K, M, M], each
+            detection's mask relative to its box.
         """
         model, head = self.model, self.head
         roi_heads = model.roi_heads
@@ -106,4 +109,8 @@ class ExportableDetector(nn.Module):
             boxes, probs, score_thresh, head.nms_thresh, head.detections_per_img,
             head.max_candidates,
         )  # fmt: skip
-        return boxes[index], scores, labels, embeddings[index]
+        outputs = (boxes[index], scores, labels, embeddings[index])
+        if roi_heads.has_mask():
+            logits = roi_heads.mask_logits(features, [boxes[index]], images.image_sizes)
+            outputs += (mask_probabilities(logits),)
+        return outputs

@@ -116,6 +116,9 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
     text = torch.nn.functional.normalize(torch.randn(3, embed_dim), dim=-1)
     thresh = torch.tensor(float(detector.head.score_thresh))
     example = (torch.rand(3, size, size + 32), text, thresh)
+    outputs = ["boxes", "scores", "labels", "embeddings"]
+    if model.roi_heads.has_mask():  # MODEL.MASK_ON: each detection's box-relative mask
+        outputs.append("mask_probs")
     logger.info("exporting the detector (opset %d)", opset)
     _write(
         _to_bytes(
@@ -123,14 +126,11 @@ def export_onnx(detector, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> di
             example,
             opset,
             input_names=["image", "text_embeddings", "score_thresh"],
-            output_names=["boxes", "scores", "labels", "embeddings"],
+            output_names=outputs,
             dynamic_axes={
                 "image": {1: "height", 2: "width"},
                 "text_embeddings": {0: "num_classes"},
-                "boxes": {0: "detections"},
-                "scores": {0: "detections"},
-                "labels": {0: "detections"},
-                "embeddings": {0: "detections"},
+                **{name: {0: "detections"} for name in outputs},
             },
         ),  # fmt: skip
         out / "detector.onnx",

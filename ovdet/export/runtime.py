@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ovdet.structures.detections import Detections, ImageInput, as_image_list
+from ovdet.structures.masks import paste_masks
 from ovdet.structures.vocabulary import Vocabulary
 from ovdet.utils.errors import CheckpointError, ConfigError, VocabularyError
 
@@ -181,16 +182,16 @@ class OnnxDetector:
         self.class_names = list(vocab.names)
         self.class_kinds = list(kinds)
 
-    def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
-        """Image -> (float32 [3, H', W'] in [0, 1], box scale [4]), as OVDetector does: boxes
-        divided by the scale are in the original image's pixels."""
+    def _prepare(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Image -> (float32 [3, H', W'] in [0, 1], box scale [4], the original (H, W)), as
+        OVDetector does: boxes divided by the scale are in the original image's pixels."""
         from ovdet.data.image_io import as_loaded_image
         from ovdet.data.transforms import resize_for_inference
 
         loaded = as_loaded_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
         resized, scale = resize_for_inference(self.transform, loaded.array)
         tensor = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / 255.0
-        return tensor, scale * loaded.scale
+        return tensor, scale * loaded.scale, (loaded.height, loaded.width)
 
     def predict(
         self,
@@ -211,18 +212,23 @@ class OnnxDetector:
         thresh = np.array(self.score_thresh if score_thresh is None else score_thresh, np.float32)
         results = []
         for image in images:
-            tensor, scale = self._prepare(image)
-            boxes, scores, labels, embeddings = self.detector.run(
+            tensor, scale, size = self._prepare(image)
+            boxes, scores, labels, embeddings, *mask_probs = self.detector.run(
                 None, {"image": tensor, "text_embeddings": self._text, "score_thresh": thresh}
             )
+            boxes = (boxes / scale).astype(np.float32)
+            masks = None
+            if mask_probs:  # a mask model's graph: pasted into the original image
+                masks = paste_masks(mask_probs[0], boxes, size)
             results.append(
                 Detections(
-                    boxes=(boxes / scale).astype(np.float32),
+                    boxes=boxes,
                     scores=scores.astype(np.float32),
                     labels=labels.astype(np.int64),
                     class_names=self.class_names,
                     embeddings=embeddings.astype(np.float32) if return_embeddings else None,
                     class_kinds=self.class_kinds,
+                    masks=masks,
                 )
             )
         return results

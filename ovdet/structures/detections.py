@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ovdet.structures.loaded_image import LoadedImage
+from ovdet.structures.masks import mask_to_rle
 
 __all__ = ["Detections", "ImageInput", "as_image_list", "detection_records"]
 
@@ -35,6 +36,8 @@ class Detections:
         embeddings: float32 [K, D] region embeddings, if requested.
         class_kinds: per class of ``class_names``, how it was given: ``text``, ``exemplar`` or
             ``text+exemplar`` (image exemplars); empty where unknown (all text).
+        masks: bool [K, H, W] instance masks in the original image, from a detector with a
+            mask head (``MODEL.MASK_ON``); ``None`` otherwise.
     """
 
     boxes: np.ndarray
@@ -43,6 +46,7 @@ class Detections:
     class_names: list[str] = field(repr=False)
     embeddings: np.ndarray | None = field(default=None, repr=False)
     class_kinds: list[str] = field(default_factory=list, repr=False)
+    masks: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -68,7 +72,8 @@ def detection_records(
     embedding_rows: Sequence[int] | None = None,
     class_kinds: Sequence[str] = (),
 ) -> list[dict]:
-    """``results.json`` entries of one image's detections: COCO xywh boxes, rounded.
+    """``results.json`` entries of one image's detections: COCO xywh boxes, rounded, and each
+    mask (if the detector predicts them) as a COCO RLE ``segmentation``.
 
     Args:
         det: the image's detections.
@@ -95,6 +100,8 @@ def detection_records(
         }
         if class_kinds and class_kinds[label] != "text":
             record["query"] = class_kinds[label]
+        if det.masks is not None:
+            record["segmentation"] = mask_to_rle(det.masks[i])
         if embedding_rows is not None:
             record["embedding_index"] = embedding_rows[i]
         out.append(record)

@@ -14,6 +14,7 @@ from ovdet.clip.text_classifier import Vocabulary
 from ovdet.config import config_from_dict
 from ovdet.core.exemplars import class_embeddings, exemplar_embedder_from_config
 from ovdet.core.head import get_head
+from ovdet.core.masks import paste_masks
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.core.score_fusion import ClipRescoringSettings, check_score_fusion
 from ovdet.data.image_io import as_loaded_image
@@ -201,14 +202,15 @@ class OVDetector:
         self.class_names = list(vocab.names)
         self.class_kinds = list(vocab.kinds)
 
-    def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy)): boxes
-        of the resized image divided by the scale are in the original image's pixels, also where
-        it was downscaled on load (``INPUT.MAX_LOAD_PIXELS``)."""
+    def _prepare(self, image: ImageInput) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Image -> (Tensor[3, H', W'] in [0, 1], Tensor[4] box scale (sx, sy, sx, sy), the
+        original (H, W)): boxes of the resized image divided by the scale are in the original
+        image's pixels, also where it was downscaled on load (``INPUT.MAX_LOAD_PIXELS``)."""
         loaded = as_loaded_image(image, self.cfg.INPUT.MAX_LOAD_PIXELS)
         resized, scale = resize_for_inference(self.transform, loaded.array)
         tensor = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
-        return tensor.float().div_(255.0), torch.from_numpy(scale * loaded.scale)
+        size = (loaded.height, loaded.width)
+        return tensor.float().div_(255.0), torch.from_numpy(scale * loaded.scale), size
 
     @torch.no_grad()
     def predict(
@@ -231,7 +233,8 @@ class OVDetector:
 
         Returns:
             One :class:`Detections` per image, boxes in the original image's pixels (a file
-            above ``INPUT.MAX_LOAD_PIXELS`` is downscaled on load, its boxes scaled back).
+            above ``INPUT.MAX_LOAD_PIXELS`` is downscaled on load, its boxes scaled back); with a
+            mask head (``MODEL.MASK_ON``) also its masks, in the original image's pixels.
         """
         if classes is not None:
             self.set_classes(classes)
@@ -244,11 +247,15 @@ class OVDetector:
             for start in range(0, len(images), batch_size):
                 prepared = [self._prepare(im) for im in images[start : start + batch_size]]
                 with torch.autocast("cuda", enabled=amp):
-                    outputs = self.model([t.to(self.device) for t, _ in prepared])
-                for (_, scale), out in zip(prepared, outputs):
+                    outputs = self.model([t.to(self.device) for t, _, _ in prepared])
+                for (_, scale, size), out in zip(prepared, outputs):
+                    boxes = out["boxes"].float().cpu() / scale
+                    masks = None
+                    if "mask_probs" in out:  # box-relative: pasted at the original's boxes
+                        masks = paste_masks(out["mask_probs"].float().cpu(), boxes, size).numpy()
                     results.append(
                         Detections(
-                            boxes=(out["boxes"].float().cpu() / scale).numpy(),
+                            boxes=boxes.numpy(),
                             scores=out["scores"].float().cpu().numpy(),
                             labels=out["labels"].cpu().numpy(),
                             class_names=self.class_names,
@@ -256,6 +263,7 @@ class OVDetector:
                             embeddings=out["embeddings"].float().cpu().numpy()
                             if return_embeddings
                             else None,
+                            masks=masks,
                         )
                     )
         return results

@@ -196,8 +196,9 @@ def draw_detections(
     novel: Sequence[bool] | None = None,
     legend: bool = False,
     font_size: int | None = None,
+    masks: np.ndarray | None = None,
 ) -> Image.Image:
-    """Draw boxes with readable ``name score`` labels.
+    """Draw boxes with readable ``name score`` labels, and masks if given.
 
     Every box is drawn; labels are placed by :func:`layout_labels` (inside the image, never on
     top of each other; a lower-scored label with no free place is dropped, its box kept).
@@ -211,6 +212,8 @@ def draw_detections(
         novel: N flags; novel classes get a ``*`` after the name and a dashed outline.
         legend: append a panel to the right listing the classes drawn (novel ones marked).
         font_size: label font size in pixels (default: scales with the image).
+        masks: bool [N, H, W] instance masks of the image, painted translucent in their
+            class's colour under the boxes (which keep the novel marker).
 
     Returns:
         The drawn image, [H, W, 3], or [max(H, legend height), W + legend width, 3] with the
@@ -226,6 +229,8 @@ def draw_detections(
             f"{len(boxes)} boxes, {len(scores)} scores, {len(names)} names and {len(novel)} "
             "novel flags differ"
         )
+    if masks is not None:
+        img = _paint_masks(img, np.asarray(masks, dtype=bool), names, scores)
     draw = ImageDraw.Draw(img)
     width = line_width or max(1, round(max(img.size) / 300))
     font = _font(font_size or max(10, round(min(img.size) / 40)))
@@ -253,6 +258,26 @@ def draw_detections(
         canvas.paste(panel, (img.width, 0))
         img = canvas
     return img
+
+
+# Opacity of the painted masks.
+MASK_ALPHA = 0.45
+
+
+def _paint_masks(
+    img: Image.Image, masks: np.ndarray, names: Sequence[str], scores: Sequence[float]
+) -> Image.Image:
+    """Blend each mask (bool [N, H, W]) into the image in its class's colour, best on top."""
+    if masks.shape != (len(names), img.height, img.width):
+        raise ValueError(
+            f"masks of shape {masks.shape} for {len(names)} detections on a "
+            f"{img.width}x{img.height} image"
+        )
+    pixels = np.asarray(img, dtype=np.float32).copy()
+    for i in sorted(range(len(names)), key=lambda i: scores[i]):
+        color = np.asarray(color_for(names[i]), dtype=np.float32)
+        pixels[masks[i]] = (1 - MASK_ALPHA) * pixels[masks[i]] + MASK_ALPHA * color
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
 def save_image(image: Image.Image, path: str | Path) -> None:

@@ -139,6 +139,32 @@ def test_coco_files_are_valid(dataset, split):
     assert len(set(ann_ids)) == len(ann_ids) and min(ann_ids) >= 1
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_masks_are_the_visible_pixels_of_each_object(dataset, split):
+    """Each annotation's RLE is its object's exact visible mask: its pixel count is the area,
+    its extent the box, and the objects of an image do not overlap."""
+    coco = COCO(str(dataset.train_annotations if split == "train" else dataset.val_annotations))
+    for image_id in coco.getImgIds():
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        masks = np.stack([coco.annToMask(a) for a in anns]).astype(bool)
+        assert masks.sum(0).max() == 1  # each pixel shows one object at most
+        for ann, mask in zip(anns, masks):
+            ys, xs = np.nonzero(mask)
+            assert mask.sum() == ann["area"]
+            assert [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1] == ann["bbox"]
+
+
+def test_render_scene_owner_map_is_the_objects_mask():
+    rng = np.random.default_rng(3)
+    scene = render_scene(rng, [CLASS_NAMES.index("red circle")], min_visible=1.0)
+    (x, y, w, h) = scene.boxes[0]
+    mask = scene.owner == 0
+    assert mask.sum() == scene.areas[0] and not mask[:y].any() and not mask[:, x + w :].any()
+    # The drawn colour is where the mask is, and not around it.
+    red = (scene.image[..., 0] > 150) & (scene.image[..., 1] < 100)
+    assert red[mask].mean() > 0.9 and red[~mask].mean() < 0.05
+
+
 def test_train_annotations_keep_novel_classes(dataset):
     coco = COCO(str(dataset.train_annotations))
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}

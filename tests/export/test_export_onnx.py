@@ -276,3 +276,23 @@ def test_exemplar_rows_are_vocabulary_rows_and_agree_with_pytorch(detectors):
             exemplar_specs({"b": Exemplar(images[0])})))  # fmt: skip
     with pytest.raises(VocabularyError, match=r"must be \[2, 32\]"):
         onnx_detector.set_class_embeddings(["a", "b"], rows.numpy())
+
+
+def test_mask_model_exports_masks_equal_to_pytorchs(tiny_clip, tmp_path):
+    """A ``MODEL.MASK_ON`` detector's graph has a ``mask_probs`` output: the runtime's masks of
+    the original image are PyTorch's."""
+    checkpoint = _untrained_checkpoint(tiny_clip, tmp_path, "MODEL.MASK_ON", "True")
+    out = tmp_path / "onnx"
+    assert main(["--checkpoint", str(checkpoint), "--output", str(out)]) == 0
+    torch_detector = OVDetector.from_checkpoint(checkpoint)
+    onnx_detector = OnnxDetector(out, providers=["CPUExecutionProvider"])
+    assert [o.name for o in onnx_detector.detector.get_outputs()][-1] == "mask_probs"
+    image = np.random.default_rng(1).integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    names = _names(5)
+    (ref,) = torch_detector.predict(image, classes=names, score_thresh=0.0)
+    (got,) = onnx_detector.predict(image, classes=names, score_thresh=0.0)
+    assert len(ref) > 0 and len(got) == len(ref)
+    assert ref.masks.shape == got.masks.shape == (len(ref), 100, 150) and ref.masks.any()
+    # Pixels on the 0.5 boundary may flip with float rounding: nearly all agree.
+    assert (got.masks != ref.masks).mean() < 1e-3
+    np.testing.assert_array_equal(got.labels, ref.labels)

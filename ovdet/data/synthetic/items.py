@@ -18,6 +18,7 @@ from PIL import Image
 from ovdet.data.synthetic.captions import _crop_window, make_caption
 from ovdet.data.synthetic.categories import CLASS_NAMES, SHAPES, _category_id
 from ovdet.data.synthetic.render import Scene, render_scene
+from ovdet.structures.masks import mask_to_rle
 
 __all__: list[str] = []
 
@@ -31,10 +32,13 @@ class _SceneParams:
     crop_size: int
 
 
-def _box_annotations(image_id: int, labels, boxes, areas, first_id: int) -> list[dict]:
+def _box_annotations(
+    image_id: int, labels, boxes, areas, first_id: int, segmentations=None
+) -> list[dict]:
     """COCO annotations of one scene's objects (ids from ``first_id``): class indices, ``[x, y,
-    w, h]`` boxes and visible areas -> annotation dicts."""
-    return [
+    w, h]`` boxes, visible areas and, if given, RLE masks of the visible pixels -> annotation
+    dicts."""
+    annotations = [
         {
             "id": first_id + k,
             "image_id": image_id,
@@ -45,6 +49,9 @@ def _box_annotations(image_id: int, labels, boxes, areas, first_id: int) -> list
         }
         for k, (label, box, area) in enumerate(zip(labels, boxes, areas))
     ]
+    for annotation, segmentation in zip(annotations, segmentations or ()):
+        annotation["segmentation"] = segmentation
+    return annotations
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -77,12 +84,14 @@ def _render_and_save_scene(
 
 def _render_detection_image(
     index: int, *, seed: int, stream: int, params: _SceneParams, out_dir: Path
-) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int], ...], tuple[int, ...]]:
-    """Render and save one detection image; return its labels, boxes and areas."""
+) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int], ...], tuple[int, ...], list[dict]]:
+    """Render and save one detection image; return its labels, boxes, areas and the exact
+    masks of the objects' visible pixels (COCO RLE)."""
     _, scene = _render_and_save_scene(
         index, seed=seed, stream=stream, params=params, out_dir=out_dir
     )
-    return scene.labels, scene.boxes, scene.areas
+    masks = [mask_to_rle(scene.owner == k) for k in range(len(scene.labels))]
+    return scene.labels, scene.boxes, scene.areas, masks
 
 
 def _render_caption_crop(

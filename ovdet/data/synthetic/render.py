@@ -33,6 +33,8 @@ class Scene:
         areas: number of visible pixels of each object.
         sizes: nominal size (diameter, pixels) each object was drawn at.
         background_level: mean grey level of the background (0..255), used for captions.
+        owner: ``int16[H, W]`` index (into ``labels``) of the object visible at each pixel, -1
+            for the background: object ``k``'s exact mask is ``owner == k``.
     """
 
     image: np.ndarray
@@ -41,6 +43,7 @@ class Scene:
     areas: tuple[int, ...]
     sizes: tuple[float, ...]
     background_level: float
+    owner: np.ndarray
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
@@ -231,4 +234,5 @@ def render_scene(
         areas=tuple(areas),
         sizes=tuple(p[5] for p in placed),
         background_level=float(level),
+        owner=owner,
     )

@@ -136,7 +136,7 @@ def _write_detection_split(
         _render_detection_image, seed=seed, stream=stream, params=params, out_dir=image_dir
     )
     images, annotations = [], []
-    for i, (labels, boxes, areas) in enumerate(
+    for i, (labels, boxes, areas, masks) in enumerate(
         _map(render, count, workers, f"{split} images", progress)
     ):
         images.append(
@@ -147,7 +147,7 @@ def _write_detection_split(
                 "height": params.image_size,
             }
         )
-        annotations += _box_annotations(i + 1, labels, boxes, areas, len(annotations) + 1)
+        annotations += _box_annotations(i + 1, labels, boxes, areas, len(annotations) + 1, masks)
     ann_path = root / "annotations" / f"instances_{split}.json"
     ann_path.parent.mkdir(parents=True, exist_ok=True)
     info = {
@@ -160,6 +160,7 @@ def _write_detection_split(
         "object_size": list(params.object_size),
         "min_visible": params.min_visible,
         "bbox": "tight box of the visible pixels; area = number of visible pixels",
+        "segmentation": "RLE of the visible pixels: the exact mask the shape was drawn with",
     }
     _write_json(
         ann_path,

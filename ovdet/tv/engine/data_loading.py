@@ -39,13 +39,15 @@ __all__ = [
 
 
 def load_box_records(cfg) -> DatasetRecords:
-    """The box training data, ``DATASETS.TRAIN_JSON``: base classes only (with a split)."""
+    """The box training data, ``DATASETS.TRAIN_JSON``: base classes only (with a split), and
+    their masks with ``MODEL.MASK_ON``."""
     return load_coco_detection(
         cfg.DATASETS.TRAIN_JSON,
         cfg.DATASETS.TRAIN_IMAGES,
         split=cfg.DATASETS.SPLIT or None,
         keep=("base",),
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        with_masks=bool(cfg.MODEL.MASK_ON),
     )
 
 

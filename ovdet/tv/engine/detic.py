@@ -19,6 +19,7 @@ import torch
 
 from ovdet.config import load_config
 from ovdet.core.detic_keys import detic_head_key
+from ovdet.core.masks import torchvision_mask_key
 from ovdet.data.splits import OVCOCO_BASE
 from ovdet.utils.errors import CheckpointError
 from ovdet.utils.io import atomic_torch_save
@@ -130,6 +131,8 @@ def _torchvision_key(key: str) -> str | None:
     if key.startswith("roi_heads.box_predictor."):
         new = detic_head_key(key[len("roi_heads.box_predictor.") :])
         return None if new is None else "roi_heads.box_predictor." + new
+    if key.startswith("roi_heads.mask_head."):
+        return "roi_heads." + torchvision_mask_key(key[len("roi_heads.mask_head.") :])
     if key in ("pixel_mean", "pixel_std"):
         return None  # the config's MODEL.PIXEL_MEAN / STD
     raise KeyError(key)

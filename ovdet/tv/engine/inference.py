@@ -9,9 +9,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ovdet.core.masks import paste_masks
 from ovdet.data.coco import DatasetRecords
 from ovdet.data.dataset import DetectionDataset, collate
 from ovdet.data.transforms import build_augmentation
+from ovdet.structures.masks import mask_to_rle
 from ovdet.tv.engine import distributed as comm
 from ovdet.utils.errors import ImageError
 
@@ -29,18 +31,27 @@ T = TypeVar("T")
 
 
 def detections_to_coco(
-    det: dict, image_id: int, scale: float | tuple[float, float], category_ids
+    det: dict,
+    image_id: int,
+    scale: float | tuple[float, float],
+    category_ids,
+    image_size: tuple[int, int] | None = None,
 ) -> list[dict]:
     """One image's detections (in resized pixels) -> COCO results (original pixels, xywh).
 
-    ``scale`` is resized / original size: one factor, or (x, y) factors.
+    ``scale`` is resized / original size: one factor, or (x, y) factors. Detections with
+    ``mask_probs`` (``MODEL.MASK_ON``) also get a ``segmentation`` (RLE) of the original image,
+    of size ``image_size`` (H, W).
     """
     sx, sy = scale if isinstance(scale, (tuple, list)) else (scale, scale)
     boxes = det["boxes"].float().cpu() / torch.tensor([sx, sy, sx, sy])
     scores = det["scores"].float().cpu().tolist()
     labels = det["labels"].cpu().tolist()
+    masks = None
+    if "mask_probs" in det and image_size is not None:
+        masks = paste_masks(det["mask_probs"].float().cpu(), boxes, image_size).numpy()
     out = []
-    for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores, labels):
+    for k, ((x1, y1, x2, y2), s, c) in enumerate(zip(boxes.tolist(), scores, labels)):
         out.append(
             {
                 "image_id": image_id,
@@ -49,6 +60,8 @@ def detections_to_coco(
                 "score": round(float(s), 5),
             }
         )
+        if masks is not None:
+            out[-1]["segmentation"] = mask_to_rle(masks[k])
     return out
 
 
@@ -103,7 +116,10 @@ def inference_on_records(
         for (index, _), det, t in zip(items, dets, targets):
             if closed_set:
                 det = {**det, "labels": det["labels"] - 1}
-            coco = detections_to_coco(det, t["image_id"], t["scale"], records.category_ids)
+            rec = records.images[index]
+            coco = detections_to_coco(
+                det, t["image_id"], t["scale"], records.category_ids, (rec.height, rec.width)
+            )
             per_image.append((index, coco))
     results = [r for image_results in comm.gather_in_order(per_image) for r in image_results]
     unreadable = comm.gather_in_order(dataset.failed)

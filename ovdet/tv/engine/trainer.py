@@ -382,11 +382,16 @@ class Trainer:
             get_head(model).set_vocabulary(self.train_text)
         if not self.is_main:
             return {}
-        metrics = evaluate_coco(cfg.DATASETS.TEST_JSON, results, records.split)
+        metrics = {"": evaluate_coco(cfg.DATASETS.TEST_JSON, results, records.split)}
+        if results and all("segmentation" in r for r in results):  # a mask model: mask AP too
+            metrics["segm/"] = evaluate_coco(
+                cfg.DATASETS.TEST_JSON, results, records.split, iou_type="segm"
+            )
         flat = {}
-        for group in ("all", "base", "novel"):
-            for k in ("AP", "AP50"):
-                value = metrics[group][k]
-                flat[f"{group}/{k}"] = value if value is not None else float("nan")
+        for prefix, values in metrics.items():
+            for group in ("all", "base", "novel"):
+                for k in ("AP", "AP50"):
+                    value = values[group][k]
+                    flat[f"{prefix}{group}/{k}"] = value if value is not None else float("nan")
         logger.info("Evaluation: %s", {k: round(v, 4) for k, v in flat.items()})
         return flat

@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 
 from ovdet.core.head import OpenVocabularyHead
@@ -35,6 +36,7 @@ __all__ = [
     "META_ARCH_REGISTRY",
     "Registry",
     "build_closed_set_rcnn",
+    "build_mask_branch",
     "build_model",
     "build_open_vocabulary_rcnn",
     "is_c4",
@@ -169,6 +171,7 @@ def build_open_vocabulary_rcnn(
         head,
         box_loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
         input_transform=_input_transform(cfg),
+        **build_mask_branch(cfg, backbone.out_channels),
         **kwargs,
     )
     _c4_proposals(cfg, model)
@@ -190,6 +193,38 @@ def build_closed_set_rcnn(cfg, num_classes: int | None = None) -> FasterRCNN:
     _c4_proposals(cfg, model)
     use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
     return model
+
+
+def build_mask_branch(cfg, in_channels: int) -> dict[str, nn.Module]:
+    """The class-agnostic mask branch of ``MODEL.MASK_ON`` as ``OpenVocabularyFasterRCNN``'s
+    ``mask_roi_pool``, ``mask_head`` and ``mask_predictor`` (torchvision's ``MaskRCNNHeads``
+    and ``MaskRCNNPredictor`` with one output channel); ``{}`` when masks are off.
+
+    Args:
+        in_channels: channels of the pooled features (the FPN's).
+
+    Raises:
+        ConfigError: masks with C4, or per-class masks (``CLS_AGNOSTIC_MASK False``).
+    """
+    if not cfg.MODEL.MASK_ON:
+        return {}
+    if is_c4(cfg):
+        raise ConfigError("MODEL.MASK_ON needs ResNet + FPN (StandardROIHeads), not C4")
+    mask = cfg.MODEL.ROI_MASK_HEAD
+    if not mask.CLS_AGNOSTIC_MASK:
+        raise ConfigError(
+            "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK must be True: an open vocabulary has no fixed "
+            "classes to predict one mask each for"
+        )
+    if mask.NUM_CONV < 1:
+        raise ConfigError(f"MODEL.ROI_MASK_HEAD.NUM_CONV must be >= 1, got {mask.NUM_CONV}")
+    return dict(
+        mask_roi_pool=MultiScaleRoIAlign(
+            ["0", "1", "2", "3"], mask.POOLER_RESOLUTION, sampling_ratio=2
+        ),
+        mask_head=MaskRCNNHeads(in_channels, [mask.CONV_DIM] * mask.NUM_CONV, 1),
+        mask_predictor=MaskRCNNPredictor(mask.CONV_DIM, mask.CONV_DIM, 1),
+    )
 
 
 def _c4_proposals(cfg, model: nn.Module) -> None:

@@ -101,6 +101,10 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
         box_loss_weight: weight of the class-agnostic box regression loss.
         input_transform: normalisation and batching of the images; default torchvision's
             ImageNet statistics on RGB in [0, 1], padded to multiples of 32.
+        mask_roi_pool, mask_head, mask_predictor: the class-agnostic mask branch
+            (``MODEL.MASK_ON``; torchvision's ``MaskRCNN`` arguments), or ``None`` for boxes
+            only. Training targets then carry ``masks`` Tensor[K, H, W]; detections carry
+            ``mask_probs`` Tensor[K, 28, 28].
         **kwargs: the other arguments of torchvision's ``FasterRCNN``.
     """
 
@@ -112,6 +116,9 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
         head: OpenVocabularyHead,
         box_loss_weight: float = 1.0,
         input_transform: NormalizeOnlyTransform | None = None,
+        mask_roi_pool: nn.Module | None = None,
+        mask_head: nn.Module | None = None,
+        mask_predictor: nn.Module | None = None,
         **kwargs,
     ) -> None:
         super().__init__(backbone, num_classes=None, box_predictor=head, **kwargs)
@@ -129,6 +136,9 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
             nms_thresh=old.nms_thresh,
             detections_per_img=old.detections_per_img,
             box_loss_weight=box_loss_weight,
+            mask_roi_pool=mask_roi_pool,
+            mask_head=mask_head,
+            mask_predictor=mask_predictor,
         )
         self.transform = input_transform or NormalizeOnlyTransform(1, 1, PIXEL_MEAN, PIXEL_STD)
         # Each image samples its anchors and regions with its own seed: training does not

@@ -8,6 +8,7 @@ from torchvision.ops import boxes as box_ops
 
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.core.losses import box_regression_loss
+from ovdet.core.masks import mask_loss, mask_probabilities, mask_targets, torchvision_mask_key
 
 __all__ = ["TorchvisionOpenVocabularyRoIHeads", "is_image_labelled"]
 
@@ -25,6 +26,16 @@ def _caption_embeddings(targets: list[dict]) -> torch.Tensor | None:
     return None
 
 
+def _rename_detectron2_mask_keys(state_dict, prefix, *args) -> None:
+    """Load hook: detectron2's mask-head weights (``mask_head.mask_fcn1.weight``...) under
+    their torchvision names (:func:`~ovdet.core.masks.torchvision_mask_key`)."""
+    d2_prefix = prefix + "mask_head."
+    for key in list(state_dict):
+        rest = key[len(d2_prefix) :]
+        if key.startswith(d2_prefix) and not rest[:1].isdigit():
+            state_dict[prefix + torchvision_mask_key(rest)] = state_dict.pop(key)
+
+
 class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
     """torchvision's ``RoIHeads`` whose box predictor is an :class:`OpenVocabularyHead`.
 
@@ -34,6 +45,12 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
     losses, distilled regions, joining of scores, post-processing). The head is
     ``self.box_predictor`` (so checkpoint keys are ``roi_heads.box_predictor.*``), also reachable
     as ``self.head``.
+
+    With ``mask_roi_pool``, ``mask_head`` and ``mask_predictor`` (torchvision's arguments;
+    ``MODEL.MASK_ON``) it also predicts one class-agnostic mask per detection and trains it on
+    the foreground regions of images whose targets carry ``masks``
+    (:mod:`ovdet.core.masks`). Its weights also load from detectron2's layout
+    (``mask_head.mask_fcn1.weight``, ``mask_head.deconv.*``, ``mask_head.predictor.*``).
 
     Labels in ``targets`` follow torchvision: ``1..C`` for classes, ``0`` for background.
     """
@@ -45,6 +62,7 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
         if not isinstance(self.box_predictor, OpenVocabularyHead):
             raise TypeError("box_predictor must be an OpenVocabularyHead")
         self.box_loss_weight = float(box_loss_weight)
+        self._register_load_state_dict_pre_hook(_rename_detectron2_mask_keys)
 
     @property
     def head(self) -> OpenVocabularyHead:
@@ -61,6 +79,25 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
         lambda self: self.head.detections_per_img,
         lambda self, v: setattr(self.head, "detections_per_img", v),
     )
+
+    def mask_logits(self, features, boxes, image_shapes) -> torch.Tensor:
+        """Class-agnostic mask logits of given boxes: list of Tensor[N_i, 4] ->
+        Tensor[sum N_i, 1, M, M]."""
+        pooled = self.mask_roi_pool(features, list(boxes), image_shapes)
+        return self.mask_predictor(self.mask_head(pooled))
+
+    def _mask_loss(self, features, proposals, image_shapes, targets, matched_idxs, labels):
+        """``loss_mask`` of the sampled foreground regions (per image lists)."""
+        fg = [torch.nonzero(lab > 0).squeeze(1) for lab in labels]
+        boxes = [p[i] for p, i in zip(proposals, fg)]
+        logits = self.mask_logits(features, boxes, image_shapes)
+        if not all("masks" in t for t in targets):
+            raise ValueError("MODEL.MASK_ON needs 'masks' in every training target")
+        gt = [
+            mask_targets(t["masks"], b, m[i], logits.shape[-1])
+            for t, b, m, i in zip(targets, boxes, matched_idxs, fg)
+        ]
+        return mask_loss(logits, torch.cat(gt))
 
     def box_features(self, features, boxes, image_shapes) -> torch.Tensor:
         """Box-head features of given boxes: list of Tensor[N_i, 4] -> Tensor[sum N_i, F]."""
@@ -84,7 +121,9 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
         Returns:
             (detections, losses). Each detection dict holds ``boxes`` Tensor[K, 4], ``scores``
             Tensor[K], ``labels`` Tensor[K] (0-based index into the vocabulary),
-            ``region_index`` Tensor[K] and ``embeddings`` Tensor[K, D].
+            ``region_index`` Tensor[K] and ``embeddings`` Tensor[K, D]; with a mask head also
+            ``mask_probs`` Tensor[K, M, M], each detection's mask relative to its box
+            (:func:`~ovdet.core.masks.paste_masks` puts it into an image).
         """
         head = self.head
         if self.training and is_image_labelled(targets):
@@ -97,9 +136,14 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
             )
         if self.training:
             distill_proposals = proposals
-            proposals, _, labels, regression_targets = self.select_training_samples(
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets
             )
+            mask_losses = {}
+            if self.has_mask():
+                mask_losses["loss_mask"] = self._mask_loss(
+                    features, proposals, image_shapes, targets, matched_idxs, labels
+                )
             logits, deltas, _ = head(self.box_features(features, proposals, image_shapes))
             labels = torch.cat(labels)
             background = logits.shape[1] - 1
@@ -116,6 +160,7 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
                     offline=offline,
                 )
             )
+            losses.update(mask_losses)
             return [], losses
 
         # One matrix product scores every region against the whole vocabulary, and one box per
@@ -137,4 +182,9 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
                     None if images is None else images[i : i + 1],
                 )
             )
+        if self.has_mask():
+            logits = self.mask_logits(features, [d["boxes"] for d in detections], image_shapes)
+            probs = mask_probabilities(logits)
+            for d, p in zip(detections, probs.split([len(d["boxes"]) for d in detections])):
+                d["mask_probs"] = p
         return detections, {}
