@@ -140,7 +140,7 @@ class OVDetector:
     def _region_boxes(self, array: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
         """The detector's region embeddings of boxes of one image (exemplar source
         ``region``): RGB uint8 [H, W, 3], Tensor[N, 4] in its pixels -> Tensor[N, D]."""
-        tensor, scale = self._prepare(LoadedImage.unscaled(array))
+        tensor, scale, _ = self._prepare(LoadedImage.unscaled(array))
         resized = boxes.to(self.device) * scale.to(self.device)
         return self.model.box_embeddings([tensor.to(self.device)], [resized])
 

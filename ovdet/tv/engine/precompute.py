@@ -59,7 +59,7 @@ def proposals_from_results(results: list[dict], num_proposals: int) -> dict[int,
 @torch.no_grad()
 def _rpn_proposals(detector, image: np.ndarray, num_proposals: int) -> torch.Tensor:
     """The top RPN proposals of an :class:`~ovdet.api.OVDetector` in ``image``'s pixels."""
-    tensor, scale = detector._prepare(image)
+    tensor, scale, _ = detector._prepare(image)
     model = detector.model
     images_t, _ = model.transform([tensor.to(detector.device)])
     proposals, _ = model.rpn(images_t, model.backbone(images_t.tensors))
