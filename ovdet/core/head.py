@@ -21,9 +21,6 @@ The engines adapt it and never re-decide any of the above.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +29,7 @@ from ovdet.core.classifier import ZeroShotClassifier
 from ovdet.core.head_distillation import DISTILL_MODES, DistillationMixin
 from ovdet.core.head_weak import WeakSupervisionMixin
 from ovdet.core.losses import sigmoid_text_loss, vild_text_loss
-from ovdet.core.postprocessing import select_detections
+from ovdet.core.postprocessing import ScoreThresholdMixin, select_detections
 from ovdet.core.score_fusion import (
     ClipRescoringSettings,
     VildEnsembleSettings,
@@ -46,7 +43,7 @@ from ovdet.utils.errors import ConfigError
 __all__ = ["DISTILL_MODES", "OpenVocabularyHead", "get_head"]
 
 
-class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
+class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThresholdMixin, nn.Module):
     """Zero-shot classification, class-agnostic box deltas, open-vocabulary losses, detection.
 
     ViLD-image lives in :class:`~ovdet.core.head_distillation.DistillationMixin`, the losses of
@@ -318,17 +315,6 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, nn.Module):
         return self.distills_online if training else self.clip_rescoring is not None
 
     # ------------------------------------------------------------------ inference
-
-    @contextmanager
-    def score_threshold(self, score_thresh: float | None) -> Iterator[None]:
-        """Use another score threshold inside a ``with`` block (``None``: keep the current)."""
-        saved = self.score_thresh
-        if score_thresh is not None:
-            self.score_thresh = float(score_thresh)
-        try:
-            yield
-        finally:
-            self.score_thresh = saved
 
     @torch.no_grad()
     def detect(

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torchvision.ops import boxes as box_ops
 
-__all__ = ["select_detections", "threshold_scores"]
+__all__ = ["ScoreThresholdMixin", "select_detections", "threshold_scores"]
+
+
+class ScoreThresholdMixin:
+    """A head with a ``score_thresh`` attribute that a ``with`` block may change for a while
+    (ovdet's head and the OWL query head)."""
+
+    score_thresh: float
+
+    @contextmanager
+    def score_threshold(self, score_thresh: float | None) -> Iterator[None]:
+        """Use another score threshold inside a ``with`` block (``None``: keep the current)."""
+        saved = self.score_thresh
+        if score_thresh is not None:
+            self.score_thresh = float(score_thresh)
+        try:
+            yield
+        finally:
+            self.score_thresh = saved
 
 
 def threshold_scores(

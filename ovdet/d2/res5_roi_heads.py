@@ -14,16 +14,16 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
-from ovdet.core.head import OpenVocabularyHead
 from ovdet.d2.model_vocabulary import text_embeddings, training_vocabulary
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
+from ovdet.d2.vocabulary_heads import VocabularyROIHeadsMixin
 from ovdet.utils.errors import ConfigError
 
 __all__ = ["OpenVocabularyRes5ROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
-class OpenVocabularyRes5ROIHeads(Res5ROIHeads):
+class OpenVocabularyRes5ROIHeads(VocabularyROIHeadsMixin, Res5ROIHeads):
     """``Res5ROIHeads`` whose box predictor is
     :class:`~ovdet.d2.output_layers.OpenVocabularyFastRCNNOutputLayers` (ovdet's head on the
     2048-d average-pooled ``res5`` features).
@@ -70,21 +70,6 @@ class OpenVocabularyRes5ROIHeads(Res5ROIHeads):
         predictor.set_vocabulary(text_embeddings(cfg, vocabulary))
         ret.update(box_predictor=predictor, num_classes=len(vocabulary))
         return ret
-
-    @property
-    def head(self) -> OpenVocabularyHead:
-        return self.box_predictor.head
-
-    def set_vocabulary(
-        self, text_embeddings: torch.Tensor, is_novel: torch.Tensor | None = None
-    ) -> None:
-        """Swap the classes: Tensor[C, D] text embeddings, optional BoolTensor[C] novelty."""
-        self.box_predictor.set_vocabulary(text_embeddings, is_novel)
-        self.num_classes = self.head.num_classes
-
-    def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The current (Tensor[C, D] text embeddings, BoolTensor[C] novelty)."""
-        return self.head.get_vocabulary()
 
     def box_features(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         """``res5`` features of given boxes (one ``Boxes`` per image), averaged over space:

@@ -12,11 +12,11 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
-from ovdet.core.head import OpenVocabularyHead
 from ovdet.core.score_fusion import ClipRescoringSettings
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.d2.model_vocabulary import load_clip_for, text_embeddings, training_vocabulary
 from ovdet.d2.output_layers import OpenVocabularyFastRCNNOutputLayers
+from ovdet.d2.vocabulary_heads import VocabularyROIHeadsMixin
 from ovdet.utils.errors import ConfigError
 
 __all__ = ["OpenVocabularyROIHeads"]
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @ROI_HEADS_REGISTRY.register()
-class OpenVocabularyROIHeads(StandardROIHeads):
+class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
     """``StandardROIHeads`` whose box branch is an :class:`OpenVocabularyHead`.
 
     This adapter pools region features, samples and labels training regions, decodes boxes and
@@ -150,25 +150,8 @@ class OpenVocabularyROIHeads(StandardROIHeads):
         return ret
 
     @property
-    def head(self) -> OpenVocabularyHead:
-        return self.box_predictor.head
-
-    @property
     def clip_teacher(self) -> ClipRegionTeacher | None:
         return self.head.clip_teacher
-
-    # ---------------------------------------------------------------- vocabulary
-
-    def set_vocabulary(
-        self, text_embeddings: torch.Tensor, is_novel: torch.Tensor | None = None
-    ) -> None:
-        """Swap the classes: Tensor[C, D] text embeddings, optional BoolTensor[C] novelty."""
-        self.box_predictor.set_vocabulary(text_embeddings, is_novel)
-        self.num_classes = self.head.num_classes
-
-    def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The current (Tensor[C, D] text embeddings, BoolTensor[C] novelty)."""
-        return self.head.get_vocabulary()
 
     # ---------------------------------------------------------------- forward
 

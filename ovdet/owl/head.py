@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, clip_boxes_to_image, nms
 
+from ovdet.core.postprocessing import ScoreThresholdMixin
 from ovdet.owl.loading import OwlModel
 from ovdet.utils.errors import ConfigError
 
@@ -31,7 +30,7 @@ class OwlPatchOutputs:
     class_embeds: torch.Tensor
 
 
-class OwlQueryHead:
+class OwlQueryHead(ScoreThresholdMixin):
     """The queries (vocabulary), score threshold and per-patch outputs of an OWL model.
 
     Offers what code above the engines asks of :class:`~ovdet.core.OpenVocabularyHead`
@@ -80,17 +79,6 @@ class OwlQueryHead:
     def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A copy of the current (Tensor[C, D] queries, BoolTensor[C] novelty)."""
         return self._queries.clone(), self._is_novel.clone()
-
-    @contextmanager
-    def score_threshold(self, score_thresh: float | None) -> Iterator[None]:
-        """Use another score threshold inside a ``with`` block (``None``: keep the current)."""
-        saved = self.score_thresh
-        if score_thresh is not None:
-            self.score_thresh = float(score_thresh)
-        try:
-            yield
-        finally:
-            self.score_thresh = saved
 
     def enable_clip_rescoring(self, settings) -> None:
         """OWL scores its own regions: turning CLIP rescoring on is refused (off is a no-op)."""
