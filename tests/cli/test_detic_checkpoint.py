@@ -1,5 +1,5 @@
-"""A converted Detic checkpoint in the tools: ``ovdet-infer``, ``ovdet-evaluate`` and
-``ovdet-export-onnx`` (vocabulary as input) accept it.
+"""A converted Detic checkpoint in the tools: ``ovdet-infer`` (images and video),
+``ovdet-evaluate``, ``ovdet-export-onnx`` (vocabulary as input) and the web demo accept it.
 
 The checkpoint is converted from a hand-made Detic R50-C4 state dict (random weights); its
 config is then pointed at a local stand-in CLIP of ViT-B/32's embedding size (nothing is
@@ -101,3 +101,41 @@ def test_onnx_export_of_a_converted_checkpoint(converted, tmp_path):
     np.testing.assert_array_equal(theirs.labels, ours.labels)
     np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-4)
     np.testing.assert_allclose(theirs.boxes, ours.boxes, rtol=1e-3, atol=1e-2)
+
+
+def test_video_accepts_a_converted_checkpoint(converted, tmp_path):
+    av = pytest.importorskip("av", reason="PyAV (av) is not installed")
+    from tests.cli.test_video import make_clip
+
+    checkpoint, _ = converted
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, "libx264" if "libx264" in av.codecs_available else "mpeg4")
+    out = tmp_path / "out"
+    code = infer_main(["--checkpoint", str(checkpoint), "--classes", "kite,cup", "--input",
+                       str(clip), "--fps", "1", "--output", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [im["timestamp"] for im in results["images"]] == [0.0, 1.0]
+    assert results["detections"] and {d["category"] for d in results["detections"]} <= {
+        "kite",
+        "cup",
+    }
+
+
+def test_web_demo_serves_a_converted_checkpoint(converted, tmp_path):
+    pytest.importorskip("gradio", reason="the web demo needs gradio")
+    from ovdet.demo import DemoModel, detect_files
+
+    checkpoint, photo = converted
+    model = DemoModel.from_checkpoint(checkpoint)
+    result = detect_files(model, [photo], "kite, umbrella, cup", model.default_templates, 0.0,
+                          False)  # fmt: skip
+    assert result.messages == [] and result.rows
+    assert {row[1] for row in result.rows} <= {"kite", "umbrella", "cup"}
+    # the same detections as the command line on the same photo (one code path)
+    out = tmp_path / "cli"
+    assert infer_main(["--checkpoint", str(checkpoint), "--classes", "kite, umbrella, cup",
+                       "--input", str(photo), "--output", str(out), "--no-draw",
+                       "--score-thresh", "0", "-q"]) == 0  # fmt: skip
+    cli = json.loads((out / "results.json").read_text())["detections"]
+    assert [d["score"] for d in cli] == [d["score"] for d in result.results["detections"]]
