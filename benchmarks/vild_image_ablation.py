@@ -169,7 +169,7 @@ def proposal_coverage(bench: Path, checkpoint: Path, scales: tuple[float, ...]) 
     per_image = []
     for r in records.images:
         image = _image(r.path)
-        tensor, scale = detector._prepare(r.path)
+        tensor, scale, _ = detector._prepare(r.path)
         batch, _ = model.transform([tensor])
         proposals, _ = model.rpn(batch, model.backbone(batch.tensors))
         per_image.append((image, proposals[0] / scale, r))

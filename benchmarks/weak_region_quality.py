@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     kinds = ("base", "novel") if split is not None else ("all",)
     counts = {rule: {kind: [0, 0] for kind in kinds} for rule in (*IMAGE_LABEL_REGIONS, "ceiling")}
     for record in tqdm(images, desc="images", unit="img", disable=args.no_progress):
-        tensor, scale = detector._prepare(record.path)
+        tensor, scale, _ = detector._prepare(record.path)
         batch, _ = model.transform([tensor.to(detector.device)])
         features = model.backbone(batch.tensors)
         proposals, _ = model.rpn(batch, features)

@@ -103,7 +103,7 @@ def test_huge_image_is_downscaled_on_load_and_resized_per_config(detector, tmp_p
     max_pixels = detector.cfg.INPUT.MAX_LOAD_PIXELS
     loaded = read_image(path, max_pixels)
     assert loaded.shape[0] * loaded.shape[1] <= max_pixels and loaded.shape[0] == loaded.shape[1]
-    tensor, scale = detector._prepare(str(path))
+    tensor, scale, _ = detector._prepare(str(path))
     assert tuple(tensor.shape) == (3, 64, 64)  # INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST
     [det] = detector.predict(str(path), classes=CLASSES, score_thresh=0.0)
     assert len(det) > 0

@@ -19,6 +19,7 @@ class _WholeImagePredictor:
 
     def __init__(self) -> None:
         self.classes = ["red square"]
+        self.class_kinds = ["text"]
         self.batch_size = 1
         self.seen: list[tuple[int, ...]] = []
 
