@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from ovdet.ovbench.exemplars import EXEMPLAR_ROWS
 from ovdet.ovbench.plan import DETECTORS, METHODS
 from tests.conftest import REPO
 
@@ -77,9 +78,11 @@ def test_open_vocabulary_finds_novel_classes_and_the_closed_set_baseline_learns(
     # With a baseline that learned, every target is a real check, and each is met.
     assert [t["status"] for t in report["targets"][:3]] == ["met"] * 3, report["targets"]
     assert "| ViLD-text + ViLD-image, CLIP rescoring |" in stdout
-    # The quick start leaves out the fine-tuned rows: three detectors, five rows.
-    assert list(metrics) == [m.key for m in METHODS if not _fine_tuned(m.detector)]
-    assert len(report["targets"]) == 3
+    # The quick start leaves out the fine-tuned rows: three detectors, five rows, then the
+    # exemplar rows on the best of them, with their three targets (for the default size).
+    assert list(metrics) == QUICK_START_ROWS + EXEMPLAR_KEYS
+    assert len(report["targets"]) == 3 + 3
+    assert report["targets"][3]["text"].startswith("5 exemplars, clip: novel AP50")
     assert sorted(p.parent.name for p in out.glob("*/model_final.pt")) == [
         "closed_set", "vild", "vild_text"
     ]  # fmt: skip
@@ -87,6 +90,10 @@ def test_open_vocabulary_finds_novel_classes_and_the_closed_set_baseline_learns(
 
 def _fine_tuned(detector: str) -> bool:
     return next(d for d in DETECTORS if d.name == detector).init_from != ""
+
+
+QUICK_START_ROWS = [m.key for m in METHODS if not _fine_tuned(m.detector)]
+EXEMPLAR_KEYS = [r.key for r in EXEMPLAR_ROWS]
 
 
 def test_the_run_ends_with_correct_novel_findings_counted_and_pictured(small_run):
@@ -150,16 +157,17 @@ def test_the_weak_supervision_rows_add_to_the_quick_start(weak_run):
     out, result, quick_start = weak_run
     report = _report(out)
     metrics = report["metrics"]
-    # The quick start's detectors and evaluations were reused, and their rows kept their values.
+    # The quick start's detectors and evaluations were reused, and their rows kept their values,
+    # the exemplar rows (on the best box-trained detector) included.
     for detector in ("closed_set", "vild", "vild_text"):
         assert f"stage 2: reusing {out / detector / 'model_final.pt'}" in result.stderr
     for key, value in quick_start["metrics"].items():
         assert metrics[key] == value, key
     # The weak-supervision rows (their own targets are for the default size, and printed) and
     # their controls ran; image labels keep the novel classes found.
-    assert list(metrics) == [m.key for m in METHODS]
+    assert list(metrics) == [m.key for m in METHODS] + EXEMPLAR_KEYS
     weak_best = "ViLD-text + ViLD-image + image labels, CLIP rescoring"
-    assert len(report["targets"]) == 5
+    assert len(report["targets"]) == 5 + 3
     assert report["targets"][3]["text"].startswith(f"{weak_best}: novel AP50")
     assert metrics["vild_weak_clip_rescoring"]["novel"]["AP50"] >= MIN_BEST_NOVEL_AP50, metrics
     assert f"| {weak_best} |" in result.stdout
@@ -174,7 +182,7 @@ def test_a_rerun_reuses_every_finished_stage(weak_run):
         assert {p: p.stat().st_mtime_ns for p in out.rglob("model_final.pt")} == before
         assert "stage 2: training" not in result.stderr
         assert "stage 3: evaluating" not in result.stderr
-    assert len(_report(out)["metrics"]) == len([m for m in METHODS if not _fine_tuned(m.detector)])
+    assert list(_report(out)["metrics"]) == QUICK_START_ROWS + EXEMPLAR_KEYS
     # Other iterations for a finished detector are refused, with the reason.
     other = subprocess.run(
         [sys.executable, str(REPO / "tools" / "benchmark_synthetic.py"), "--small", "--no-progress",
