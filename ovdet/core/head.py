@@ -120,6 +120,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         self.detections_per_img = int(detections_per_img)
         self.max_candidates = int(max_candidates or max(1000, 10 * self.detections_per_img))
         self.clip_rescoring: ClipRescoringSettings | None = None
+        self._rescoring_embeddings: torch.Tensor | None = None
         self.weak = weak or WeakSupervisionSettings()
         # Federated loss: Tensor[C] sampling weights of the current vocabulary (or None).
         self.class_sampling_weights: torch.Tensor | None = None
@@ -185,6 +186,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
                 :func:`~ovdet.core.novel_classes.novel_class_mask`); ``None`` means none.
         """
         self.classifier.set_text_embeddings(text_embeddings)
+        self._rescoring_embeddings = None
         num_classes = self.classifier.num_classes
         if is_novel is None:
             is_novel = torch.zeros(num_classes, dtype=torch.bool)
@@ -193,6 +195,31 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         self.is_novel_class = is_novel.to(
             device=self.classifier.projection.weight.device, dtype=torch.bool
         )
+
+    def set_rescoring_embeddings(self, embeddings: torch.Tensor | None) -> None:
+        """The rows CLIP rescoring scores CLIP's crop embeddings against, where they differ
+        from the vocabulary's (a class given by the detector's own region embeddings of
+        exemplars, a space CLIP's image tower does not share, is scored there by its CLIP crop
+        embeddings); ``None``: the vocabulary's. Reset by :meth:`set_vocabulary`.
+
+        Args:
+            embeddings: Tensor[C, D], one row per class of the current vocabulary, or ``None``.
+        """
+        if embeddings is not None:
+            expected = tuple(self.text_embeddings.shape)
+            if tuple(embeddings.shape) != expected:
+                raise ValueError(f"rescoring embeddings must be {list(expected)}, got "
+                                 f"{list(embeddings.shape)}")  # fmt: skip
+            embeddings = F.normalize(embeddings.float(), dim=-1).to(self.text_embeddings.device)
+        self._rescoring_embeddings = embeddings
+
+    @property
+    def rescoring_embeddings(self) -> torch.Tensor:
+        """Tensor[C, D]: what CLIP rescoring scores crops against (see
+        :meth:`set_rescoring_embeddings`)."""
+        if self._rescoring_embeddings is None:
+            return self.text_embeddings
+        return self._rescoring_embeddings
 
     def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A copy of the current (Tensor[C, D] text embeddings, BoolTensor[C] novelty)."""
@@ -350,7 +377,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             boxes, probs, region_index = boxes[keep], probs[keep], region_index[keep]
             crops = self._teacher(image.device)(image, [boxes], e.crop_scales)
             probs = join_scores(
-                probs, crops, self.text_embeddings, self.is_novel_class, e.base_weight,
+                probs, crops, self.rescoring_embeddings, self.is_novel_class, e.base_weight,
                 e.novel_weight, e.clip_temperature,
             )  # fmt: skip
         index, labels, scores = select_detections(

@@ -12,7 +12,11 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ovdet.clip.text_classifier import Vocabulary
-from ovdet.core.exemplars import class_embeddings, exemplar_embedder_from_config
+from ovdet.core.exemplars import (
+    class_embeddings,
+    exemplar_embedder_from_config,
+    rescoring_class_embeddings,
+)
 from ovdet.core.head import get_head
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.d2.checkpoint import OpenVocabularyCheckpointer
@@ -125,15 +129,15 @@ class OpenVocabularyD2Predictor:
         :meth:`ovdet.api.OVDetector.set_classes`."""
         vocabulary = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
         embedder = self.exemplar_embedder if vocabulary.has_exemplars else None
-        embeddings = class_embeddings(
-            vocabulary,
-            text_classifier_builder(self.cfg),
-            embedder,
-            self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT,
-        )
+        text, weight = text_classifier_builder(self.cfg), self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT
+        embeddings = class_embeddings(vocabulary, text, embedder, weight)
+        rescoring = None
+        if self.head.clip_rescoring is not None:  # its own rows for region exemplar classes
+            rescoring = rescoring_class_embeddings(vocabulary, text, embedder, weight)
         get_roi_heads(self.model).set_vocabulary(
             embeddings, novel_class_mask(vocabulary, self.base)
         )
+        self.head.set_rescoring_embeddings(rescoring)
         self.classes = list(vocabulary.names)
         self.class_kinds = list(vocabulary.kinds)
 

@@ -12,7 +12,11 @@ import torch
 from ovdet.clip import ClipSpec
 from ovdet.clip.text_classifier import Vocabulary
 from ovdet.config import config_from_dict
-from ovdet.core.exemplars import class_embeddings, exemplar_embedder_from_config
+from ovdet.core.exemplars import (
+    class_embeddings,
+    exemplar_embedder_from_config,
+    rescoring_class_embeddings,
+)
 from ovdet.core.head import get_head
 from ovdet.core.masks import paste_masks
 from ovdet.core.novel_classes import novel_class_mask
@@ -62,6 +66,7 @@ class OVDetector:
         self.class_names: list[str] = []
         self.class_kinds: list[str] = []
         self._exemplars = None
+        self._vocabulary: Vocabulary | None = None
         if cfg.MODEL.OVDET.CLIP_RESCORING.ENABLED:
             self.enable_clip_rescoring(True)
 
@@ -126,6 +131,16 @@ class OVDetector:
         self.head.enable_clip_rescoring(
             ClipRescoringSettings.from_config(self.cfg) if enabled else None
         )
+        self._set_rescoring_rows()
+
+    def _set_rescoring_rows(self) -> None:
+        """CLIP rescoring's own rows for region exemplar classes, while it is on
+        (:func:`~ovdet.core.exemplars.rescoring_class_embeddings`)."""
+        rows, vocab = None, self._vocabulary
+        if self.head.clip_rescoring is not None and vocab is not None and vocab.has_exemplars:
+            weight = self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT
+            rows = rescoring_class_embeddings(vocab, self._text, self.exemplar_embedder, weight)
+        self.head.set_rescoring_embeddings(rows)
 
     @property
     def clip(self):
@@ -199,6 +214,8 @@ class OVDetector:
         self.head.set_vocabulary(
             embeddings.to(self.device), novel_class_mask(vocab, self.train_class_names)
         )
+        self._vocabulary = vocab
+        self._set_rescoring_rows()
         self.class_names = list(vocab.names)
         self.class_kinds = list(vocab.kinds)
 

@@ -57,7 +57,8 @@ def test_infer_with_exemplar_classes_marks_them_in_the_results(
     kinds = {c["name"]: c["query"] for c in results["categories"]}
     detections = results["detections"]
     assert detections and all(d["query"] == kinds[d["category"]] for d in detections)
-    assert len(_cached() - before) == 2  # cached: the box and the whole photo (given twice)
+    # cached: the box and the whole photo (given twice), and the photo's reference regions
+    assert len(_cached() - before) == 3
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ovdet.core.exemplars import ExemplarEmbedder, class_embeddings, mix_class_embeddings
+from ovdet.core.exemplars import (
+    ExemplarEmbedder,
+    RegionCalibration,
+    class_embeddings,
+    mix_class_embeddings,
+    reference_boxes,
+)
 from ovdet.structures import Vocabulary
 from ovdet.structures.exemplars import (
     Exemplar,
@@ -182,3 +188,43 @@ def test_region_source_needs_a_detector_with_region_embeddings():
         ExemplarEmbedder("region", None, None, lambda: "", lambda: "")
     with pytest.raises(ConfigError, match="not one of"):
         ExemplarEmbedder("pixels", None, None, lambda: "", lambda: "")
+
+
+def test_region_calibration_centres_rows_and_matches_the_text_spread():
+    """Regions in a narrow cone (all near e0, spread in e1..e3, never using e4, e5): a region
+    row loses the cone's direction and is scaled to the text rows' spread; the order of the
+    regions it prefers is kept; without text rows it is only centred."""
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(200, 3, generator=g) * 0.3
+    reference = F.normalize(torch.cat([torch.full((200, 1), 1.0), spread, torch.zeros(200, 2)], 1))
+    row = reference[:1]  # an exemplar's own region: deep in the cone
+    text = F.normalize(
+        torch.tensor([[0.0, 0.3, 0.0, 0.0, 0.9, 0.3], [0.0, 0.0, 0.2, 0.0, 0.3, 0.9]])
+    )
+    calibration = RegionCalibration.fit(reference, row, text)
+    out = calibration(row)[0]
+    assert torch.isclose(out.norm(), torch.tensor(1.0))
+    raw = reference @ row[0]
+    assert raw.mean() > 0.75  # every region looks like the exemplar before calibration
+    scores = reference @ out
+    assert abs(float(scores.mean())) < 0.02  # centred: an average region scores about zero
+    text_spread = (reference @ text.t()).std(0).mean()
+    torch.testing.assert_close(scores.std(), text_spread, rtol=0.02, atol=1e-4)
+    assert 0.05 < calibration.scale < 1.0
+    centred = reference @ F.normalize(
+        row[0] - (row[0] @ calibration.centre) * calibration.centre, dim=0
+    )
+    assert torch.equal(scores.argsort(), centred.argsort())  # the same regions preferred
+    alone = RegionCalibration.fit(reference, row, torch.zeros(0))
+    assert alone.scale == 1.0
+    torch.testing.assert_close(
+        alone(row)[0] @ calibration.centre, torch.tensor(0.0), atol=1e-6, rtol=0
+    )
+
+
+def test_reference_boxes_lie_inside_the_image():
+    boxes = reference_boxes(40, 30)
+    assert boxes.shape == (33, 4)
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 40).all()
+    assert (boxes[:, 1] >= 0).all() and (boxes[:, 3] <= 30).all()
+    assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()

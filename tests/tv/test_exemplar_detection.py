@@ -23,7 +23,7 @@ def _exemplar_image() -> tuple[np.ndarray, dict[str, tuple[int, int, int, int]]]
 
 def _ap50(checkpoint, toy_dataset, exemplar_of: dict[str, str]) -> dict[str, float]:
     """Per category, box AP50 on the toy images with the categories of ``exemplar_of`` given by
-    the exemplar box of the class it names (no text)."""
+    the exemplar box of the class it names (no text), the others by their text."""
     array, boxes = _exemplar_image()
     specs = [ExemplarSpec(name, (Exemplar(array, boxes[of]),)) for name, of in exemplar_of.items()]
     gt = toy_dataset / "instances.json"
@@ -32,7 +32,7 @@ def _ap50(checkpoint, toy_dataset, exemplar_of: dict[str, str]) -> dict[str, flo
         exemplars=specs, overrides=["MODEL.OVDET.EXEMPLARS.SOURCE", "region"],
     )  # fmt: skip
     metrics = evaluate_coco(str(gt), results, str(toy_dataset / "split.json"))
-    return {name: metrics["per_category"][name]["AP50"] for name in exemplar_of}
+    return {name: values["AP50"] for name, values in metrics["per_category"].items()}
 
 
 def test_exemplar_boxes_alone_make_the_detector_find_their_classes(trained_checkpoint, toy_dataset):
@@ -43,6 +43,47 @@ def test_exemplar_boxes_alone_make_the_detector_find_their_classes(trained_check
     swapped = _ap50(
         trained_checkpoint, toy_dataset, {"red square": "blue circle", "blue circle": "red square"}
     )
-    for name in found:
+    for name in ("red square", "blue circle"):
         assert found[name] >= 0.8, (found, swapped)
         assert swapped[name] < 0.5 * found[name], (found, swapped)
+
+
+def test_a_region_exemplar_class_beside_text_classes_leaves_them_their_objects(
+    trained_checkpoint, toy_dataset
+):
+    """Raw region embeddings out-score every text row on every region (the regions' cone);
+    calibrated, an exemplar class finds its objects and the text classes keep theirs."""
+    text_only = _ap50(trained_checkpoint, toy_dataset, {})
+    mixed = _ap50(trained_checkpoint, toy_dataset, {"blue circle": "blue circle"})
+    assert mixed["blue circle"] >= 0.8, mixed
+    assert text_only["red square"] >= 0.8, text_only  # a base class, found by its text
+    assert mixed["red square"] >= 0.8 * text_only["red square"], (mixed, text_only)
+
+
+def test_clip_rescoring_scores_region_exemplar_classes_by_their_clip_crops(trained_checkpoint):
+    """CLIP's crops cannot be scored against the detector's region rows: with rescoring on, an
+    exemplar class given by region embeddings is scored there by its CLIP crop embedding."""
+    import torch
+
+    from ovdet.api import OVDetector
+
+    array, boxes = _exemplar_image()
+    exemplars = {"blue circle": [Exemplar(array, boxes["blue circle"])]}
+    detector = OVDetector.from_checkpoint(
+        str(trained_checkpoint), overrides=["MODEL.OVDET.EXEMPLARS.SOURCE", "region"]
+    )
+    detector.set_classes("red square", exemplars=exemplars)
+    head = detector.head
+    assert head.rescoring_embeddings is head.text_embeddings  # rescoring off: nothing apart
+    detector.enable_clip_rescoring(True)
+    rows = detector.class_embeddings("red square", exemplars=exemplars)
+    torch.testing.assert_close(head.text_embeddings.cpu(), rows)  # the detector's rows kept
+    clip_rows = detector.exemplar_embedder.with_source("clip").class_rows(
+        [exemplars["blue circle"]], rows[:1]
+    )
+    rescoring = head.rescoring_embeddings.cpu()
+    torch.testing.assert_close(rescoring[0], rows[0])  # the text class: its text
+    torch.testing.assert_close(rescoring[1], clip_rows[0])
+    assert float(rescoring[1] @ rows[1]) < 0.99
+    detector.set_classes("red square, blue circle")  # a text vocabulary: nothing apart again
+    assert head.rescoring_embeddings is head.text_embeddings
