@@ -1,0 +1,199 @@
+"""The benchmark's mask rows (``--masks``): box and mask AP50 of one detector, and what masks cost.
+
+:data:`~ovdet.ovbench.plan.MASK_DETECTOR` is the quick start's best recipe (ViLD-text +
+ViLD-image) with the class-agnostic mask head, trained on the base classes' boxes and masks.
+Its detections on the validation images (every class name in the vocabulary, as the other
+rows) are scored twice by pycocotools: on their boxes (``iouType bbox``) and on their masks
+(``iouType segm``), base / novel / all. Its inference time with masks is measured against the
+same checkpoint with the mask branch switched off (the same weights, so the same detections),
+on the same validation images. Target (at the default size): novel mask AP50 at least 0.8 x
+its novel box AP50.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ovdet.ovbench.plan import MASK_DETECTOR
+
+__all__ = [
+    "MASK_ROW",
+    "check_mask_annotations",
+    "MIN_MASK_TO_BOX_AP50",
+    "evaluate_masks",
+    "mask_targets",
+    "masks_off",
+    "time_masks_against_boxes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The label of the mask rows.
+MASK_ROW = "ViLD-text + ViLD-image with masks"
+
+#: The target: novel mask AP50 at least this fraction of the same detector's novel box AP50.
+MIN_MASK_TO_BOX_AP50 = 0.8
+
+#: Timed passes over the validation images per mode (boxes, masks), alternated.
+TIMING_ROUNDS = 2
+
+
+@contextmanager
+def masks_off(model) -> Iterator[None]:
+    """Inside the block, ``model`` (an :class:`~ovdet.tv.OpenVocabularyFasterRCNN` with a mask
+    head) predicts boxes only: torchvision's ``RoIHeads.has_mask()`` is false without a
+    ``mask_predictor``. Every other weight, hence every detection, stays the same."""
+    heads = model.roi_heads
+    predictor = heads.mask_predictor
+    heads.mask_predictor = None
+    try:
+        yield
+    finally:
+        heads.mask_predictor = predictor
+
+
+def time_masks_against_boxes(
+    checkpoint: Path, gt_json: Path, image_root: Path, device: str, rounds: int = TIMING_ROUNDS
+) -> dict:
+    """Seconds of inference over every image of ``gt_json`` with masks and with boxes only.
+
+    One checkpoint of :data:`~ovdet.ovbench.plan.MASK_DETECTOR`, its own score threshold
+    (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, what ``ovdet-infer`` keeps), every category of the
+    ground truth in the vocabulary; each pass loads and resizes the images, runs the detector
+    and, with masks, pastes each mask into its image and encodes it as an RLE (COCO results).
+    One untimed pass first, then ``rounds`` passes per mode, alternated (boxes, masks, boxes,
+    ...), so that both see the same load on the machine.
+
+    Returns:
+        ``{"boxes_s", "masks_s"}`` (summed over the rounds), their ``ratio`` (masks / boxes),
+        ``images``, ``rounds``, ``score_thresh``, ``detections_per_image`` (mean, with masks)
+        and ``torch_threads``.
+    """
+    import torch
+
+    from ovdet.api import OVDetector
+    from ovdet.data.coco import load_coco_detection
+    from ovdet.tv.engine.inference import inference_on_records
+
+    detector = OVDetector.from_checkpoint(checkpoint, device=device)
+    records = load_coco_detection(str(gt_json), str(image_root), split=None, filter_empty=False)
+    detector.set_classes(records.class_names)
+    model, cfg = detector.model, detector.cfg
+
+    def run() -> tuple[float, int]:
+        t = time.perf_counter()
+        results = inference_on_records(model, records, cfg, device, progress=False)
+        return time.perf_counter() - t, len(results)
+
+    with masks_off(model):
+        run()  # untimed: first-call costs (allocations, caches)
+    seconds = {"boxes": 0.0, "masks": 0.0}
+    detections = 0
+    for _ in range(rounds):
+        with masks_off(model):
+            seconds["boxes"] += run()[0]
+        elapsed, detections = run()
+        seconds["masks"] += elapsed
+    return {
+        "boxes_s": seconds["boxes"],
+        "masks_s": seconds["masks"],
+        "ratio": seconds["masks"] / seconds["boxes"],
+        "images": len(records.images),
+        "rounds": rounds,
+        "score_thresh": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+        "detections_per_image": detections / max(1, len(records.images)),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def evaluate_masks(out: Path, data, device: str, progress: bool) -> dict | None:
+    """Box and mask AP (base / novel / all AP and AP50) of the mask detector in ``out`` and its
+    inference time with masks against boxes only (:func:`time_masks_against_boxes`), cached in
+    ``out/eval/vild_masks.json`` with the SHA-256 of the checkpoint it scored.
+
+    Returns:
+        ``{"box": {group: {"AP", "AP50"}}, "segm": {...}, "num_detections": int,
+        "inference": {...}}``, or ``None`` where ``out`` has no trained mask detector.
+    """
+    from ovdet.clip.spec import file_digest
+    from ovdet.evaluation import evaluate_coco
+    from ovdet.ovbench.predict import predict_with_method
+    from ovdet.ovbench.stages import EVAL_SCORE_THRESH, start_stage
+    from ovdet.utils.io import atomic_write_json
+
+    checkpoint = out / MASK_DETECTOR.name / "model_final.pt"
+    if not checkpoint.is_file():
+        return None
+    path = out / "eval" / f"{MASK_DETECTOR.name}.json"
+    digest = file_digest(checkpoint)
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.pop("checkpoint_sha256", None) == digest:
+            return cached
+    start_stage(f"stage 3: evaluating {MASK_ROW}: boxes and masks")
+    gt, images = data.path("val_json"), data.path("val_images")
+    results = predict_with_method(
+        checkpoint, gt, images, device=device, score_thresh=EVAL_SCORE_THRESH, progress=progress
+    )
+    summary = {}
+    for iou_type, key in (("bbox", "box"), ("segm", "segm")):
+        m = evaluate_coco(str(gt), results, data.split_spec, iou_type=iou_type)
+        summary[key] = {g: {k: m[g][k] for k in ("AP", "AP50")} for g in ("base", "novel", "all")}
+    summary["num_detections"] = len(results)
+    start_stage(f"stage 3: inference time of {MASK_ROW}, masks against boxes only")
+    summary["inference"] = time_masks_against_boxes(checkpoint, gt, images, device)
+    atomic_write_json({**summary, "checkpoint_sha256": digest}, path)
+    logger.info(
+        "stage 3: %s: novel AP50 box %s, mask %s; inference masks / boxes %.2f",
+        MASK_ROW, summary["box"]["novel"]["AP50"], summary["segm"]["novel"]["AP50"],
+        summary["inference"]["ratio"],
+    )  # fmt: skip
+    return summary
+
+
+def mask_targets(masks: dict | None) -> list[dict]:
+    """The mask rows' target: novel mask AP50 at least :data:`MIN_MASK_TO_BOX_AP50` x the same
+    detector's novel box AP50 (none without mask rows)."""
+    from ovdet.ovbench.targets import _target
+
+    if not masks:
+        return []
+
+    def novel(key: str) -> float:
+        value = masks[key]["novel"]["AP50"]
+        return 0.0 if value is None else float(value)
+
+    mask, box = novel("segm"), novel("box")
+    return [
+        _target(
+            f"{MASK_ROW}: novel mask AP50 {mask:.3f} >= {MIN_MASK_TO_BOX_AP50} x its novel box "
+            f"AP50 ({box:.3f})",
+            mask >= MIN_MASK_TO_BOX_AP50 * box,
+            "its novel box AP50 is 0" if box == 0 else "",
+        )
+    ]
+
+
+def check_mask_annotations(data) -> None:
+    """A dataset of one's own (``--data``) for ``--masks``: every annotation of its training and
+    validation JSON has a ``segmentation`` (checked before any training).
+
+    Raises:
+        ConfigError: naming the first file and annotation without one.
+    """
+    from ovdet.utils.errors import ConfigError
+
+    for key in ("train_json", "val_json"):
+        path = data.path(key)
+        annotations = json.loads(Path(path).read_text()).get("annotations", [])
+        bare = next((a for a in annotations if not a.get("segmentation")), None)
+        if bare is not None:
+            raise ConfigError(
+                f"--masks needs a segmentation in every annotation; annotation {bare.get('id')} "
+                f"of {path} has none"
+            )
