@@ -39,8 +39,8 @@ MASK_ROW = "ViLD-text + ViLD-image with masks"
 #: The target: novel mask AP50 at least this fraction of the same detector's novel box AP50.
 MIN_MASK_TO_BOX_AP50 = 0.8
 
-#: Timed passes over the validation images per mode (boxes, masks), alternated.
-TIMING_ROUNDS = 2
+#: Timed rounds over the validation images, each one pass per mode (boxes, masks).
+TIMING_ROUNDS = 5
 
 
 @contextmanager
@@ -66,14 +66,18 @@ def time_masks_against_boxes(
     (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, what ``ovdet-infer`` keeps), every category of the
     ground truth in the vocabulary; each pass loads and resizes the images, runs the detector
     and, with masks, pastes each mask into its image and encodes it as an RLE (COCO results).
-    One untimed pass first, then ``rounds`` passes per mode, alternated (boxes, masks, boxes,
-    ...), so that both see the same load on the machine.
+    One torch thread (two threads on a shared machine stall on each other); one untimed pass
+    first, then ``rounds`` rounds of one pass per mode, the order alternating between rounds.
+    The ratio is the median of the rounds' ratios, so that a burst of load on the machine
+    during one round moves it little.
 
     Returns:
-        ``{"boxes_s", "masks_s"}`` (summed over the rounds), their ``ratio`` (masks / boxes),
-        ``images``, ``rounds``, ``score_thresh``, ``detections_per_image`` (mean, with masks)
-        and ``torch_threads``.
+        ``ratio`` (masks / boxes, the median over the rounds), ``ratios`` (each round's),
+        ``boxes_s`` and ``masks_s`` (the median seconds of a pass), ``images``, ``rounds``,
+        ``score_thresh``, ``detections_per_image`` (mean, with masks) and ``torch_threads``.
     """
+    import statistics
+
     import torch
 
     from ovdet.api import OVDetector
@@ -85,29 +89,37 @@ def time_masks_against_boxes(
     detector.set_classes(records.class_names)
     model, cfg = detector.model, detector.cfg
 
-    def run() -> tuple[float, int]:
+    def run(masks: bool) -> tuple[float, int]:
         t = time.perf_counter()
-        results = inference_on_records(model, records, cfg, device, progress=False)
+        if masks:
+            results = inference_on_records(model, records, cfg, device, progress=False)
+        else:
+            with masks_off(model):
+                results = inference_on_records(model, records, cfg, device, progress=False)
         return time.perf_counter() - t, len(results)
 
-    with masks_off(model):
-        run()  # untimed: first-call costs (allocations, caches)
-    seconds = {"boxes": 0.0, "masks": 0.0}
-    detections = 0
-    for _ in range(rounds):
-        with masks_off(model):
-            seconds["boxes"] += run()[0]
-        elapsed, detections = run()
-        seconds["masks"] += elapsed
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(False)  # untimed: first-call costs (allocations, caches)
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(rounds):
+            for masks in (False, True) if r % 2 == 0 else (True, False):
+                elapsed, detections = run(masks)
+                seconds[masks].append(elapsed)
+    finally:
+        torch.set_num_threads(threads)
+    ratios = [m / b for m, b in zip(seconds[True], seconds[False])]
     return {
-        "boxes_s": seconds["boxes"],
-        "masks_s": seconds["masks"],
-        "ratio": seconds["masks"] / seconds["boxes"],
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "boxes_s": statistics.median(seconds[False]),
+        "masks_s": statistics.median(seconds[True]),
         "images": len(records.images),
         "rounds": rounds,
         "score_thresh": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
         "detections_per_image": detections / max(1, len(records.images)),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": 1,
     }
 
 

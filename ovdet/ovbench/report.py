@@ -37,11 +37,11 @@ def _mask_lines(masks: dict) -> tuple[list[str], str]:
         rows.append(f"| {MASK_ROW}, {what} | {' | '.join(cells)} |")
     t = masks["inference"]
     line = (
-        f"Inference time of {MASK_ROW}, masks / boxes only: {t['ratio']:.2f} x "
-        f"({t['masks_s']:.1f} s against {t['boxes_s']:.1f} s for {t['rounds']} passes over "
-        f"{t['images']} validation images, score >= {t['score_thresh']:g}, "
-        f"{t['detections_per_image']:.1f} detections per image, {t['torch_threads']} torch "
-        "threads; the same weights)."
+        f"Inference time of {MASK_ROW}, masks / boxes only: {t['ratio']:.2f} x (the median of "
+        f"{t['rounds']} rounds, each a pass over the {t['images']} validation images per mode: "
+        f"{t['masks_s']:.1f} s against {t['boxes_s']:.1f} s, medians; the same weights, score >= "
+        f"{t['score_thresh']:g}, {t['detections_per_image']:.1f} detections per image, "
+        f"{t['torch_threads']} torch thread(s))."
     )
     return rows, line
 

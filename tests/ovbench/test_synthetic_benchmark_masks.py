@@ -48,7 +48,8 @@ def test_the_mask_detector_learned_and_its_rows_are_reported(mask_run):
     assert segm != box
     timing = masks["inference"]
     assert timing["images"] == 100 and timing["masks_s"] > 0 and timing["boxes_s"] > 0
-    assert timing["ratio"] == pytest.approx(timing["masks_s"] / timing["boxes_s"])
+    assert len(timing["ratios"]) == timing["rounds"] == 5
+    assert min(timing["ratios"]) <= timing["ratio"] <= max(timing["ratios"])
     target = json.loads((out / "results.json").read_text())["targets"][-1]
     assert target["text"].startswith(
         f"ViLD-text + ViLD-image with masks: novel mask AP50 {segm['novel']['AP50']:.3f} >= 0.8 x "
