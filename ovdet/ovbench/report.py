@@ -5,7 +5,6 @@ package versions (``results.md`` and the command's output)."""
 from __future__ import annotations
 
 from ovdet.ovbench.exemplars import EXEMPLAR_TABLE_ROWS
-from ovdet.ovbench.masks import MASK_ROW
 from ovdet.ovbench.plan import METHODS
 
 __all__ = ["format_results"]
@@ -34,14 +33,14 @@ def _mask_lines(masks: dict) -> tuple[list[str], str]:
             _fmt(masks[key][g][k], errors[key][g][k] if errors else None)
             for g, k in (("base", "AP50"), ("novel", "AP50"), ("all", "AP50"), ("novel", "AP"))
         ]
-        rows.append(f"| {MASK_ROW}, {what} | {' | '.join(cells)} |")
+        rows.append(f"| {masks['label']}, {what} | {' | '.join(cells)} |")
     t = masks["inference"]
     line = (
-        f"Inference time of {MASK_ROW}, masks / boxes only: {t['ratio']:.2f} x (the median of "
-        f"{t['rounds']} rounds, each a pass over the {t['images']} validation images per mode: "
-        f"{t['masks_s']:.1f} s against {t['boxes_s']:.1f} s, medians; the same weights, score >= "
-        f"{t['score_thresh']:g}, {t['detections_per_image']:.1f} detections per image, "
-        f"{t['torch_threads']} torch thread(s))."
+        f"Inference time of {masks['label']}, masks / boxes only: {t['ratio']:.2f} x (the "
+        f"median of {t['rounds']} rounds, each a pass over the {t['images']} validation images "
+        f"per mode: {t['masks_s']:.1f} s against {t['boxes_s']:.1f} s, medians; the same "
+        f"weights, score >= {t['score_thresh']:g}, {t['detections_per_image']:.1f} detections "
+        f"per image, {t['torch_threads']} torch thread(s))."
     )
     return rows, line
 

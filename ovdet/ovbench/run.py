@@ -52,7 +52,12 @@ import torch
 
 from ovdet.ovbench.data import BenchmarkData
 from ovdet.ovbench.exemplars import evaluate_exemplar_rows, exemplar_targets
-from ovdet.ovbench.masks import check_mask_annotations, evaluate_masks, mask_targets
+from ovdet.ovbench.masks import (
+    check_mask_annotations,
+    evaluate_masks,
+    mask_prediction,
+    mask_targets,
+)
 from ovdet.ovbench.plan import METHODS, SIZES, BenchmarkSize, run_opts
 from ovdet.ovbench.report import format_results
 from ovdet.ovbench.resume import check_same_inputs, run_inputs
@@ -189,7 +194,7 @@ def run_synthetic_benchmark(
     masks = None
     if spec.masks:
         t = time.perf_counter()
-        masks = _mask_rows(out, all_seeds, seed, data, device, progress)
+        masks = _mask_rows(out, all_seeds, seed, data, mask_prediction(metrics), device, progress)
         seconds["masks evaluation"] = time.perf_counter() - t
     t = time.perf_counter()
     best = best_open_vocabulary_method(metrics)
@@ -237,11 +242,13 @@ def run_synthetic_benchmark(
     return report
 
 
-def _mask_rows(out: Path, all_seeds, seed: int, data, device: str, progress: bool) -> dict | None:
+def _mask_rows(out: Path, all_seeds, seed: int, data, row, device, progress) -> dict | None:
     """The mask rows (:func:`~ovdet.ovbench.masks.evaluate_masks`) of every seed's mask
-    detector: box and mask AP as the means over the seeds (with ``standard_errors`` for more
-    than one), the inference times of the first seed's."""
-    per_seed = [evaluate_masks(seed_dir(out, s, seed), data, device, progress) for s in all_seeds]
+    detector predicting as ``row``: box and mask AP as the means over the seeds (with
+    ``standard_errors`` for more than one), the inference times of the first seed's."""
+    per_seed = [
+        evaluate_masks(seed_dir(out, s, seed), data, row, device, progress) for s in all_seeds
+    ]
     if any(m is None for m in per_seed):
         return None
     first = per_seed[0]
