@@ -1,7 +1,8 @@
 """The mask rows added to the quick start (``--small --masks``), end to end: only the mask
 detector trains, it learns the masks of the base classes, its rows, target and time ratio are
-reported, and the quick start's rows keep their values. About 2 minutes on 2 CPU cores on top
-of the quick start's run (tests/ovbench/conftest.py), in ``make test-benchmark``."""
+reported, and the quick start's rows keep their values. On top of the quick start's run
+(tests/ovbench/conftest.py), about 5 minutes on 2 CPU cores shared with other jobs (training
+1.5 minutes, evaluation and the time ratio's 12 passes 2.5), in ``make test-benchmark``."""
 
 import json
 import shutil
