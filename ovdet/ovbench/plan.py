@@ -15,6 +15,7 @@ __all__ = [
     "DETECTORS",
     "Detector",
     "FINE_TUNED",
+    "MASK_DETECTOR",
     "METHODS",
     "Method",
     "SIZES",
@@ -99,6 +100,14 @@ DETECTORS: list[Detector] = [
     Detector("vild_text_longer", ("MODEL.OVDET.DISTILL.MODE", "none"), init_from="vild_text"),
 ]
 
+#: The detector of the mask rows (``--masks``, :attr:`BenchmarkSize.masks`): the quick start's
+#: best recipe, ViLD-text + ViLD-image, with the class-agnostic mask head (``MODEL.MASK_ON``),
+#: trained as long as ``vild`` on the same boxes and their masks. Not in :data:`DETECTORS`: a
+#: run trains it only when asked, after them (nothing starts from it).
+MASK_DETECTOR = Detector(
+    "vild_masks", ("MODEL.OVDET.DISTILL.MODE", "online", "MODEL.MASK_ON", "True")
+)
+
 #: The detectors that fine-tune a box-trained one (``Detector.init_from``).
 FINE_TUNED = frozenset(d.name for d in DETECTORS if d.init_from)
 
@@ -145,6 +154,8 @@ class BenchmarkSize:
             the threshold with the best F1 on the validation images
             (:func:`ovdet.ovbench.pictures.best_f1_threshold`).
         num_pictures: validation images drawn at the end.
+        masks: also train :data:`MASK_DETECTOR` and report its box and mask AP50
+            (:mod:`ovdet.ovbench.masks`).
     """
 
     data: dict
@@ -157,6 +168,12 @@ class BenchmarkSize:
     clip_warmup: int = 50
     picture_thresh: float | None = None
     num_pictures: int = 6
+    masks: bool = False
+
+    def detectors(self) -> list[Detector]:
+        """The detectors of this size's runs: :data:`DETECTORS`, then :data:`MASK_DETECTOR`
+        with :attr:`masks` (each trained where :meth:`trains` says so)."""
+        return [*DETECTORS, MASK_DETECTOR] if self.masks else list(DETECTORS)
 
     def iters(self, detector: str) -> int:
         """Training iterations of the detector named ``detector`` (0: left out)."""
@@ -167,7 +184,7 @@ class BenchmarkSize:
         detector it starts from."""
         if self.iters(detector.name) <= 0:
             return False
-        start = next((d for d in DETECTORS if d.name == detector.init_from), None)
+        start = next((d for d in self.detectors() if d.name == detector.init_from), None)
         return start is None or self.trains(start)
 
     def with_iters(self, iters: int) -> BenchmarkSize:

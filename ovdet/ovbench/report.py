@@ -1,5 +1,6 @@
-"""The benchmark's report as text: the results table, CLIP's accuracy, the targets, the novel
-findings and the package versions (``results.md`` and the command's output)."""
+"""The benchmark's report as text: the results table (with ``--masks``, the mask detector's box
+and mask rows and its inference time), CLIP's accuracy, the targets, the novel findings and the
+package versions (``results.md`` and the command's output)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,28 @@ def _cell(report: dict, key: str, group: str, metric: str) -> str:
     value = report["metrics"][key][group][metric]
     errors = report.get("standard_errors")
     return _fmt(value, errors[key][group][metric] if errors else None)
+
+
+def _mask_lines(masks: dict) -> tuple[list[str], str]:
+    """The mask detector's table rows (its detections scored on their boxes, then on their
+    masks) and the line of its inference time with masks against boxes only."""
+    errors = masks.get("standard_errors")
+    rows = []
+    for key, what in (("box", "box AP"), ("segm", "mask AP")):
+        cells = [
+            _fmt(masks[key][g][k], errors[key][g][k] if errors else None)
+            for g, k in (("base", "AP50"), ("novel", "AP50"), ("all", "AP50"), ("novel", "AP"))
+        ]
+        rows.append(f"| {masks['label']}, {what} | {' | '.join(cells)} |")
+    t = masks["inference"]
+    line = (
+        f"Inference time of {masks['label']}, masks / boxes only: {t['ratio']:.2f} x (the "
+        f"median of {t['rounds']} rounds, each a pass over the {t['images']} validation images "
+        f"per mode: {t['masks_s']:.1f} s against {t['boxes_s']:.1f} s, medians; the same "
+        f"weights, score >= {t['score_thresh']:g}, {t['detections_per_image']:.1f} detections "
+        f"per image, {t['torch_threads']} torch thread(s))."
+    )
+    return rows, line
 
 
 def _seed_lines(report: dict) -> list[str]:
@@ -69,10 +92,16 @@ def format_results(report: dict) -> str:
             for g, k in (("base", "AP50"), ("novel", "AP50"), ("all", "AP50"), ("novel", "AP"))
         ]
         lines.append(f"| {description} | {' | '.join(cells)} |")
+    mask_time = None
+    if report.get("masks"):
+        mask_rows, mask_time = _mask_lines(report["masks"])
+        lines += mask_rows
     if len(report.get("seeds", ())) > 1:
         lines += _seed_lines(report)
     clip = report["clip_zero_shot"]
     lines.append("")
+    if mask_time:
+        lines.append(mask_time)
     lines.append(
         f"CLIP zero-shot accuracy ({clip.get('on', 'labelled crops')}): base {clip['base']:.3f}, "
         f"novel {clip['novel']:.3f}."

@@ -1,5 +1,6 @@
 """What a run's stages depend on (``inputs.json``), so that a later run in the same folder
-reuses them only for the same inputs, and may add the detectors an earlier one left out."""
+reuses them only for the same inputs, and may add the detectors an earlier one left out (the
+fine-tuned ones, the mask detector of ``--masks``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ovdet.ovbench.plan import DETECTORS, BenchmarkSize
+from ovdet.ovbench.plan import BenchmarkSize
 from ovdet.utils.errors import ConfigError
 
 __all__ = ["check_same_inputs", "run_inputs"]
@@ -15,8 +16,9 @@ __all__ = ["check_same_inputs", "run_inputs"]
 
 def run_inputs(data, spec: BenchmarkSize, seed: int, clip, detector_opts) -> dict:
     """What a run's stages depend on, as ``inputs.json`` records it: the iterations per detector
-    trained (``"iterations"``) apart from the rest of the size, so that a later run in the same
-    folder may add detectors that this one left out.
+    trained (``"iterations"``) apart from the rest of the size (which detectors it trains,
+    ``masks`` included), so that a later run in the same folder may add detectors that this one
+    left out.
 
     Args:
         data: the :class:`~ovdet.ovbench.data.BenchmarkData`, or ``None`` for the synthetic one.
@@ -26,11 +28,11 @@ def run_inputs(data, spec: BenchmarkSize, seed: int, clip, detector_opts) -> dic
         detector_opts: config ``KEY VALUE`` pairs for every detector.
     """
     size = {k: v for k, v in asdict(spec).items()
-            if k not in ("detector_iters", "detector_iters_overrides")}  # fmt: skip
+            if k not in ("detector_iters", "detector_iters_overrides", "masks")}  # fmt: skip
     inputs = {
         "data": data.describe() if data is not None else "synthetic",
         "size": size,
-        "iterations": {d.name: spec.iters(d.name) for d in DETECTORS if spec.trains(d)},
+        "iterations": {d.name: spec.iters(d.name) for d in spec.detectors() if spec.trains(d)},
         "seed": seed,
         "clip": clip or "pre-trained",
         "detector_opts": list(detector_opts),

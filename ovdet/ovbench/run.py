@@ -24,13 +24,18 @@ interrupted run loses nothing; training resumes from its last checkpoint):
    images in the generalized setting (every category in the vocabulary) of each row of
    :data:`~ovdet.ovbench.plan.METHODS`, and the target checks
    (:func:`~ovdet.ovbench.targets.check_targets`).
+   With ``--masks`` (:attr:`~ovdet.ovbench.plan.BenchmarkSize.masks`), also the mask detector
+   (``vild_masks/``, :data:`~ovdet.ovbench.plan.MASK_DETECTOR`): its box and mask AP50 and its
+   inference time with masks against boxes only (``eval/vild_masks.json``,
+   :mod:`~ovdet.ovbench.masks`), after the task graph, in this process.
 4. ``pictures/``: the best open-vocabulary row with every class name on the validation
    images: how many novel objects it found and how many of its novel-named detections were
    right, and pictures with the novel classes marked.
 
 The package's modules, one concern each: :mod:`~ovdet.ovbench.plan` (sizes, detectors, rows),
 :mod:`~ovdet.ovbench.stages`, :mod:`~ovdet.ovbench.schedule` (the task graph),
-:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.report` (the text of the results),
+:mod:`~ovdet.ovbench.targets`, :mod:`~ovdet.ovbench.masks` (the mask rows),
+:mod:`~ovdet.ovbench.report` (the text of the results),
 :mod:`~ovdet.ovbench.resume` (which finished stages a run may reuse) and
 :mod:`~ovdet.ovbench.seeds` (several detector seeds: means, standard errors, gains).
 """
@@ -47,7 +52,13 @@ import torch
 
 from ovdet.ovbench.data import BenchmarkData
 from ovdet.ovbench.exemplars import evaluate_exemplar_rows, exemplar_targets
-from ovdet.ovbench.plan import DETECTORS, METHODS, SIZES, BenchmarkSize, run_opts
+from ovdet.ovbench.masks import (
+    check_mask_annotations,
+    evaluate_masks,
+    mask_prediction,
+    mask_targets,
+)
+from ovdet.ovbench.plan import METHODS, SIZES, BenchmarkSize, run_opts
 from ovdet.ovbench.report import format_results
 from ovdet.ovbench.resume import check_same_inputs, run_inputs
 from ovdet.ovbench.schedule import detector_tasks, stage_tasks, stage_workers
@@ -109,6 +120,9 @@ def run_synthetic_benchmark(
         (see :func:`~ovdet.ovbench.targets.check_targets`, judged on ``metrics``),
         ``novel_findings`` (:func:`ovdet.ovbench.pictures.novel_detection_summary`, of the
         first seed's detector), ``seconds`` per stage, ``size``, ``seed`` and ``seeds``; with
+        ``masks`` in the size, ``masks`` (:func:`~ovdet.ovbench.masks.evaluate_masks`: box and
+        mask AP of the mask detector, means over the seeds, and the first seed's inference
+        times; its target joins ``targets``); with
         more than one seed also ``standard_errors`` (as ``metrics``), ``per_seed`` (each
         seed's ``metrics``) and ``gains`` (each row with a control: its novel AP50 minus the
         control's, seed by seed, with mean and standard error).
@@ -131,6 +145,8 @@ def run_synthetic_benchmark(
     if data is not None:
         data = replace(data, root=Path(data.root).resolve())
         data.check()
+        if spec.masks:
+            check_mask_annotations(data)
     all_seeds = seed_list(seed, seeds)
     for s in all_seeds:
         seed_dir(out, s, seed).mkdir(exist_ok=True)
@@ -170,11 +186,16 @@ def run_synthetic_benchmark(
         if name != "clip":
             seconds[name] = result["training"]
             seconds["evaluation"] += result["evaluation"]
-    trained = {d.name for d in DETECTORS if spec.trains(d)}
+    trained = {d.name for d in spec.detectors() if spec.trains(d)}
     rows = [m for m in METHODS if m.detector in trained]
     # the cached evaluations, in table order: this run's rows only
     per_seed = [evaluate(seed_dir(out, s, seed), data, device, progress, rows) for s in all_seeds]
     metrics, errors = aggregate_metrics(per_seed) if seeds > 1 else (per_seed[0], None)
+    masks = None
+    if spec.masks:
+        t = time.perf_counter()
+        masks = _mask_rows(out, all_seeds, seed, data, mask_prediction(metrics), device, progress)
+        seconds["masks evaluation"] = time.perf_counter() - t
     t = time.perf_counter()
     best = best_open_vocabulary_method(metrics)
     exemplar_base = best_box_trained_method(metrics)
@@ -200,11 +221,14 @@ def run_synthetic_benchmark(
         "clip_zero_shot": zero_shot,
         "metrics": metrics,
         "targets": check_targets(metrics, spec.data.get("novel_captions", True))
-        + exemplar_targets(metrics, exemplar_base),
+        + exemplar_targets(metrics, exemplar_base)
+        + mask_targets(masks),
         "novel_findings": findings,
         "seconds": seconds,
         "pictures": str(out / "pictures"),
     }
+    if masks:
+        report["masks"] = masks
     if len(all_seeds) > 1:
         report["standard_errors"] = errors
         report["per_seed"] = {str(s): m for s, m in zip(all_seeds, per_seed)}
@@ -216,3 +240,19 @@ def run_synthetic_benchmark(
     atomic_write_json(report, out / "results.json")
     (out / "results.md").write_text(format_results(report) + "\n", encoding="utf-8")
     return report
+
+
+def _mask_rows(out: Path, all_seeds, seed: int, data, row, device, progress) -> dict | None:
+    """The mask rows (:func:`~ovdet.ovbench.masks.evaluate_masks`) of every seed's mask
+    detector predicting as ``row``: box and mask AP as the means over the seeds (with
+    ``standard_errors`` for more than one), the inference times of the first seed's."""
+    per_seed = [
+        evaluate_masks(seed_dir(out, s, seed), data, row, device, progress) for s in all_seeds
+    ]
+    if any(m is None for m in per_seed):
+        return None
+    first = per_seed[0]
+    if len(per_seed) == 1:
+        return first
+    means, errors = aggregate_metrics([{k: m[k] for k in ("box", "segm")} for m in per_seed])
+    return {**first, **means, "standard_errors": errors}

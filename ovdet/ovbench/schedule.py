@@ -2,7 +2,8 @@
 
 One task pre-trains the CLIP and measures it; one task per detector the size trains trains it
 and then evaluates its rows, after the CLIP where it uses one (the closed-set baseline does
-not) and after the detector it starts from. Among the ready tasks, :data:`DETECTORS` order.
+not) and after the detector it starts from. Among the ready tasks, the order of
+:meth:`BenchmarkSize.detectors <ovdet.ovbench.plan.BenchmarkSize.detectors>`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from ovdet.ovbench.data import BenchmarkData
-from ovdet.ovbench.plan import DETECTORS, METHODS, BenchmarkSize
+from ovdet.ovbench.plan import METHODS, BenchmarkSize
 from ovdet.ovbench.stages import (
     clip_spec,
     clip_zero_shot,
@@ -111,7 +112,7 @@ def detector_tasks(
 
     tasks = []
     left_out: dict[str, list[str]] = {}
-    for detector in DETECTORS:
+    for detector in size.detectors():
         if not size.trains(detector):
             reason = (
                 "0 iterations at this size"

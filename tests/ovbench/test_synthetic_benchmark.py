@@ -17,6 +17,8 @@ import pytest
 from ovdet.ovbench.exemplars import EXEMPLAR_ROWS
 from ovdet.ovbench.plan import DETECTORS, METHODS
 from tests.conftest import REPO
+from tests.ovbench.conftest import run_small as _run_small
+from tests.ovbench.conftest import run_tool as _run_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.synthetic_benchmark]
 
@@ -25,29 +27,8 @@ MIN_BEST_NOVEL_AP50 = 0.4
 MIN_CLOSED_SET_BASE_AP50 = 0.2
 
 
-def _run_tool(tool: str, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Run ``tools/TOOL.py ARGS``; asserts it succeeded."""
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / f"{tool}.py"), "--no-progress", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 #: The README's command that adds the weak-supervision rows to a finished --small run.
 WEAK_ROWS = ("--fine-tune-iters", "50")
-
-
-def _run_small(out, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """The README's command at the small size."""
-    return _run_tool("benchmark_synthetic", "--small", "--output", str(out), *args, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    return out, _run_small(out).stdout
 
 
 @pytest.fixture(scope="module")
