@@ -165,10 +165,11 @@ class RegionCalibration:
         reference = F.normalize(reference.float(), dim=-1)
         centre = F.normalize(reference.mean(0), dim=0)
         calibration = cls(centre, _unused_direction(reference, centre), 1.0)
-        if len(text):
+        if len(text) and len(reference) > 1:
             centred = calibration._centred(F.normalize(rows.float(), dim=-1))
-            text_spread = (reference @ F.normalize(text.float(), dim=-1).t()).std(0).mean()
-            row_spread = (reference @ centred.t()).std(0).mean()
+            text_rows = F.normalize(text.float(), dim=-1)
+            text_spread = (reference @ text_rows.t()).std(0, correction=0).mean()
+            row_spread = (reference @ centred.t()).std(0, correction=0).mean()
             calibration.scale = float((text_spread / row_spread.clamp_min(1e-6)).clamp(0.05, 1))
         return calibration
 
