@@ -7,9 +7,11 @@ skips with the reason where they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from PIL import Image, ImageDraw
@@ -54,18 +56,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served_demo(demo_checkpoint):  # noqa: F811 (the fixture imported above)
-    """The demo of the barely trained tiny model on 127.0.0.1 (threshold 0: detections exist)."""
-    from ovdet.demo import DemoModel, build_app
-
-    app = build_app(DemoModel.from_checkpoint(demo_checkpoint), "blue circle", score_thresh=0.0)
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """A built demo app on a free port of 127.0.0.1: yields its URL, closes it after."""
     port = _free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def served_demo(demo_checkpoint):  # noqa: F811 (the fixture imported above)
+    """The demo of the barely trained tiny model on 127.0.0.1 (threshold 0: detections exist)."""
+    from ovdet.demo import DemoModel, build_app
+
+    app = build_app(DemoModel.from_checkpoint(demo_checkpoint), "blue circle", score_thresh=0.0)
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture
@@ -266,12 +275,8 @@ def served_mask_demo(tiny_clip, tmp_path_factory):
 
     checkpoint = write_mask_checkpoint(tiny_clip, tmp_path_factory.mktemp("mask_model"))
     app = build_app(DemoModel.from_checkpoint(checkpoint), "red square", score_thresh=0.0)
-    port = _free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with serve(app) as url:
+        yield url
 
 
 def test_masks_painted_in_a_browser(served_mask_demo, browser, tmp_path):

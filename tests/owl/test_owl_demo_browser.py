@@ -8,9 +8,9 @@ from PIL import Image
 from tests.demo.test_demo_browser import (  # skips where the browser is missing
     WAIT_S,
     _detect,
-    _free_port,
     _upload,
     browser,  # noqa: F401 (the fixture)
+    serve,
 )
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -22,12 +22,8 @@ def served_owl_demo(owlv2_dir):
 
     model = DemoModel.from_hf_detector(f"hf:{owlv2_dir}")
     app = build_app(model, "person", score_thresh=0.0)
-    port = _free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with serve(app) as url:
+        yield url
 
 
 def test_owl_demo_in_a_browser(served_owl_demo, browser, tmp_path):  # noqa: F811
