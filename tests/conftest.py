@@ -81,6 +81,36 @@ def tiny_clip(tmp_path_factory) -> str:
     return f"local-dir:{root}:{weights}"
 
 
+#: A tiny ResNet CLIP (open_clip's ModifiedResNet, attention pool on 2 x 2 res5 cells): the CLIP
+#: backbone of F-VLM (ovdet.core.clip_backbone).
+TINY_RESNET_CLIP_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
+        "text_cfg": TINY_CLIP_CONFIG["model_cfg"]["text_cfg"],
+    },
+    "preprocess_cfg": TINY_CLIP_CONFIG["preprocess_cfg"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_clip(tmp_path_factory) -> str:
+    """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random ResNet CLIP saved to a file."""
+    import open_clip
+
+    root = tmp_path_factory.mktemp("tiny_resnet_clip")
+    (root / "open_clip_config.json").write_text(json.dumps(TINY_RESNET_CLIP_CONFIG))
+    weights = root / "weights.pt"
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{root}")
+    for module in model.visual.modules():  # BN statistics of its own, as a trained CLIP's
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    torch.save({"state_dict": model.state_dict()}, weights)
+    return f"local-dir:{root}:{weights}"
+
+
 def draw_toy_image(rng: np.random.Generator, size: int = 64, classes=TOY_CLASSES):
     """One image with 1-2 toy objects; returns (PIL image, [(class index, xywh box)])."""
     img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(100, 150, 3)))

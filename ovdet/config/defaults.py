@@ -112,6 +112,11 @@ def _add_model_keys(cfg: Any) -> None:
     # DISTILL.CROP_SCALES (ViLD: [1.0, 1.5]). [1.0] halves rescoring's cost
     # (docs/speed.md#real-scale-cpu).
     ov.CLIP_RESCORING.CROP_SCALES = []
+    # Where the rescored regions' CLIP embeddings come from: "crops" (CLIP's image tower on each
+    # box crop) or "backbone" (F-VLM: each region pooled from the frozen CLIP backbone's res5 map
+    # through CLIP's attention pool, no crops; needs MODEL.BACKBONE.NAME
+    # build_clip_resnet_fpn_backbone; docs/fvlm.md).
+    ov.CLIP_RESCORING.SOURCE = "crops"
 
     ov.EXEMPLARS = node()
     # Classes given by image exemplars (example boxes; docs/exemplars.md). Their embedding is
@@ -208,6 +213,10 @@ _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 
 _C.MODEL.BACKBONE = CN()
+# The backbone, by detectron2's builder names: "build_resnet_fpn_backbone" (a ResNet of
+# MODEL.RESNETS with FPN) or "build_clip_resnet_fpn_backbone" (F-VLM: the frozen image tower of
+# MODEL.OVDET.CLIP, a ResNet CLIP, with a trained FPN; docs/fvlm.md).
+_C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
 # ImageNet weights: "" (random init), a torchvision weights enum name such as
 # "ResNet50_Weights.IMAGENET1K_V1" (downloaded if missing), or a local .pth file.
 _C.MODEL.BACKBONE.WEIGHTS = ""

@@ -11,8 +11,8 @@ hand the results to one :class:`OpenVocabularyHead`, which owns:
   classifier's projection or ViLD's separate image head (:mod:`ovdet.core.head_distillation`),
   and the weak-supervision losses (:mod:`ovdet.core.head_weak`);
 * the joining of its scores (:mod:`ovdet.core.score_fusion`): with the image head's
-  (ViLD-ensemble) or with CLIP's scores of the box crops (CLIP rescoring, ViLD-text+CLIP),
-  never both;
+  (ViLD-ensemble) or with CLIP's scores of its boxes (CLIP rescoring: of the box crops,
+  ViLD-text+CLIP, or of regions pooled from a frozen CLIP backbone, F-VLM), never both;
 * post-processing (threshold, candidate cap, per-class NMS) with one meaning of the score
   threshold: a (region, class) pair is kept when its score is strictly above it, before NMS.
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovdet.core.classifier import ZeroShotClassifier
+from ovdet.core.clip_backbone import FrozenClipResNet
 from ovdet.core.head_distillation import DISTILL_MODES, DistillationMixin
 from ovdet.core.head_weak import WeakSupervisionMixin
 from ovdet.core.losses import sigmoid_text_loss, vild_text_loss
@@ -126,6 +127,8 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         self.class_sampling_weights: torch.Tensor | None = None
         # Frozen, loaded separately, never saved: not a registered submodule.
         object.__setattr__(self, "clip_teacher", None)
+        # The frozen CLIP backbone (F-VLM), a submodule of the detector's backbone, not the head's.
+        object.__setattr__(self, "clip_backbone", None)
 
     @classmethod
     def from_config(cls, cfg, input_dim: int, embed_dim: int | None = None) -> OpenVocabularyHead:
@@ -244,19 +247,35 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             teacher.to(device)
         return teacher
 
+    def set_clip_backbone(self, backbone: FrozenClipResNet | None) -> None:
+        """The detector's frozen CLIP backbone, whose pooled regions CLIP rescoring scores with
+        ``source="backbone"`` (F-VLM; the engines set it when they build one)."""
+        object.__setattr__(self, "clip_backbone", backbone)
+
     def enable_clip_rescoring(self, settings: ClipRescoringSettings | None) -> None:
-        """Turn CLIP rescoring (ViLD-text+CLIP) on (with these settings) or off (``None``).
+        """Turn CLIP rescoring on (with these settings) or off (``None``).
 
         Raises:
             ConfigError: on a head with an image head, whose scores are already joined
-                (:func:`~ovdet.core.score_fusion.check_score_fusion`).
-            RuntimeError: without a CLIP teacher (:meth:`set_clip_teacher`).
+                (:func:`~ovdet.core.score_fusion.check_score_fusion`); ``source="backbone"``
+                on a detector without a CLIP backbone.
+            RuntimeError: ``source="crops"`` without a CLIP teacher (:meth:`set_clip_teacher`).
         """
         if settings is not None:
             check_score_fusion(self.has_image_head, True)
-            if self.clip_teacher is None:
+            if settings.source == "backbone" and self.clip_backbone is None:
+                raise ConfigError(
+                    "MODEL.OVDET.CLIP_RESCORING.SOURCE backbone needs the CLIP backbone "
+                    "(MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone)"
+                )
+            if settings.source == "crops" and self.clip_teacher is None:
                 raise RuntimeError("CLIP rescoring needs a CLIP teacher; call set_clip_teacher()")
         self.clip_rescoring = settings
+
+    @property
+    def rescores_crops(self) -> bool:
+        """Whether inference runs CLIP rescoring on box crops (it needs the images)."""
+        return self.clip_rescoring is not None and self.clip_rescoring.source == "crops"
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -339,7 +358,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
     def needs_images(self, training: bool) -> bool:
         """Whether this pass runs the CLIP teacher, so the engine must pass the images in
         CLIP's RGB [0, 1] view: online distillation in training, CLIP rescoring at inference."""
-        return self.distills_online if training else self.clip_rescoring is not None
+        return self.distills_online if training else self.rescores_crops
 
     # ------------------------------------------------------------------ inference
 
@@ -350,12 +369,14 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         probs: torch.Tensor,
         embeddings: torch.Tensor,
         image: torch.Tensor | None = None,
+        clip_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One image's detections.
 
-        With CLIP rescoring on and ``image`` given, the ``num_proposals`` regions with the highest
-        class score are rescored: the detector's probabilities joined with CLIP's of the box
-        crops (:func:`~ovdet.core.score_fusion.join_scores`; the others are dropped). Then
+        With CLIP rescoring on and its input given (``image`` for crops, ``clip_features`` for
+        the CLIP backbone), the ``num_proposals`` regions with the highest class score are
+        rescored: the detector's probabilities joined with CLIP's of the regions
+        (:func:`~ovdet.core.score_fusion.join_scores`; the others are dropped). Then
         :func:`select_detections` thresholds, caps and runs per-class NMS.
 
         Args:
@@ -363,7 +384,9 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             probs: Tensor[N, C] class probabilities from :meth:`predict`.
             embeddings: Tensor[N, D] region embeddings from :meth:`predict`.
             image: Tensor[1, 3, H, W], RGB in [0, 1], in the boxes' pixel frame (CLIP rescoring
-                only).
+                of crops only).
+            clip_features: Tensor[1, C, H / 32, W / 32], the CLIP backbone's res5 map of this
+                image (CLIP rescoring from the backbone only).
 
         Returns:
             ``boxes`` Tensor[K, 4], ``scores`` Tensor[K], ``labels`` LongTensor[K] (indices
@@ -371,14 +394,18 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             ``embeddings`` Tensor[K, D]; best first, K <= ``detections_per_img``.
         """
         region_index = torch.arange(boxes.shape[0], device=boxes.device)
-        if self.clip_rescoring is not None and image is not None and boxes.shape[0] > 0:
-            e = self.clip_rescoring
+        e = self.clip_rescoring
+        source = None if e is None else (image if e.source == "crops" else clip_features)
+        if source is not None and boxes.shape[0] > 0:
             keep = probs.max(dim=1).values.topk(min(e.num_proposals, boxes.shape[0])).indices
             boxes, probs, region_index = boxes[keep], probs[keep], region_index[keep]
-            crops = self._teacher(image.device)(image, [boxes], e.crop_scales)
+            if e.source == "crops":
+                clip_regions = self._teacher(image.device)(image, [boxes], e.crop_scales)
+            else:
+                clip_regions = self.clip_backbone.region_embeddings(clip_features, [boxes])
             probs = join_scores(
-                probs, crops, self.rescoring_embeddings, self.is_novel_class, e.base_weight,
-                e.novel_weight, e.clip_temperature,
+                probs, clip_regions, self.rescoring_embeddings, self.is_novel_class,
+                e.base_weight, e.novel_weight, e.clip_temperature,
             )  # fmt: skip
         index, labels, scores = select_detections(
             boxes, probs, self.score_thresh, self.nms_thresh, self.detections_per_img,

@@ -6,7 +6,9 @@ Two joinings, each with its own settings, never both on one model:
   the classifier (ViLD-text head) and ViLD's separately trained image head, which scores
   regions by their distilled embeddings; no CLIP at inference.
 * **CLIP rescoring** (ViLD-text+CLIP in the paper, ``MODEL.OVDET.CLIP_RESCORING``): the
-  detector's scores and CLIP's scores of the box crops, computed by the CLIP region teacher.
+  detector's scores and CLIP's scores of its boxes: of the box crops, computed by the CLIP
+  region teacher (``SOURCE crops``), or of the regions pooled from a frozen CLIP backbone by
+  CLIP's own pooling head (``SOURCE backbone``, F-VLM; :mod:`ovdet.core.clip_backbone`).
 
 Both are a weighted geometric mean per class (:func:`geometric_mean_scores`): the detector's
 weight is ``base_weight`` on classes of the training vocabulary and ``novel_weight`` on the
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from ovdet.utils.errors import ConfigError
 
 __all__ = [
+    "RESCORING_SOURCES",
     "ClipRescoringSettings",
     "VildEnsembleSettings",
     "check_score_fusion",
@@ -52,6 +55,11 @@ class VildEnsembleSettings:
         return cls(e.BASE_WEIGHT, e.NOVEL_WEIGHT, e.TEMPERATURE)
 
 
+#: Where CLIP rescoring's region embeddings come from: CLIP image embeddings of box crops, or
+#: regions pooled from the frozen CLIP backbone's feature map (F-VLM, no crops).
+RESCORING_SOURCES = ("crops", "backbone")
+
+
 @dataclass(frozen=True)
 class ClipRescoringSettings:
     """CLIP rescoring of box crops at inference, ViLD-text+CLIP (``MODEL.OVDET.CLIP_RESCORING``).
@@ -64,6 +72,8 @@ class ClipRescoringSettings:
         crop_scales: box scales cropped per rescored region; empty means the teacher's own
             (``MODEL.OVDET.DISTILL.CROP_SCALES``). Each scale is one CLIP forward pass per
             region, so ``(1.0,)`` halves the cost of ViLD's ``(1.0, 1.5)``.
+        source: :data:`RESCORING_SOURCES`: ``"crops"`` (the CLIP region teacher) or
+            ``"backbone"`` (the frozen CLIP backbone's pooled regions; F-VLM).
     """
 
     base_weight: float = 0.67
@@ -71,6 +81,14 @@ class ClipRescoringSettings:
     clip_temperature: float = 100.0
     num_proposals: int = 100
     crop_scales: tuple[float, ...] = ()
+    source: str = "crops"
+
+    def __post_init__(self) -> None:
+        if self.source not in RESCORING_SOURCES:
+            raise ConfigError(
+                f"MODEL.OVDET.CLIP_RESCORING.SOURCE must be one of {RESCORING_SOURCES}, "
+                f"got {self.source!r}"
+            )
 
     @classmethod
     def from_config(cls, cfg) -> ClipRescoringSettings:
@@ -81,6 +99,7 @@ class ClipRescoringSettings:
             e.CLIP_TEMPERATURE,
             e.NUM_PROPOSALS,
             tuple(float(s) for s in e.CROP_SCALES),
+            e.SOURCE,
         )
 
 

@@ -87,7 +87,7 @@ class ExportableDetector(nn.Module):
         model, head = self.model, self.head
         roi_heads = model.roi_heads
         images, _ = model.transform([image])
-        features = model.backbone(images.tensors)
+        features, _ = model.backbone_features(images.tensors)  # a CLIP backbone's map: not exported
         proposals, _ = model.rpn(images, features)
         box_features = roi_heads.box_features(features, proposals, images.image_sizes)
         box_features = box_features.flatten(start_dim=1)

@@ -118,7 +118,8 @@ class OVDetector:
         return cls(model.to(device), cfg, state.get("class_names", []), device)
 
     def enable_clip_rescoring(self, enabled: bool = True) -> None:
-        """Turn CLIP rescoring (ViLD-text+CLIP) on or off; the CLIP image tower loads once.
+        """Turn CLIP rescoring on or off; for crops (ViLD-text+CLIP) the CLIP image tower loads
+        once, from the CLIP backbone (F-VLM) nothing loads.
 
         Raises:
             ConfigError: for a model with an image head (``MODEL.OVDET.DISTILL.IMAGE_HEAD``),
@@ -126,11 +127,10 @@ class OVDetector:
         """
         if enabled:
             check_score_fusion(self.head.has_image_head, True)  # before loading CLIP
-        if enabled and self.head.clip_teacher is None:
+        settings = ClipRescoringSettings.from_config(self.cfg) if enabled else None
+        if settings is not None and settings.source == "crops" and self.head.clip_teacher is None:
             self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
-        self.head.enable_clip_rescoring(
-            ClipRescoringSettings.from_config(self.cfg) if enabled else None
-        )
+        self.head.enable_clip_rescoring(settings)
         self._set_rescoring_rows()
 
     def _set_rescoring_rows(self) -> None:

@@ -17,8 +17,9 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 
+from ovdet.core.clip_backbone import CLIP_BACKBONE_NAME
 from ovdet.core.head import OpenVocabularyHead
-from ovdet.tv.modeling.backbone import build_backbone, build_resnet
+from ovdet.tv.modeling.backbone import ClipResNetFPN, build_backbone, build_resnet
 from ovdet.tv.modeling.c4 import (
     C4_STRIDE,
     DetectronAnchorGenerator,
@@ -134,6 +135,11 @@ def _backbone_and_box_head(cfg, kwargs: dict) -> tuple[nn.Module, nn.Module, int
     """(backbone, box head, box feature size); for C4 also sets the anchors, the RPN head and
     the RoI pooler of ``kwargs`` (torchvision's ``FasterRCNN`` arguments) to C4's (the
     proposal filtering is set by :func:`_c4_proposals` once the model is built)."""
+    if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE_NAME and is_c4(cfg):
+        raise ConfigError(
+            f"MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME} builds an FPN: use it with "
+            "MODEL.ROI_HEADS.NAME StandardROIHeads, not Res5ROIHeads"
+        )
     if not is_c4(cfg):
         backbone = build_backbone(cfg)
         res, fc_dim = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION, cfg.MODEL.ROI_BOX_HEAD.FC_DIM
@@ -176,6 +182,8 @@ def build_open_vocabulary_rcnn(
     )
     _c4_proposals(cfg, model)
     use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
+    if isinstance(backbone, ClipResNetFPN):
+        head.set_clip_backbone(backbone.clip)
     return model
 
 
@@ -184,6 +192,8 @@ def build_closed_set_rcnn(cfg, num_classes: int | None = None) -> FasterRCNN:
     """torchvision's closed-set Faster R-CNN: ``num_classes`` foreground classes (labels 1..C)."""
     if not num_classes:
         raise ConfigError("the closed-set FasterRCNN needs the number of training classes")
+    if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE_NAME:
+        raise ConfigError(f"the closed-set FasterRCNN has no {CLIP_BACKBONE_NAME}")
     kwargs = _detector_kwargs(cfg)
     backbone, kwargs["box_head"], box_dim = _backbone_and_box_head(cfg, kwargs)
     model = FasterRCNN(

@@ -7,6 +7,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from ovdet.core.clip_backbone import CLIP_FEATURES_KEY
 from ovdet.core.head import OpenVocabularyHead
 from ovdet.tv.modeling.roi_heads import TorchvisionOpenVocabularyRoIHeads, is_image_labelled
 from ovdet.tv.modeling.sampling import PerImageSeededSampler, sample_seeds
@@ -96,7 +97,8 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
     in the head (:func:`~ovdet.core.head.get_head`).
 
     Args:
-        backbone: ResNet + FPN, or ResNet to res4 (C4, :mod:`ovdet.tv.modeling.c4`).
+        backbone: ResNet + FPN, a frozen CLIP ResNet + FPN (F-VLM; its output's ``"clip"`` map
+            goes to the head), or ResNet to res4 (C4, :mod:`ovdet.tv.modeling.c4`).
         head: the open-vocabulary head (the box predictor).
         box_loss_weight: weight of the class-agnostic box regression loss.
         input_transform: normalisation and batching of the images; default torchvision's
@@ -165,9 +167,15 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
             Tensor[sum N_i, D], L2-normalised: what the head scores against the vocabulary.
         """
         images_t, _ = self.transform(images)
-        features = self.backbone(images_t.tensors)
+        features, _ = self.backbone_features(images_t.tensors)
         box_features = self.roi_heads.box_features(features, boxes, images_t.image_sizes)
         return self.head.embed(box_features)
+
+    def backbone_features(self, images: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        """(detector feature maps, the CLIP backbone's res5 map or ``None``): a CLIP backbone's
+        frozen map goes to the head, not to the RPN."""
+        features = self.backbone(images)
+        return features, features.pop(CLIP_FEATURES_KEY, None)
 
     def forward(self, images, targets=None):
         """Losses dict (training) or a list of detection dicts (inference), as torchvision."""
@@ -177,7 +185,7 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
 
     def _forward(self, images, targets):
         images_t, targets = self.transform(images, targets)
-        features = self.backbone(images_t.tensors)
+        features, clip_features = self.backbone_features(images_t.tensors)
         proposals, proposal_losses = self.rpn(images_t, features, targets)
         weak = self.training and is_image_labelled(targets)
         needs_images = self.head.needs_images(self.training) and not weak
@@ -186,8 +194,9 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
         if self.training and self.head.distills_offline and not weak:
             offline = _offline_targets(targets)
         detections, losses = self.roi_heads(
-            features, proposals, images_t.image_sizes, targets, images=rgb, offline=offline
-        )
+            features, proposals, images_t.image_sizes, targets, images=rgb, offline=offline,
+            clip_features=clip_features,
+        )  # fmt: skip
         if not self.training:
             return detections
         if not weak:  # image-labelled images have no boxes: the RPN learns nothing from them

@@ -103,7 +103,16 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
         """Box-head features of given boxes: list of Tensor[N_i, 4] -> Tensor[sum N_i, F]."""
         return self.box_head(self.box_roi_pool(features, list(boxes), image_shapes))
 
-    def forward(self, features, proposals, image_shapes, targets=None, images=None, offline=None):
+    def forward(
+        self,
+        features,
+        proposals,
+        image_shapes,
+        targets=None,
+        images=None,
+        offline=None,
+        clip_features=None,
+    ):
         """Losses (training) or detections (inference).
 
         Args:
@@ -117,6 +126,8 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
                 (online distillation, CLIP rescoring).
             offline: offline distillation: per image (boxes Tensor[M_i, 4], embeddings
                 Tensor[M_i, D]).
+            clip_features: Tensor[B, C, H / 32, W / 32], the CLIP backbone's res5 map (CLIP
+                rescoring from the backbone, F-VLM).
 
         Returns:
             (detections, losses). Each detection dict holds ``boxes`` Tensor[K, 4], ``scores``
@@ -180,6 +191,7 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
                     probs[sl],
                     embeddings[sl],
                     None if images is None else images[i : i + 1],
+                    None if clip_features is None else clip_features[i : i + 1],
                 )
             )
         if self.has_mask():
