@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes
 
-from ovdet.utils.errors import DataError
+from ovdet.core.score_fusion import ClipRescoringSettings
+from ovdet.d2.clip_backbone import ClipResNetFPN
+from ovdet.utils.errors import ConfigError, DataError
 
 __all__ = ["OpenVocabularyRCNN"]
 
@@ -33,7 +36,38 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
     train only the head's image-label and caption losses
     (:meth:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads.weak_losses`): the RPN learns nothing
     from images without boxes, as in Detic.
+
+    With the CLIP backbone (``MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone``, F-VLM) it
+    hands the backbone's frozen tower to the head, and turns on CLIP rescoring from it when
+    ``MODEL.OVDET.CLIP_RESCORING.ENABLED`` with ``SOURCE backbone``.
     """
+
+    @configurable
+    def __init__(self, *, clip_rescoring: ClipRescoringSettings | None = None, **kwargs) -> None:
+        """
+        Args:
+            clip_rescoring: settings of CLIP rescoring from the CLIP backbone (``source
+                "backbone"``), or ``None``; rescoring of crops is the ROI heads' own.
+            **kwargs: the arguments of ``GeneralizedRCNN``.
+        """
+        super().__init__(**kwargs)
+        head = getattr(self.roi_heads, "head", None)
+        if head is not None and isinstance(self.backbone, ClipResNetFPN):
+            head.set_clip_backbone(self.backbone.clip)
+        if clip_rescoring is not None:
+            if head is None:
+                raise ConfigError(
+                    "MODEL.OVDET.CLIP_RESCORING needs MODEL.ROI_HEADS.NAME OpenVocabularyROIHeads"
+                )
+            head.enable_clip_rescoring(clip_rescoring)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict:
+        ret = super().from_config(cfg)
+        rescoring = cfg.MODEL.OVDET.CLIP_RESCORING
+        if rescoring.ENABLED and rescoring.SOURCE == "backbone":
+            ret["clip_rescoring"] = ClipRescoringSettings.from_config(cfg)
+        return ret
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         heads = self.roi_heads

@@ -143,6 +143,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         box_features: torch.Tensor,
         proposals: List[Instances],
         images: torch.Tensor | None = None,
+        clip_features: torch.Tensor | None = None,
     ) -> List[Instances]:
         """Detections: the head scores, detectron2 decodes and clips, the head selects.
 
@@ -150,13 +151,15 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
             box_features: Tensor[sum N_i, F] from the box head.
             proposals: per image, ``proposal_boxes`` and ``image_size``.
             images: Tensor[B, 3, H, W], RGB in [0, 1] (CLIP rescoring's view of the batch).
+            clip_features: Tensor[B, C, H / 32, W / 32], the CLIP backbone's res5 map (CLIP
+                rescoring from the backbone, F-VLM).
 
         Returns:
             Per image ``Instances`` with ``pred_boxes``, ``scores``, ``pred_classes`` and
             ``pred_embeddings`` (Tensor[K, D] region embeddings).
         """
         probs, deltas, embeddings = self.head.predict(box_features)
-        return self._select(probs, deltas, embeddings, proposals, images)[0]
+        return self._select(probs, deltas, embeddings, proposals, images, clip_features)[0]
 
     @torch.no_grad()
     def inference(
@@ -168,7 +171,7 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
         probs = self.head.probabilities_from_logits(logits)
         return self._select(probs, deltas, None, proposals, None)
 
-    def _select(self, probs, deltas, embeddings, proposals, images):
+    def _select(self, probs, deltas, embeddings, proposals, images, clip_features=None):
         """Per image: decode and clip (detectron2), then :meth:`OpenVocabularyHead.detect`."""
         boxes = self.predict_boxes((None, deltas), proposals)
         counts = [len(p) for p in proposals]
@@ -181,7 +184,11 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
             clipped = Boxes(b)
             clipped.clip(prop.image_size)
             det = self.head.detect(
-                clipped.tensor, p, e, None if images is None else images[i : i + 1]
+                clipped.tensor,
+                p,
+                e,
+                None if images is None else images[i : i + 1],
+                None if clip_features is None else clip_features[i : i + 1],
             )
             result = Instances(prop.image_size)
             result.pred_boxes = Boxes(det["boxes"])

@@ -12,6 +12,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
+from ovdet.core.clip_backbone import CLIP_FEATURES_KEY
 from ovdet.core.score_fusion import ClipRescoringSettings
 from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.d2.model_vocabulary import load_clip_for, text_embeddings, training_vocabulary
@@ -40,8 +41,10 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
     NUM_CLASSES`` is ignored); :meth:`set_vocabulary` swaps the classes. With
     ``MODEL.OVDET.DISTILL.MODE "offline"`` the precomputed regions come through
     :meth:`offline_targets` (see :mod:`ovdet.d2.meta_arch`). The CLIP teacher is frozen,
-    loaded from ``MODEL.OVDET.CLIP`` when distillation or CLIP rescoring needs it, and neither
-    saved in checkpoints nor seen by the optimizer or DDP.
+    loaded from ``MODEL.OVDET.CLIP`` when distillation or CLIP rescoring of crops needs it, and
+    neither saved in checkpoints nor seen by the optimizer or DDP. With the CLIP backbone
+    (:mod:`ovdet.d2.clip_backbone`, F-VLM) each image's frozen res5 map (the features'
+    ``"clip"``) goes to the head for CLIP rescoring from the backbone.
 
     With ``MODEL.MASK_ON`` detectron2's own mask head (``MaskRCNNConvUpsampleHead``) runs on
     the detections and trains on the sampled foreground regions, class-agnostic
@@ -65,8 +68,10 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
         """
         Args:
             clip_teacher: the CLIP region teacher (online distillation, CLIP rescoring).
-            clip_rescoring: CLIP rescoring settings (ViLD-text+CLIP), or ``None`` to score with
-                the detector alone.
+            clip_rescoring: CLIP rescoring settings of box crops (ViLD-text+CLIP), or ``None``
+                to score with the detector alone. Rescoring from the CLIP backbone (F-VLM) is
+                enabled by :class:`~ovdet.d2.meta_arch.OpenVocabularyRCNN`, which hands the
+                backbone's tower to the head.
             pixel_mean, pixel_std: the model's input normalisation (``MODEL.PIXEL_MEAN/STD``),
                 in the channel order of ``input_format``; used to give CLIP RGB images in [0, 1].
             input_format: ``"BGR"`` or ``"RGB"`` (``INPUT.FORMAT``).
@@ -135,12 +140,20 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
             input_format=cfg.INPUT.FORMAT,
         )
         distills = ov.DISTILL.MODE == "online" and ov.DISTILL.WEIGHT > 0
-        if distills or ov.CLIP_RESCORING.ENABLED:
+        rescoring = ClipRescoringSettings.from_config(cfg) if ov.CLIP_RESCORING.ENABLED else None
+        if rescoring is not None and rescoring.source == "backbone":
+            # The backbone's tower reaches the head where both are built: the meta-architecture.
+            if cfg.MODEL.META_ARCHITECTURE != "OpenVocabularyRCNN":
+                raise ConfigError(
+                    "MODEL.OVDET.CLIP_RESCORING.SOURCE backbone needs MODEL.META_ARCHITECTURE "
+                    "OpenVocabularyRCNN (it hands the CLIP backbone to the head)"
+                )
+            rescoring = None  # enabled by OpenVocabularyRCNN
+        if distills or rescoring is not None:
             ret["clip_teacher"] = ClipRegionTeacher.from_clip(
                 load_clip_for(cfg), ov.DISTILL.CROP_SCALES, ov.DISTILL.CROP_SIZE
             )
-        if ov.CLIP_RESCORING.ENABLED:
-            ret["clip_rescoring"] = ClipRescoringSettings.from_config(cfg)
+        ret["clip_rescoring"] = rescoring
         return ret
 
     @classmethod
@@ -169,7 +182,8 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
         rgb = self.teacher_images(images) if head.needs_images(self.training) else None
         if not self.training:
             box_features = self.box_features(features, [p.proposal_boxes for p in proposals])
-            detections = self.box_predictor.detect(box_features, proposals, rgb)
+            clip_features = features.get(CLIP_FEATURES_KEY)  # from the CLIP backbone (F-VLM)
+            detections = self.box_predictor.detect(box_features, proposals, rgb, clip_features)
             return self.forward_with_given_boxes(features, detections), {}
         if not targets:
             raise ValueError("'targets' are required in training")

@@ -1,0 +1,193 @@
+"""Parity of the frozen CLIP backbone (F-VLM, ``MODEL.BACKBONE.NAME
+build_clip_resnet_fpn_backbone``): the same CLIP and FPN weights give both engines the same
+feature maps on a photo, each from its own input normalisation, and the same detections with CLIP
+rescoring from the backbone; the d2 predictor rescores from it without a crop teacher; C4 and a
+ViT CLIP are refused in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip(
+    "detectron2", reason="detectron2 is not installed; see README (install by its official guide)"
+)
+
+from detectron2.modeling import build_model as build_d2_model  # noqa: E402
+from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
+
+from ovdet.core import ClipRescoringSettings, get_head  # noqa: E402
+from ovdet.core.clip_backbone import CLIP_FEATURES_KEY  # noqa: E402
+from ovdet.d2 import ClipResNetFPN, load_d2_config  # noqa: E402
+from ovdet.utils.errors import ConfigError  # noqa: E402
+from tests.d2.conftest import INSTANT_CONFIG  # noqa: E402
+from tests.d2.test_parity import _assert_same, _build_engines, _Fixed, _inputs  # noqa: E402
+from tests.d2.test_parity import vocabulary as vocabulary  # noqa: E402 (a fixture)
+
+HEIGHT, WIDTH = 64, 96  # multiples of 32: neither engine pads
+CLIP_BACKBONE = ["MODEL.BACKBONE.NAME", "build_clip_resnet_fpn_backbone"]
+RESCORING = [
+    "MODEL.OVDET.CLIP_RESCORING.ENABLED", "True", "MODEL.OVDET.CLIP_RESCORING.SOURCE", "backbone",
+    "MODEL.OVDET.CLIP_RESCORING.NUM_PROPOSALS", "20",
+]  # fmt: skip
+
+
+def _photo() -> np.ndarray:
+    """skimage's coffee photo, RGB uint8 [HEIGHT, WIDTH, 3]."""
+    from PIL import Image
+    from skimage import data
+
+    return np.asarray(Image.fromarray(data.coffee()).resize((WIDTH, HEIGHT)))
+
+
+def _d2_fpn_to_torchvision(state: dict) -> dict:
+    """detectron2's FPN names (``fpn_lateral2``, ``fpn_output2``...) -> torchvision's
+    ``FeaturePyramidNetwork`` names (``inner_blocks.0.0``, ``layer_blocks.0.0``...)."""
+    renamed = {}
+    for key, value in state.items():
+        conv, _, param = key.partition(".")
+        kind = conv.rstrip("0123456789")
+        block = {"fpn_lateral": "inner_blocks", "fpn_output": "layer_blocks"}[kind]
+        renamed[f"{block}.{int(conv[len(kind) :]) - 2}.0.{param}"] = value
+    return renamed
+
+
+@pytest.fixture(scope="module")
+def clip_engines(instant_cfg, tiny_resnet_clip, text_cache, vocabulary):  # noqa: F811
+    """(torchvision model, detectron2 model, torchvision config) on the CLIP backbone, the same
+    tower (from the CLIP file) and the same FPN (detectron2's, renamed) in both."""
+    tv, d2, cfg = _build_engines(
+        instant_cfg, tiny_resnet_clip, text_cache, vocabulary, "MODEL.OVDET.CLIP",
+        tiny_resnet_clip, "MODEL.FPN.OUT_CHANNELS", "32", *CLIP_BACKBONE, *RESCORING,
+    )  # fmt: skip
+    assert isinstance(d2.backbone, ClipResNetFPN)
+    # each engine initialised its own FPN: only the load below makes them one
+    assert not torch.equal(
+        tv.backbone.fpn.inner_blocks[0][0].weight, d2.backbone.fpn.fpn_lateral2.weight
+    )
+    tv.backbone.fpn.load_state_dict(_d2_fpn_to_torchvision(d2.backbone.fpn.state_dict()))
+    tv_tower, d2_tower = tv.backbone.clip.state_dict(), d2.backbone.clip.state_dict()
+    assert tv_tower.keys() == d2_tower.keys()
+    assert all(torch.equal(tv_tower[k], d2_tower[k]) for k in tv_tower)
+    return tv, d2, cfg
+
+
+def _backbone_features(tv, d2) -> tuple[dict, dict]:
+    """Both backbones' outputs on the photo, each from its own input (tv: RGB in [0, 1] with its
+    normalisation; d2: BGR 0-255, ``MODEL.PIXEL_MEAN/STD``)."""
+    photo = _photo()
+    rgb = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
+    bgr = torch.from_numpy(np.ascontiguousarray(photo[:, :, ::-1])).permute(2, 0, 1).float()
+    with torch.no_grad():
+        tv_features = tv.backbone(tv.transform.normalize(rgb)[None])
+        d2_images = d2.preprocess_image([{"image": bgr}])
+        assert tuple(d2_images.tensor.shape[-2:]) == (HEIGHT, WIDTH)  # no padding
+        d2_features = d2.backbone(d2_images.tensor)
+    return tv_features, d2_features
+
+
+def test_same_feature_maps(clip_engines):
+    tv, d2, _ = clip_engines
+    tv_features, d2_features = _backbone_features(tv, d2)
+    assert set(d2_features) == {"p2", "p3", "p4", "p5", "p6", CLIP_FEATURES_KEY}
+    res5 = d2_features[CLIP_FEATURES_KEY]
+    assert res5.shape == (1, 512, HEIGHT // 32, WIDTH // 32)
+    torch.testing.assert_close(tv_features[CLIP_FEATURES_KEY], res5, rtol=1e-4, atol=1e-4)
+    for level, name in enumerate(("p2", "p3", "p4", "p5")):
+        torch.testing.assert_close(tv_features[str(level)], d2_features[name], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tv_features["pool"], d2_features["p6"], rtol=1e-4, atol=1e-4)
+
+
+def _detect_tv(model, features, proposals, clip_features) -> dict:
+    heads = model.roi_heads
+    heads.box_roi_pool, heads.box_head = _Fixed(features), _Fixed(features)
+    (det,), _ = heads({}, [proposals], [(HEIGHT, WIDTH)], clip_features=clip_features)
+    return det
+
+
+def _detect_d2(model, features, proposals, clip_features) -> dict:
+    heads = model.roi_heads
+    heads.box_pooler, heads.box_head = _Fixed(features), _Fixed(features)
+    instances = Instances((HEIGHT, WIDTH))
+    instances.proposal_boxes = Boxes(proposals.clone())
+    maps = {f: None for f in heads.box_in_features}
+    maps[CLIP_FEATURES_KEY] = clip_features
+    images = ImageList(torch.zeros(1, 3, HEIGHT, WIDTH), [(HEIGHT, WIDTH)])
+    (det,), _ = heads(images, maps, [instances])
+    return {
+        "boxes": det.pred_boxes.tensor,
+        "scores": det.scores,
+        "labels": det.pred_classes,
+        "embeddings": det.pred_embeddings,
+    }
+
+
+def test_same_detections_with_rescoring_from_the_backbone(clip_engines):
+    tv, d2, tv_cfg = clip_engines
+    settings = ClipRescoringSettings.from_config(tv_cfg)
+    assert settings.source == "backbone" and settings.num_proposals == 20
+    d2_head, tv_head = get_head(d2), get_head(tv)
+    # the d2 build turned it on from the config, with the backbone's tower and no crop teacher
+    assert d2_head.clip_rescoring == settings and d2_head.clip_teacher is None
+    assert d2_head.clip_backbone is d2.backbone.clip
+    tv_head.enable_clip_rescoring(settings)
+    tv_features, d2_features = _backbone_features(tv, d2)
+    features, proposals, _ = _inputs()
+    try:
+        with tv_head.score_threshold(0.0), d2_head.score_threshold(0.0):
+            a = _detect_tv(tv, features, proposals, tv_features[CLIP_FEATURES_KEY])
+            b = _detect_d2(d2, features, proposals, d2_features[CLIP_FEATURES_KEY])
+            _assert_same(a, b)
+            assert len(a["scores"]) <= 20 * 4  # the 20 rescored regions, 4 classes
+            d2_head.enable_clip_rescoring(None)
+            plain = _detect_d2(d2, features, proposals, d2_features[CLIP_FEATURES_KEY])
+        assert not torch.allclose(b["scores"][:5], plain["scores"][:5])  # CLIP changed them
+    finally:
+        tv_head.enable_clip_rescoring(None)
+        d2_head.enable_clip_rescoring(settings)
+
+
+def _overrides(tiny_resnet_clip, text_cache) -> list[str]:
+    return [
+        "MODEL.OVDET.CLIP", tiny_resnet_clip, "MODEL.OVDET.TEXT_CACHE_DIR", str(text_cache),
+        "MODEL.OVDET.DISTILL.MODE", "none", "MODEL.OVDET.VOCABULARY", "cup, saucer, spoon",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *CLIP_BACKBONE, *RESCORING,
+    ]  # fmt: skip
+
+
+def test_d2_predictor_rescores_from_the_backbone_without_a_teacher(tiny_resnet_clip, text_cache):
+    from ovdet.d2 import OpenVocabularyD2Predictor
+
+    torch.manual_seed(0)
+    predictor = OpenVocabularyD2Predictor(
+        str(INSTANT_CONFIG), overrides=_overrides(tiny_resnet_clip, text_cache)
+    )
+    head = predictor.head
+    assert head.clip_teacher is None and head.clip_rescoring.source == "backbone"
+    assert not head.needs_images(training=False)  # no crops, so no CLIP view of the images
+    (rescored,) = predictor.predict([_photo()])
+    head.enable_clip_rescoring(None)
+    (plain,) = predictor.predict([_photo()])
+    assert 0 < len(rescored["scores"]) <= 20 * 3
+    assert not torch.allclose(rescored["scores"][:5], plain["scores"][:5])
+
+
+def test_c4_a_vit_clip_and_generalized_rcnn_are_refused_in_one_line(
+    tiny_clip, tiny_resnet_clip, text_cache
+):
+    base = _overrides(tiny_resnet_clip, text_cache)
+    cases = [
+        ("d2/ovcoco_detic_boxsup_R50_C4.yaml", [*base, "MODEL.WEIGHTS", ""], "builds an FPN"),
+        (str(INSTANT_CONFIG), [*base, "MODEL.OVDET.CLIP", tiny_clip], "needs a ResNet CLIP"),
+        (
+            str(INSTANT_CONFIG),
+            [*base, "MODEL.META_ARCHITECTURE", "GeneralizedRCNN"],
+            "SOURCE backbone needs MODEL.META_ARCHITECTURE OpenVocabularyRCNN",
+        ),
+    ]
+    for config, overrides, message in cases:
+        cfg = load_d2_config(config, [*overrides, "MODEL.DEVICE", "cpu"])
+        with pytest.raises(ConfigError, match=message) as e:
+            build_d2_model(cfg)
+        assert "\n" not in str(e.value)
