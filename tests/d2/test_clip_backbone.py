@@ -1,7 +1,7 @@
 """The frozen CLIP backbone (F-VLM) in the detectron2 plugin: the tower stays frozen through
 detectron2's trainer while the FPN trains; the predictor rescores from it without a crop teacher;
-C4, a ViT CLIP and GeneralizedRCNN with that rescoring are refused in one line. (Parity with the
-torchvision engine: test_parity_clip_backbone.py.)"""
+C4, a ViT CLIP, and rescoring from it with GeneralizedRCNN or without it are refused in one line.
+Parity with the torchvision engine: test_parity_clip_backbone.py."""
 
 from __future__ import annotations
 
@@ -71,9 +71,7 @@ def test_d2_predictor_rescores_from_the_backbone_without_a_teacher(tiny_resnet_c
     assert not torch.allclose(rescored["scores"][:5], plain["scores"][:5])
 
 
-def test_c4_a_vit_clip_and_generalized_rcnn_are_refused_in_one_line(
-    tiny_clip, tiny_resnet_clip, text_cache
-):
+def test_unsupported_set_ups_are_refused_in_one_line(tiny_clip, tiny_resnet_clip, text_cache):
     base = _overrides(tiny_resnet_clip, text_cache)
     cases = [
         ("d2/ovcoco_detic_boxsup_R50_C4.yaml", [*base, "MODEL.WEIGHTS", ""], "builds an FPN"),
@@ -82,6 +80,11 @@ def test_c4_a_vit_clip_and_generalized_rcnn_are_refused_in_one_line(
             str(INSTANT_CONFIG),
             [*base, "MODEL.META_ARCHITECTURE", "GeneralizedRCNN"],
             "SOURCE backbone needs MODEL.META_ARCHITECTURE OpenVocabularyRCNN",
+        ),
+        (  # rescoring from the backbone on a plain ResNet
+            str(INSTANT_CONFIG),
+            [*base, "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"],
+            "SOURCE backbone needs the CLIP backbone",
         ),
     ]
     for config, overrides, message in cases:
