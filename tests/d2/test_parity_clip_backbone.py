@@ -89,10 +89,10 @@ def test_same_feature_maps(clip_engines):
     assert set(d2_features) == {"p2", "p3", "p4", "p5", "p6", CLIP_FEATURES_KEY}
     res5 = d2_features[CLIP_FEATURES_KEY]
     assert res5.shape == (1, 512, HEIGHT // 32, WIDTH // 32)
-    torch.testing.assert_close(tv_features[CLIP_FEATURES_KEY], res5, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tv_features[CLIP_FEATURES_KEY], res5, rtol=1e-4, atol=1e-6)
     for level, name in enumerate(("p2", "p3", "p4", "p5")):
-        torch.testing.assert_close(tv_features[str(level)], d2_features[name], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(tv_features["pool"], d2_features["p6"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(tv_features[str(level)], d2_features[name], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(tv_features["pool"], d2_features["p6"], rtol=1e-4, atol=1e-6)
 
 
 def _detect_tv(model, features, proposals, clip_features) -> dict:
