@@ -67,7 +67,7 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
     ) -> None:
         """
         Args:
-            clip_teacher: the CLIP region teacher (online distillation, CLIP rescoring).
+            clip_teacher: the CLIP region teacher (online distillation, CLIP rescoring of crops).
             clip_rescoring: CLIP rescoring settings of box crops (ViLD-text+CLIP), or ``None``
                 to score with the detector alone. Rescoring from the CLIP backbone (F-VLM) is
                 enabled by :class:`~ovdet.d2.meta_arch.OpenVocabularyRCNN`, which hands the
