@@ -29,7 +29,6 @@ _BASE_KEY = "_BASE_"
 # its ViLD-ensemble joins the text and image heads; CLIP's crop scores are ViLD-text+CLIP): what
 # replaced them.
 _RENAMED = {
-    "MODEL.BACKBONE.NAME": "MODEL.RESNETS.DEPTH (18, 34, 50 or 101)",
     "MODEL.BACKBONE.TRAINABLE_LAYERS": "MODEL.BACKBONE.FREEZE_AT (= 5 - TRAINABLE_LAYERS)",
     "MODEL.BACKBONE.FROZEN_BN": 'MODEL.RESNETS.NORM ("FrozenBN" or "BN")',
     "MODEL.ROI_HEADS.IOU_THRESHOLD": "MODEL.ROI_HEADS.IOU_THRESHOLDS (a list: [0.5])",
@@ -64,9 +63,9 @@ def upgrade_config_dict(data: dict) -> dict:
     model = data.get("MODEL") or {}
     backbone = model.get("BACKBONE") or {}
     resnets = model.setdefault("RESNETS", {}) if backbone else model.get("RESNETS", {})
-    name = backbone.pop("NAME", None)
+    name = backbone.get("NAME")
     if isinstance(name, str) and name.startswith("resnet") and name[6:].isdigit():
-        resnets["DEPTH"] = int(name[6:])
+        resnets["DEPTH"] = int(backbone.pop("NAME")[6:])
     if "TRAINABLE_LAYERS" in backbone:
         backbone["FREEZE_AT"] = 5 - int(backbone.pop("TRAINABLE_LAYERS"))
     if "FROZEN_BN" in backbone:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from ovdet.ovbench.plan import MASK_DETECTOR, METHODS, Method
+from ovdet.ovbench.timing import TIMING_ROUNDS, time_against
 
 __all__ = [
     "MIN_MASK_TO_BOX_AP50",
@@ -40,9 +40,6 @@ _RECIPE = "vild"
 
 #: The target: novel mask AP50 at least this fraction of the same detector's novel box AP50.
 MIN_MASK_TO_BOX_AP50 = 0.8
-
-#: Timed rounds over the validation images, each one pass per mode (boxes, masks).
-TIMING_ROUNDS = 5
 
 
 def mask_prediction(metrics: dict) -> Method:
@@ -101,20 +98,13 @@ def time_masks_against_boxes(
     (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, what ``ovdet-infer`` keeps), every category of the
     ground truth in the vocabulary; each pass loads and resizes the images, runs the detector
     and, with masks, pastes each mask into its image and encodes it as an RLE (COCO results).
-    One torch thread (two threads on a shared machine stall on each other); one untimed pass
-    first, then ``rounds`` rounds of one pass per mode, the order alternating between rounds.
-    The ratio is the median of the rounds' ratios, so that a burst of load on the machine
-    during one round moves it little.
+    Timed by :func:`~ovdet.ovbench.timing.time_against` (interleaved rounds, one thread).
 
     Returns:
         ``ratio`` (masks / boxes, the median over the rounds), ``ratios`` (each round's),
         ``boxes_s`` and ``masks_s`` (the median seconds of a pass), ``images``, ``rounds``,
         ``score_thresh``, ``detections_per_image`` (mean, with masks) and ``torch_threads``.
     """
-    import statistics
-
-    import torch
-
     from ovdet.data.coco import load_coco_detection
     from ovdet.tv.engine.inference import inference_on_records
 
@@ -123,36 +113,22 @@ def time_masks_against_boxes(
     detector.set_classes(records.class_names)
     model, cfg = detector.model, detector.cfg
 
-    def run(masks: bool) -> tuple[float, int]:
-        t = time.perf_counter()
+    def run(masks: bool) -> int:
         if masks:
-            results = inference_on_records(model, records, cfg, device, progress=False)
-        else:
-            with masks_off(model):
-                results = inference_on_records(model, records, cfg, device, progress=False)
-        return time.perf_counter() - t, len(results)
+            return len(inference_on_records(model, records, cfg, device, progress=False))
+        with masks_off(model):
+            return len(inference_on_records(model, records, cfg, device, progress=False))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(False)  # untimed: first-call costs (allocations, caches)
-        seconds: dict[bool, list[float]] = {False: [], True: []}
-        for r in range(rounds):
-            for masks in (False, True) if r % 2 == 0 else (True, False):
-                elapsed, detections = run(masks)
-                seconds[masks].append(elapsed)
-    finally:
-        torch.set_num_threads(threads)
-    ratios = [m / b for m, b in zip(seconds[True], seconds[False])]
+    timed = time_against(run, rounds)
     return {
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "boxes_s": statistics.median(seconds[False]),
-        "masks_s": statistics.median(seconds[True]),
+        "ratio": timed["ratio"],
+        "ratios": timed["ratios"],
+        "boxes_s": timed["reference_s"],
+        "masks_s": timed["candidate_s"],
         "images": len(records.images),
         "rounds": rounds,
         "score_thresh": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
-        "detections_per_image": detections / max(1, len(records.images)),
+        "detections_per_image": timed["detections"] / max(1, len(records.images)),
         "torch_threads": 1,
     }
 

@@ -15,6 +15,7 @@ __all__ = [
     "DETECTORS",
     "Detector",
     "FINE_TUNED",
+    "FVLM_DETECTOR",
     "MASK_DETECTOR",
     "METHODS",
     "Method",
@@ -108,6 +109,16 @@ MASK_DETECTOR = Detector(
     "vild_masks", ("MODEL.OVDET.DISTILL.MODE", "online", "MODEL.MASK_ON", "True")
 )
 
+#: The detector of the F-VLM rows (``--fvlm``, :attr:`BenchmarkSize.fvlm`): the run's own
+#: pre-trained CLIP (a ResNet CLIP) frozen as the backbone with a trained FPN, ViLD-text on the
+#: base boxes, CLIP rescoring from the backbone's pooled regions (no crops;
+#: :mod:`ovdet.core.clip_backbone`). Not in :data:`DETECTORS`: trained only when asked.
+FVLM_DETECTOR = Detector(
+    "fvlm",
+    ("MODEL.OVDET.DISTILL.MODE", "none", "MODEL.BACKBONE.NAME", "build_clip_resnet_fpn_backbone",
+     "MODEL.OVDET.CLIP_RESCORING.SOURCE", "backbone"),
+)  # fmt: skip
+
 #: The detectors that fine-tune a box-trained one (``Detector.init_from``).
 FINE_TUNED = frozenset(d.name for d in DETECTORS if d.init_from)
 
@@ -133,6 +144,9 @@ METHODS: list[Method] = [
            "vild_text_captions", control="vild_text_longer"),
     Method("vild_weak_clip_rescoring", "ViLD-text + ViLD-image + image labels, CLIP rescoring",
            "vild_weak", "clip_rescoring", control="vild_longer_clip_rescoring"),
+    Method("fvlm_detector", "F-VLM detector (frozen CLIP backbone), no CLIP scores", "fvlm"),
+    Method("fvlm", "F-VLM: frozen CLIP backbone, CLIP scores of its pooled regions", "fvlm",
+           "clip_rescoring"),
 ]  # fmt: skip
 
 
@@ -156,6 +170,8 @@ class BenchmarkSize:
         num_pictures: validation images drawn at the end.
         masks: also train :data:`MASK_DETECTOR` and report its box and mask AP50
             (:mod:`ovdet.ovbench.masks`).
+        fvlm: also train :data:`FVLM_DETECTOR` and report its rows and inference time
+            (:mod:`ovdet.ovbench.fvlm`).
     """
 
     data: dict
@@ -169,11 +185,14 @@ class BenchmarkSize:
     picture_thresh: float | None = None
     num_pictures: int = 6
     masks: bool = False
+    fvlm: bool = False
 
     def detectors(self) -> list[Detector]:
         """The detectors of this size's runs: :data:`DETECTORS`, then :data:`MASK_DETECTOR`
-        with :attr:`masks` (each trained where :meth:`trains` says so)."""
-        return [*DETECTORS, MASK_DETECTOR] if self.masks else list(DETECTORS)
+        with :attr:`masks` and :data:`FVLM_DETECTOR` with :attr:`fvlm` (each trained where
+        :meth:`trains` says so)."""
+        extra = [d for d, on in ((MASK_DETECTOR, self.masks), (FVLM_DETECTOR, self.fvlm)) if on]
+        return [*DETECTORS, *extra]
 
     def iters(self, detector: str) -> int:
         """Training iterations of the detector named ``detector`` (0: left out)."""

@@ -1,10 +1,12 @@
 """The benchmark's report as text: the results table (with ``--masks``, the mask detector's box
-and mask rows and its inference time), CLIP's accuracy, the targets, the novel findings and the
-package versions (``results.md`` and the command's output)."""
+and mask rows and its inference time; with ``--fvlm``, F-VLM's inference time), CLIP's
+accuracy, the targets, the novel findings and the package versions (``results.md`` and the
+command's output)."""
 
 from __future__ import annotations
 
 from ovdet.ovbench.exemplars import EXEMPLAR_TABLE_ROWS
+from ovdet.ovbench.fvlm import fvlm_time_line
 from ovdet.ovbench.plan import METHODS
 
 __all__ = ["format_results"]
@@ -102,6 +104,8 @@ def format_results(report: dict) -> str:
     lines.append("")
     if mask_time:
         lines.append(mask_time)
+    if report.get("fvlm_time"):
+        lines.append(fvlm_time_line(report["fvlm_time"]))
     lines.append(
         f"CLIP zero-shot accuracy ({clip.get('on', 'labelled crops')}): base {clip['base']:.3f}, "
         f"novel {clip['novel']:.3f}."

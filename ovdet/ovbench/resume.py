@@ -1,6 +1,6 @@
 """What a run's stages depend on (``inputs.json``), so that a later run in the same folder
 reuses them only for the same inputs, and may add the detectors an earlier one left out (the
-fine-tuned ones, the mask detector of ``--masks``)."""
+fine-tuned ones, the mask detector of ``--masks``, the F-VLM detector of ``--fvlm``)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ __all__ = ["check_same_inputs", "run_inputs"]
 def run_inputs(data, spec: BenchmarkSize, seed: int, clip, detector_opts) -> dict:
     """What a run's stages depend on, as ``inputs.json`` records it: the iterations per detector
     trained (``"iterations"``) apart from the rest of the size (which detectors it trains,
-    ``masks`` included), so that a later run in the same folder may add detectors that this one
-    left out.
+    ``masks`` and ``fvlm`` included), so that a later run in the same folder may add detectors
+    that this one left out.
 
     Args:
         data: the :class:`~ovdet.ovbench.data.BenchmarkData`, or ``None`` for the synthetic one.
@@ -27,8 +27,8 @@ def run_inputs(data, spec: BenchmarkSize, seed: int, clip, detector_opts) -> dic
         clip: the CLIP spec given, or ``None`` for the one pre-trained by the run.
         detector_opts: config ``KEY VALUE`` pairs for every detector.
     """
-    size = {k: v for k, v in asdict(spec).items()
-            if k not in ("detector_iters", "detector_iters_overrides", "masks")}  # fmt: skip
+    optional = ("detector_iters", "detector_iters_overrides", "masks", "fvlm")
+    size = {k: v for k, v in asdict(spec).items() if k not in optional}
     inputs = {
         "data": data.describe() if data is not None else "synthetic",
         "size": size,

@@ -52,6 +52,7 @@ import torch
 
 from ovdet.ovbench.data import BenchmarkData
 from ovdet.ovbench.exemplars import evaluate_exemplar_rows, exemplar_targets
+from ovdet.ovbench.fvlm import fvlm_targets, time_fvlm
 from ovdet.ovbench.masks import (
     check_mask_annotations,
     evaluate_masks,
@@ -203,6 +204,7 @@ def run_synthetic_benchmark(
         metrics.update(
             evaluate_exemplar_rows(out, data, split, exemplar_base, spec, seed, device, progress)
         )
+    fvlm_time = time_fvlm(out, data, device) if spec.fvlm else None
     findings = draw_pictures(out, data, split, best, spec, device, progress)
     seconds["pictures"] = time.perf_counter() - t
     seconds["total (this run)"] = time.perf_counter() - start
@@ -222,13 +224,16 @@ def run_synthetic_benchmark(
         "metrics": metrics,
         "targets": check_targets(metrics, spec.data.get("novel_captions", True))
         + exemplar_targets(metrics, exemplar_base)
-        + mask_targets(masks),
+        + mask_targets(masks)
+        + fvlm_targets(metrics, fvlm_time),
         "novel_findings": findings,
         "seconds": seconds,
         "pictures": str(out / "pictures"),
     }
     if masks:
         report["masks"] = masks
+    if fvlm_time:
+        report["fvlm_time"] = fvlm_time
     if len(all_seeds) > 1:
         report["standard_errors"] = errors
         report["per_seed"] = {str(s): m for s, m in zip(all_seeds, per_seed)}

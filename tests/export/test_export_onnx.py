@@ -296,3 +296,24 @@ def test_mask_model_exports_masks_equal_to_pytorchs(tiny_clip, tmp_path):
     # Pixels on the 0.5 boundary may flip with float rounding: nearly all agree.
     assert (got.masks != ref.masks).mean() < 1e-3
     np.testing.assert_array_equal(got.labels, ref.labels)
+
+
+def test_clip_backbone_model_exports_and_agrees_with_pytorch(tiny_resnet_clip, tmp_path):
+    """F-VLM's detector (a frozen CLIP backbone): the vocabulary is still an input; the graph's
+    detections (without CLIP's scores, as for crop rescoring) are PyTorch's."""
+    checkpoint = _untrained_checkpoint(
+        tiny_resnet_clip, tmp_path, "MODEL.BACKBONE.NAME", "build_clip_resnet_fpn_backbone"
+    )
+    out = tmp_path / "onnx"
+    assert main(["--checkpoint", str(checkpoint), "--output", str(out)]) == 0
+    torch_detector = OVDetector.from_checkpoint(checkpoint)
+    onnx_detector = OnnxDetector(out, providers=["CPUExecutionProvider"])
+    assert [i.name for i in onnx_detector.detector.get_inputs()][1] == "text_embeddings"
+    image = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    for names in (_names(3), _names(40)):
+        (ref,) = torch_detector.predict(image, classes=names, score_thresh=0.0)
+        (got,) = onnx_detector.predict(image, classes=names, score_thresh=0.0)
+        assert len(ref) > 0 and len(got) == len(ref)
+        np.testing.assert_array_equal(got.labels, ref.labels)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4)
+        np.testing.assert_allclose(got.boxes, ref.boxes, rtol=1e-3, atol=1e-2)

@@ -159,6 +159,11 @@ def build_backbone(cfg) -> nn.Module:
     name = cfg.MODEL.BACKBONE.NAME
     if name == CLIP_BACKBONE_NAME:
         return ClipResNetFPN(load_clip_backbone(cfg), cfg.MODEL.FPN.OUT_CHANNELS)
+    if name.startswith("resnet") and name[6:].isdigit():  # an earlier release's key
+        raise ConfigError(
+            f"MODEL.BACKBONE.NAME {name} was renamed: use MODEL.RESNETS.DEPTH {name[6:]} (and "
+            "MODEL.BACKBONE.NAME names the backbone builder, as in detectron2)"
+        )
     if name != "build_resnet_fpn_backbone":
         raise ConfigError(
             f"MODEL.BACKBONE.NAME must be build_resnet_fpn_backbone or {CLIP_BACKBONE_NAME}, "
