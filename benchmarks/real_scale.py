@@ -18,6 +18,8 @@ ratios. Sections (``--sections``):
   process each; CUDA: also each inference configuration of ``infer``);
 * ``infer``: inference per image over 65, 1,203 and 21,000 classes, alone and with CLIP
   rescoring of the top proposals (``K x S``: K proposals, S crop scales, one CLIP pass each);
+  and F-VLM (``--fvlm-clip``, default open_clip's ``RN50`` architecture, random init, frozen as
+  the backbone), alone and with CLIP's scores of its top K regions pooled from that backbone;
 * ``text``: the text tower over the 1,203 LVIS names x the template set, cold and cached;
 * ``loader``: images/s of one loader worker (JPEG decode + training augmentation), and the
   workers a step of the measured speed needs.
@@ -138,6 +140,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=48,
         help="classes of the training variants (default: 48, OV-COCO's base classes)",
     )
+    p.add_argument(
+        "--fvlm-clip",
+        default="RN50",
+        help="ResNet CLIP frozen as F-VLM's backbone in the infer section (default: open_clip's "
+        "RN50 architecture, random init; '' leaves F-VLM out)",
+    )
+    p.add_argument(
+        "--fvlm-proposals",
+        type=int,
+        default=100,
+        help="F-VLM's regions per image scored by CLIP from its backbone (default: 100)",
+    )
     p.add_argument("--infer-images", type=int, default=2, help="photos per inference round")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
@@ -184,6 +198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.config, args.clip, args.size = "configs/tiny.yaml", "local-dir:clip/tiny", 64
         args.vocab_sizes, args.rescoring = [5, 40], ["8x2", "4x1"]
+        args.fvlm_clip, args.fvlm_proposals = "local-dir:clip/tiny", 8
         args.rounds, args.warmup, args.infer_images = 1, 0, 1
         args.text_names, args.templates, args.loader_images = 12, "a", 4
     args.rescoring = [Rescoring.parse(r) for r in args.rescoring]
@@ -372,10 +387,31 @@ def build_detector(cfg, num_classes: int, embed_dim: int, clip, device) -> torch
     return model.to(device).eval()
 
 
+def build_fvlm(cfg, num_classes: int, fvlm_clip: str, device) -> torch.nn.Module:
+    """F-VLM: the open-vocabulary detector on ``fvlm_clip`` frozen as its backbone (a ResNet CLIP,
+    random init), over ``num_classes`` random text embeddings of that CLIP's size."""
+    from ovdet.clip import ClipSpec
+    from ovdet.core import get_head
+    from ovdet.core.clip_backbone import CLIP_BACKBONE_NAME
+    from ovdet.tv import build_open_vocabulary_rcnn
+
+    cfg = cfg.clone()
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.OVDET.CLIP = CLIP_BACKBONE_NAME, fvlm_clip
+    embed_dim = ClipSpec.parse(fvlm_clip).embed_dim
+    torch.manual_seed(0)
+    model = build_open_vocabulary_rcnn(cfg, embed_dim=embed_dim)
+    get_head(model).set_vocabulary(random_text_embeddings(num_classes, embed_dim))
+    return model.to(device).eval()
+
+
 def infer_names(args) -> list[str]:
+    """``det:C``, ``rescore:C:KxS``; F-VLM: ``fvlm:C`` (alone), ``fvlm:C:K`` (CLIP scores of
+    K pooled regions)."""
     names = [f"det:{c}" for c in args.vocab_sizes]
     for c in args.rescore_vocab_sizes:
         names += [f"rescore:{c}:{r}" for r in args.rescoring]
+        if args.fvlm_clip:
+            names += [f"fvlm:{c}", f"fvlm:{c}:{args.fvlm_proposals}"]
     return names
 
 
@@ -389,6 +425,8 @@ def inference_runner(model, name: str, images, device, teacher_scales):
         r = Rescoring.parse(name.split(":")[2])
         settings = ClipRescoringSettings(num_proposals=r.proposals,
                                          crop_scales=r.crop_scales(teacher_scales))  # fmt: skip
+    elif name.startswith("fvlm:") and name.count(":") == 2:
+        settings = ClipRescoringSettings(num_proposals=int(name.split(":")[2]), source="backbone")
 
     def run() -> None:
         head.enable_clip_rescoring(settings)
@@ -417,9 +455,16 @@ def measure_inference(args, cfg, embed_dim, clip, paths, device) -> dict:
             share_weights(reference, model)
     scales = tuple(cfg.MODEL.OVDET.DISTILL.CROP_SCALES)
     names = infer_names(args)
-    fns = {
-        n: inference_runner(models[int(n.split(":")[1])], n, images, device, scales) for n in names
-    }
+    fvlm = {}
+    if args.fvlm_clip:
+        fvlm = {c: build_fvlm(cfg, c, args.fvlm_clip, device) for c in args.rescore_vocab_sizes}
+        for model in list(fvlm.values())[1:]:
+            share_weights(next(iter(fvlm.values())), model)
+
+    def model_of(name: str) -> torch.nn.Module:
+        return (fvlm if name.startswith("fvlm:") else models)[int(name.split(":")[1])]
+
+    fns = {n: inference_runner(model_of(n), n, images, device, scales) for n in names}
     shape = [list(i.shape[1:]) for i in images]
     print(f"infer: {len(fns)} configurations x {args.rounds} rounds, images {shape}",
           file=sys.stderr)  # fmt: skip
@@ -427,6 +472,7 @@ def measure_inference(args, cfg, embed_dim, clip, paths, device) -> dict:
     per_image = {n: [t / len(images) for t in ts] for n, ts in times.items()}
     fns.clear()
     models.clear()
+    fvlm.clear()
     memory = {}
     if not args.no_memory and device.type == "cuda":  # CPU: docs/speed.md#inference has it
         for name in names:
@@ -444,7 +490,11 @@ def probe_inference(args, name: str) -> dict:
         images = inference_images(cfg, write_photos(Path(folder)), args.infer_images, device)
     base = max_rss_mib()
     with cuda_peak(device) as peak:
-        model = build_detector(cfg, int(name.split(":")[1]), embed_dim, clip, device)
+        classes = int(name.split(":")[1])
+        if name.startswith("fvlm:"):
+            model = build_fvlm(cfg, classes, args.fvlm_clip, device)
+        else:
+            model = build_detector(cfg, classes, embed_dim, clip, device)
         run = inference_runner(model, name, images, device, cfg.MODEL.OVDET.DISTILL.CROP_SCALES)
         for _ in range(2):
             run()
@@ -547,6 +597,11 @@ def summarize(args, results: dict) -> dict:
             mem = infer["memory"].get(name, {})
             rows[name] = {"s_per_image": _median(t[name]), "ratio_to_detector": ratio,
                           "iqr": [q1, q3], "memory_mib": mem.get("cuda_peak_mib")}  # fmt: skip
+            crops = f"rescore:{c}:{args.rescoring[0]}" if args.rescoring else ""
+            if name.startswith("fvlm:") and crops in t:  # F-VLM against ViLD's crop rescoring
+                rows[name]["ratio_to_crop_rescoring"] = ratio_summary(
+                    paired_ratios(t, crops, name)
+                )[0]
         out["infer"] = rows
     text = results.get("text")
     if text:
@@ -614,7 +669,17 @@ def print_report(args, device, cfg, results: dict, summary: dict) -> None:
         rows = []
         for name, r in summary["infer"].items():
             parts = name.split(":")
-            what = "detector" if parts[0] == "det" else f"+ CLIP rescoring {parts[2]}"
+            if parts[0] == "det":
+                what = "detector"
+            elif parts[0] == "rescore":
+                what = f"+ CLIP rescoring {parts[2]}"
+            else:
+                what = f"F-VLM, frozen `{args.fvlm_clip}`" + (
+                    f" + CLIP scores of {parts[2]} pooled regions" if len(parts) == 3 else ""
+                )
+                if "ratio_to_crop_rescoring" in r:
+                    what += (f" ({r['ratio_to_crop_rescoring']:.2f} x rescoring "
+                             f"{args.rescoring[0]})")  # fmt: skip
             m = r["memory_mib"]
             rows.append([f"{int(parts[1]):,}", what, f"{r['s_per_image']:.2f}",
                          f"{1 / r['s_per_image']:.3f}",

@@ -32,8 +32,11 @@ def test_smoke_report_has_every_row_and_consistent_figures(smoke, capsys):
     assert all(shape[0] == 64 for shape in results["train"]["images"])  # --size of the smoke
 
     infer = summary["infer"]
-    assert list(infer) == ["det:5", "det:40", "rescore:40:8x2", "rescore:40:4x1"]
+    assert list(infer) == ["det:5", "det:40", "rescore:40:8x2", "rescore:40:4x1", "fvlm:40",
+                           "fvlm:40:8"]  # fmt: skip
     assert infer["det:40"]["ratio_to_detector"] == 1.0
+    for name in ("fvlm:40", "fvlm:40:8"):  # F-VLM, also against the crop rescoring it replaces
+        assert infer[name]["ratio_to_crop_rescoring"] > 0
     assert all(row["s_per_image"] > 0 for row in infer.values())
 
     text = results["text"]
@@ -58,6 +61,7 @@ def test_smoke_report_prints_its_tables(smoke, capsys):
     )
     out = capsys.readouterr().out
     assert "| ratio to closed [IQR] |" in out and "+ CLIP rescoring 8x2" in out
+    assert "F-VLM, frozen `local-dir:clip/tiny` + CLIP scores of 8 pooled regions" in out
     assert "Text tower: 12 names x 1 templates" in out and "images/s per worker" in out
 
 
