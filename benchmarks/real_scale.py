@@ -12,8 +12,9 @@ ratios. Sections (``--sections``):
 * ``train``: one training step (as ``benchmarks/bench_training.py``: forward, backward, clip,
   optimizer) on a batch of ``--batch`` photos, for the closed-set Faster R-CNN, ViLD-text,
   online ViLD-image (the CLIP teacher on ``DISTILL.NUM_PROPOSALS`` proposals per image, crops at
-  the CLIP's input size), offline ViLD-image and an image-labelled batch, over
-  ``--train-classes`` classes (48: OV-COCO's base classes); ratios to the closed-set step;
+  the CLIP's input size), offline ViLD-image, an image-labelled batch and F-VLM (ViLD-text on
+  the frozen ``--fvlm-clip`` tower + a trained FPN), over ``--train-classes`` classes (48:
+  OV-COCO's base classes); ratios to the closed-set step;
 * ``memory``: the peak memory per image of each of those training variants (2 steps in a fresh
   process each; CUDA: also each inference configuration of ``infer``);
 * ``infer``: inference per image over 65, 1,203 and 21,000 classes, alone and with CLIP
@@ -64,7 +65,7 @@ from benchmarks.common import (
 )
 
 SECTIONS = ("train", "memory", "infer", "text", "loader")
-TRAIN_VARIANTS = ("closed", "text", "online", "offline", "weak")
+TRAIN_VARIANTS = ("closed", "text", "online", "offline", "weak", "fvlm")
 #: scikit-image's colour photos (name, height x width): astronaut 512x512, coffee 400x600,
 #: chelsea 300x451, rocket 427x640.
 PHOTOS = ("coffee", "rocket", "chelsea", "astronaut")
@@ -201,6 +202,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.fvlm_clip, args.fvlm_proposals = "local-dir:clip/tiny", 8
         args.rounds, args.warmup, args.infer_images = 1, 0, 1
         args.text_names, args.templates, args.loader_images = 12, "a", 4
+    if not args.fvlm_clip:
+        args.train_variants = [v for v in args.train_variants if v != "fvlm"]
     args.rescoring = [Rescoring.parse(r) for r in args.rescoring]
     if args.rescore_vocab_sizes is None:
         args.rescore_vocab_sizes = args.vocab_sizes[1:2] or args.vocab_sizes[:1]
@@ -322,14 +325,21 @@ def _train_name(variant: str, cfg) -> str:
     return f"online:{cfg.MODEL.OVDET.DISTILL.NUM_PROPOSALS}" if variant == "online" else variant
 
 
+def build_train_variant(args, cfg, name: str, embed_dim: int, clip, device) -> torch.nn.Module:
+    """A training variant: :func:`benchmarks.bench_training.build_variant`'s, or F-VLM."""
+    if name == "fvlm":
+        return build_fvlm(cfg, args.train_classes, args.fvlm_clip, device)
+    return build_variant(cfg, _variant_args(args), name, embed_dim, clip)
+
+
 def measure_training(args, cfg, embed_dim, clip, paths, device) -> dict:
     images, targets = training_batch(cfg, paths, args.batch, args.train_classes, embed_dim, device)
     vargs = _variant_args(args)
     names = [_train_name(v, cfg) for v in args.train_variants]
-    models = {n: build_variant(cfg, vargs, n, embed_dim, clip) for n in names}
+    models = {n: build_train_variant(args, cfg, n, embed_dim, clip, device) for n in names}
     reference = models[names[0]]
-    for model in models.values():
-        if model is not reference:
+    for name, model in models.items():
+        if model is not reference and name != "fvlm":  # F-VLM's backbone is CLIP's
             share_weights(reference, model)
     steps = {
         n: Step(cfg, m, images, variant_targets(n, targets, vargs, embed_dim), device)
@@ -362,7 +372,7 @@ def probe_training(args, name: str) -> dict:
     base = max_rss_mib()
     vargs = _variant_args(args)
     with cuda_peak(device) as peak:
-        model = build_variant(cfg, vargs, name, embed_dim, clip)
+        model = build_train_variant(args, cfg, name, embed_dim, clip, device)
         step = Step(cfg, model, images, variant_targets(name, targets, vargs, embed_dim), device)
         for _ in range(2):
             step()
@@ -629,6 +639,7 @@ def print_report(args, device, cfg, results: dict, summary: dict) -> None:
         "offline": f"ViLD-text + offline ViLD-image ({cfg.MODEL.OVDET.DISTILL.NUM_PROPOSALS} "
         "boxes/img)",
         "weak": f"image-labelled batch (max-size, {cfg.MODEL.OVDET.WEAK.NUM_PROPOSALS} proposals)",
+        "fvlm": f"F-VLM: ViLD-text on the frozen `{args.fvlm_clip}` tower + FPN",
     }
     scales = list(cfg.MODEL.OVDET.DISTILL.CROP_SCALES)
     print(f"### Real scale: `{args.config}` at {args.size} px, CLIP `{args.clip}` (random init)\n")

@@ -24,7 +24,7 @@ def test_smoke_report_has_every_row_and_consistent_figures(smoke, capsys):
     summary, results = report["summary"], report["results"]
 
     train = summary["train"]
-    assert list(train) == ["closed", "text", "online:16", "offline", "weak"]
+    assert list(train) == ["closed", "text", "online:16", "offline", "weak", "fvlm"]
     assert train["closed"]["ratio"] == 1.0  # each ratio is to the closed-set step
     for row in train.values():
         assert row["step_s"] > 0 and row["ratio"] > 0
@@ -62,6 +62,7 @@ def test_smoke_report_prints_its_tables(smoke, capsys):
     out = capsys.readouterr().out
     assert "| ratio to closed [IQR] |" in out and "+ CLIP rescoring 8x2" in out
     assert "F-VLM, frozen `local-dir:clip/tiny` + CLIP scores of 8 pooled regions" in out
+    assert "F-VLM: ViLD-text on the frozen `local-dir:clip/tiny` tower + FPN" in out
     assert "Text tower: 12 names x 1 templates" in out and "images/s per worker" in out
 
 
