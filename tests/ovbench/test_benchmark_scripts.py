@@ -198,3 +198,10 @@ def test_one_detector_is_never_trained_into_a_linked_folder(tmp_path):
     with pytest.raises(SystemExit, match="is a link"):
         train_one_detector.main([*argv, "--iters", "1", "--output", str(out)])
     assert (run / "model_final.pt").read_bytes() == b"the run's weights"
+
+
+def test_fvlm_regions_needs_a_run_with_the_fvlm_detector(tmp_path):
+    from benchmarks import fvlm_regions
+
+    with pytest.raises(SystemExit, match="no F-VLM detector"):
+        fvlm_regions.main([str(tmp_path)])
