@@ -48,9 +48,9 @@ def check_owl_exemplar_source(source: str, spec: str = "") -> str:
     if source != OWL_EXEMPLAR_SOURCE:
         who = f"--detector {spec}" if spec else "an OWL detector"
         raise ConfigError(
-            f"exemplar source {source!r} embeds crops with CLIP's image tower, which {who} has "
-            f"not; it embeds exemplars by its own box queries (exemplar source "
-            f"{OWL_EXEMPLAR_SOURCE!r}, the default for it)"
+            f"exemplar source {source!r} needs CLIP's image tower on the crop; {who} embeds "
+            f"exemplars by its own box queries only (exemplar source {OWL_EXEMPLAR_SOURCE!r}, "
+            "its default)"
         )
     return source
 
