@@ -53,11 +53,16 @@ def check_output_file(flag: str, path: str | Path, example: str = "out.json") ->
 
 
 def check_hf_detector_args(
-    spec: str, *, clip: str | None = None, clip_rescoring: bool = False, exemplars: bool = False
+    spec: str,
+    *,
+    clip: str | None = None,
+    clip_rescoring: bool = False,
+    exemplar_source: str | None = None,
 ) -> None:
     """``--detector`` must be ``hf:HUB_ID`` or ``hf:FOLDER``; the flags that change an ovdet
-    checkpoint's CLIP (``--clip``, ``--clip-rescoring``) do not apply to it, nor (yet) classes
-    given by image exemplars."""
+    checkpoint's CLIP (``--clip``, ``--clip-rescoring``) do not apply to it, and its exemplars
+    are embedded by its own box queries (``--exemplar-source region``, its default)."""
+    from ovdet.owl.exemplars import check_owl_exemplar_source
     from ovdet.owl.loading import DETECTOR_SCHEMA, is_hf_detector
 
     if not is_hf_detector(spec):
@@ -71,8 +76,5 @@ def check_hf_detector_args(
                 f"{flag} applies to ovdet checkpoints; --detector {spec} embeds its queries "
                 "with its own text tower and scores its own regions"
             )
-    if exemplars:
-        raise ConfigError(
-            f"classes given by image exemplars need an ovdet checkpoint; --detector {spec} "
-            "takes text classes (its image-guided detection: OwlDetector.detect_similar)"
-        )
+    if exemplar_source is not None:
+        check_owl_exemplar_source(exemplar_source, spec)

@@ -16,6 +16,9 @@ Examples::
     # a category given by image exemplars (lines "name=image.jpg:x,y,w,h") instead of text
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --checkpoint output/vild/model_final.pt --exemplar-file exemplars.txt
+    # ... the same with OWLv2 (an exemplar class queried by its boxes' box queries)
+    python tools/evaluate.py --gt val.json --image-root images/ --split split.json \
+        --detector hf:google/owlv2-base-patch16-ensemble --exemplar-file exemplars.txt
     # CLIP's zero-shot accuracy on the ground-truth boxes (cropped as the ViLD teacher does)
     python tools/evaluate.py --gt val.json --image-root images/ --split split.json \\
         --clip-zero-shot local-dir:output/clip/model
@@ -43,7 +46,7 @@ from ovdet.cli.exemplars import (
 )
 from ovdet.evaluation import evaluate_coco, evaluate_lvis, format_table, is_lvis
 from ovdet.evaluation.ground_truth import load_ground_truth
-from ovdet.utils.errors import OvdetError, ResultsError
+from ovdet.utils.errors import OvdetError, ResultsError, VocabularyError
 from ovdet.utils.io import atomic_write_json
 from ovdet.utils.json_input import read_json_file
 
@@ -191,14 +194,49 @@ def _predict_hf(args: argparse.Namespace) -> list[dict]:
     from ovdet.ovbench.predict import predict_with_detector
     from ovdet.owl import OwlDetector
 
-    check_hf_detector_args(args.detector)
+    check_hf_detector_args(args.detector, exemplar_source=args.exemplar_source)
     if not Path(args.gt).is_file():  # before loading a model
         raise _UsageError(f"--gt {args.gt} does not exist")
-    detector = OwlDetector.from_spec(args.detector, device=_device(args))
+    specs = exemplar_specs_from_args(args)  # every exemplar read and checked before loading
+    detector = OwlDetector.from_spec(
+        args.detector, device=_device(args), overrides=exemplar_overrides(args)
+    )
+    if specs:
+        detector = _ExemplarCategories(detector, specs)
     return predict_with_detector(
         detector, args.gt, args.image_root, args.batch_size, score_thresh=args.score_thresh,
         progress=not args.no_progress,
     )  # fmt: skip
+
+
+class _ExemplarCategories:
+    """A detector whose vocabulary, set from the ground truth's category names, gives the
+    categories named by exemplar specs by their exemplars (``name=``: instead of their text,
+    ``name+=``: beside it), as ``--checkpoint`` does (:func:`~ovdet.ovbench.predict.
+    predict_with_method`); everything else is the detector's.
+
+    Args:
+        detector: an :class:`~ovdet.owl.OwlDetector`.
+        specs: the exemplar classes, each naming a category of the ground truth.
+    """
+
+    def __init__(self, detector, specs: Sequence) -> None:
+        self._detector = detector
+        self._specs = list(specs)
+
+    def set_classes(self, class_names: Sequence[str]) -> None:
+        from ovdet.structures.vocabulary import Vocabulary, normalize_name
+
+        known = {normalize_name(n) for n in class_names}
+        unknown = [s.name for s in self._specs if normalize_name(s.name) not in known]
+        if unknown:
+            raise VocabularyError(
+                f"exemplar class {unknown[0]!r} is not a category of the ground truth"
+            )
+        self._detector.set_classes(Vocabulary.from_names(class_names).with_exemplars(self._specs))
+
+    def __getattr__(self, name: str):
+        return getattr(self._detector, name)
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -243,9 +281,11 @@ def _run(args: argparse.Namespace) -> None:
         check_output_file("--output", args.output, "metrics.json")
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process writes it
             log_to_file(Path(args.output).parent)
+    if (args.clip_rescoring or args.clip_on_proposals) and args.checkpoint is None:
+        raise _UsageError("--clip-rescoring and --clip-on-proposals need --checkpoint")
     exemplars = args.exemplar or args.exemplar_file
-    if (args.clip_rescoring or args.clip_on_proposals or exemplars) and args.checkpoint is None:
-        raise _UsageError("--clip-rescoring, --clip-on-proposals and exemplars need --checkpoint")
+    if exemplars and args.checkpoint is None and args.detector is None:
+        raise _UsageError("exemplars need --checkpoint or --detector")
     if args.score_thresh is not None and args.checkpoint is None and args.detector is None:
         raise _UsageError("--score-thresh needs --checkpoint or --detector")
     if args.clip_zero_shot is not None:

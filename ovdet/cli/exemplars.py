@@ -44,7 +44,8 @@ def add_exemplar_arguments(parser: argparse.ArgumentParser, file: bool = False) 
         default=None,
         help="what embeds an exemplar: clip (CLIP's embedding of the crop), region (the "
         "detector's own region embedding of the box) or both (default: the model's "
-        "MODEL.OVDET.EXEMPLARS.SOURCE, clip unless set)",
+        "MODEL.OVDET.EXEMPLARS.SOURCE, clip unless set; --detector hf:... has only region: its "
+        "box queries, as OWL's image-guided detection)",
     )
     parser.add_argument(
         "--exemplar-text-weight",

@@ -12,6 +12,9 @@ Examples::
     # OWLv2 from the Hugging Face hub (downloaded once by transformers; pip install 'ovdet[hf]')
     python tools/infer.py --detector hf:google/owlv2-base-patch16-ensemble \\
         --classes "kite,umbrella" --input photos/ --output out/
+    # ... with a class given by an exemplar box (its box query, as image-guided detection)
+    python tools/infer.py --detector hf:google/owlv2-base-patch16-ensemble --classes "kite" \
+        --exemplar "my mug=photos/mug.jpg:10,20,64,48" --input photos/ --output out/
     # auto-annotation: a COCO dataset and YOLO labels of the detections scoring >= 0.5
     python tools/infer.py --checkpoint model.pt --classes "kite,umbrella" --input img/ \\
         --output out/ --coco-out out/auto_labels.json --yolo-out out/labels --label-thresh 0.5
@@ -174,8 +177,13 @@ def _load_hf_detector(args):
     """An OWL-ViT / OWLv2 of transformers behind the same interface as :class:`OVDetector`."""
     from ovdet.owl import OwlDetector
 
-    check_hf_detector_args(args.detector, clip=args.clip, clip_rescoring=args.clip_rescoring)
-    return OwlDetector.from_spec(args.detector, device=args.device)
+    check_hf_detector_args(
+        args.detector, clip=args.clip, clip_rescoring=args.clip_rescoring,
+        exemplar_source=args.exemplar_source,
+    )  # fmt: skip
+    return OwlDetector.from_spec(
+        args.detector, device=args.device, overrides=exemplar_overrides(args)
+    )
 
 
 def _check_args(args) -> None:
@@ -329,7 +337,7 @@ def main(argv=None) -> int:
             args.detector,
             clip=args.clip,
             clip_rescoring=args.clip_rescoring,
-            exemplars=vocabulary.has_exemplars,
+            exemplar_source=args.exemplar_source,
         )
     video = is_video(args.input)
     if video and (args.coco_out or args.yolo_out):

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("clip", "region", "both"),
         default=None,
         help="with --image: clip (CLIP's embedding of the crop), region (the detector's region "
-        "embedding of the box) or both (default: the checkpoint's MODEL.OVDET.EXEMPLARS.SOURCE)",
+        "embedding of the box) or both (default: the checkpoint's MODEL.OVDET.EXEMPLARS.SOURCE; "
+        "an index of --detector hf:... has only region: OWL's box query)",
     )
     q.add_argument("--top-k", type=int, default=10, help="number of hits (default 10)")
     q.add_argument(
@@ -190,15 +191,17 @@ def _detector(
     device: str,
     clip: str | None,
     detector: str | None = None,
-    overrides=(),
+    exemplar_source: str | None = None,
 ):
-    """An ovdet checkpoint, or a transformers detector (``hf:...``) where ``detector`` is set."""
+    """An ovdet checkpoint, or a transformers detector (``hf:...``) where ``detector`` is set
+    (``exemplar_source``: ``MODEL.OVDET.EXEMPLARS.SOURCE``, default the model's)."""
+    overrides = ["MODEL.OVDET.EXEMPLARS.SOURCE", exemplar_source] if exemplar_source else []
     if detector is not None:
         from ovdet.cli.checks import check_hf_detector_args
         from ovdet.owl import OwlDetector
 
-        check_hf_detector_args(detector, clip=clip)
-        return OwlDetector.from_spec(detector, device=device)
+        check_hf_detector_args(detector, clip=clip, exemplar_source=exemplar_source)
+        return OwlDetector.from_spec(detector, device=device, overrides=overrides)
     from ovdet.api import OVDetector
 
     return OVDetector.from_checkpoint(checkpoint, device=device, clip=clip, overrides=overrides)
@@ -250,23 +253,16 @@ def _index(args) -> int:
 
 
 def _query_vector(index, args):
+    source = getattr(args, "exemplar_source", None)
     if args.detector is not None or (args.checkpoint is None and index.meta.get("detector")):
         spec = args.detector or index.meta["detector"]
-        if getattr(args, "image", None) is not None:
-            raise ConfigError(
-                f"--image queries need an ovdet checkpoint; the index was made by {spec}, "
-                "query it with --text"
-            )
-        detector = _detector(None, args.device, args.clip, spec)
+        detector = _detector(None, args.device, args.clip, spec, source)
     else:
         checkpoint = args.checkpoint or index.meta.get("checkpoint")
         if not checkpoint:
             raise ConfigError("the index records no checkpoint; pass --checkpoint")
-        source = getattr(args, "exemplar_source", None)
-        overrides = ["MODEL.OVDET.EXEMPLARS.SOURCE", source] if source else []
-        detector = _detector(
-            checkpoint, args.device, args.clip or index.meta.get("clip"), overrides=overrides
-        )
+        clip = args.clip or index.meta.get("clip")
+        detector = _detector(checkpoint, args.device, clip, exemplar_source=source)
     if detector.head.embed_dim != index.embed_dim:
         raise ConfigError(
             f"the detector embeds into {detector.head.embed_dim} dimensions, the index "

@@ -12,13 +12,21 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
 from ovdet.clip.hf import pooled_features
 from ovdet.clip.text_classifier import TextClassifierBuilder, Vocabulary
-from ovdet.config import get_cfg
+from ovdet.config import get_cfg, merge_overrides
+from ovdet.core.exemplars import ExemplarEmbedder, class_embeddings
 from ovdet.core.novel_classes import novel_class_mask
 from ovdet.data.image_io import as_loaded_image
+from ovdet.owl.exemplars import (
+    OWL_EXEMPLAR_SOURCE,
+    check_owl_exemplar_source,
+    owl_exemplar_embedder,
+    owl_weights_key,
+)
 from ovdet.owl.head import OwlQueryHead
 from ovdet.owl.loading import OwlModel, load_owl_model
 from ovdet.owl.text import OwlTextTower
 from ovdet.structures.detections import Detections, ImageInput, as_image_list
+from ovdet.structures.exemplars import ExemplarsInput, exemplar_specs
 from ovdet.structures.loaded_image import LoadedImage
 from ovdet.utils.errors import ConfigError
 
@@ -33,18 +41,34 @@ DEFAULT_TEMPLATES = "openai"
 
 
 def owl_config(
-    score_thresh: float = DEFAULT_SCORE_THRESH, templates: str = DEFAULT_TEMPLATES, spec: str = ""
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    templates: str = DEFAULT_TEMPLATES,
+    spec: str = "",
+    overrides: Sequence[str] = (),
 ):
     """The ovdet config keys an :class:`OwlDetector` reads (the rest are ovdet's defaults):
     ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, ``MODEL.OVDET.TEMPLATES``,
-    ``MODEL.OVDET.TEXT_CACHE_DIR``, ``TEST.DETECTIONS_PER_IMAGE``, ``INPUT.MAX_LOAD_PIXELS``;
-    ``MODEL.OVDET.CLIP`` records the ``hf:`` spec (``spec``), the model whose text tower embeds
-    the queries (e.g. in a search index's settings)."""
+    ``MODEL.OVDET.TEXT_CACHE_DIR``, ``MODEL.OVDET.EXEMPLARS.SOURCE`` (``region``, the only one
+    OWL has: its box queries) and ``TEXT_WEIGHT``, ``TEST.DETECTIONS_PER_IMAGE``,
+    ``INPUT.MAX_LOAD_PIXELS``; ``MODEL.OVDET.CLIP`` records the ``hf:`` spec (``spec``), the
+    model whose text tower embeds the queries (e.g. in a search index's settings).
+
+    Args:
+        overrides: config ``KEY VALUE`` pairs (e.g. ``MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT 0.3``).
+
+    Raises:
+        ConfigError: a bad override, or an exemplar source OWL does not have.
+    """
     cfg = get_cfg()
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_thresh)
     cfg.MODEL.OVDET.TEMPLATES = templates
+    cfg.MODEL.OVDET.EXEMPLARS.SOURCE = OWL_EXEMPLAR_SOURCE
     if spec:
         cfg.MODEL.OVDET.CLIP = spec
+    merge_overrides(cfg, list(overrides))
+    check_owl_exemplar_source(
+        cfg.MODEL.OVDET.EXEMPLARS.SOURCE, cfg.MODEL.OVDET.CLIP if spec else ""
+    )
     cfg.freeze()
     return cfg
 
@@ -61,7 +85,11 @@ class OwlDetector:
     are OWL's class embeddings (L2-normalised), in the space of its text queries.
 
     Text queries come from ovdet's text cache with the templates of ``MODEL.OVDET.TEMPLATES``
-    (averaged over templates and synonyms) through the model's own text tower.
+    (averaged over templates and synonyms) through the model's own text tower. A class given by
+    image exemplars is queried by its boxes' :meth:`box_query_embeddings`, averaged (and mixed
+    with its text by ``MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT`` where given by both), as
+    :meth:`ovdet.api.OVDetector.set_classes` does with region embeddings
+    (:mod:`ovdet.owl.exemplars`).
 
     Args:
         model: the loaded model (:func:`~ovdet.owl.load_owl_model`).
@@ -83,6 +111,8 @@ class OwlDetector:
             OwlTextTower(model), ov.TEMPLATES, cache_dir=ov.TEXT_CACHE_DIR or None
         )
         self.class_names: list[str] = []
+        self.class_kinds: list[str] = []  # per class: text, exemplar, text+exemplar ([]: unsaid)
+        self._exemplars: ExemplarEmbedder | None = None
         self._vocabulary: Vocabulary | None = None  # whose text queries are set
 
     @classmethod
@@ -92,21 +122,23 @@ class OwlDetector:
         device: str = "cpu",
         score_thresh: float | None = None,
         templates: str | None = None,
+        overrides: Sequence[str] = (),
     ) -> OwlDetector:
         """Load ``hf:HUB_ID`` or ``hf:FOLDER`` (see :func:`~ovdet.owl.load_owl_model`).
 
         Args:
             score_thresh: default threshold (default: 0.1, transformers' default).
             templates: prompt templates (a set name, a file; default: ``openai``).
+            overrides: config ``KEY VALUE`` pairs (:func:`owl_config`), checked before the model
+                loads.
         """
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA device is available")
+        score_thresh = DEFAULT_SCORE_THRESH if score_thresh is None else score_thresh
+        templates = templates or DEFAULT_TEMPLATES
+        owl_config(score_thresh, templates, spec, overrides)  # bad overrides: before loading
         model = load_owl_model(spec, device)
-        cfg = owl_config(
-            DEFAULT_SCORE_THRESH if score_thresh is None else score_thresh,
-            templates or DEFAULT_TEMPLATES,
-            str(model.spec.absolute()),
-        )
+        cfg = owl_config(score_thresh, templates, str(model.spec.absolute()), overrides)
         return cls(model, cfg, device=device)
 
     @property
@@ -123,26 +155,92 @@ class OwlDetector:
         L2-normalised, on CPU. The vocabulary in use is not changed."""
         return self._text(Vocabulary.parse(classes))
 
-    def set_classes(self, classes: str | Sequence[str] | Vocabulary) -> None:
+    @property
+    def exemplar_embedder(self) -> ExemplarEmbedder:
+        """Embeds image exemplars by their box queries (:meth:`box_query_embeddings`), through
+        the core's exemplar cache (source ``region``, see :mod:`ovdet.owl.exemplars`).
+
+        Raises:
+            ConfigError: ``MODEL.OVDET.EXEMPLARS.SOURCE`` is not ``region``.
+        """
+        if self._exemplars is None:
+            self._exemplars = owl_exemplar_embedder(
+                self.box_query_embeddings, self._exemplar_weights_key, self.cfg
+            )
+        return self._exemplars
+
+    def _exemplar_weights_key(self) -> str:
+        return owl_weights_key(
+            f"owl:{self.model.model_type}",
+            str(self.model.spec.weights_digest()),
+            self.model.processor.image_processor,
+            int(self.cfg.INPUT.MAX_LOAD_PIXELS),
+        )
+
+    def class_embeddings(
+        self,
+        classes: str | Sequence[str] | Vocabulary,
+        exemplars: ExemplarsInput | None = None,
+    ) -> torch.Tensor:
+        """The queries of a vocabulary of text and exemplar classes: Tensor[C, D], float32,
+        L2-normalised, on CPU (see :meth:`set_classes`). The vocabulary in use is not changed."""
+        vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
+        return self._class_embeddings(vocab)
+
+    def _class_embeddings(self, vocab: Vocabulary) -> torch.Tensor:
+        # per exemplar, its box query (cached); averaged and mixed by the core's rule, not
+        # calibrated as ovdet's region rows are (an ExemplarEmbedder itself would be)
+        embed = self.exemplar_embedder.__call__ if vocab.has_exemplars else None
+        weight = float(self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT)
+        return class_embeddings(vocab, self._text, embed, weight)
+
+    def set_classes(
+        self,
+        classes: str | Sequence[str] | Vocabulary,
+        exemplars: ExemplarsInput | None = None,
+    ) -> None:
         """Swap the vocabulary: a comma-separated string, a file, a list or a Vocabulary.
 
-        A class is novel where it matches none of ``train_class_names`` (given: none is)."""
-        vocab = Vocabulary.parse(classes)
-        if vocab == self._vocabulary:
+        A class is novel where it matches none of ``train_class_names`` (given: none is).
+
+        Args:
+            classes: the classes by name (a vocabulary file may also give exemplar classes).
+            exemplars: image exemplars by class name, e.g. ``{"mug": ["mug.jpg:10,20,64,48"]}``
+                (see :func:`~ovdet.structures.exemplars.exemplar_specs`): a name among
+                ``classes`` mixes its text query with them
+                (``MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT``), another name is a class given by
+                exemplars alone, after the others. A class's exemplar query is the mean of its
+                boxes' :meth:`box_query_embeddings`, L2-normalised.
+
+        Raises:
+            VocabularyError, ImageError: a bad class list, exemplar box or image (the vocabulary
+                in use is then kept).
+        """
+        vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
+        if vocab == self._vocabulary and not vocab.has_exemplars:
             return
         novel = novel_class_mask(vocab, self.train_class_names) if self.train_class_names else None
-        self.set_queries(self._text(vocab), vocab.names, novel)
+        self.set_queries(self._class_embeddings(vocab), vocab.names, novel, vocab.kinds)
         self._vocabulary = vocab
 
     def set_queries(
-        self, queries: torch.Tensor, names: Sequence[str], is_novel: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        names: Sequence[str],
+        is_novel: torch.Tensor | None = None,
+        kinds: Sequence[str] = (),
     ) -> None:
         """Use any query embeddings Tensor[C, D] as the vocabulary (text or image queries,
-        or a mix), one per name (``is_novel``: BoolTensor[C], default none novel)."""
+        or a mix), one per name (``is_novel``: BoolTensor[C], default none novel; ``kinds``:
+        per class how it was given, :attr:`~ovdet.structures.Detections.class_kinds`, default
+        unsaid)."""
         if len(names) != len(queries):
             raise ConfigError(f"{len(queries)} queries but {len(names)} class names")
+        if kinds and len(kinds) != len(names):
+            raise ConfigError(f"{len(kinds)} class kinds but {len(names)} class names")
         self.head.set_vocabulary(queries, is_novel)
         self.class_names = list(names)
+        self.class_kinds = list(kinds)
         self._vocabulary = None  # not the text queries of a vocabulary (set_classes says so)
 
     @property
@@ -230,16 +328,16 @@ class OwlDetector:
         names = (
             list(names) if names is not None else [f"query {i + 1}" for i in range(len(queries))]
         )
-        saved = (*self.head.get_vocabulary(), list(self.class_names), self._vocabulary)
-        self.set_queries(queries, names)
+        saved = (*self.head.get_vocabulary(), self.class_names, self.class_kinds, self._vocabulary)
+        self.set_queries(queries, names, kinds=["exemplar"] * len(names))
         try:
             return self._predict(as_image_list(images), score_thresh, 1, True, nms_thresh)
         finally:
-            queries, is_novel, names, vocabulary = saved
+            queries, is_novel, names, kinds, vocabulary = saved
             if names:
-                self.set_queries(queries, names, is_novel)
+                self.set_queries(queries, names, is_novel, kinds)
             else:
-                self.class_names = []
+                self.class_names, self.class_kinds = [], []
             self._vocabulary = vocabulary
 
     # ------------------------------------------------------------------ detection
@@ -305,5 +403,6 @@ class OwlDetector:
             scores=found["scores"].numpy(),
             labels=found["labels"].numpy().astype(np.int64),
             class_names=self.class_names,
+            class_kinds=self.class_kinds,
             embeddings=found["embeddings"].numpy() if return_embeddings else None,
         )
