@@ -51,6 +51,15 @@ def test_a_whole_image_box_is_clips_image_embedding(tiny_resnet_clip, fmt, mean,
     assert (expected[0] - expected[1]).abs().max() > 100 * error
 
 
+def test_the_pooled_path_equals_clips_attention_pool_on_any_region(tiny_resnet_clip):
+    """Only the mean token's query is computed: the same embeddings as open_clip's pool."""
+    cfg = load_config("tiny", [*CLIP_BACKBONE, "MODEL.OVDET.CLIP", tiny_resnet_clip])
+    tower = build_model(cfg).backbone.clip
+    regions = torch.randn(5, tower.visual.attnpool.k_proj.in_features, 2, 2)
+    expected = F.normalize(tower.visual.attnpool(regions), dim=-1)
+    torch.testing.assert_close(F.normalize(tower._attention_pool(regions), dim=-1), expected)
+
+
 def test_the_clip_tower_does_not_train_and_the_fpn_does(tiny_resnet_clip):
     cfg = load_config("tiny", [*CLIP_BACKBONE, "MODEL.OVDET.CLIP", tiny_resnet_clip])
     torch.manual_seed(0)
