@@ -398,8 +398,9 @@ def build_detector(cfg, num_classes: int, embed_dim: int, clip, device) -> torch
 
 
 def build_fvlm(cfg, num_classes: int, fvlm_clip: str, device) -> torch.nn.Module:
-    """F-VLM: the open-vocabulary detector on ``fvlm_clip`` frozen as its backbone (a ResNet CLIP,
-    random init), over ``num_classes`` random text embeddings of that CLIP's size."""
+    """F-VLM: the open-vocabulary detector (ViLD-text, no distillation) on ``fvlm_clip`` frozen
+    as its backbone (a ResNet CLIP, random init), over ``num_classes`` random text embeddings of
+    that CLIP's size."""
     from ovdet.clip import ClipSpec
     from ovdet.core import get_head
     from ovdet.core.clip_backbone import CLIP_BACKBONE_NAME
@@ -407,6 +408,7 @@ def build_fvlm(cfg, num_classes: int, fvlm_clip: str, device) -> torch.nn.Module
 
     cfg = cfg.clone()
     cfg.MODEL.BACKBONE.NAME, cfg.MODEL.OVDET.CLIP = CLIP_BACKBONE_NAME, fvlm_clip
+    cfg.MODEL.OVDET.DISTILL.MODE = "none"  # F-VLM trains ViLD-text only
     embed_dim = ClipSpec.parse(fvlm_clip).embed_dim
     torch.manual_seed(0)
     model = build_open_vocabulary_rcnn(cfg, embed_dim=embed_dim)
