@@ -123,8 +123,8 @@ def _add_model_keys(cfg: Any) -> None:
     # made from: "clip" (CLIP's image embedding of the crop, framed as DISTILL.CROP_SCALES),
     # "region" (the detector's own region embedding of the box) or "both" (their normalised sum).
     ov.EXEMPLARS.SOURCE = "clip"
-    # For a class given by its name and exemplars: the text embedding's weight w in
-    # normalise(w * text + (1 - w) * exemplars).
+    # For a class given by its name and exemplars: the text's weight w; a region x scores
+    # w * cos(x, text) + (1 - w) * cos(x, exemplars) (docs/exemplars.md).
     ov.EXEMPLARS.TEXT_WEIGHT = 0.5
 
     ov.WEAK = node()

@@ -9,9 +9,16 @@ boxes, by ``MODEL.OVDET.EXEMPLARS.SOURCE``:
   image-guided detection), calibrated (:class:`RegionCalibration`);
 * ``both``: the two, L2-normalised, summed and re-normalised.
 
-The ``K`` exemplars of a class are averaged and L2-normalised; a class given by its name *and*
-exemplars is ``normalise(w * text + (1 - w) * exemplars)`` with ``w`` =
-``EXEMPLARS.TEXT_WEIGHT``.
+The ``K`` exemplars of a class are averaged and L2-normalised. A class given by its name *and*
+exemplars mixes their *scores*: on a region ``x`` its row scores ``w * cos(x, text) + (1 - w) *
+cos(x, exemplars)`` with ``w`` = ``EXEMPLARS.TEXT_WEIGHT`` (:func:`mix_by_scores`). Normalising
+``w * text + (1 - w) * exemplars`` instead divides those scores by the mix's norm (about 0.78
+for the synthetic benchmark's rows, whose text and exemplar parts are far from parallel), so such
+a class out-scored the text classes on their own objects. With CLIP rescoring on, the name of a
+class given by the detector's region embeddings is scored by CLIP alone (its rescoring row mixes
+text and CLIP crops); the detector scores its exemplars (``clip_rescoring`` of
+:func:`class_embeddings`): the detector's own text scores of a name it was never trained on are
+its weakest (ViLD's reason for rescoring), and the region exemplars are in its own space.
 
 A detector's region embeddings fill a narrow cone: any two regions are far more alike (cosine
 about 0.75 in the synthetic benchmark's detector) than a region and the text of its own class
@@ -39,7 +46,7 @@ import json
 import logging
 import pickle
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -56,11 +63,13 @@ from ovdet.utils.io import atomic_torch_save
 __all__ = [
     "EXEMPLAR_SOURCES",
     "ExemplarEmbedder",
+    "ExemplarRows",
     "RegionCalibration",
     "LoadedExemplar",
     "class_embeddings",
     "exemplar_embedder_from_config",
     "load_exemplars",
+    "mix_by_scores",
     "mix_class_embeddings",
     "module_weights_digest",
     "reference_boxes",
@@ -83,6 +92,38 @@ def check_exemplar_source(source: str) -> str:
     return source
 
 
+def mix_by_scores(
+    text: torch.Tensor, exemplars: torch.Tensor, text_weight: float, unused: torch.Tensor
+) -> torch.Tensor:
+    """Unit rows that score a region as the weighted mean of the text's and exemplars' scores.
+
+    ``m = w * text + (1 - w) * exemplars`` (both L2-normalised) scores ``x`` as
+    ``w * cos(x, text) + (1 - w) * cos(x, exemplars)``, but is shorter than 1 where the two are
+    not parallel, and a vocabulary row is a unit vector (its norm would be divided out, scaling
+    the scores up). The row is ``m`` with its component along ``unused`` replaced by what makes
+    it unit: on any region orthogonal to ``unused`` (a direction the regions hardly use) it
+    scores exactly the mean. ``w`` = 1 (or 0) gives the text (or exemplar) row itself.
+
+    Args:
+        text: Tensor[N, D], text rows.
+        exemplars: Tensor[N, D], exemplar rows.
+        text_weight: ``w`` in [0, 1].
+        unused: Tensor[D], unit.
+
+    Returns:
+        Tensor[N, D], float32, unit rows.
+    """
+    mixed = text_weight * F.normalize(text.float(), dim=-1) + (1.0 - text_weight) * F.normalize(
+        exemplars.float(), dim=-1
+    )
+    unused = F.normalize(unused.float(), dim=0)
+    along = mixed @ unused
+    rest = mixed - along[:, None] * unused
+    fill = (1.0 - (rest * rest).sum(-1)).clamp_min(0.0).sqrt()
+    sign = torch.where(along < 0, -1.0, 1.0)
+    return F.normalize(rest + (sign * fill)[:, None] * unused, dim=-1)
+
+
 def mix_class_embeddings(
     num_classes: int,
     text: torch.Tensor,
@@ -90,6 +131,7 @@ def mix_class_embeddings(
     exemplars: Sequence[torch.Tensor],
     exemplar_index: Sequence[int],
     text_weight: float,
+    unused: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The vocabulary's class embeddings from its text rows and its exemplar embeddings.
 
@@ -100,7 +142,10 @@ def mix_class_embeddings(
         exemplars: per class of ``exemplar_index``, Tensor[K_i, D] (K_i >= 1), its exemplars'
             embeddings; averaged, then L2-normalised.
         exemplar_index: class indices, one per entry of ``exemplars``.
-        text_weight: ``w`` for classes in both lists: ``normalise(w * text + (1 - w) * ex)``.
+        text_weight: ``w`` for classes in both lists.
+        unused: Tensor[D], a unit direction the scored regions hardly use: classes in both
+            lists mix their scores (:func:`mix_by_scores`). ``None`` (nothing known of the
+            regions' space): ``normalise(w * text + (1 - w) * exemplars)``.
 
     Returns:
         Tensor[C, D], float32, L2-normalised rows.
@@ -115,7 +160,12 @@ def mix_class_embeddings(
         filled[list(text_index)] = True
     for i, embeddings in zip(exemplar_index, exemplars):
         mean = F.normalize(F.normalize(embeddings.float().cpu(), dim=-1).mean(0), dim=-1)
-        out[i] = text_weight * out[i] + (1.0 - text_weight) * mean if filled[i] else mean
+        if not filled[i]:
+            out[i] = mean
+        elif unused is not None:
+            out[i] = mix_by_scores(out[i][None], mean[None], text_weight, unused.cpu())[0]
+        else:
+            out[i] = text_weight * out[i] + (1.0 - text_weight) * mean
         filled[i] = True
     if not bool(filled.all()):
         raise VocabularyError("a class has neither a text nor an exemplar embedding")
@@ -205,6 +255,19 @@ def _unused_direction(reference: torch.Tensor, centre: torch.Tensor) -> torch.Te
     if direction.norm() < 1e-6:  # the fixed vector lies in the used span: the least used one
         direction = vh[-1] - (vh[-1] @ centre) * centre
     return F.normalize(direction, dim=0)
+
+
+class ExemplarRows(NamedTuple):
+    """Class rows made of exemplars, and what their mixing with text needs.
+
+    Attributes:
+        rows: Tensor[G, D], one unit row per class.
+        unused: Tensor[D], a unit direction the regions scored against the rows hardly use
+            (:func:`mix_by_scores`), or ``None`` where not looked for.
+    """
+
+    rows: torch.Tensor
+    unused: torch.Tensor | None
 
 
 class LoadedExemplar:
@@ -352,11 +415,21 @@ class ExemplarEmbedder:
         return F.normalize(total, dim=-1)
 
     def class_rows(self, groups: Sequence[Sequence[Exemplar]], text: torch.Tensor) -> torch.Tensor:
-        """One row per class from its exemplars: Tensor[G, D], float32 on CPU, unit rows.
+        """One row per class from its exemplars: Tensor[G, D], float32 on CPU, unit rows
+        (:meth:`embed_classes`'s ``rows``)."""
+        return self.embed_classes(groups, text).rows
+
+    def embed_classes(
+        self, groups: Sequence[Sequence[Exemplar]], text: torch.Tensor, with_unused: bool = False
+    ) -> ExemplarRows:
+        """One row per class from its exemplars, and a direction the scored regions hardly use.
 
         Args:
             groups: per class, its exemplars (averaged).
             text: Tensor[T, D], the vocabulary's text rows (the region rows' calibration).
+            with_unused: find ``unused`` also for the ``clip`` source (it costs CLIP's
+                embeddings of :func:`reference_boxes` on each exemplar image, cached); the
+                region sources find it anyway (their calibration's).
 
         Raises:
             ImageError, VocabularyError: an exemplar is unreadable or its box bad (before
@@ -369,7 +442,7 @@ class ExemplarEmbedder:
             rows = torch.split(self._embed(loaded, source), counts)
             return torch.stack([F.normalize(r.mean(0), dim=-1) for r in rows])
 
-        total = torch.zeros(0)
+        total, unused = torch.zeros(0), None
         if self.source in ("clip", "both"):
             total = means("clip")
         if self.source in ("region", "both"):
@@ -377,7 +450,11 @@ class ExemplarEmbedder:
             calibration = RegionCalibration.fit(self._reference(loaded), region, text)
             logger.info("region exemplars calibrated: scale %.3f", calibration.scale)
             total = total + calibration(region) if len(total) else calibration(region)
-        return F.normalize(total, dim=-1)
+            unused = calibration.null
+        elif with_unused:
+            reference = self._reference(loaded, "clip")
+            unused = _unused_direction(reference, F.normalize(reference.mean(0), dim=0))
+        return ExemplarRows(F.normalize(total, dim=-1), unused)
 
     def _cache_path(self, *key: str) -> Path | None:
         if self.cache_dir is None:
@@ -409,18 +486,20 @@ class ExemplarEmbedder:
                 self._store(paths[i], rows[i])  # type: ignore[arg-type]
         return torch.stack(rows)  # type: ignore[arg-type]
 
-    def _reference(self, loaded: list[LoadedExemplar]) -> torch.Tensor:
-        """The detector's region embeddings of :func:`reference_boxes` on each exemplar image:
-        Tensor[M, D], cached per image."""
+    def _reference(self, loaded: list[LoadedExemplar], source: str = "region") -> torch.Tensor:
+        """The embeddings by ``source`` (the detector's regions, or CLIP's crops) of
+        :func:`reference_boxes` on each exemplar image: Tensor[M, D], cached per image."""
         images = {item.image_digest: item.image for item in loaded}
         out = []
         for digest, image in images.items():
-            path = self._cache_path("reference", self._key("region"), digest)
+            kind = "reference" if source == "region" else f"reference-{source}"
+            path = self._cache_path(kind, self._key(source), digest)
             rows = self._cached(path)
             if rows is None:
                 boxes = reference_boxes(image.width, image.height) * torch.from_numpy(image.scale)
+                embed = self._embedder(source)
                 with torch.no_grad():
-                    rows = F.normalize(self.region_boxes(image.array, boxes).float().cpu(), dim=-1)
+                    rows = F.normalize(embed(image.array, boxes).float().cpu(), dim=-1)
                 self._store(path, rows)
             out.append(rows)
         return torch.cat(out)
@@ -441,6 +520,7 @@ def class_embeddings(
     text: Callable[[Vocabulary], torch.Tensor],
     exemplars: Callable[[Sequence[Exemplar]], torch.Tensor] | None,
     text_weight: float,
+    clip_rescoring: bool = False,
 ) -> torch.Tensor:
     """The ``Tensor[C, D]`` classifier of a vocabulary of text and exemplar classes.
 
@@ -448,9 +528,15 @@ def class_embeddings(
         vocabulary: the classes, in order.
         text: the text classifier (a :class:`~ovdet.clip.TextClassifierBuilder`).
         exemplars: embeds exemplars: an :class:`ExemplarEmbedder` (averaged per class, region
-            rows calibrated against the text rows), or any function of exemplars giving
-            Tensor[N, D] (averaged per class); needed only where a class has exemplars.
+            rows calibrated against the text rows, text mixed in by scores,
+            :func:`mix_by_scores`), or any function of exemplars giving Tensor[N, D] (averaged
+            per class, text mixed in by ``normalise(w * text + (1 - w) * exemplars)``); needed
+            only where a class has exemplars.
         text_weight: ``EXEMPLARS.TEXT_WEIGHT``, for classes given by name and exemplars.
+        clip_rescoring: the detector's scores are joined with CLIP rescoring's, whose rows
+            (:func:`rescoring_class_embeddings`) hold the names: a class given by its name and
+            the detector's region embeddings (source ``region`` or ``both``) is then given here
+            by its exemplars alone.
 
     Returns:
         Tensor[C, D], float32 on CPU, L2-normalised rows.
@@ -463,16 +549,22 @@ def class_embeddings(
     exemplar_index = [i for i, ex in enumerate(vocabulary.exemplars) if ex]
     groups = [vocabulary.exemplars[i] for i in exemplar_index]
     text_rows = None if text_vocabulary is None else text(text_vocabulary)
+    unused = None
     if isinstance(exemplars, ExemplarEmbedder):  # averaged, calibrated (every one checked first)
-        rows = exemplars.class_rows(groups, text_rows if text_rows is not None else torch.zeros(0))
+        mixed = bool(set(text_index) & set(exemplar_index))
+        calibration_text = text_rows if text_rows is not None else torch.zeros(0)
+        rows, unused = exemplars.embed_classes(groups, calibration_text, with_unused=mixed)
         per_class = [row[None] for row in rows]
+        if clip_rescoring and exemplars.source != "clip" and text_rows is not None:
+            keep = [j for j, i in enumerate(text_index) if i not in set(exemplar_index)]
+            text_rows, text_index = text_rows[keep], [text_index[j] for j in keep]
     else:
         embedded = exemplars([e for g in groups for e in g])
         per_class = list(torch.split(embedded, [len(g) for g in groups]))
     if text_rows is None:
         text_rows = torch.zeros(0, per_class[0].shape[1])
     return mix_class_embeddings(
-        len(vocabulary), text_rows, text_index, per_class, exemplar_index, text_weight
+        len(vocabulary), text_rows, text_index, per_class, exemplar_index, text_weight, unused
     )
 
 
@@ -485,7 +577,8 @@ def rescoring_class_embeddings(
     """The rows CLIP rescoring scores CLIP's crop embeddings against, where they differ from
     :func:`class_embeddings`'s: classes given by the detector's region embeddings of exemplars
     (source ``region`` or ``both``) are given there by their CLIP crop embeddings (source
-    ``clip``), the space of CLIP's image tower. ``None`` where they would be the same.
+    ``clip``), the space of CLIP's image tower, mixed by scores with their names' text where
+    given by both. ``None`` where they would be the same.
 
     Returns:
         Tensor[C, D], float32 on CPU, unit rows, or ``None``.

@@ -131,6 +131,10 @@ class OVDetector:
         if settings is not None and settings.source == "crops" and self.head.clip_teacher is None:
             self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
         self.head.enable_clip_rescoring(settings)
+        vocab = self._vocabulary
+        if vocab is not None and vocab.has_exemplars:  # name + region classes change rows
+            rows = self._class_embeddings(vocab).to(self.device)
+            self.head.set_vocabulary(rows, self.head.is_novel_class)
         self._set_rescoring_rows()
 
     def _set_rescoring_rows(self) -> None:
@@ -174,15 +178,22 @@ class OVDetector:
         classes: str | Sequence[str] | Vocabulary,
         exemplars: ExemplarsInput | None = None,
     ) -> torch.Tensor:
-        """The classifier of a vocabulary of text and exemplar classes: Tensor[C, D], float32,
+        """The classifier of a vocabulary of text and exemplar classes as the detector scores it
+        without CLIP rescoring (the rows an ONNX graph takes): Tensor[C, D], float32,
         L2-normalised, on CPU (see :meth:`set_classes`). The vocabulary in use is not changed."""
         vocab = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
-        return self._class_embeddings(vocab)
+        return self._class_embeddings(vocab, clip_rescoring=False)
 
-    def _class_embeddings(self, vocab: Vocabulary) -> torch.Tensor:
+    def _class_embeddings(
+        self, vocab: Vocabulary, clip_rescoring: bool | None = None
+    ) -> torch.Tensor:
+        """The detector's rows of ``vocab``; ``clip_rescoring``: whether CLIP rescoring holds
+        the names of name + region exemplar classes (``None``: whether it is on)."""
         embedder = self.exemplar_embedder if vocab.has_exemplars else None
         weight = self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT
-        return class_embeddings(vocab, self._text, embedder, weight)
+        if clip_rescoring is None:
+            clip_rescoring = self.head.clip_rescoring is not None
+        return class_embeddings(vocab, self._text, embedder, weight, clip_rescoring)
 
     def set_classes(
         self,

@@ -13,6 +13,7 @@ from ovdet.core.exemplars import (
     ExemplarEmbedder,
     RegionCalibration,
     class_embeddings,
+    mix_by_scores,
     mix_class_embeddings,
     reference_boxes,
 )
@@ -68,6 +69,70 @@ def test_text_weight_one_and_zero_keep_one_side():
     torch.testing.assert_close(mix_class_embeddings(1, text, [0], image, [0], 0.0)[0], _unit(0, 1))
     with pytest.raises(ConfigError, match="text weight"):
         mix_class_embeddings(1, text, [0], image, [0], 1.5)
+
+
+def test_text_and_exemplars_mix_their_scores_in_a_unit_row():
+    """A class by name and exemplars scores every region (not using the unused direction) as
+    the weighted mean of its text's and its exemplars' scores, and is a unit row. Normalising
+    ``w * text + (1 - w) * exemplars`` would scale those scores up by 1 / |mix|."""
+    text = _unit(1, 0, 0, 0)[None]
+    exemplar = _unit(0.2, 1, 0, 0)[None]
+    unused = _unit(0, 0, 0, 1)
+    row = mix_by_scores(text, exemplar, 0.5, unused)
+    torch.testing.assert_close(row.norm(dim=1), torch.ones(1))
+    regions = F.normalize(torch.randn(50, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    regions[:, 3] = 0.0  # the regions do not use the unused direction
+    expected = 0.5 * regions @ text[0] + 0.5 * regions @ exemplar[0]
+    torch.testing.assert_close(regions @ row[0], expected)
+    mix = 0.5 * text[0] + 0.5 * exemplar[0]
+    assert float(mix.norm()) < 0.8  # normalising the mix (the old rule) scales scores by 1.29
+    torch.testing.assert_close(regions @ F.normalize(mix, dim=0), expected / mix.norm())
+    # w = 1 or 0: one side as it is, also where it uses the unused direction
+    side = _unit(0.3, 0, 0, -0.5)[None]
+    torch.testing.assert_close(mix_by_scores(side, exemplar, 1.0, unused), side)
+    torch.testing.assert_close(mix_by_scores(text, side, 0.0, unused), side)
+
+
+def test_mixed_class_mixes_by_scores_given_an_unused_direction():
+    text = _unit(1, 0, 0)[None]
+    image = [_unit(0, 1, 0)[None]]
+    unused = _unit(0, 0, 1)
+    out = mix_class_embeddings(1, text, [0], image, [0], 0.25, unused)
+    torch.testing.assert_close(out[0], torch.tensor([0.25, 0.75, (1 - 0.25**2 - 0.75**2) ** 0.5]))
+
+
+def _two_colour_image(tmp_path) -> str:
+    array = np.zeros((20, 30, 3), np.uint8)
+    array[:, :15] = (200, 20, 20)
+    array[:, 15:] = (20, 20, 200)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    return str(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("source", ["region", "clip"])
+def test_clip_rescoring_leaves_the_names_of_region_exemplar_classes_to_clip(tmp_path, source):
+    """With CLIP rescoring on, a class by name and the detector's region embeddings is given
+    to the detector by its exemplars alone (its name is scored by CLIP's rows); the ``clip``
+    source's rows are CLIP's own, and keep the name either way."""
+    image = _two_colour_image(tmp_path)
+    vocab = Vocabulary.from_names(["cat", "mug"]).with_exemplars(
+        [ExemplarSpec("mug", (Exemplar(image, (15, 0, 15, 20)),), with_text=True)]
+    )
+    text_rows = {"cat": _unit(1, 0, 0), "mug": _unit(0, 1, 0)}
+
+    def text(v: Vocabulary) -> torch.Tensor:
+        return torch.stack([text_rows[n] for n in v.names])
+
+    embedder, _ = _embedder(tmp_path / "cache", source)
+    exemplar_row = embedder.class_rows([vocab.exemplars[1]], text(vocab))[0]
+    alone = class_embeddings(vocab, text, embedder, 0.5, clip_rescoring=True)
+    mixed = class_embeddings(vocab, text, embedder, 0.5, clip_rescoring=False)
+    torch.testing.assert_close(alone[0], mixed[0])  # text classes keep their text
+    assert float(mixed[1] @ text_rows["mug"]) > 0.3  # the name mixed in
+    if source == "region":
+        torch.testing.assert_close(alone[1], exemplar_row)
+    else:
+        torch.testing.assert_close(alone[1], mixed[1])
 
 
 def test_exemplar_spec_syntax(tmp_path):

@@ -87,3 +87,39 @@ def test_clip_rescoring_scores_region_exemplar_classes_by_their_clip_crops(train
     assert float(rescoring[1] @ rows[1]) < 0.99
     detector.set_classes("red square, blue circle")  # a text vocabulary: nothing apart again
     assert head.rescoring_embeddings is head.text_embeddings
+
+
+def test_clip_rescoring_takes_over_the_name_of_a_name_and_region_class(trained_checkpoint):
+    """A class by name and region exemplars: without rescoring the detector's row mixes both;
+    turning CLIP rescoring on gives the detector the exemplars alone and CLIP the name (mixed
+    with its crops); turning it off again brings the mixed row back."""
+    import torch
+
+    from ovdet.api import OVDetector
+
+    array, boxes = _exemplar_image()
+    exemplars = {"blue circle+": [Exemplar(array, boxes["blue circle"])]}
+    detector = OVDetector.from_checkpoint(
+        str(trained_checkpoint), overrides=["MODEL.OVDET.EXEMPLARS.SOURCE", "region"]
+    )
+    detector.set_classes("red square, blue circle", exemplars=exemplars)
+    head = detector.head
+    mixed = head.text_embeddings.cpu().clone()
+    text = detector.text_embeddings("red square, blue circle")
+    region = detector.exemplar_embedder.class_rows([exemplars["blue circle+"]], text)[0]
+    torch.testing.assert_close(mixed[0], text[0])
+    assert float(mixed[1] @ text[1]) > float(region @ text[1]) + 0.05  # the name mixed in
+    detector.enable_clip_rescoring(True)
+    torch.testing.assert_close(head.text_embeddings[1].cpu(), region)  # exemplars alone
+    rescoring = head.rescoring_embeddings.cpu()
+    torch.testing.assert_close(rescoring[0], text[0])
+    clip = detector.exemplar_embedder.with_source("clip").class_rows(
+        [exemplars["blue circle+"]], text
+    )[0]
+    assert float(rescoring[1] @ text[1]) > float(clip @ text[1]) + 0.05  # the name is CLIP's
+    torch.testing.assert_close(
+        detector.class_embeddings("red square, blue circle", exemplars), mixed
+    )
+    detector.enable_clip_rescoring(False)
+    torch.testing.assert_close(head.text_embeddings.cpu(), mixed)
+    assert head.rescoring_embeddings is head.text_embeddings
