@@ -130,7 +130,8 @@ class OpenVocabularyD2Predictor:
         vocabulary = Vocabulary.from_classes_and_exemplars(classes, exemplar_specs(exemplars))
         embedder = self.exemplar_embedder if vocabulary.has_exemplars else None
         text, weight = text_classifier_builder(self.cfg), self.cfg.MODEL.OVDET.EXEMPLARS.TEXT_WEIGHT
-        embeddings = class_embeddings(vocabulary, text, embedder, weight)
+        rescores = self.head.clip_rescoring is not None
+        embeddings = class_embeddings(vocabulary, text, embedder, weight, clip_rescoring=rescores)
         rescoring = None
         if self.head.clip_rescoring is not None:  # its own rows for region exemplar classes
             rescoring = rescoring_class_embeddings(vocabulary, text, embedder, weight)
