@@ -3,8 +3,11 @@ one ``--small`` run per session, which each module may add rows to."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +34,13 @@ def small_run(tmp_path_factory):
     """``(folder, stdout)`` of the quick start: ``tools/benchmark_synthetic.py --small``."""
     out = tmp_path_factory.mktemp("bench")
     return out, run_small(out).stdout
+
+
+def run_small_on_a_copy(small_run, tmp_path_factory, name: str, *args: str):
+    """``--small ARGS`` on a copy of the quick start's folder (the other modules keep theirs as
+    their tests left it): ``(folder, result, the quick start's report before)``."""
+    quick_start, _ = small_run
+    out: Path = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(quick_start, out)
+    before = json.loads((out / "results.json").read_text())
+    return out, run_small(out, *args), before

@@ -6,11 +6,10 @@ about 4 minutes on 2 CPU cores (training 1 minute, the time ratios' 22 passes 2.
 ``make test-benchmark``."""
 
 import json
-import shutil
 
 import pytest
 
-from tests.ovbench.conftest import run_small
+from tests.ovbench.conftest import run_small_on_a_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.synthetic_benchmark]
 
@@ -23,11 +22,7 @@ MIN_NOVEL_AP50 = 0.1
 @pytest.fixture(scope="module")
 def fvlm_run(small_run, tmp_path_factory):
     """``--fvlm`` on a copy of the quick start's folder: ``(folder, result, its report before)``."""
-    quick_start, _ = small_run
-    out = tmp_path_factory.mktemp("fvlm") / "run"
-    shutil.copytree(quick_start, out)
-    before = json.loads((out / "results.json").read_text())
-    return out, run_small(out, "--fvlm"), before
+    return run_small_on_a_copy(small_run, tmp_path_factory, "fvlm", "--fvlm")
 
 
 def test_fvlm_trains_one_detector_and_keeps_the_quick_starts_rows(fvlm_run):

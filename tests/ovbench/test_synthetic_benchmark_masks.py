@@ -5,12 +5,11 @@ reported, and the quick start's rows keep their values. On top of the quick star
 1.5 minutes, evaluation and the time ratio's 12 passes 2.5), in ``make test-benchmark``."""
 
 import json
-import shutil
 
 import pytest
 
 from ovdet.ovbench.masks import mask_prediction, mask_row_label
-from tests.ovbench.conftest import run_small
+from tests.ovbench.conftest import run_small, run_small_on_a_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.synthetic_benchmark]
 
@@ -20,13 +19,8 @@ MIN_BASE_MASK_AP50 = 0.2
 
 @pytest.fixture(scope="module")
 def mask_run(small_run, tmp_path_factory):
-    """``--masks`` on a copy of the quick start's folder (the other modules keep theirs as
-    their tests left it): ``(folder, result, the quick start's report)``."""
-    quick_start, _ = small_run
-    out = tmp_path_factory.mktemp("masks") / "run"
-    shutil.copytree(quick_start, out)
-    before = json.loads((out / "results.json").read_text())
-    return out, run_small(out, "--masks"), before
+    """``--masks`` on a copy of the quick start's folder: ``(folder, result, report before)``."""
+    return run_small_on_a_copy(small_run, tmp_path_factory, "masks", "--masks")
 
 
 def test_masks_train_one_detector_and_keep_the_box_rows(mask_run):

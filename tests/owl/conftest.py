@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +55,35 @@ def owlv2_dir(tmp_path_factory):
 def owlvit_dir(tmp_path_factory):
     """A folder: a tiny random ``OwlViTForObjectDetection`` and its processor."""
     return _save_owl(tmp_path_factory.mktemp("owlvit"), "owlvit")
+
+
+def evaluate_infer_and_detector(
+    tmp_path: Path, capsys, labels: Path, infer_out: Path, *detector_args: str
+) -> tuple[dict, dict]:
+    """``ovdet-evaluate`` metrics on ``labels`` of the detections ``ovdet-infer`` wrote to
+    ``infer_out``, and of ``--detector ... DETECTOR_ARGS`` run by the evaluator itself."""
+    from ovdet.cli import evaluate as evaluate_cli
+
+    detections = tmp_path / "detections.json"
+    results = json.loads((infer_out / "results.json").read_text())
+    detections.write_text(json.dumps(results["detections"]))
+
+    def evaluate(*source: str) -> dict:
+        metrics = tmp_path / "metrics.json"
+        argv = ["--gt", str(labels), "--output", str(metrics), "--no-progress", *source]
+        assert evaluate_cli.main(argv) == 0, capsys.readouterr().err
+        return json.loads(metrics.read_text())
+
+    return evaluate("--results", str(detections)), evaluate("--detector", *detector_args)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of two real photos (scikit-image's astronaut, cropped, and rocket)."""
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skimage_data.astronaut()[40:, :360]).save(folder / "astronaut.png")
+    Image.fromarray(skimage_data.rocket()).save(folder / "rocket.png")
+    return folder

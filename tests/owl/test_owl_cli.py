@@ -14,20 +14,13 @@ from ovdet.cli import evaluate as evaluate_cli
 from ovdet.cli import infer as infer_cli
 from ovdet.owl import OwlDetector
 from tests.conftest import assert_one_line_error
+from tests.owl.conftest import evaluate_infer_and_detector
 
 transformers = pytest.importorskip("transformers")
 skimage_data = pytest.importorskip("skimage.data")
 
 CLASSES = "person,rocket"
 THRESH = 0.3
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    Image.fromarray(skimage_data.astronaut()[40:, :360]).save(folder / "astronaut.png")
-    Image.fromarray(skimage_data.rocket()).save(folder / "rocket.png")
-    return folder
 
 
 def test_infer_writes_the_detectors_detections_and_auto_labels(owlv2_dir, photos, tmp_path):
@@ -63,18 +56,10 @@ def test_evaluate_detector_scores_what_infer_detects(owlv2_dir, photos, tmp_path
             "--output", str(out), "--coco-out", str(labels), "--score-thresh", "0.05",
             "--label-thresh", "0.5", "--no-draw", "--no-progress"]  # fmt: skip
     assert infer_cli.main(argv) == 0
-    detections = tmp_path / "detections.json"
-    detections.write_text(json.dumps(json.loads((out / "results.json").read_text())["detections"]))
-
-    def evaluate(*source: str) -> dict:
-        metrics = tmp_path / "metrics.json"
-        argv = ["--gt", str(labels), "--output", str(metrics), "--no-progress", *source]
-        assert evaluate_cli.main(argv) == 0, capsys.readouterr().err
-        return json.loads(metrics.read_text())
-
-    from_infer = evaluate("--results", str(detections))
-    from_detector = evaluate("--detector", f"hf:{owlv2_dir}", "--image-root", str(photos),
-                             "--score-thresh", "0.05", "--device", "cpu")  # fmt: skip
+    from_infer, from_detector = evaluate_infer_and_detector(
+        tmp_path, capsys, labels, out, f"hf:{owlv2_dir}", "--image-root", str(photos),
+        "--score-thresh", "0.05", "--device", "cpu",
+    )  # fmt: skip
     assert from_detector["all"] == from_infer["all"]
     assert from_detector["num_detections"] == from_infer["num_detections"] > 0
     assert 0 < from_detector["all"]["AP50"] <= 100

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ovdet.cli import evaluate as evaluate_cli
 from ovdet.cli import infer as infer_cli
@@ -16,20 +15,13 @@ from ovdet.owl import OwlDetector
 from ovdet.structures.exemplars import parse_exemplar_spec
 from ovdet.structures.vocabulary import Vocabulary
 from tests.conftest import assert_one_line_error
+from tests.owl.conftest import evaluate_infer_and_detector
 
 transformers = pytest.importorskip("transformers")
 skimage_data = pytest.importorskip("skimage.data")
 
 THRESH = 0.3
 BOX = (40.0, 60.0, 300.0, 200.0)  # x, y, w, h of the rocket photo's box exemplar
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    Image.fromarray(skimage_data.astronaut()[40:, :360]).save(folder / "astronaut.png")
-    Image.fromarray(skimage_data.rocket()).save(folder / "rocket.png")
-    return folder
 
 
 def _exemplar(photos, name: str = "rocket") -> str:
@@ -85,19 +77,10 @@ def test_evaluate_exemplar_categories_scores_what_infer_detects(
             str(photos), "--output", str(out), "--score-thresh", "0.05", "--no-draw",
             "--no-progress", "--exemplar", _exemplar(photos)]  # fmt: skip
     assert infer_cli.main(argv) == 0
-    detections = tmp_path / "detections.json"
-    detections.write_text(json.dumps(json.loads((out / "results.json").read_text())["detections"]))
-
-    def evaluate(*source: str) -> dict:
-        metrics = tmp_path / "metrics.json"
-        argv = ["--gt", str(labels), "--output", str(metrics), "--no-progress", *source]
-        assert evaluate_cli.main(argv) == 0, capsys.readouterr().err
-        return json.loads(metrics.read_text())
-
-    from_infer = evaluate("--results", str(detections))
-    from_detector = evaluate("--detector", f"hf:{owlv2_dir}", "--image-root", str(photos),
-                             "--score-thresh", "0.05", "--device", "cpu",
-                             "--exemplar-file", str(exemplar_file))  # fmt: skip
+    from_infer, from_detector = evaluate_infer_and_detector(
+        tmp_path, capsys, labels, out, f"hf:{owlv2_dir}", "--image-root", str(photos),
+        "--score-thresh", "0.05", "--device", "cpu", "--exemplar-file", str(exemplar_file),
+    )  # fmt: skip
     assert from_detector["all"] == from_infer["all"]
     assert from_detector["num_detections"] == from_infer["num_detections"] > 0
 
