@@ -105,6 +105,7 @@ def _write_split(root: Path, name: str, num_images: int, seed: int) -> Path:
                     "image_id": image_id,
                     "category_id": cat,
                     "bbox": [x, y, bw, bh],
+                    "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
                     "area": bw * bh,
                     "iscrowd": 0,
                 }

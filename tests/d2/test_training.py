@@ -301,3 +301,18 @@ def test_trainer_reads_weights_without_running_code(instant_cfg, instant_data, t
     assert all(  # periodic checkpoints are written by the same checkpointer
         h.checkpointer is trainer.checkpointer for h in trainer._hooks if hasattr(h, "checkpointer")
     )
+
+
+def test_the_mask_head_trains_in_detectron2(instant_cfg):
+    """``MODEL.MASK_ON`` end to end in detectron2's trainer: the base classes' polygons are
+    loaded and the class-agnostic mask head learns them (its loss falls)."""
+    cfg = instant_cfg("MODEL.MASK_ON", "True", "MODEL.OVDET.DISTILL.MODE", "none",
+                      "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_ITER", "30")  # fmt: skip
+    cfg.freeze()
+    seed_all_rng(0)
+    trainer = OpenVocabularyTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    loss = _history(trainer, "loss_mask")
+    assert len(loss) == 30 and np.isfinite(loss).all()
+    assert np.mean(loss[-5:]) < 0.8 * np.mean(loss[:5]), loss
