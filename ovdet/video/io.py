@@ -90,29 +90,26 @@ class VideoReader:
         self._stream = self._container.streams.video[0]
         self.corrupt_frames = 0
         self.decoded_frames = 0
-
-    @property
-    def duration(self) -> float | None:
-        """Length in seconds, if the container says."""
+        # Read while the container is open (iterating closes it; PyAV >= 18.1.1 then refuses
+        # to read a stream's properties).
         s = self._stream
+        self.duration: float | None = None
+        """Length in seconds, if the container says."""
         if s.duration is not None and s.time_base is not None:
-            return float(s.duration * s.time_base)
-        if self._container.duration is not None:
-            return self._container.duration / 1_000_000
-        return None
-
-    @property
-    def native_fps(self) -> float | None:
+            self.duration = float(s.duration * s.time_base)
+        elif self._container.duration is not None:
+            self.duration = self._container.duration / 1_000_000
+        rate = s.average_rate or s.guessed_rate
+        self.native_fps: float | None = float(rate) if rate else None
         """The stream's frame rate, if known."""
-        rate = self._stream.average_rate or self._stream.guessed_rate
-        return float(rate) if rate else None
+        self._stream_frames = s.frames
 
     def expected_samples(self) -> int | None:
         """How many frames sampling should give (for a progress bar), if known."""
         duration = self.duration
         rate = self.fps or self.native_fps
         if duration is None or not rate:
-            return self._stream.frames or None
+            return self._stream_frames or None
         return max(1, int(np.ceil(duration * rate - 1e-6)))
 
     def __iter__(self) -> Iterator[VideoFrame]:

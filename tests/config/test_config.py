@@ -45,11 +45,18 @@ def test_every_shipped_config_loads_by_name_from_any_folder_and_builds(tmp_path,
     names = [n for n in list_configs() if not n.startswith("d2/")]
     assert {"tiny.yaml", "Base-RCNN-FPN.yaml", "ovcoco_vild_R50_FPN.yaml"} <= set(names)
     for name in names:
-        cfg = load_config(name, ["MODEL.BACKBONE.WEIGHTS", ""])  # no ImageNet download here
+        opts = ["MODEL.BACKBONE.WEIGHTS", ""]  # no ImageNet download here
+        clip_backbone = load_config(name).MODEL.BACKBONE.NAME == "build_clip_resnet_fpn_backbone"
+        if clip_backbone:  # F-VLM loads its CLIP to build: the shipped tiny ResNet CLIP instead
+            opts += ["MODEL.OVDET.CLIP", "local-dir:clip/tiny"]
+        cfg = load_config(name, opts)
         model = build_model(cfg, num_classes=3)
         head = get_head(model)
         assert head.score_thresh == cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, name
         assert head.distill_mode == cfg.MODEL.OVDET.DISTILL.MODE, name
+        if clip_backbone:
+            assert head.clip_backbone is model.backbone.clip, name
+            continue
         depth = {18: 2, 34: 3, 50: 3, 101: 3}[cfg.MODEL.RESNETS.DEPTH]
         assert len(model.backbone.body.layer2) == {2: 2, 3: 4}[depth], name
 
