@@ -56,8 +56,16 @@ def _weak_targets(metrics: dict) -> list[dict]:
     """The best weak-supervision row: at least 0.10 novel AP50 above the best row without image
     labels, and at least 0.95 x its own base AP50."""
     weak = {m.key for m in METHODS if m.detector in WEAK_DETECTORS}
+    detectors = {d.name for d in DETECTORS}  # not the opt-in F-VLM rows
     boxes_only = max(
-        (m for m in METHODS if m.open_vocabulary and m.key in metrics and m.key not in weak),
+        (
+            m
+            for m in METHODS
+            if m.open_vocabulary
+            and m.key in metrics
+            and m.key not in weak
+            and m.detector in detectors
+        ),
         key=lambda m: ap50(metrics, m.key, "novel"),
     )
     ref = ap50(metrics, boxes_only.key, "novel")
