@@ -251,8 +251,9 @@ def _mask_rows(out: Path, all_seeds, seed: int, data, row, device, progress) -> 
     """The mask rows (:func:`~ovdet.ovbench.masks.evaluate_masks`) of every seed's mask
     detector predicting as ``row``: box and mask AP as the means over the seeds (with
     ``standard_errors`` for more than one), the inference times of the first seed's."""
-    per_seed = [
-        evaluate_masks(seed_dir(out, s, seed), data, row, device, progress) for s in all_seeds
+    per_seed = [  # timed on the first seed only: the report gives its times
+        evaluate_masks(seed_dir(out, s, seed), data, row, device, progress, timed=s == seed)
+        for s in all_seeds
     ]
     if any(m is None for m in per_seed):
         return None
