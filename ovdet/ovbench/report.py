@@ -20,9 +20,11 @@ def _fmt(value, error=None) -> str:
 
 
 def _cell(report: dict, key: str, group: str, metric: str) -> str:
+    """A row's cell; with its standard error where the row has one (rows of every seed, not
+    the exemplar rows of the first seed's detector)."""
     value = report["metrics"][key][group][metric]
-    errors = report.get("standard_errors")
-    return _fmt(value, errors[key][group][metric] if errors else None)
+    error = (report.get("standard_errors") or {}).get(key)
+    return _fmt(value, error[group][metric] if error else None)
 
 
 def _mask_lines(masks: dict) -> tuple[list[str], str]:
