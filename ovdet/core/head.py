@@ -263,19 +263,19 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         """
         if settings is not None:
             check_score_fusion(self.has_image_head, True)
-            if settings.source == "backbone" and self.clip_backbone is None:
+            if not settings.crops and self.clip_backbone is None:
                 raise ConfigError(
                     "MODEL.OVDET.CLIP_RESCORING.SOURCE backbone needs the CLIP backbone "
                     "(MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone)"
                 )
-            if settings.source == "crops" and self.clip_teacher is None:
+            if settings.crops and self.clip_teacher is None:
                 raise RuntimeError("CLIP rescoring needs a CLIP teacher; call set_clip_teacher()")
         self.clip_rescoring = settings
 
     @property
     def rescores_crops(self) -> bool:
         """Whether inference runs CLIP rescoring on box crops (it needs the images)."""
-        return self.clip_rescoring is not None and self.clip_rescoring.source == "crops"
+        return self.clip_rescoring is not None and self.clip_rescoring.crops
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -395,11 +395,11 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         """
         region_index = torch.arange(boxes.shape[0], device=boxes.device)
         e = self.clip_rescoring
-        source = None if e is None else (image if e.source == "crops" else clip_features)
+        source = None if e is None else (image if e.crops else clip_features)
         if source is not None and boxes.shape[0] > 0:
             keep = probs.max(dim=1).values.topk(min(e.num_proposals, boxes.shape[0])).indices
             boxes, probs, region_index = boxes[keep], probs[keep], region_index[keep]
-            if e.source == "crops":
+            if e.crops:
                 clip_regions = self._teacher(image.device)(image, [boxes], e.crop_scales)
             else:
                 clip_regions = self.clip_backbone.region_embeddings(clip_features, [boxes])

@@ -83,6 +83,12 @@ class ClipRescoringSettings:
     crop_scales: tuple[float, ...] = ()
     source: str = "crops"
 
+    @property
+    def crops(self) -> bool:
+        """Whether CLIP embeds box crops (``source="crops"``: a CLIP teacher and the images are
+        needed), rather than pooling regions from the CLIP backbone."""
+        return self.source == "crops"
+
     def __post_init__(self) -> None:
         if self.source not in RESCORING_SOURCES:
             raise ConfigError(

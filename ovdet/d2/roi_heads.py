@@ -141,7 +141,7 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
         )
         distills = ov.DISTILL.MODE == "online" and ov.DISTILL.WEIGHT > 0
         rescoring = ClipRescoringSettings.from_config(cfg) if ov.CLIP_RESCORING.ENABLED else None
-        if rescoring is not None and rescoring.source == "backbone":
+        if rescoring is not None and not rescoring.crops:
             # The backbone's tower reaches the head where both are built: the meta-architecture.
             if cfg.MODEL.META_ARCHITECTURE != "OpenVocabularyRCNN":
                 raise ConfigError(

@@ -128,7 +128,7 @@ class OVDetector:
         if enabled:
             check_score_fusion(self.head.has_image_head, True)  # before loading CLIP
         settings = ClipRescoringSettings.from_config(self.cfg) if enabled else None
-        if settings is not None and settings.source == "crops" and self.head.clip_teacher is None:
+        if settings is not None and settings.crops and self.head.clip_teacher is None:
             self.head.set_clip_teacher(build_clip_teacher(self.cfg, self._text.clip))
         self.head.enable_clip_rescoring(settings)
         vocab = self._vocabulary
