@@ -289,16 +289,20 @@ def pretrain_clip(
     ) as proc:
         assert proc.stdout is not None
         level = logging.INFO
-        for line in proc.stdout:
-            line = line.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            level = _log_level(line, level)
-            if is_progress_line(line):
-                logger.info("[open_clip_train] %s", _LOG_PREFIX.sub("", line))
-            else:
-                trainer_logger.log(level, "%s", line)
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                if not line:
+                    continue
+                tail.append(line)
+                level = _log_level(line, level)
+                if is_progress_line(line):
+                    logger.info("[open_clip_train] %s", _LOG_PREFIX.sub("", line))
+                else:
+                    trainer_logger.log(level, "%s", line)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM in a worker): no trainer left on
+            proc.kill()
+            raise
         returncode = proc.wait()
 
     checkpoint = run_dir / "checkpoints" / f"epoch_{epochs}.pt"

@@ -11,7 +11,9 @@ relayed to the parent's handlers (console and ``log.txt``), each prefixed with i
 a task's return value and its exceptions come back to the caller. When a task fails, no new
 task starts, the running ones finish (their outputs are kept), and the first failure is raised.
 On Linux the workers end with the process that started them: one killed outright (``kill``,
-SIGTERM, which runs no clean-up) leaves no worker training on.
+SIGTERM, which runs no clean-up) leaves no worker training on. A worker's own SIGTERM raises
+``SystemExit`` in it, so its clean-up runs (a task's subprocess, such as the CLIP trainer, is
+ended with it).
 """
 
 from __future__ import annotations
@@ -111,12 +113,26 @@ def _end_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class _Terminated(SystemExit):
+    """A worker's SIGTERM, raised where it runs (:func:`_exit_on_sigterm`)."""
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM as an exception: the running task's ``finally`` blocks and ``except`` clauses run
+    (the default action ends the process at once), then the worker ends
+    (:func:`_run_in_worker`; the executor would otherwise send the exception back and wait for
+    the next task)."""
+    raise _Terminated(128 + signum)
+
+
 def _init_worker(queue, levels: dict[str, int], threads: int, parent: int) -> None:
-    """Worker set-up: ends with its parent (pid ``parent``), ``threads`` torch
+    """Worker set-up: ends with its parent (pid ``parent``; its SIGTERM runs the worker's
+    clean-up, :func:`_exit_on_sigterm`), ``threads`` torch
     threads (also for its subprocesses, by ``OMP_NUM_THREADS``), freed memory kept for reuse
     (:mod:`ovdet.utils.allocator`; a spawned process does not inherit it) and log records sent
     to the parent through ``queue``."""
     global _worker_queue_handler
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _end_with_parent(parent)
     keep_freed_memory()
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -138,6 +154,8 @@ def _run_in_worker(name: str, fn: Callable[..., Any], args: tuple) -> Any:
         _worker_queue_handler.addFilter(prefix)
     try:
         return fn(*args)
+    except _Terminated as e:  # the task has cleaned up: end the worker, as SIGTERM would
+        os._exit(int(e.code or 1))
     finally:
         if _worker_queue_handler is not None:
             _worker_queue_handler.removeFilter(prefix)

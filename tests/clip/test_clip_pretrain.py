@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -106,6 +108,32 @@ def test_the_trainers_progress_is_ovdets_and_its_other_lines_its_own(tmp_path, m
     assert len(own) == len(_TRAINER_OUTPUT) - 2
     assert {level for level, _ in own} == {logging.INFO}  # nothing shown at the default level
     assert any("ModifiedResNet" in m for _, m in own)
+
+
+def test_an_interrupted_pre_training_leaves_no_trainer_running(tmp_path, monkeypatch):
+    """Ctrl-C while the trainer runs ends the trainer too (``Popen``'s own exit would leave it
+    running)."""
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("filepath\ttitle\na.png\ta red circle\n")
+    started = []
+    real_popen = subprocess.Popen
+
+    def sleeping_trainer(cmd, **kwargs):
+        child = "print('Start epoch 0', flush=True); import time; time.sleep(120)"
+        started.append(real_popen([sys.executable, "-c", child], **kwargs))
+        return started[-1]
+
+    def interrupt(line, previous=logging.INFO):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ovdet.clip.pretrain.subprocess, "Popen", sleeping_trainer)
+    monkeypatch.setattr(ovdet.clip.pretrain, "_log_level", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_clip(csv_path, tmp_path / "runs", name="r")
+    try:
+        assert started[0].wait(timeout=30) is not None  # ended, not left sleeping
+    finally:
+        started[0].kill()
 
 
 def test_bad_inputs(tmp_path):

@@ -49,6 +49,14 @@ def _sleep_after_writing_pid(path: str, seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _sleep_then_clean_up(path: str, cleaned: str, seconds: float) -> None:
+    Path(path).write_text(str(os.getpid()))
+    try:
+        time.sleep(seconds)
+    finally:
+        Path(cleaned).write_text("cleaned up")
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
     try:
@@ -142,13 +150,14 @@ def test_bad_worker_counts_are_refused(tmp_path):
     not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's"
 )
 def test_workers_end_when_their_parent_is_killed(tmp_path):
-    """A benchmark killed with SIGTERM runs no clean-up; its workers must not train on."""
-    pid_file = tmp_path / "worker.pid"
+    """A benchmark killed with SIGTERM runs no clean-up; its workers must not train on, and
+    theirs runs (a task's own subprocess, such as the CLIP trainer, is ended by it)."""
+    pid_file, cleaned = tmp_path / "worker.pid", tmp_path / "cleaned"
     script = (
         "from ovdet.utils.task_graph import Task, run_task_graph\n"
-        "from tests.utils.test_task_graph import _sleep_after_writing_pid\n"
-        f"run_task_graph([Task('long', _sleep_after_writing_pid, ({str(pid_file)!r}, 300.0))], "
-        "workers=2)\n"
+        "from tests.utils.test_task_graph import _sleep_then_clean_up\n"
+        f"run_task_graph([Task('long', _sleep_then_clean_up, ({str(pid_file)!r}, "
+        f"{str(cleaned)!r}, 300.0))], workers=2)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
     worker = 0
@@ -166,6 +175,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
         while _running(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _running(worker), "the worker outlived its killed parent"
+        assert cleaned.is_file(), "the worker ended without running its clean-up"
     finally:
         parent.kill()
         if worker and _running(worker):
