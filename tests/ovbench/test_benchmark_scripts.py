@@ -205,3 +205,18 @@ def test_fvlm_regions_needs_a_run_with_the_fvlm_detector(tmp_path):
 
     with pytest.raises(SystemExit, match="no F-VLM detector"):
         fvlm_regions.main([str(tmp_path)])
+
+
+def test_nearest_row_rates_count_right_boxes_and_base_boxes_taken_by_novel_rows():
+    from benchmarks.exemplar_crop_rows import nearest_row_rates
+
+    rows = torch.eye(3)  # classes 0, 1 base; 2 novel
+    novel = torch.tensor([False, False, True])
+    # boxes of classes 0, 0, 1, 2, 2: the second base box is nearest to the novel row, the
+    # second novel box to base row 1
+    embeddings = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.1, 0], [0.2, 0, 1], [0, 1, 0.1], [0, 0.1, 1], [0, 1, 0.3]]), dim=-1
+    )
+    rates = nearest_row_rates(embeddings, torch.tensor([0, 0, 1, 2, 2]), rows, novel)
+    expected = {"novel_accuracy": 0.5, "base_accuracy": 2 / 3, "base_taken_by_novel": 1 / 3}
+    assert rates == pytest.approx(expected)
