@@ -127,15 +127,13 @@ class FrozenClipViT(FrozenClipTower):
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self._positional_embedding(grid).to(x.dtype)
         x = v.ln_pre(v.patch_dropout(x))
-        batch_first = getattr(v.transformer, "batch_first", True)
         wanted = set(self.stage_depths.values())
         out = {}
         for depth in range(max(wanted) + 1):
             if depth in wanted:
                 out[depth] = x[:, 1:].transpose(1, 2).unflatten(2, grid)
             if depth < max(wanted):
-                block = v.transformer.resblocks[depth]
-                x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+                x = _run_block(v.transformer.resblocks[depth], x)
         return out
 
     def _positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -161,17 +159,10 @@ class FrozenClipViT(FrozenClipTower):
         """
         v = self.visual
         block = v.transformer.resblocks[-1]
-        attn = block.attn
         x = tokens.flatten(2).transpose(1, 2)  # B x (h * w) x width
         # a token attending only to itself takes its own value: softmax of one score is 1
-        width = x.shape[-1]
-        if attn.in_proj_weight is not None:
-            value_weight = attn.in_proj_weight[2 * width :]
-        else:
-            value_weight = attn.v_proj_weight
-        value_bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * width :]
-        value = F.linear(block.ln_1(x), value_weight, value_bias)
-        x = x + block.ls_1(attn.out_proj(value))
+        _, _, value = _qkv(block.attn, block.ln_1(x))
+        x = x + block.ls_1(block.attn.out_proj(value))
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
         x = v.ln_post(x)
         if v.proj is not None:
@@ -204,6 +195,25 @@ class FrozenClipViT(FrozenClipTower):
         return F.normalize(pooled.flatten(1).float(), dim=-1)
 
 
+def _qkv(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The query, key and value projections of Tensor[B, L, C]: three Tensor[B, L, C]."""
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+
+
+def _run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock`` on Tensor[B, L, C], its attention written out:
+    ``nn.MultiheadAttention`` fixes the number of tokens in a traced (ONNX) graph, and its fused
+    inference kernel has no ONNX form. The same results (tests/core/test_clip_vit_backbone.py).
+    """
+    attn = block.attn
+    q, k, v = (
+        t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in _qkv(attn, block.ln_1(x))
+    )  # B x heads x L x head_dim
+    y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+    x = x + block.ls_1(attn.out_proj(y))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 def _check_vit(visual: nn.Module) -> None:
     """One-line errors for an image tower :class:`FrozenClipViT` cannot run."""
     if not all(hasattr(visual, n) for n in _VIT_PARTS):
@@ -217,9 +227,10 @@ def _check_vit(visual: nn.Module) -> None:
             f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP that pools its tokens itself (class "
             "token or mean), not with an attentional pooler (CoCa)"
         )
-    last = visual.transformer.resblocks[-1]
-    if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
-        raise ConfigError(
-            f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP with standard attention blocks "
-            f"(nn.MultiheadAttention), got {type(last).__name__}"
-        )
+    for block in visual.transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+            raise ConfigError(
+                f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP with standard attention blocks "
+                f"(one nn.MultiheadAttention each), got {type(block).__name__}"
+            )
