@@ -71,10 +71,15 @@ class FrozenClipResNet(FrozenClipTower):
         input_format: str = "RGB",
     ) -> None:
         if not all(hasattr(visual, n) for n in ("stem", "layer4", "attnpool")):
+            vit = hasattr(visual, "class_embedding")  # open_clip's VisionTransformer
             raise ConfigError(
                 f"{CLIP_BACKBONE_NAME} needs a ResNet CLIP (open_clip's ModifiedResNet, e.g. "
-                f"RN50), got an image tower of type {type(visual).__name__}; for a ViT CLIP use "
-                f"MODEL.BACKBONE.NAME {CLIP_VIT_BACKBONE_NAME}"
+                f"RN50), got an image tower of type {type(visual).__name__}"
+                + (
+                    f"; for a ViT CLIP use MODEL.BACKBONE.NAME {CLIP_VIT_BACKBONE_NAME}"
+                    if vit
+                    else ""
+                )
             )
         super().__init__(visual, clip_mean, clip_std, pixel_mean, pixel_std, input_format)
         self.pool_size = self.image_size // 32

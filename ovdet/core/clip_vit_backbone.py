@@ -217,10 +217,15 @@ def _run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _check_vit(visual: nn.Module) -> None:
     """One-line errors for an image tower :class:`FrozenClipViT` cannot run."""
     if not all(hasattr(visual, n) for n in _VIT_PARTS):
+        resnet = hasattr(visual, "attnpool")  # open_clip's ModifiedResNet
         raise ConfigError(
             f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP (open_clip's VisionTransformer, e.g. "
-            f"ViT-B-16), got an image tower of type {type(visual).__name__}; for a ResNet CLIP "
-            f"use MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME}"
+            f"ViT-B-16), got an image tower of type {type(visual).__name__}"
+            + (
+                f"; for a ResNet CLIP use MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME}"
+                if resnet
+                else ""
+            )
         )
     if getattr(visual, "attn_pool", None) is not None:
         raise ConfigError(
