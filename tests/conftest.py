@@ -111,6 +111,34 @@ def tiny_resnet_clip(tmp_path_factory) -> str:
     return f"local-dir:{root}:{weights}"
 
 
+#: A tiny ViT CLIP (open_clip's VisionTransformer: 4 x 4 patches of 16 px at its own 64 px, 5
+#: blocks, so the FPN's stages come after 1, 2, 3 and 4 of them; LayerScale on, so the dense path
+#: must apply it): the ViT CLIP backbone of F-VLM (ovdet.core.clip_vit_backbone).
+TINY_VIT_CLIP_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 5, "width": 32, "patch_size": 16,
+                       "head_width": 16, "ls_init_value": 0.5},
+        "text_cfg": TINY_CLIP_CONFIG["model_cfg"]["text_cfg"],
+    },
+    "preprocess_cfg": TINY_CLIP_CONFIG["preprocess_cfg"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_clip(tmp_path_factory) -> str:
+    """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random ViT CLIP saved to a file."""
+    import open_clip
+
+    root = tmp_path_factory.mktemp("tiny_vit_clip")
+    (root / "open_clip_config.json").write_text(json.dumps(TINY_VIT_CLIP_CONFIG))
+    weights = root / "weights.pt"
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{root}")
+    torch.save({"state_dict": model.state_dict()}, weights)
+    return f"local-dir:{root}:{weights}"
+
+
 def draw_toy_image(rng: np.random.Generator, size: int = 64, classes=TOY_CLASSES):
     """One image with 1-2 toy objects; returns (PIL image, [(class index, xywh box)])."""
     img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(100, 150, 3)))

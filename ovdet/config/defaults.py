@@ -113,9 +113,10 @@ def _add_model_keys(cfg: Any) -> None:
     # (docs/speed.md#real-scale-cpu).
     ov.CLIP_RESCORING.CROP_SCALES = []
     # Where the rescored regions' CLIP embeddings come from: "crops" (CLIP's image tower on each
-    # box crop) or "backbone" (F-VLM: each region pooled from the frozen CLIP backbone's res5 map
-    # through CLIP's attention pool, no crops; needs MODEL.BACKBONE.NAME
-    # build_clip_resnet_fpn_backbone; docs/fvlm.md).
+    # box crop) or "backbone" (F-VLM, no crops: each region pooled from the frozen CLIP backbone,
+    # a ResNet's res5 map through CLIP's attention pool or a ViT's dense patch embeddings; needs
+    # MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone or build_clip_vit_fpn_backbone;
+    # docs/fvlm.md).
     ov.CLIP_RESCORING.SOURCE = "crops"
 
     ov.EXEMPLARS = node()
@@ -214,8 +215,9 @@ _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 
 _C.MODEL.BACKBONE = CN()
 # The backbone, by detectron2's builder names: "build_resnet_fpn_backbone" (a ResNet of
-# MODEL.RESNETS with FPN) or "build_clip_resnet_fpn_backbone" (F-VLM: the frozen image tower of
-# MODEL.OVDET.CLIP, a ResNet CLIP, with a trained FPN; docs/fvlm.md).
+# MODEL.RESNETS with FPN), "build_clip_resnet_fpn_backbone" (F-VLM: the frozen image tower of
+# MODEL.OVDET.CLIP, a ResNet CLIP, with a trained FPN) or "build_clip_vit_fpn_backbone" (the
+# same with a ViT CLIP; docs/fvlm.md).
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
 # ImageNet weights: "" (random init), a torchvision weights enum name such as
 # "ResNet50_Weights.IMAGENET1K_V1" (downloaded if missing), or a local .pth file.

@@ -11,40 +11,48 @@ head joins its scores with the detector's as CLIP rescoring does
 (``MODEL.OVDET.CLIP_RESCORING.SOURCE backbone``; :mod:`ovdet.core.score_fusion`).
 
 Both engines wrap :class:`FrozenClipResNet` with their own FPN (``MODEL.BACKBONE.NAME
-build_clip_resnet_fpn_backbone``); nothing of a detection framework is imported here.
+build_clip_resnet_fpn_backbone``), as they wrap the ViT tower
+(:class:`~ovdet.core.clip_vit_backbone.FrozenClipViT`, ``build_clip_vit_fpn_backbone``);
+:func:`load_clip_backbone` builds the tower a config names. Nothing of a detection framework is
+imported here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from ovdet.core.clip_tower import (
+    CLIP_BACKBONE_NAME,
+    CLIP_BACKBONE_NAMES,
+    CLIP_FEATURES_KEY,
+    CLIP_STAGES,
+    CLIP_VIT_BACKBONE_NAME,
+    FrozenClipTower,
+)
+from ovdet.core.clip_vit_backbone import FrozenClipViT
 from ovdet.utils.errors import ConfigError
 
-if TYPE_CHECKING:
-    from ovdet.clip import ClipBackend
-
-__all__ = ["CLIP_BACKBONE_NAME", "CLIP_FEATURES_KEY", "FrozenClipResNet", "load_clip_backbone"]
-
-#: ``MODEL.BACKBONE.NAME`` of the CLIP backbone (detectron2's key: the backbone builder's name).
-CLIP_BACKBONE_NAME = "build_clip_resnet_fpn_backbone"
-#: The backbone output that carries the frozen res5 map to the head (not a detector level).
-CLIP_FEATURES_KEY = "clip"
-
-_STAGES = ("res2", "res3", "res4", "res5")
+__all__ = [
+    "CLIP_BACKBONE_NAME",
+    "CLIP_BACKBONE_NAMES",
+    "CLIP_FEATURES_KEY",
+    "CLIP_VIT_BACKBONE_NAME",
+    "FrozenClipResNet",
+    "FrozenClipTower",
+    "load_clip_backbone",
+]
 
 
-class FrozenClipResNet(nn.Module):
-    """An open_clip ``ModifiedResNet`` image tower, frozen, seen as a detector backbone.
+class FrozenClipResNet(FrozenClipTower):
+    """An open_clip ``ModifiedResNet`` image tower, frozen, seen as a detector backbone; the map
+    it hands to the head (:data:`CLIP_FEATURES_KEY`) is its res5.
 
-    Its input is the detector's: pixels normalised by the detector's ``pixel_mean`` /
-    ``pixel_std`` (0-255, in ``input_format``'s channel order, as ``MODEL.PIXEL_MEAN/STD`` and
-    ``INPUT.FORMAT``), which it turns into CLIP's own normalisation first; so the detector's
-    settings need not change, in either engine.
+    Its input is the detector's (:class:`~ovdet.core.clip_tower.FrozenClipTower`).
 
     Args:
         visual: open_clip's ``ModifiedResNet`` (``stem``, ``layer1``-``layer4``, ``attnpool``).
@@ -62,65 +70,38 @@ class FrozenClipResNet(nn.Module):
         pixel_std: Sequence[float] = (255.0, 255.0, 255.0),
         input_format: str = "RGB",
     ) -> None:
-        super().__init__()
         if not all(hasattr(visual, n) for n in ("stem", "layer4", "attnpool")):
+            vit = hasattr(visual, "class_embedding")  # open_clip's VisionTransformer
             raise ConfigError(
-                f"the CLIP backbone needs a ResNet CLIP (open_clip's ModifiedResNet, e.g. RN50), "
-                f"got an image tower of type {type(visual).__name__}"
+                f"{CLIP_BACKBONE_NAME} needs a ResNet CLIP (open_clip's ModifiedResNet, e.g. "
+                f"RN50), got an image tower of type {type(visual).__name__}"
+                + (
+                    f"; for a ViT CLIP use MODEL.BACKBONE.NAME {CLIP_VIT_BACKBONE_NAME}"
+                    if vit
+                    else ""
+                )
             )
-        if input_format not in ("RGB", "BGR"):
-            raise ConfigError(f"INPUT.FORMAT must be RGB or BGR, got {input_format!r}")
-        self.visual = visual.eval().requires_grad_(False)
-        size = visual.image_size
-        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        super().__init__(visual, clip_mean, clip_std, pixel_mean, pixel_std, input_format)
         self.pool_size = self.image_size // 32
         self.embed_dim = int(visual.attnpool.c_proj.out_features)
         width = visual.layer1[0].conv1.in_channels  # the stem's output channels
-        self.out_channels = {s: width * 4 * 2**i for i, s in enumerate(_STAGES)}
-        self.strides = {s: 4 * 2**i for i, s in enumerate(_STAGES)}
-        # detector input x -> CLIP input: x * scale + shift, per channel of the detector's order
-        mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std)
-        cmean, cstd = torch.tensor(clip_mean), torch.tensor(clip_std)
-        if input_format == "BGR":
-            cmean, cstd = cmean.flip(0), cstd.flip(0)
-        scale, shift = std / 255 / cstd, (mean / 255 - cmean) / cstd
-        self.flip_channels = input_format == "BGR"
-        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
-
-    @classmethod
-    def from_clip(cls, clip: ClipBackend, cfg) -> FrozenClipResNet:
-        """From a loaded open_clip CLIP and the detector's ``MODEL.PIXEL_MEAN/STD``,
-        ``INPUT.FORMAT``."""
-        return cls(
-            clip.image_encoder,
-            clip.mean,
-            clip.std,
-            cfg.MODEL.PIXEL_MEAN,
-            cfg.MODEL.PIXEL_STD,
-            cfg.INPUT.FORMAT,
-        )
-
-    def train(self, mode: bool = True) -> FrozenClipResNet:
-        super().train(mode)
-        self.visual.eval()  # frozen: batch norms keep CLIP's statistics
-        return self
-
-    def clip_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Detector-normalised Tensor[B, 3, H, W] -> CLIP-normalised, RGB."""
-        x = x * self.scale.to(x) + self.shift.to(x)
-        return x.flip(1) if self.flip_channels else x
+        self.out_channels = {s: width * 4 * 2**i for i, s in enumerate(CLIP_STAGES)}
+        self.strides = {s: 4 * 2**i for i, s in enumerate(CLIP_STAGES)}
+        self.clip_channels, self.clip_stride = self.out_channels["res5"], 32
+        self.size_divisibility = 32
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Tensor[B, 3, H, W] (detector-normalised) -> ``res2``..``res5``: Tensor[B, C_s,
-        H / stride_s, W / stride_s] (channels :attr:`out_channels`, strides 4, 8, 16, 32)."""
+        H / stride_s, W / stride_s] (channels :attr:`out_channels`, strides 4, 8, 16, 32), and
+        :data:`CLIP_FEATURES_KEY`: the same res5 map, for :meth:`region_embeddings`."""
         v = self.visual
         x = v.stem(self.clip_input(x).to(v.layer1[0].conv1.weight.dtype))
         out = {}
-        for name, layer in zip(_STAGES, (v.layer1, v.layer2, v.layer3, v.layer4)):
+        for name, layer in zip(CLIP_STAGES, (v.layer1, v.layer2, v.layer3, v.layer4)):
             x = layer(x)
             out[name] = x
+        out[CLIP_FEATURES_KEY] = x
         return out
 
     @torch.no_grad()
@@ -169,13 +150,20 @@ class FrozenClipResNet(nn.Module):
         return out[0]
 
 
-def load_clip_backbone(cfg) -> FrozenClipResNet:
-    """The frozen CLIP tower of ``MODEL.OVDET.CLIP`` (the same CLIP as the text embeddings), for
-    either engine's ``build_clip_resnet_fpn_backbone``.
+def load_clip_backbone(cfg) -> FrozenClipTower:
+    """The frozen CLIP tower of ``MODEL.OVDET.CLIP`` (the same CLIP as the text embeddings) that
+    ``MODEL.BACKBONE.NAME`` names, for either engine's builder: :class:`FrozenClipResNet` for
+    ``build_clip_resnet_fpn_backbone``, :class:`~ovdet.core.clip_vit_backbone.FrozenClipViT`
+    for ``build_clip_vit_fpn_backbone``.
 
     Raises:
-        ConfigError: a CLIP whose image tower is not a ResNet (ViT CLIPs are not supported).
+        ConfigError: another ``MODEL.BACKBONE.NAME``, or a CLIP whose image tower is not the
+            kind the name says (a ViT CLIP for the ResNet builder, or the reverse).
     """
     from ovdet.clip import load_clip
 
-    return FrozenClipResNet.from_clip(load_clip(cfg.MODEL.OVDET.CLIP), cfg)
+    towers = {CLIP_BACKBONE_NAME: FrozenClipResNet, CLIP_VIT_BACKBONE_NAME: FrozenClipViT}
+    name = cfg.MODEL.BACKBONE.NAME
+    if name not in towers:
+        raise ConfigError(f"MODEL.BACKBONE.NAME {name!r} is not one of {CLIP_BACKBONE_NAMES}")
+    return towers[name].from_clip(load_clip(cfg.MODEL.OVDET.CLIP), cfg)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovdet.core.classifier import ZeroShotClassifier
-from ovdet.core.clip_backbone import FrozenClipResNet
+from ovdet.core.clip_tower import FrozenClipTower
 from ovdet.core.head_distillation import DISTILL_MODES, DistillationMixin
 from ovdet.core.head_weak import WeakSupervisionMixin
 from ovdet.core.losses import sigmoid_text_loss, vild_text_loss
@@ -247,7 +247,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             teacher.to(device)
         return teacher
 
-    def set_clip_backbone(self, backbone: FrozenClipResNet | None) -> None:
+    def set_clip_backbone(self, backbone: FrozenClipTower | None) -> None:
         """The detector's frozen CLIP backbone, whose pooled regions CLIP rescoring scores with
         ``source="backbone"`` (F-VLM; the engines set it when they build one)."""
         object.__setattr__(self, "clip_backbone", backbone)
@@ -266,7 +266,8 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             if not settings.crops and self.clip_backbone is None:
                 raise ConfigError(
                     "MODEL.OVDET.CLIP_RESCORING.SOURCE backbone needs the CLIP backbone "
-                    "(MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone)"
+                    "(MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone or "
+                    "build_clip_vit_fpn_backbone)"
                 )
             if settings.crops and self.clip_teacher is None:
                 raise RuntimeError("CLIP rescoring needs a CLIP teacher; call set_clip_teacher()")
@@ -385,8 +386,8 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             embeddings: Tensor[N, D] region embeddings from :meth:`predict`.
             image: Tensor[1, 3, H, W], RGB in [0, 1], in the boxes' pixel frame (CLIP rescoring
                 of crops only).
-            clip_features: Tensor[1, C, H / 32, W / 32], the CLIP backbone's res5 map of this
-                image (CLIP rescoring from the backbone only).
+            clip_features: Tensor[1, C, H / s, W / s], the CLIP backbone's map of this image
+                (a ResNet's res5, a ViT's patch tokens; CLIP rescoring from the backbone only).
 
         Returns:
             ``boxes`` Tensor[K, 4], ``scores`` Tensor[K], ``labels`` LongTensor[K] (indices

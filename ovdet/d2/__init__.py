@@ -4,8 +4,9 @@ Importing this package imports detectron2, registers
 :class:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads` in ``ROI_HEADS_REGISTRY`` (select it with
 ``MODEL.ROI_HEADS.NAME: OpenVocabularyROIHeads``),
 :class:`~ovdet.d2.meta_arch.OpenVocabularyRCNN` in ``META_ARCH_REGISTRY`` and the frozen CLIP
-backbone of F-VLM in ``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME
-build_clip_resnet_fpn_backbone``, :mod:`ovdet.d2.clip_backbone`), and registers the
+backbones of F-VLM in ``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME
+build_clip_resnet_fpn_backbone`` or ``build_clip_vit_fpn_backbone``,
+:mod:`ovdet.d2.clip_backbone`), and registers the
 OV-COCO and OV-LVIS datasets (see :mod:`ovdet.d2.datasets`). detectron2 is not on the package
 registry: install it by its official guide,
 https://detectron2.readthedocs.io/en/latest/tutorials/install.html.
@@ -20,7 +21,12 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from ovdet.core.score_fusion import ClipRescoringSettings, VildEnsembleSettings
-from ovdet.d2.clip_backbone import ClipResNetFPN, build_clip_resnet_fpn_backbone
+from ovdet.d2.clip_backbone import (
+    ClipFPN,
+    ClipResNetFPN,
+    build_clip_resnet_fpn_backbone,
+    build_clip_vit_fpn_backbone,
+)
 from ovdet.d2.config import add_ovdet_config, load_d2_config
 from ovdet.d2.dataset_mapper import OfflineDistillationMapper
 from ovdet.d2.datasets import (
@@ -48,6 +54,7 @@ register_builtin_datasets()
 
 __all__ = [
     "ClipRescoringSettings",
+    "ClipFPN",
     "ClipResNetFPN",
     "OpenVocabularyD2Predictor",
     "OfflineDistillationMapper",
@@ -60,6 +67,7 @@ __all__ = [
     "VildEnsembleSettings",
     "add_ovdet_config",
     "build_clip_resnet_fpn_backbone",
+    "build_clip_vit_fpn_backbone",
     "dataset_vocabulary",
     "get_dataset_split",
     "load_d2_config",

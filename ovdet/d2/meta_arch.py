@@ -17,7 +17,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes
 
 from ovdet.core.score_fusion import ClipRescoringSettings
-from ovdet.d2.clip_backbone import ClipResNetFPN
+from ovdet.d2.clip_backbone import ClipFPN
 from ovdet.utils.errors import ConfigError, DataError
 
 __all__ = ["OpenVocabularyRCNN"]
@@ -37,7 +37,8 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
     (:meth:`~ovdet.d2.roi_heads.OpenVocabularyROIHeads.weak_losses`): the RPN learns nothing
     from images without boxes, as in Detic.
 
-    With the CLIP backbone (``MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone``, F-VLM) it
+    With a CLIP backbone (``MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone`` or
+    ``build_clip_vit_fpn_backbone``, F-VLM) it
     hands the backbone's frozen tower to the head, and turns on CLIP rescoring from it when
     ``MODEL.OVDET.CLIP_RESCORING.ENABLED`` with ``SOURCE backbone``.
     """
@@ -52,7 +53,7 @@ class OpenVocabularyRCNN(GeneralizedRCNN):
         """
         super().__init__(**kwargs)
         head = getattr(self.roi_heads, "head", None)
-        if head is not None and isinstance(self.backbone, ClipResNetFPN):
+        if head is not None and isinstance(self.backbone, ClipFPN):
             head.set_clip_backbone(self.backbone.clip)
         if clip_rescoring is not None:
             if head is None:

@@ -151,8 +151,8 @@ class OpenVocabularyFastRCNNOutputLayers(FastRCNNOutputLayers):
             box_features: Tensor[sum N_i, F] from the box head.
             proposals: per image, ``proposal_boxes`` and ``image_size``.
             images: Tensor[B, 3, H, W], RGB in [0, 1] (CLIP rescoring's view of the batch).
-            clip_features: Tensor[B, C, H / 32, W / 32], the CLIP backbone's res5 map (CLIP
-                rescoring from the backbone, F-VLM).
+            clip_features: Tensor[B, C, H / s, W / s], the CLIP backbone's map (a ResNet's res5,
+                s = 32; a ViT's patch tokens, s = P) for CLIP rescoring from the backbone (F-VLM).
 
         Returns:
             Per image ``Instances`` with ``pred_boxes``, ``scores``, ``pred_classes`` and

@@ -43,8 +43,9 @@ class OpenVocabularyROIHeads(VocabularyROIHeadsMixin, StandardROIHeads):
     :meth:`offline_targets` (see :mod:`ovdet.d2.meta_arch`). The CLIP teacher is frozen,
     loaded from ``MODEL.OVDET.CLIP`` when distillation or CLIP rescoring of crops needs it, and
     neither saved in checkpoints nor seen by the optimizer or DDP. With the CLIP backbone
-    (:mod:`ovdet.d2.clip_backbone`, F-VLM) each image's frozen res5 map (the features'
-    ``"clip"``) goes to the head for CLIP rescoring from the backbone.
+    (:mod:`ovdet.d2.clip_backbone`, F-VLM) each image's frozen map (the features'
+    ``"clip"``: a ResNet's res5, a ViT's patch tokens) goes to the head for CLIP rescoring from
+    the backbone.
 
     With ``MODEL.MASK_ON`` detectron2's own mask head (``MaskRCNNConvUpsampleHead``) runs on
     the detections and trains on the sampled foreground regions, class-agnostic

@@ -36,7 +36,9 @@ def test_missing_file_and_base_chaining(tmp_path):
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (0.3, 9)
 
 
-def test_every_shipped_config_loads_by_name_from_any_folder_and_builds(tmp_path, monkeypatch):
+def test_every_shipped_config_loads_by_name_from_any_folder_and_builds(
+    tmp_path, monkeypatch, tiny_vit_clip
+):
     from ovdet.config import list_configs
     from ovdet.core import get_head
     from ovdet.tv import build_model
@@ -44,11 +46,16 @@ def test_every_shipped_config_loads_by_name_from_any_folder_and_builds(tmp_path,
     monkeypatch.chdir(tmp_path)  # found inside the package, not relative to the checkout
     names = [n for n in list_configs() if not n.startswith("d2/")]
     assert {"tiny.yaml", "Base-RCNN-FPN.yaml", "ovcoco_vild_R50_FPN.yaml"} <= set(names)
+    # F-VLM loads its CLIP to build: a tiny CLIP of the backbone's kind instead (the shipped
+    # tiny ResNet CLIP, the tests' tiny ViT CLIP)
+    tiny_clips = {"build_clip_resnet_fpn_backbone": "local-dir:clip/tiny",
+                  "build_clip_vit_fpn_backbone": tiny_vit_clip}  # fmt: skip
     for name in names:
         opts = ["MODEL.BACKBONE.WEIGHTS", ""]  # no ImageNet download here
-        clip_backbone = load_config(name).MODEL.BACKBONE.NAME == "build_clip_resnet_fpn_backbone"
-        if clip_backbone:  # F-VLM loads its CLIP to build: the shipped tiny ResNet CLIP instead
-            opts += ["MODEL.OVDET.CLIP", "local-dir:clip/tiny"]
+        backbone = load_config(name).MODEL.BACKBONE.NAME
+        clip_backbone = backbone in tiny_clips
+        if clip_backbone:
+            opts += ["MODEL.OVDET.CLIP", tiny_clips[backbone]]
         cfg = load_config(name, opts)
         model = build_model(cfg, num_classes=3)
         head = get_head(model)

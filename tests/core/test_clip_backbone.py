@@ -1,6 +1,7 @@
 """The frozen CLIP backbone (F-VLM): a whole-image box through the pooled path is CLIP's own
-image embedding, in any detector input normalisation; the tower does not train; rescoring from
-it needs it; a ViT CLIP is refused in one line."""
+image embedding, in any detector input normalisation; the tower (ResNet or ViT) does not train
+and rescoring from it joins its regions' scores; rescoring from it needs it; a ViT CLIP on the
+ResNet builder is refused in one line. The ViT tower's own tests: test_clip_vit_backbone.py."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ import torch.nn.functional as F
 from ovdet.clip import load_clip
 from ovdet.config import load_config
 from ovdet.core import get_head
-from ovdet.core.clip_backbone import FrozenClipResNet
+from ovdet.core.clip_backbone import CLIP_FEATURES_KEY, FrozenClipResNet
 from ovdet.core.score_fusion import ClipRescoringSettings
 from ovdet.tv import build_model
 from ovdet.utils.errors import ConfigError
 
 CLIP_BACKBONE = ["MODEL.BACKBONE.NAME", "build_clip_resnet_fpn_backbone"]
+#: (MODEL.BACKBONE.NAME, the fixture of a tiny CLIP of its kind)
+TOWERS = pytest.mark.parametrize(
+    "builder, clip_fixture",
+    [("build_clip_resnet_fpn_backbone", "tiny_resnet_clip"),
+     ("build_clip_vit_fpn_backbone", "tiny_vit_clip")],
+)  # fmt: skip
 
 
 def _clip_image_embedding(clip, image: torch.Tensor) -> torch.Tensor:
@@ -60,8 +67,10 @@ def test_the_pooled_path_equals_clips_attention_pool_on_any_region(tiny_resnet_c
     torch.testing.assert_close(F.normalize(tower._attention_pool(regions), dim=-1), expected)
 
 
-def test_the_clip_tower_does_not_train_and_the_fpn_does(tiny_resnet_clip):
-    cfg = load_config("tiny", [*CLIP_BACKBONE, "MODEL.OVDET.CLIP", tiny_resnet_clip])
+@TOWERS
+def test_the_clip_tower_does_not_train_and_the_fpn_does(request, builder, clip_fixture):
+    clip = request.getfixturevalue(clip_fixture)
+    cfg = load_config("tiny", ["MODEL.BACKBONE.NAME", builder, "MODEL.OVDET.CLIP", clip])
     torch.manual_seed(0)
     model = build_model(cfg).train()
     get_head(model).set_vocabulary(F.normalize(torch.randn(2, 32), dim=-1))
@@ -78,15 +87,19 @@ def test_the_clip_tower_does_not_train_and_the_fpn_does(tiny_resnet_clip):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    assert all(p.grad is None for p in model.backbone.clip.parameters())  # no gradient reached it
     for key, value in model.backbone.clip.state_dict().items():
         assert torch.equal(value, tower[key]), key  # weights and BN statistics
     assert any(not torch.equal(v, fpn[k]) for k, v in model.backbone.fpn.state_dict().items())
 
 
-def test_rescoring_from_the_backbone_joins_the_pooled_regions_scores(tiny_resnet_clip):
+@TOWERS
+def test_rescoring_from_the_backbone_joins_the_pooled_regions_scores(
+    request, builder, clip_fixture
+):
     cfg = load_config(
-        "tiny", [*CLIP_BACKBONE, "MODEL.OVDET.CLIP", tiny_resnet_clip,
-                 "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+        "tiny", ["MODEL.BACKBONE.NAME", builder, "MODEL.OVDET.CLIP",
+                 request.getfixturevalue(clip_fixture), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
     )  # fmt: skip
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -102,8 +115,8 @@ def test_rescoring_from_the_backbone_joins_the_pooled_regions_scores(tiny_resnet
     assert not torch.allclose(plain["scores"][:5], rescored["scores"][:5])
     # the best detection's score is the joined score of its region and class
     with torch.no_grad():
-        res5 = model.backbone.clip(model.transform([image])[0].tensors)["res5"]
-        clip_emb = model.backbone.clip.region_embeddings(res5, [rescored["boxes"][:1]])
+        clip_map = model.backbone.clip(model.transform([image])[0].tensors)[CLIP_FEATURES_KEY]
+        clip_emb = model.backbone.clip.region_embeddings(clip_map, [rescored["boxes"][:1]])
         clip_probs = F.softmax(100.0 * clip_emb @ head.text_embeddings.t(), dim=-1)
     label = int(rescored["labels"][0])
     w = 0.33 if label > 0 else 0.67
@@ -123,7 +136,9 @@ def test_rescoring_from_the_backbone_needs_the_clip_backbone(tiny_resnet_clip):
 
 
 def test_a_vit_clip_or_c4_is_refused_in_one_line(tiny_clip, tiny_resnet_clip):
-    with pytest.raises(ConfigError, match="needs a ResNet CLIP") as e:
+    with pytest.raises(
+        ConfigError, match="needs a ResNet CLIP .* build_clip_vit_fpn_backbone"
+    ) as e:
         build_model(load_config("tiny", [*CLIP_BACKBONE, "MODEL.OVDET.CLIP", tiny_clip]))
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="StandardROIHeads"):

@@ -1,7 +1,8 @@
-"""The frozen CLIP backbone (F-VLM) in the detectron2 plugin: the tower stays frozen through
-detectron2's trainer while the FPN trains; the predictor rescores from it without a crop teacher;
-C4, a ViT CLIP, and rescoring from it with GeneralizedRCNN or without it are refused in one line.
-Parity with the torchvision engine: test_parity_clip_backbone.py."""
+"""The frozen CLIP backbones (F-VLM) in the detectron2 plugin: the tower (ResNet or ViT) stays
+frozen through detectron2's trainer while the FPN trains; the predictor rescores from it without a
+crop teacher; C4, a CLIP of the other kind than the builder's, and rescoring from it with
+GeneralizedRCNN or without it are refused in one line. Parity with the torchvision engine:
+test_parity_clip_backbone.py."""
 
 from __future__ import annotations
 
@@ -15,24 +16,32 @@ pytest.importorskip(
 from detectron2.modeling import build_model as build_d2_model  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 
-from ovdet.d2 import ClipResNetFPN, OpenVocabularyTrainer, load_d2_config  # noqa: E402
+from ovdet.d2 import ClipFPN, OpenVocabularyTrainer, load_d2_config  # noqa: E402
 from ovdet.utils.errors import ConfigError  # noqa: E402
 from tests.d2.conftest import INSTANT_CONFIG  # noqa: E402
-from tests.d2.test_parity_clip_backbone import CLIP_BACKBONE, RESCORING, _photo  # noqa: E402
+from tests.d2.test_parity_clip_backbone import (  # noqa: E402
+    CLIP_BACKBONE,
+    RESCORING,
+    TOWERS,
+    _photo,
+)
 
 
+@pytest.mark.parametrize("tower", list(TOWERS))
 def test_d2_training_keeps_the_tower_frozen_and_trains_the_fpn(
-    instant_cfg, tiny_resnet_clip, tmp_path
+    request, instant_cfg, tower, tmp_path
 ):
+    builder, clip_fixture = TOWERS[tower]
     cfg = instant_cfg(
-        "MODEL.OVDET.CLIP", tiny_resnet_clip, *CLIP_BACKBONE, "MODEL.OVDET.DISTILL.MODE", "none",
-        "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path),
+        "MODEL.OVDET.CLIP", request.getfixturevalue(clip_fixture), "MODEL.BACKBONE.NAME", builder,
+        "MODEL.OVDET.DISTILL.MODE", "none", "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()",
+        "OUTPUT_DIR", str(tmp_path),
     )  # fmt: skip
     cfg.freeze()
     seed_all_rng(0)
     trainer = OpenVocabularyTrainer(cfg)
     model = trainer.model
-    assert isinstance(model.backbone, ClipResNetFPN)
+    assert isinstance(model.backbone, ClipFPN)
     tower = {k: v.clone() for k, v in model.backbone.clip.state_dict().items()}
     fpn = {k: v.clone() for k, v in model.backbone.fpn.state_dict().items()}
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
@@ -41,6 +50,7 @@ def test_d2_training_keeps_the_tower_frozen_and_trains_the_fpn(
     assert trainer.iter == cfg.SOLVER.MAX_ITER and model.training
     assert not model.backbone.clip.visual.training  # batch norms keep CLIP's statistics
     assert not any(p.requires_grad for p in model.backbone.clip.parameters())
+    assert all(p.grad is None for p in model.backbone.clip.parameters())  # no gradient reached it
     for key, value in model.backbone.clip.state_dict().items():
         assert torch.equal(value, tower[key]), key  # weights and batch-norm statistics
     assert any(not torch.equal(v, fpn[k]) for k, v in model.backbone.fpn.state_dict().items())
@@ -73,9 +83,12 @@ def test_d2_predictor_rescores_from_the_backbone_without_a_teacher(tiny_resnet_c
 
 def test_unsupported_set_ups_are_refused_in_one_line(tiny_clip, tiny_resnet_clip, text_cache):
     base = _overrides(tiny_resnet_clip, text_cache)
+    vit = ["MODEL.BACKBONE.NAME", "build_clip_vit_fpn_backbone"]
     cases = [
         ("d2/ovcoco_detic_boxsup_R50_C4.yaml", [*base, "MODEL.WEIGHTS", ""], "builds an FPN"),
+        ("d2/ovcoco_detic_boxsup_R50_C4.yaml", [*base, *vit, "MODEL.WEIGHTS", ""], "builds an FPN"),
         (str(INSTANT_CONFIG), [*base, "MODEL.OVDET.CLIP", tiny_clip], "needs a ResNet CLIP"),
+        (str(INSTANT_CONFIG), [*base, *vit], "build_clip_vit_fpn_backbone needs a ViT CLIP"),
         (
             str(INSTANT_CONFIG),
             [*base, "MODEL.META_ARCHITECTURE", "GeneralizedRCNN"],

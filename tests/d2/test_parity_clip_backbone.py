@@ -1,7 +1,7 @@
-"""Parity of the frozen CLIP backbone (F-VLM, ``MODEL.BACKBONE.NAME
-build_clip_resnet_fpn_backbone``): the same CLIP and FPN weights give both engines the same
-feature maps on a photo, each from its own input normalisation, and the same detections with CLIP
-rescoring from the backbone."""
+"""Parity of the frozen CLIP backbones (F-VLM, ``MODEL.BACKBONE.NAME
+build_clip_resnet_fpn_backbone`` and ``build_clip_vit_fpn_backbone``): the same CLIP and FPN
+weights give both engines the same feature maps and CLIP map on a photo, each from its own input
+normalisation, and the same detections with CLIP rescoring from the backbone."""
 
 from __future__ import annotations
 
@@ -17,12 +17,17 @@ from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
 
 from ovdet.core import ClipRescoringSettings, get_head  # noqa: E402
 from ovdet.core.clip_backbone import CLIP_FEATURES_KEY  # noqa: E402
-from ovdet.d2 import ClipResNetFPN  # noqa: E402
+from ovdet.d2 import ClipFPN  # noqa: E402
 from tests.d2.test_parity import _assert_same, _build_engines, _Fixed, _inputs  # noqa: E402
 from tests.d2.test_parity import vocabulary as vocabulary  # noqa: E402 (a fixture)
 
-HEIGHT, WIDTH = 64, 96  # multiples of 32: neither engine pads
+HEIGHT, WIDTH = 64, 96  # multiples of 32 (and of the tiny ViT's patch, 16): neither engine pads
 CLIP_BACKBONE = ["MODEL.BACKBONE.NAME", "build_clip_resnet_fpn_backbone"]
+#: (MODEL.BACKBONE.NAME, the fixture of a tiny CLIP of its kind)
+TOWERS = {
+    "resnet": ("build_clip_resnet_fpn_backbone", "tiny_resnet_clip"),
+    "vit": ("build_clip_vit_fpn_backbone", "tiny_vit_clip"),
+}
 RESCORING = [
     "MODEL.OVDET.CLIP_RESCORING.ENABLED", "True", "MODEL.OVDET.CLIP_RESCORING.SOURCE", "backbone",
     "MODEL.OVDET.CLIP_RESCORING.NUM_PROPOSALS", "20",
@@ -49,15 +54,18 @@ def _d2_fpn_to_torchvision(state: dict) -> dict:
     return renamed
 
 
-@pytest.fixture(scope="module")
-def clip_engines(instant_cfg, tiny_resnet_clip, text_cache, vocabulary):  # noqa: F811
-    """(torchvision model, detectron2 model, torchvision config) on the CLIP backbone, the same
-    tower (from the CLIP file) and the same FPN (detectron2's, renamed) in both."""
+@pytest.fixture(scope="module", params=list(TOWERS))
+def clip_engines(request, instant_cfg, text_cache, vocabulary):  # noqa: F811
+    """(torchvision model, detectron2 model, torchvision config) on a CLIP backbone (ResNet or
+    ViT), the same tower (from the CLIP file) and the same FPN (detectron2's, renamed) in both."""
+    builder, clip_fixture = TOWERS[request.param]
+    clip = request.getfixturevalue(clip_fixture)
     tv, d2, cfg = _build_engines(
-        instant_cfg, tiny_resnet_clip, text_cache, vocabulary, "MODEL.OVDET.CLIP",
-        tiny_resnet_clip, "MODEL.FPN.OUT_CHANNELS", "32", *CLIP_BACKBONE, *RESCORING,
+        instant_cfg, clip, text_cache, vocabulary, "MODEL.OVDET.CLIP", clip,
+        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.BACKBONE.NAME", builder, *RESCORING,
     )  # fmt: skip
-    assert isinstance(d2.backbone, ClipResNetFPN)
+    assert isinstance(d2.backbone, ClipFPN)
+    assert type(tv.backbone.clip) is type(d2.backbone.clip)
     # each engine initialised its own FPN: only the load below makes them one
     assert not torch.equal(
         tv.backbone.fpn.inner_blocks[0][0].weight, d2.backbone.fpn.fpn_lateral2.weight
@@ -83,16 +91,23 @@ def _backbone_features(tv, d2) -> tuple[dict, dict]:
     return tv_features, d2_features
 
 
+def _assert_same_map(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to float32 rounding of the two engines' input normalisations: 1e-6 of the
+    map's largest value (the tiny ViT's FPN levels reach ~6, the ResNet's ~0.4)."""
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * max(1.0, b.abs().max().item()))
+
+
 def test_same_feature_maps(clip_engines):
     tv, d2, _ = clip_engines
     tv_features, d2_features = _backbone_features(tv, d2)
     assert set(d2_features) == {"p2", "p3", "p4", "p5", "p6", CLIP_FEATURES_KEY}
-    res5 = d2_features[CLIP_FEATURES_KEY]
-    assert res5.shape == (1, 512, HEIGHT // 32, WIDTH // 32)
-    torch.testing.assert_close(tv_features[CLIP_FEATURES_KEY], res5, rtol=1e-4, atol=1e-6)
+    clip_map, tower = d2_features[CLIP_FEATURES_KEY], d2.backbone.clip
+    stride = tower.clip_stride  # a ResNet's res5 (32), a ViT's patch tokens (16)
+    assert clip_map.shape == (1, tower.clip_channels, HEIGHT // stride, WIDTH // stride)
+    _assert_same_map(tv_features[CLIP_FEATURES_KEY], clip_map)
     for level, name in enumerate(("p2", "p3", "p4", "p5")):
-        torch.testing.assert_close(tv_features[str(level)], d2_features[name], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(tv_features["pool"], d2_features["p6"], rtol=1e-4, atol=1e-6)
+        _assert_same_map(tv_features[str(level)], d2_features[name])
+    _assert_same_map(tv_features["pool"], d2_features["p6"])
 
 
 def _detect_tv(model, features, proposals, clip_features) -> dict:

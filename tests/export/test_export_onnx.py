@@ -298,19 +298,27 @@ def test_mask_model_exports_masks_equal_to_pytorchs(tiny_clip, tmp_path):
     np.testing.assert_array_equal(got.labels, ref.labels)
 
 
-def test_clip_backbone_model_exports_and_agrees_with_pytorch(tiny_resnet_clip, tmp_path):
-    """F-VLM's detector (a frozen CLIP backbone): the vocabulary is still an input; the graph's
-    detections (without CLIP's scores, as for crop rescoring) are PyTorch's."""
-    checkpoint = _untrained_checkpoint(
-        tiny_resnet_clip, tmp_path, "MODEL.BACKBONE.NAME", "build_clip_resnet_fpn_backbone"
-    )
+@pytest.mark.parametrize(
+    "builder, clip_fixture",
+    [("build_clip_resnet_fpn_backbone", "tiny_resnet_clip"),
+     ("build_clip_vit_fpn_backbone", "tiny_vit_clip")],
+)  # fmt: skip
+def test_clip_backbone_model_exports_and_agrees_with_pytorch(
+    request, builder, clip_fixture, tmp_path
+):
+    """F-VLM's detector (a frozen CLIP backbone, ResNet or ViT): the vocabulary is still an
+    input; the graph's detections (without CLIP's scores, as for crop rescoring) are PyTorch's,
+    on landscape and portrait images (a ViT's positional embedding is resized in the graph)."""
+    clip = request.getfixturevalue(clip_fixture)
+    checkpoint = _untrained_checkpoint(clip, tmp_path, "MODEL.BACKBONE.NAME", builder)
     out = tmp_path / "onnx"
     assert main(["--checkpoint", str(checkpoint), "--output", str(out)]) == 0
     torch_detector = OVDetector.from_checkpoint(checkpoint)
     onnx_detector = OnnxDetector(out, providers=["CPUExecutionProvider"])
     assert [i.name for i in onnx_detector.detector.get_inputs()][1] == "text_embeddings"
-    image = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    for names in (_names(3), _names(40)):
+    landscape = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    portrait = np.random.default_rng(3).integers(0, 256, (120, 80, 3), dtype=np.uint8)
+    for image, names in ((landscape, _names(3)), (landscape, _names(40)), (portrait, _names(3))):
         (ref,) = torch_detector.predict(image, classes=names, score_thresh=0.0)
         (got,) = onnx_detector.predict(image, classes=names, score_thresh=0.0)
         assert len(ref) > 0 and len(got) == len(ref)

@@ -12,17 +12,18 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from ovdet.core.clip_backbone import (
-    CLIP_BACKBONE_NAME,
+from ovdet.core.clip_backbone import load_clip_backbone
+from ovdet.core.clip_tower import (
+    CLIP_BACKBONE_NAMES,
     CLIP_FEATURES_KEY,
-    FrozenClipResNet,
-    load_clip_backbone,
+    CLIP_STAGES,
+    FrozenClipTower,
 )
 from ovdet.tv.modeling.fast_paths import fold_frozen_batchnorm
 from ovdet.tv.modeling.sync_batchnorm import GlobalBatchNorm2d
 from ovdet.utils.errors import CheckpointError, ConfigError
 
-__all__ = ["ClipResNetFPN", "ResNetFPN", "build_backbone", "build_resnet"]
+__all__ = ["ClipFPN", "ClipResNetFPN", "ResNetFPN", "build_backbone", "build_resnet"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,44 +122,54 @@ def _move_strides_to_1x1(body: nn.Module) -> None:
             block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
-class ClipResNetFPN(nn.Module):
-    """A frozen CLIP ResNet image tower (:class:`~ovdet.core.clip_backbone.FrozenClipResNet`)
-    with a trained torchvision FPN on its res2-res5 (F-VLM).
+class ClipFPN(nn.Module):
+    """A frozen CLIP image tower (:class:`~ovdet.core.clip_backbone.FrozenClipResNet` or
+    :class:`~ovdet.core.clip_vit_backbone.FrozenClipViT`) with a trained torchvision FPN on its
+    res2-res5 (F-VLM).
 
-    Its output is :class:`ResNetFPN`'s (levels ``"0"``..``"3"``, ``"pool"``) plus the frozen res5
-    map under :data:`~ovdet.core.clip_backbone.CLIP_FEATURES_KEY`, which the detector takes out
-    before the RPN and hands to the head (CLIP rescoring from the backbone).
+    Its output is :class:`ResNetFPN`'s (levels ``"0"``..``"3"``, ``"pool"``) plus the tower's
+    frozen map under :data:`~ovdet.core.clip_backbone.CLIP_FEATURES_KEY`, which the detector
+    takes out before the RPN and hands to the head (CLIP rescoring from the backbone).
 
     Args:
         clip: the frozen CLIP tower.
         out_channels: the FPN's channels (``MODEL.FPN.OUT_CHANNELS``).
     """
 
-    def __init__(self, clip: FrozenClipResNet, out_channels: int) -> None:
+    def __init__(self, clip: FrozenClipTower, out_channels: int) -> None:
         super().__init__()
         self.clip = clip
         self.fpn = FeaturePyramidNetwork(
-            list(clip.out_channels.values()), out_channels, extra_blocks=LastLevelMaxPool()
+            [clip.out_channels[s] for s in CLIP_STAGES],
+            out_channels,
+            extra_blocks=LastLevelMaxPool(),
         )
         self.out_channels = out_channels
+        #: input sizes are padded to multiples of it (a ViT's patch size divides it)
+        self.size_divisibility = clip.size_divisibility
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Tensor[B, 3, H, W] -> ``"0"``..``"3"``, ``"pool"``: Tensor[B, C, H_l, W_l] and
-        ``"clip"``: the res5 map Tensor[B, C_5, H / 32, W / 32]."""
+        ``"clip"``: the tower's map for the head (a ResNet's res5 Tensor[B, C_5, H / 32, W / 32];
+        a ViT's patch tokens before its last block Tensor[B, width, H / P, W / P])."""
         stages = self.clip(x)
-        features = self.fpn({str(i): f for i, f in enumerate(stages.values())})
-        features[CLIP_FEATURES_KEY] = stages["res5"]
+        features = self.fpn({str(i): stages[s] for i, s in enumerate(CLIP_STAGES)})
+        features[CLIP_FEATURES_KEY] = stages[CLIP_FEATURES_KEY]
         return features
+
+
+#: The name of :class:`ClipFPN` when it took ResNet towers only.
+ClipResNetFPN = ClipFPN
 
 
 def build_backbone(cfg) -> nn.Module:
     """The backbone of ``MODEL.BACKBONE.NAME``: ``build_resnet_fpn_backbone``, a torchvision
     ResNet (:func:`build_resnet`) + FPN with ``MODEL.FPN.OUT_CHANNELS``; or
-    ``build_clip_resnet_fpn_backbone``, :class:`ClipResNetFPN` on the CLIP of
-    ``MODEL.OVDET.CLIP``."""
+    ``build_clip_resnet_fpn_backbone`` / ``build_clip_vit_fpn_backbone``, :class:`ClipFPN` on
+    the CLIP of ``MODEL.OVDET.CLIP``."""
     name = cfg.MODEL.BACKBONE.NAME
-    if name == CLIP_BACKBONE_NAME:
-        return ClipResNetFPN(load_clip_backbone(cfg), cfg.MODEL.FPN.OUT_CHANNELS)
+    if name in CLIP_BACKBONE_NAMES:
+        return ClipFPN(load_clip_backbone(cfg), cfg.MODEL.FPN.OUT_CHANNELS)
     if name.startswith("resnet") and name[6:].isdigit():  # an earlier release's key
         raise ConfigError(
             f"MODEL.BACKBONE.NAME {name} was renamed: use MODEL.RESNETS.DEPTH {name[6:]} (and "
@@ -166,8 +177,8 @@ def build_backbone(cfg) -> nn.Module:
         )
     if name != "build_resnet_fpn_backbone":
         raise ConfigError(
-            f"MODEL.BACKBONE.NAME must be build_resnet_fpn_backbone or {CLIP_BACKBONE_NAME}, "
-            f"got {name!r}"
+            "MODEL.BACKBONE.NAME must be one of "
+            f"{('build_resnet_fpn_backbone', *CLIP_BACKBONE_NAMES)}, got {name!r}"
         )
     body = build_resnet(cfg)
     stage2 = body.inplanes // 8  # channels of layer1 (64 for ResNet-18/34, 256 for 50/101)

@@ -17,9 +17,9 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 
-from ovdet.core.clip_backbone import CLIP_BACKBONE_NAME
+from ovdet.core.clip_tower import CLIP_BACKBONE_NAMES
 from ovdet.core.head import OpenVocabularyHead
-from ovdet.tv.modeling.backbone import ClipResNetFPN, build_backbone, build_resnet
+from ovdet.tv.modeling.backbone import ClipFPN, build_backbone, build_resnet
 from ovdet.tv.modeling.c4 import (
     C4_STRIDE,
     DetectronAnchorGenerator,
@@ -135,9 +135,9 @@ def _backbone_and_box_head(cfg, kwargs: dict) -> tuple[nn.Module, nn.Module, int
     """(backbone, box head, box feature size); for C4 also sets the anchors, the RPN head and
     the RoI pooler of ``kwargs`` (torchvision's ``FasterRCNN`` arguments) to C4's (the
     proposal filtering is set by :func:`_c4_proposals` once the model is built)."""
-    if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE_NAME and is_c4(cfg):
+    if cfg.MODEL.BACKBONE.NAME in CLIP_BACKBONE_NAMES and is_c4(cfg):
         raise ConfigError(
-            f"MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME} builds an FPN: use it with "
+            f"MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME} builds an FPN: use it with "
             "MODEL.ROI_HEADS.NAME StandardROIHeads, not Res5ROIHeads"
         )
     if not is_c4(cfg):
@@ -172,17 +172,18 @@ def build_open_vocabulary_rcnn(
     kwargs = _detector_kwargs(cfg)
     backbone, kwargs["box_head"], box_dim = _backbone_and_box_head(cfg, kwargs)
     head = OpenVocabularyHead.from_config(cfg, box_dim, embed_dim)
+    divisibility = backbone.size_divisibility if isinstance(backbone, ClipFPN) else 32
     model = OpenVocabularyFasterRCNN(
         backbone,
         head,
         box_loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
-        input_transform=_input_transform(cfg),
+        input_transform=_input_transform(cfg, divisibility),
         **build_mask_branch(cfg, backbone.out_channels),
         **kwargs,
     )
     _c4_proposals(cfg, model)
     use_pointwise_matmul(model)  # see ovdet.tv.modeling.fast_paths
-    if isinstance(backbone, ClipResNetFPN):
+    if isinstance(backbone, ClipFPN):
         head.set_clip_backbone(backbone.clip)
     return model
 
@@ -192,8 +193,8 @@ def build_closed_set_rcnn(cfg, num_classes: int | None = None) -> FasterRCNN:
     """torchvision's closed-set Faster R-CNN: ``num_classes`` foreground classes (labels 1..C)."""
     if not num_classes:
         raise ConfigError("the closed-set FasterRCNN needs the number of training classes")
-    if cfg.MODEL.BACKBONE.NAME == CLIP_BACKBONE_NAME:
-        raise ConfigError(f"the closed-set FasterRCNN has no {CLIP_BACKBONE_NAME}")
+    if cfg.MODEL.BACKBONE.NAME in CLIP_BACKBONE_NAMES:
+        raise ConfigError(f"the closed-set FasterRCNN has no {cfg.MODEL.BACKBONE.NAME}")
     kwargs = _detector_kwargs(cfg)
     backbone, kwargs["box_head"], box_dim = _backbone_and_box_head(cfg, kwargs)
     model = FasterRCNN(
@@ -244,10 +245,13 @@ def _c4_proposals(cfg, model: nn.Module) -> None:
         model.rpn.__class__ = DetectronRegionProposalNetwork
 
 
-def _input_transform(cfg) -> NormalizeOnlyTransform:
+def _input_transform(cfg, fpn_size_divisibility: int = 32) -> NormalizeOnlyTransform:
     """Normalisation (``MODEL.PIXEL_MEAN/STD``, ``INPUT.FORMAT``) and batching: FPN pads to
-    multiples of 32, C4 only to the batch's largest image (detectron2's size divisibilities)."""
-    return NormalizeOnlyTransform.from_config(cfg, size_divisible=1 if is_c4(cfg) else 32)
+    multiples of ``fpn_size_divisibility`` (32; lcm(32, P) on a CLIP ViT of patch size P), C4
+    only to the batch's largest image (detectron2's size divisibilities)."""
+    return NormalizeOnlyTransform.from_config(
+        cfg, size_divisible=1 if is_c4(cfg) else fpn_size_divisibility
+    )
 
 
 def build_model(cfg, num_classes: int | None = None) -> nn.Module:

@@ -172,7 +172,7 @@ class OpenVocabularyFasterRCNN(FasterRCNN):
         return self.head.embed(box_features)
 
     def backbone_features(self, images: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
-        """(detector feature maps, the CLIP backbone's res5 map or ``None``): a CLIP backbone's
+        """(detector feature maps, the CLIP backbone's map or ``None``): a CLIP backbone's
         frozen map goes to the head, not to the RPN."""
         features = self.backbone(images)
         return features, features.pop(CLIP_FEATURES_KEY, None)

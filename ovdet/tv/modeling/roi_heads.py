@@ -126,8 +126,8 @@ class TorchvisionOpenVocabularyRoIHeads(RoIHeads):
                 (online distillation, CLIP rescoring).
             offline: offline distillation: per image (boxes Tensor[M_i, 4], embeddings
                 Tensor[M_i, D]).
-            clip_features: Tensor[B, C, H / 32, W / 32], the CLIP backbone's res5 map (CLIP
-                rescoring from the backbone, F-VLM).
+            clip_features: Tensor[B, C, H / s, W / s], the CLIP backbone's map (a ResNet's res5,
+                s = 32; a ViT's patch tokens, s = P) for CLIP rescoring from the backbone (F-VLM).
 
         Returns:
             (detections, losses). Each detection dict holds ``boxes`` Tensor[K, 4], ``scores``
