@@ -59,12 +59,14 @@ def test_a_whole_image_box_is_clips_image_embedding(tiny_resnet_clip, fmt, mean,
 
 
 def test_the_pooled_path_equals_clips_attention_pool_on_any_region(tiny_resnet_clip):
-    """Only the mean token's query is computed: the same embeddings as open_clip's pool."""
+    """Only the mean token's query is computed, without keys and values (a pool of more
+    tokens) or with them (a few): the same embeddings as open_clip's pool."""
     cfg = load_config("tiny", [*CLIP_BACKBONE, "MODEL.OVDET.CLIP", tiny_resnet_clip])
     tower = build_model(cfg).backbone.clip
     regions = torch.randn(5, tower.visual.attnpool.k_proj.in_features, 2, 2)
     expected = F.normalize(tower.visual.attnpool(regions), dim=-1)
-    torch.testing.assert_close(F.normalize(tower._attention_pool(regions), dim=-1), expected)
+    for pool in (tower._attention_pool, tower._attention_pool_few_tokens):
+        torch.testing.assert_close(F.normalize(pool(regions), dim=-1), expected)
 
 
 @TOWERS
