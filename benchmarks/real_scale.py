@@ -144,8 +144,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fvlm-clip",
         default="RN50",
-        help="ResNet CLIP frozen as F-VLM's backbone in the infer section (default: open_clip's "
-        "RN50 architecture, random init; '' leaves F-VLM out)",
+        help="CLIP frozen as F-VLM's backbone in the infer section, a ResNet or a ViT (default: "
+        "open_clip's RN50 architecture, random init; '' leaves F-VLM out)",
     )
     p.add_argument(
         "--fvlm-proposals",
@@ -397,17 +397,35 @@ def build_detector(cfg, num_classes: int, embed_dim: int, clip, device) -> torch
     return model.to(device).eval()
 
 
+def fvlm_backbone_name(fvlm_clip: str) -> str:
+    """``MODEL.BACKBONE.NAME`` of F-VLM on ``fvlm_clip``: the ViT builder for an open_clip
+    architecture whose image tower is a ViT (its ``vision_cfg.layers`` is a depth, a ResNet's a
+    list of stage depths), else the ResNet one."""
+    import open_clip
+
+    from ovdet.clip import ClipSpec
+    from ovdet.core.clip_tower import CLIP_BACKBONE_NAME, CLIP_VIT_BACKBONE_NAME
+
+    model = ClipSpec.parse(fvlm_clip).model
+    if model.startswith("local-dir:"):
+        folder = Path(model.removeprefix("local-dir:"))
+        config = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+    else:
+        config = open_clip.get_model_config(model) or {}
+    layers = config.get("vision_cfg", {}).get("layers")
+    return CLIP_VIT_BACKBONE_NAME if isinstance(layers, int) else CLIP_BACKBONE_NAME
+
+
 def build_fvlm(cfg, num_classes: int, fvlm_clip: str, device) -> torch.nn.Module:
     """F-VLM: the open-vocabulary detector (ViLD-text, no distillation) on ``fvlm_clip`` frozen
-    as its backbone (a ResNet CLIP, random init), over ``num_classes`` random text embeddings of
-    that CLIP's size."""
+    as its backbone (a ResNet or ViT CLIP, random init), over ``num_classes`` random text
+    embeddings of that CLIP's size."""
     from ovdet.clip import ClipSpec
     from ovdet.core import get_head
-    from ovdet.core.clip_backbone import CLIP_BACKBONE_NAME
     from ovdet.tv import build_open_vocabulary_rcnn
 
     cfg = cfg.clone()
-    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.OVDET.CLIP = CLIP_BACKBONE_NAME, fvlm_clip
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.OVDET.CLIP = fvlm_backbone_name(fvlm_clip), fvlm_clip
     cfg.MODEL.OVDET.DISTILL.MODE = "none"  # F-VLM trains ViLD-text only
     embed_dim = ClipSpec.parse(fvlm_clip).embed_dim
     torch.manual_seed(0)

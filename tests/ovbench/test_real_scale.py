@@ -98,3 +98,14 @@ def test_rescoring_accuracy_variants_name_proposals_and_crop_scales():
     for bad in ("0:1.0", "32:-1", "a:1.0"):
         with pytest.raises(SystemExit, match="variant"):
             parse_variant(bad)
+
+
+def test_fvlm_is_built_on_the_backbone_of_its_clips_tower(tiny_vit_clip):
+    from ovdet.config.catalog import CONFIG_DIR
+    from ovdet.core.clip_tower import CLIP_BACKBONE_NAME, CLIP_VIT_BACKBONE_NAME
+
+    assert real_scale.fvlm_backbone_name("RN50") == CLIP_BACKBONE_NAME
+    assert real_scale.fvlm_backbone_name("ViT-B-16") == CLIP_VIT_BACKBONE_NAME
+    assert real_scale.fvlm_backbone_name(tiny_vit_clip) == CLIP_VIT_BACKBONE_NAME
+    tiny_resnet = f"local-dir:{CONFIG_DIR / 'clip' / 'tiny'}"
+    assert real_scale.fvlm_backbone_name(tiny_resnet) == CLIP_BACKBONE_NAME
