@@ -10,7 +10,7 @@ benchmark's exemplar rows) and without:
 * ``names only``, ``exemplars only``: the two rows the mix must beat;
 * ``normalised mix``: ``normalise(w * text + (1 - w) * exemplars)`` in the detector's and in
   CLIP rescoring's rows (ovdet before scores were mixed);
-* ``score mix``: :func:`~ovdet.core.exemplars.mix_by_scores` in both;
+* ``score mix``: :func:`~ovdet.core.exemplar_rows.mix_by_scores` in both;
 * ``ovdet``: what :func:`~ovdet.core.exemplars.class_embeddings` and
   :func:`~ovdet.core.exemplars.rescoring_class_embeddings` make (with rescoring: the detector
   scores the exemplars alone, CLIP the name and its crops by a score mix; without: the score

@@ -7,7 +7,7 @@ region embedding of the box. That is the ``region`` exemplar source of ovdet's d
 tower of crops beside its detector.
 
 The rows are used as transformers' ``image_guided_detection`` uses its query: not calibrated
-(ovdet's own detectors calibrate region rows, :class:`~ovdet.core.exemplars.RegionCalibration`),
+(ovdet's own detectors calibrate region rows, :class:`~ovdet.core.exemplar_rows.RegionCalibration`),
 since OWL's class head scores every query through its own learned per-region logit shift and
 scale. They are L2-normalised: OWL's class head divides every query by its norm before the
 cosine, so the norm changes no score. The rule that averages a class's exemplars and mixes them
