@@ -56,24 +56,13 @@ class FrozenClipResNet(FrozenClipTower):
     """An open_clip ``ModifiedResNet`` image tower, frozen, seen as a detector backbone; the map
     it hands to the head (:data:`CLIP_FEATURES_KEY`) is its res5.
 
-    Its input is the detector's (:class:`~ovdet.core.clip_tower.FrozenClipTower`).
-
-    Args:
-        visual: open_clip's ``ModifiedResNet`` (``stem``, ``layer1``-``layer4``, ``attnpool``).
-        clip_mean, clip_std: CLIP's normalisation of RGB in [0, 1].
-        pixel_mean, pixel_std: the detector's normalisation (0-255, ``input_format`` order).
-        input_format: ``"RGB"`` or ``"BGR"``.
+    Its input is the detector's; its arguments are
+    :class:`~ovdet.core.clip_tower.FrozenClipTower`'s, ``visual`` open_clip's ``ModifiedResNet``
+    (``stem``, ``layer1``-``layer4``, ``attnpool``).
     """
 
-    def __init__(
-        self,
-        visual: nn.Module,
-        clip_mean: Sequence[float],
-        clip_std: Sequence[float],
-        pixel_mean: Sequence[float] = (0.0, 0.0, 0.0),
-        pixel_std: Sequence[float] = (255.0, 255.0, 255.0),
-        input_format: str = "RGB",
-    ) -> None:
+    @staticmethod
+    def check_tower(visual: nn.Module) -> None:
         if not all(hasattr(visual, n) for n in ("stem", "layer4", "attnpool")):
             vit = hasattr(visual, "class_embedding")  # open_clip's VisionTransformer
             raise ConfigError(
@@ -85,7 +74,8 @@ class FrozenClipResNet(FrozenClipTower):
                     else ""
                 )
             )
-        super().__init__(visual, clip_mean, clip_std, pixel_mean, pixel_std, input_format)
+
+    def describe_tower(self, visual: nn.Module) -> None:
         self.pool_size = self.image_size // 32
         self.embed_dim = int(visual.attnpool.c_proj.out_features)
         width = visual.layer1[0].conv1.in_channels  # the stem's output channels

@@ -48,7 +48,8 @@ class FrozenClipTower(nn.Module):
     ``INPUT.FORMAT``), which :meth:`clip_input` turns into CLIP's own normalisation; so the
     detector's settings need not change, in either engine.
 
-    A subclass sets, besides ``forward`` and ``region_embeddings(clip_map, boxes)``:
+    A subclass checks the tower (:meth:`check_tower`) and sets, in :meth:`describe_tower`,
+    besides its ``forward`` and ``region_embeddings(clip_map, boxes)``:
 
     * ``out_channels``, ``strides``: dicts over :data:`CLIP_STAGES` (strides 4, 8, 16, 32);
     * ``clip_channels``, ``clip_stride``: the map under :data:`CLIP_FEATURES_KEY`;
@@ -79,6 +80,7 @@ class FrozenClipTower(nn.Module):
         input_format: str = "RGB",
     ) -> None:
         super().__init__()
+        self.check_tower(visual)
         if input_format not in ("RGB", "BGR"):
             raise ConfigError(f"INPUT.FORMAT must be RGB or BGR, got {input_format!r}")
         self.visual = visual.eval().requires_grad_(False)
@@ -93,6 +95,15 @@ class FrozenClipTower(nn.Module):
         self.flip_channels = input_format == "BGR"
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.describe_tower(visual)
+
+    @staticmethod
+    def check_tower(visual: nn.Module) -> None:
+        """Raise a one-line ConfigError if ``visual`` is not a tower of this kind."""
+
+    def describe_tower(self, visual: nn.Module) -> None:
+        """Set the attributes a subclass must set (see the class docstring) from ``visual``."""
+        raise NotImplementedError
 
     @classmethod
     def from_clip(cls, clip: ClipBackend, cfg) -> FrozenClipTower:

@@ -54,25 +54,16 @@ class FrozenClipViT(FrozenClipTower):
     be multiples of the patch size P (``size_divisibility`` is lcm(32, P), which both engines
     pad to).
 
-    Args:
-        visual: open_clip's ``VisionTransformer`` (standard blocks, class-token or average
-            pooling; not an attentional pooler).
-        clip_mean, clip_std: CLIP's normalisation of RGB in [0, 1].
-        pixel_mean, pixel_std: the detector's normalisation (0-255, ``input_format`` order).
-        input_format: ``"RGB"`` or ``"BGR"``.
+    Its arguments are :class:`~ovdet.core.clip_tower.FrozenClipTower`'s, ``visual`` open_clip's
+    ``VisionTransformer`` (standard blocks, class-token or average pooling; not an attentional
+    pooler).
     """
 
-    def __init__(
-        self,
-        visual: nn.Module,
-        clip_mean: Sequence[float],
-        clip_std: Sequence[float],
-        pixel_mean: Sequence[float] = (0.0, 0.0, 0.0),
-        pixel_std: Sequence[float] = (255.0, 255.0, 255.0),
-        input_format: str = "RGB",
-    ) -> None:
+    @staticmethod
+    def check_tower(visual: nn.Module) -> None:
         _check_vit(visual)
-        super().__init__(visual, clip_mean, clip_std, pixel_mean, pixel_std, input_format)
+
+    def describe_tower(self, visual: nn.Module) -> None:
         self.patch_size = int(visual.conv1.stride[0])
         self.grid_size = tuple(int(g) for g in visual.grid_size)
         width = int(visual.conv1.out_channels)
