@@ -16,6 +16,7 @@ import argparse
 import functools
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,7 @@ from typing import Callable
 from ovdet.utils.allocator import keep_freed_memory
 from ovdet.utils.errors import OvdetError
 from ovdet.utils.io import check_writable_dir
+from ovdet.utils.termination import Terminated, raise_on_sigterm
 
 __all__ = [
     "LOG_FILE_NAME",
@@ -199,11 +201,14 @@ def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
 
     The wrapped tool runs with glibc's allocator keeping freed memory for reuse
     (:func:`~ovdet.utils.allocator.keep_freed_memory`: CPU training steps take 11-22% less time).
+    Ctrl-C (status 130) and SIGTERM (status 143, :mod:`ovdet.utils.termination`) stop it with its
+    clean-up run: a subprocess it started ends, no temporary file stays behind.
     """
 
     @functools.wraps(main)
     def wrapper(argv=None) -> int:
         keep_freed_memory()
+        previous = raise_on_sigterm()
         try:
             return main(argv)
         except (OvdetError, OSError) as e:
@@ -213,7 +218,12 @@ def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Terminated as e:
+            print("terminated", file=sys.stderr)
+            return int(e.code)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             close_log_file()  # this run's log.txt is complete
 
     return wrapper

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 from ovdet.utils.allocator import keep_freed_memory
 from ovdet.utils.errors import ConfigError
+from ovdet.utils.termination import Terminated, raise_on_sigterm
 
 __all__ = ["Task", "run_task_graph", "topological_order"]
 
@@ -113,26 +114,14 @@ def _end_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-class _Terminated(SystemExit):
-    """A worker's SIGTERM, raised where it runs (:func:`_exit_on_sigterm`)."""
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM as an exception: the running task's ``finally`` blocks and ``except`` clauses run
-    (the default action ends the process at once), then the worker ends
-    (:func:`_run_in_worker`; the executor would otherwise send the exception back and wait for
-    the next task)."""
-    raise _Terminated(128 + signum)
-
-
 def _init_worker(queue, levels: dict[str, int], threads: int, parent: int) -> None:
     """Worker set-up: ends with its parent (pid ``parent``; its SIGTERM runs the worker's
-    clean-up, :func:`_exit_on_sigterm`), ``threads`` torch
+    clean-up, :func:`~ovdet.utils.termination.raise_on_sigterm`), ``threads`` torch
     threads (also for its subprocesses, by ``OMP_NUM_THREADS``), freed memory kept for reuse
     (:mod:`ovdet.utils.allocator`; a spawned process does not inherit it) and log records sent
     to the parent through ``queue``."""
     global _worker_queue_handler
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    raise_on_sigterm()  # the running task's clean-up runs, then _run_in_worker ends the worker
     _end_with_parent(parent)
     keep_freed_memory()
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -154,7 +143,7 @@ def _run_in_worker(name: str, fn: Callable[..., Any], args: tuple) -> Any:
         _worker_queue_handler.addFilter(prefix)
     try:
         return fn(*args)
-    except _Terminated as e:  # the task has cleaned up: end the worker, as SIGTERM would
+    except Terminated as e:  # the task has cleaned up: end the worker, as SIGTERM would
         os._exit(int(e.code or 1))
     finally:
         if _worker_queue_handler is not None:

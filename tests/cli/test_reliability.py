@@ -495,3 +495,41 @@ def test_corrupt_training_image_stops_training_with_one_line(tiny_clip, tmp_path
     overrides = toy_overrides(toy, tiny_clip, tmp_path / "out", max_iter=1)
     assert train_cli.main(["--config", str(TINY_CONFIG), "--no-progress", *overrides]) == 2
     _one_line_error(capsys, "cannot read image", str(toy / "images"))
+
+
+def test_a_tool_stopped_by_sigterm_runs_its_clean_up_and_exits_143(tmp_path):
+    """SIGTERM's default action ends a process with no clean-up; a tool's ``finally`` blocks
+    (which end its subprocesses, remove temporary files) must run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ready, cleaned = tmp_path / "ready", tmp_path / "cleaned"
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from ovdet.cli.common import cli_entry\n"
+        "@cli_entry\n"
+        "def main(argv=None):\n"
+        "    try:\n"
+        f"        Path({str(ready)!r}).touch()\n"
+        "        time.sleep(120)\n"
+        "    finally:\n"
+        f"        Path({str(cleaned)!r}).touch()\n"
+        "    return 0\n"
+        "raise SystemExit(main())\n"
+    )
+    tool = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.is_file() and time.monotonic() < deadline and tool.poll() is None:
+            time.sleep(0.05)
+        assert ready.is_file(), tool.stderr.read() if tool.poll() is not None else "not ready"
+        tool.send_signal(signal.SIGTERM)
+        _, stderr = tool.communicate(timeout=60)
+    finally:
+        tool.kill()
+    assert tool.returncode == 128 + signal.SIGTERM
+    assert cleaned.is_file()
+    assert stderr.strip().endswith("terminated")
