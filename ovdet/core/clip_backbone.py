@@ -19,8 +19,6 @@ imported here.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,26 +96,15 @@ class FrozenClipResNet(FrozenClipTower):
         out[CLIP_FEATURES_KEY] = x
         return out
 
-    @torch.no_grad()
-    def region_embeddings(self, res5: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
-        """CLIP embeddings of regions from the frozen res5 map, through CLIP's attention pool.
-
-        Args:
-            res5: Tensor[B, C, H / 32, W / 32], :meth:`forward`'s ``res5``.
-            boxes: B tensors [N_i, 4] (x1, y1, x2, y2) in input pixels.
-
-        Returns:
-            Tensor[sum N_i, D], L2-normalised, float32.
-        """
-        rois = [b.to(res5.dtype) for b in boxes]
-        if sum(len(b) for b in rois) == 0:
-            return res5.new_zeros(0, self.embed_dim, dtype=torch.float32)
+    def embed_regions(self, res5: torch.Tensor, rois: list[torch.Tensor]) -> torch.Tensor:
+        """Regions RoI-pooled from the frozen res5 map (Tensor[B, C, H / 32, W / 32]) to the
+        attention pool's size, through CLIP's attention pool: Tensor[sum N_i, D]."""
         # sampling_ratio 0 (adaptive): a region of one res5 cell per output cell samples it once,
         # at its centre, so a whole-image box reads the map exactly as CLIP does.
         pooled = roi_align(
             res5, rois, self.pool_size, spatial_scale=1 / 32, sampling_ratio=0, aligned=True
         )
-        return F.normalize(self._attention_pool(pooled).float(), dim=-1)
+        return self._attention_pool(pooled)
 
     def _attention_pool(self, x: torch.Tensor) -> torch.Tensor:
         """CLIP's attention pool (open_clip's ``AttentionPool2d``) of Tensor[N, C, S, S] ->

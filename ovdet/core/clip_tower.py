@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ovdet.utils.errors import ConfigError
@@ -49,7 +50,7 @@ class FrozenClipTower(nn.Module):
     detector's settings need not change, in either engine.
 
     A subclass checks the tower (:meth:`check_tower`) and sets, in :meth:`describe_tower`,
-    besides its ``forward`` and ``region_embeddings(clip_map, boxes)``:
+    besides its ``forward`` and :meth:`embed_regions`:
 
     * ``out_channels``, ``strides``: dicts over :data:`CLIP_STAGES` (strides 4, 8, 16, 32);
     * ``clip_channels``, ``clip_stride``: the map under :data:`CLIP_FEATURES_KEY`;
@@ -127,3 +128,27 @@ class FrozenClipTower(nn.Module):
         """Detector-normalised Tensor[B, 3, H, W] -> CLIP-normalised, RGB."""
         x = x * self.scale.to(x) + self.shift.to(x)
         return x.flip(1) if self.flip_channels else x
+
+    @torch.no_grad()
+    def region_embeddings(
+        self, clip_map: torch.Tensor, boxes: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """CLIP embeddings of regions from the tower's frozen map, without crops.
+
+        Args:
+            clip_map: Tensor[B, clip_channels, H / clip_stride, W / clip_stride], ``forward``'s
+                :data:`CLIP_FEATURES_KEY`.
+            boxes: B tensors [N_i, 4] (x1, y1, x2, y2) in input pixels.
+
+        Returns:
+            Tensor[sum N_i, D], L2-normalised, float32.
+        """
+        rois = [b.to(clip_map.dtype) for b in boxes]
+        if sum(len(b) for b in rois) == 0:
+            return clip_map.new_zeros(0, self.embed_dim, dtype=torch.float32)
+        return F.normalize(self.embed_regions(clip_map, rois).float(), dim=-1)
+
+    def embed_regions(self, clip_map: torch.Tensor, rois: list[torch.Tensor]) -> torch.Tensor:
+        """The tower's own region embedding (:meth:`region_embeddings`, at least one box):
+        Tensor[sum N_i, D], not normalised."""
+        raise NotImplementedError

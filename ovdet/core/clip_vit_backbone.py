@@ -25,7 +25,6 @@ whole-image box is *not* CLIP's own image embedding of the image.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +60,30 @@ class FrozenClipViT(FrozenClipTower):
 
     @staticmethod
     def check_tower(visual: nn.Module) -> None:
-        _check_vit(visual)
+        """One-line errors for an image tower this class cannot run."""
+        if not all(hasattr(visual, n) for n in _VIT_PARTS):
+            resnet = hasattr(visual, "attnpool")  # open_clip's ModifiedResNet
+            raise ConfigError(
+                f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP (open_clip's VisionTransformer, e.g. "
+                f"ViT-B-16), got an image tower of type {type(visual).__name__}"
+                + (
+                    f"; for a ResNet CLIP use MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME}"
+                    if resnet
+                    else ""
+                )
+            )
+        if getattr(visual, "attn_pool", None) is not None:
+            raise ConfigError(
+                f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP that pools its tokens itself (class "
+                "token or mean), not with an attentional pooler (CoCa)"
+            )
+        for block in visual.transformer.resblocks:
+            attn = getattr(block, "attn", None)
+            if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+                raise ConfigError(
+                    f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP with standard attention blocks "
+                    f"(one nn.MultiheadAttention each), got {type(block).__name__}"
+                )
 
     def describe_tower(self, visual: nn.Module) -> None:
         self.patch_size = int(visual.conv1.stride[0])
@@ -160,30 +182,16 @@ class FrozenClipViT(FrozenClipTower):
             x = x @ v.proj
         return x.transpose(1, 2).unflatten(2, tokens.shape[-2:])
 
-    @torch.no_grad()
-    def region_embeddings(
-        self, tokens: torch.Tensor, boxes: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """CLIP embeddings of regions: the RoIAlign average of :meth:`dense_embeddings` over
-        each box.
-
-        Args:
-            tokens: Tensor[B, width, H / P, W / P], :meth:`forward`'s :data:`CLIP_FEATURES_KEY`.
-            boxes: B tensors [N_i, 4] (x1, y1, x2, y2) in input pixels.
-
-        Returns:
-            Tensor[sum N_i, D], L2-normalised, float32.
-        """
-        rois = [b.to(tokens.dtype) for b in boxes]
-        if sum(len(b) for b in rois) == 0:
-            return tokens.new_zeros(0, self.embed_dim, dtype=torch.float32)
+    def embed_regions(self, tokens: torch.Tensor, rois: list[torch.Tensor]) -> torch.Tensor:
+        """The RoIAlign average of :meth:`dense_embeddings` of the patch tokens before the last
+        block (Tensor[B, width, H / P, W / P]) over each box: Tensor[sum N_i, D]."""
         # sampling_ratio 0 (adaptive): about one sample per token the box covers, each at a
         # token's centre where the box lies on the grid, so a box reads the mean of its tokens.
         pooled = roi_align(
             self.dense_embeddings(tokens), rois, 1, spatial_scale=1 / self.patch_size,
             sampling_ratio=0, aligned=True,
         )  # fmt: skip
-        return F.normalize(pooled.flatten(1).float(), dim=-1)
+        return pooled.flatten(1)
 
 
 def _qkv(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -203,30 +211,3 @@ def _run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
     x = x + block.ls_1(attn.out_proj(y))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
-def _check_vit(visual: nn.Module) -> None:
-    """One-line errors for an image tower :class:`FrozenClipViT` cannot run."""
-    if not all(hasattr(visual, n) for n in _VIT_PARTS):
-        resnet = hasattr(visual, "attnpool")  # open_clip's ModifiedResNet
-        raise ConfigError(
-            f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP (open_clip's VisionTransformer, e.g. "
-            f"ViT-B-16), got an image tower of type {type(visual).__name__}"
-            + (
-                f"; for a ResNet CLIP use MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME}"
-                if resnet
-                else ""
-            )
-        )
-    if getattr(visual, "attn_pool", None) is not None:
-        raise ConfigError(
-            f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP that pools its tokens itself (class "
-            "token or mean), not with an attentional pooler (CoCa)"
-        )
-    for block in visual.transformer.resblocks:
-        attn = getattr(block, "attn", None)
-        if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
-            raise ConfigError(
-                f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP with standard attention blocks "
-                f"(one nn.MultiheadAttention each), got {type(block).__name__}"
-            )
