@@ -401,18 +401,10 @@ def fvlm_backbone_name(fvlm_clip: str) -> str:
     """``MODEL.BACKBONE.NAME`` of F-VLM on ``fvlm_clip``: the ViT builder for an open_clip
     architecture whose image tower is a ViT (its ``vision_cfg.layers`` is a depth, a ResNet's a
     list of stage depths), else the ResNet one."""
-    import open_clip
-
     from ovdet.clip import ClipSpec
     from ovdet.core.clip_tower import CLIP_BACKBONE_NAME, CLIP_VIT_BACKBONE_NAME
 
-    model = ClipSpec.parse(fvlm_clip).model
-    if model.startswith("local-dir:"):
-        folder = Path(model.removeprefix("local-dir:"))
-        config = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
-    else:
-        config = open_clip.get_model_config(model) or {}
-    layers = config.get("vision_cfg", {}).get("layers")
+    layers = ClipSpec.parse(fvlm_clip).model_config().get("vision_cfg", {}).get("layers")
     return CLIP_VIT_BACKBONE_NAME if isinstance(layers, int) else CLIP_BACKBONE_NAME
 
 
