@@ -248,8 +248,18 @@ def test_exemplar_class_in_a_browser(served_demo, browser, tmp_path):
     ).send_keys("my thing")
     box = browser.find_element(By.CSS_SELECTOR, "#exemplar-box textarea, #exemplar-box input")
     box.send_keys("70,0,10,10")  # outside the 64 x 64 image: one line, nothing added
-    browser.find_element(By.CSS_SELECTOR, "#add-exemplar").click()
-    WebDriverWait(browser, WAIT_S).until(lambda d: _exemplar_status(d).startswith("error: "))
+    # The editor can show its canvas before the upload is its value; a click before then is
+    # answered "upload an image ...", so click (this box adds nothing) until the image is there.
+    add = browser.find_element(By.CSS_SELECTOR, "#add-exemplar")
+
+    def answered_with_the_image(driver) -> bool:
+        status = _exemplar_status(driver)
+        if status.startswith("error: ") and "upload an image" not in status:
+            return True
+        add.click()
+        return False
+
+    WebDriverWait(browser, WAIT_S, poll_frequency=1).until(answered_with_the_image)
     assert "is not inside its 64x64 image" in _exemplar_status(browser)
     box.clear()
     box.send_keys("16,20,25,25")
