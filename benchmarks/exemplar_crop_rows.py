@@ -2,13 +2,14 @@
 
 The benchmark's exemplar rows (``ovdet/ovbench/exemplars.py``) give each novel class its first
 ``K`` boxes of the exemplar split. A class given by (a) CLIP crops is scored by its CLIP crop
-embedding twice: against the detector's region embeddings (the detector's rows) and against
-CLIP's crop embeddings of the detections (CLIP rescoring's rows). This script takes every
-ground-truth box of the run's validation images, embeds it both ways (the detector's region
-embedding of the box; CLIP's crop embedding, framed as the teacher frames its crops), and
-counts, against all of the run's classes (base classes by their names, the novel ones by their
-names or by their ``K`` exemplars), how often a box's nearest row is its own class (accuracy,
-base and novel boxes apart) and how often a base box is taken by a novel class's row.
+embedding twice: centred in the regions' cone, against the detector's region embeddings (the
+detector's rows), and as it is, against CLIP's crop embeddings of the detections (CLIP
+rescoring's rows). This script takes every ground-truth box of the run's validation images,
+embeds it both ways (the detector's region embedding of the box; CLIP's crop embedding, framed
+as the teacher frames its crops), and counts, against all of the run's classes (base classes
+by their names, the novel ones by their names or by their ``K`` exemplars), how often a box's
+nearest row is its own class (accuracy, base and novel boxes apart) and how often a base box
+is taken by a novel class's row.
 
 Example::
 
@@ -109,17 +110,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rows[novel_index] = novel_rows
         return rows
 
-    crops = embedder.with_source("clip").class_rows(groups, text)
+    crops = embedder.with_source("clip").class_rows(groups, text)  # centred
+    raw_crops = embedder.for_clip_rescoring().class_rows(groups, text)
     regions = embedder.with_source("region").class_rows(groups, text)
     row_sets = {
-        "names": text,
-        "(a) CLIP crops": with_novel(crops),
-        "(b) detector regions": with_novel(regions),
+        "region": {
+            "names": text,
+            "(a) CLIP crops": with_novel(crops),
+            "(a) CLIP crops, not centred": with_novel(raw_crops),
+            "(b) detector regions": with_novel(regions),
+        },
+        "clip": {"names": text, "(a) CLIP crops": with_novel(raw_crops)},
     }
     out = []
     for space, source in (("detector regions", "region"), ("CLIP crops", "clip")):
         embedded = embedder.with_source(source)(exemplars)
-        for rows_name, rows in row_sets.items():
+        for rows_name, rows in row_sets[source].items():
             rates = nearest_row_rates(embedded, labels, rows, novel)
             out.append({"boxes_by": space, "novel_classes_by": rows_name, **rates})
     table = [

@@ -15,6 +15,12 @@ the row is scaled down (by mixing in a direction the regions do not use) until i
 spread like the text rows' do. The result is still one unit row per class: an exemplar class
 stays a row of the vocabulary matrix.
 
+CLIP crop rows (source ``clip``) are centred the same way in the detector's rows: ViLD-image
+pulls the region embeddings towards CLIP's crops, so a raw crop row is also nearer to every
+region than a text row is, and takes base objects. They are not rescaled (measured on the
+synthetic benchmark, rescaling to the text rows' spread gained nothing over centring). CLIP
+rescoring scores CLIP's own crops, against the crop rows as they are.
+
 Loading, embedding and caching exemplars: :mod:`ovdet.core.exemplars`.
 """
 

@@ -4,7 +4,9 @@ A class given by exemplars (:mod:`ovdet.structures.exemplars`) is embedded from 
 boxes, by ``MODEL.OVDET.EXEMPLARS.SOURCE``:
 
 * ``clip``: CLIP's image embedding of the crop, framed as the region teacher frames its crops
-  (``DISTILL.CROP_SCALES``), as ViLD-image distils;
+  (``DISTILL.CROP_SCALES``), as ViLD-image distils; in the detector's rows centred in its
+  regions' cone (:class:`RegionCalibration` without rescaling), in CLIP rescoring's rows as it
+  is;
 * ``region``: the detector's own region embedding of the box (one-shot, as OWL-ViT's
   image-guided detection), calibrated (:class:`RegionCalibration`);
 * ``both``: the two, L2-normalised, summed and re-normalised.
@@ -16,7 +18,7 @@ text and CLIP crops); the detector scores its exemplars (``clip_rescoring`` of
 :func:`class_embeddings`): the detector's own text scores of a name it was never trained on are
 its weakest (ViLD's reason for rescoring), and the region exemplars are in its own space. CLIP
 rescoring scores CLIP's crops against CLIP-space rows, so there such classes are given by their
-CLIP crop embeddings (:func:`rescoring_class_embeddings`).
+CLIP crop embeddings, unmoved (:func:`rescoring_class_embeddings`).
 
 Every engine goes through :func:`class_embeddings`, so both build the same ``Tensor[C, D]`` for
 a vocabulary.
@@ -211,6 +213,14 @@ class ExemplarEmbedder:
         self.cache_dir = Path(cache_dir) / "exemplars" if cache_dir else None
         self.max_load_pixels = max_load_pixels
         self.num_embedded = 0
+        self.clip_space = False
+
+    def for_clip_rescoring(self) -> ExemplarEmbedder:
+        """The same embedder (weights, cache) making CLIP rescoring's rows: CLIP crop rows as
+        they are, not centred in the detector's regions' cone."""
+        other = self.with_source("clip")
+        other.clip_space = True
+        return other
 
     def with_source(self, source: str) -> ExemplarEmbedder:
         """The same embedder (weights, cache) embedding by another source."""
@@ -275,6 +285,8 @@ class ExemplarEmbedder:
         total, unused = torch.zeros(0), None
         if self.source in ("clip", "both"):
             total = means("clip")
+            if not self.clip_space and self.region_boxes is not None:  # the detector's rows
+                total = RegionCalibration.fit(self._reference(loaded), total, total[:0])(total)
         if self.source in ("region", "both"):
             region = means("region")
             calibration = RegionCalibration.fit(self._reference(loaded), region, text)
@@ -405,17 +417,18 @@ def rescoring_class_embeddings(
     text_weight: float,
 ) -> torch.Tensor | None:
     """The rows CLIP rescoring scores CLIP's crop embeddings against, where they differ from
-    :func:`class_embeddings`'s: classes given by the detector's region embeddings of exemplars
-    (source ``region`` or ``both``) are given there by their CLIP crop embeddings (source
-    ``clip``), the space of CLIP's image tower, mixed by scores with their names' text where
-    given by both. ``None`` where they would be the same.
+    :func:`class_embeddings`'s: exemplar classes are given there by their CLIP crop embeddings
+    as they are (source ``clip``; not the detector's region embeddings of sources ``region`` and
+    ``both``, nor the crop rows centred in its regions' cone that the detector scores), the
+    space of CLIP's image tower, mixed by scores with their names' text where given by both.
+    ``None`` for a vocabulary of text classes only.
 
     Returns:
         Tensor[C, D], float32 on CPU, unit rows, or ``None``.
     """
-    if exemplars is None or exemplars.source == "clip" or not vocabulary.has_exemplars:
+    if exemplars is None or not vocabulary.has_exemplars:
         return None
-    return class_embeddings(vocabulary, text, exemplars.with_source("clip"), text_weight)
+    return class_embeddings(vocabulary, text, exemplars.for_clip_rescoring(), text_weight)
 
 
 def exemplar_embedder_from_config(

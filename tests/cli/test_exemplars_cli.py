@@ -113,7 +113,8 @@ def test_evaluate_takes_a_category_by_exemplars_from_a_file(
                      str(exemplars), "--score-thresh", "0.001", "--output", str(out))  # fmt: skip
     assert evaluate_cli.main(argv) == 0
     assert json.loads(out.read_text())["num_detections"] > 0
-    assert len(_cached() - before) == 1
+    # its CLIP crop embedding, and the detector's regions sampled on its image (the centring)
+    assert len(_cached() - before) == 2
 
 
 @pytest.fixture()

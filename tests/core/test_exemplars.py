@@ -16,6 +16,7 @@ from ovdet.core.exemplars import (
     mix_by_scores,
     mix_class_embeddings,
     reference_boxes,
+    rescoring_class_embeddings,
 )
 from ovdet.structures import Vocabulary
 from ovdet.structures.exemplars import (
@@ -293,3 +294,30 @@ def test_reference_boxes_lie_inside_the_image():
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 40).all()
     assert (boxes[:, 1] >= 0).all() and (boxes[:, 3] <= 30).all()
     assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+
+
+def test_clip_exemplar_rows_are_centred_for_the_detector_and_raw_for_clip_rescoring(tmp_path):
+    """Source ``clip``: the detector's row of an exemplar class is its CLIP crop row with the
+    mean direction of the detector's reference regions removed; CLIP rescoring's row is the crop
+    row as it is."""
+    image = _two_colour_image(tmp_path)
+    vocab = Vocabulary.from_names(["cat", "mug"]).with_exemplars(
+        [ExemplarSpec("mug", (Exemplar(image, (15, 0, 15, 20)),))]
+    )
+
+    def text(v: Vocabulary) -> torch.Tensor:
+        return torch.stack([{"cat": _unit(0, 1, 0), "mug": _unit(1, 0, 0)}[n] for n in v.names])
+
+    embedder, _ = _embedder(tmp_path / "cache", "clip")
+    raw = embedder.for_clip_rescoring().class_rows([vocab.exemplars[1]], text(vocab))[0]
+    torch.testing.assert_close(raw, _unit(20, 20, 200))  # the blue half, as it is
+    detector_rows = class_embeddings(vocab, text, embedder, 0.5, clip_rescoring=True)
+    rescoring_rows = rescoring_class_embeddings(vocab, text, embedder, 0.5)
+    assert rescoring_rows is not None
+    torch.testing.assert_close(rescoring_rows[1], raw)
+    torch.testing.assert_close(rescoring_rows[0], detector_rows[0])  # text classes: their text
+    # the fake embedder gives one region per image, its first box: the whole image
+    centre = _unit(110, 20, 110)
+    expected = F.normalize(raw - (raw @ centre) * centre, dim=0)
+    torch.testing.assert_close(detector_rows[1], expected)
+    assert float(raw @ centre) > 0.5 and abs(float(detector_rows[1] @ centre)) < 1e-6

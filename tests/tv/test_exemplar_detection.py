@@ -4,6 +4,7 @@ detector, make classes (given by no text) that the detector finds in other image
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from ovdet.evaluation import evaluate_coco
@@ -60,9 +61,11 @@ def test_a_region_exemplar_class_beside_text_classes_leaves_them_their_objects(
     assert mixed["red square"] >= 0.8 * text_only["red square"], (mixed, text_only)
 
 
-def test_clip_rescoring_scores_region_exemplar_classes_by_their_clip_crops(trained_checkpoint):
-    """CLIP's crops cannot be scored against the detector's region rows: with rescoring on, an
-    exemplar class given by region embeddings is scored there by its CLIP crop embedding."""
+@pytest.mark.parametrize("source", ["region", "clip"])
+def test_clip_rescoring_scores_exemplar_classes_by_their_clip_crops(trained_checkpoint, source):
+    """CLIP's crops cannot be scored against the detector's rows (region embeddings, or CLIP
+    crop rows moved across the modality gap): with rescoring on, an exemplar class is scored
+    there by its CLIP crop embedding as it is."""
     import torch
 
     from ovdet.api import OVDetector
@@ -70,7 +73,7 @@ def test_clip_rescoring_scores_region_exemplar_classes_by_their_clip_crops(train
     array, boxes = _exemplar_image()
     exemplars = {"blue circle": [Exemplar(array, boxes["blue circle"])]}
     detector = OVDetector.from_checkpoint(
-        str(trained_checkpoint), overrides=["MODEL.OVDET.EXEMPLARS.SOURCE", "region"]
+        str(trained_checkpoint), overrides=["MODEL.OVDET.EXEMPLARS.SOURCE", source]
     )
     detector.set_classes("red square", exemplars=exemplars)
     head = detector.head
@@ -78,7 +81,7 @@ def test_clip_rescoring_scores_region_exemplar_classes_by_their_clip_crops(train
     detector.enable_clip_rescoring(True)
     rows = detector.class_embeddings("red square", exemplars=exemplars)
     torch.testing.assert_close(head.text_embeddings.cpu(), rows)  # the detector's rows kept
-    clip_rows = detector.exemplar_embedder.with_source("clip").class_rows(
+    clip_rows = detector.exemplar_embedder.for_clip_rescoring().class_rows(
         [exemplars["blue circle"]], rows[:1]
     )
     rescoring = head.rescoring_embeddings.cpu()
@@ -113,7 +116,7 @@ def test_clip_rescoring_takes_over_the_name_of_a_name_and_region_class(trained_c
     torch.testing.assert_close(head.text_embeddings[1].cpu(), region)  # exemplars alone
     rescoring = head.rescoring_embeddings.cpu()
     torch.testing.assert_close(rescoring[0], text[0])
-    clip = detector.exemplar_embedder.with_source("clip").class_rows(
+    clip = detector.exemplar_embedder.for_clip_rescoring().class_rows(
         [exemplars["blue circle+"]], text
     )[0]
     assert float(rescoring[1] @ text[1]) > float(clip @ text[1]) + 0.05  # the name is CLIP's
