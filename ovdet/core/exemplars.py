@@ -282,14 +282,17 @@ class ExemplarEmbedder:
             rows = torch.split(self._embed(loaded, source), counts)
             return torch.stack([F.normalize(r.mean(0), dim=-1) for r in rows])
 
+        # the detector's regions sampled on the exemplar images, where its rows are made
+        in_detector = not self.clip_space and self.region_boxes is not None
+        regions = self._reference(loaded) if in_detector else None
         total, unused = torch.zeros(0), None
         if self.source in ("clip", "both"):
             total = means("clip")
-            if not self.clip_space and self.region_boxes is not None:  # the detector's rows
-                total = RegionCalibration.fit(self._reference(loaded), total, total[:0])(total)
-        if self.source in ("region", "both"):
+            if regions is not None:  # centred, not rescaled
+                total = RegionCalibration.fit(regions, total, total[:0])(total)
+        if self.source in ("region", "both"):  # (never in CLIP's space: for_clip_rescoring)
             region = means("region")
-            calibration = RegionCalibration.fit(self._reference(loaded), region, text)
+            calibration = RegionCalibration.fit(regions, region, text)
             logger.info("region exemplars calibrated: scale %.3f", calibration.scale)
             total = total + calibration(region) if len(total) else calibration(region)
             unused = calibration.null
