@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -225,3 +226,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def print_report(
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    records: Any,
+    json_path: str = "",
+) -> None:
+    """Prints ``title`` and the markdown table of ``rows``; writes ``records`` (what the table
+    shows, as JSON) to ``json_path`` where given."""
+    print(f"{title}\n")
+    print(markdown_table(header, rows))
+    if json_path:
+        Path(json_path).write_text(json.dumps(records, indent=1), encoding="utf-8")

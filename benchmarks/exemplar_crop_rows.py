@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-from benchmarks.common import markdown_table
+from benchmarks.common import print_report
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -133,12 +133,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
          f"{r['base_accuracy']:.3f}", f"{r['base_taken_by_novel']:.3f}"]
         for r in out
     ]  # fmt: skip
-    print(f"Run `{run}`, {len(boxes)} validation boxes, K = {args.k}:\n")
     header = ["boxes embedded by", "novel classes by", "novel boxes right",
               "base boxes right", "base boxes taken by a novel row"]  # fmt: skip
-    print(markdown_table(header, table))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+    title = f"Run `{run}`, {len(boxes)} validation boxes, K = {args.k}:"
+    print_report(title, header, table, out, args.json)
     return out
 
 

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +32,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import markdown_table
+from benchmarks.common import print_report
 
 WAYS = ("names only", "exemplars only", "normalised mix", "score mix", "ovdet")
 
@@ -143,12 +142,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
          *(f"{r['no_rescoring'][g]:.3f}" for g in ("base", "novel"))]
         for r in out
     ]  # fmt: skip
-    print(f"Run `{run}`, {len(records.images)} validation images, text weight {w}:\n")
     header = ["K", "novel classes by", "base AP50", "novel AP50",
               "base AP50, no rescoring", "novel AP50, no rescoring"]  # fmt: skip
-    print(markdown_table(header, table))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+    title = f"Run `{run}`, {len(records.images)} validation images, text weight {w}:"
+    print_report(title, header, table, out, args.json)
     return out
 
 

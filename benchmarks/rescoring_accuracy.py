@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from benchmarks.common import markdown_table
+from benchmarks.common import print_report
 
 
 def parse_variant(text: str) -> tuple[int, tuple[float, ...]]:
@@ -115,11 +114,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         ]
         for r in rows
     ]
-    print(f"Checkpoint `{args.checkpoint}`, {len(records.images)} validation images:\n")
-    print(markdown_table(["rescoring", "CLIP passes/img", "base AP50", "novel AP50", "all AP50"],
-                         table))  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    header = ["rescoring", "CLIP passes/img", "base AP50", "novel AP50", "all AP50"]
+    title = f"Checkpoint `{args.checkpoint}`, {len(records.images)} validation images:"
+    print_report(title, header, table, rows, args.json)
     return rows
 
 
