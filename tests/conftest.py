@@ -67,18 +67,29 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("OVDET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory) -> str:
-    """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random model saved to a file."""
+def _saved_random_clip(
+    root: Path, config: dict, prepare=lambda model: None, weights_dir: Path | None = None
+) -> str:
+    """A CLIP spec ``local-dir:ROOT:WEIGHTS_DIR/weights.pt`` of a random open_clip model of
+    ``config`` (seeded), ``prepare``-d before its weights are saved (``weights_dir``: ``root``)."""
     import open_clip
 
-    root = tmp_path_factory.mktemp("tiny_clip")
-    (root / "open_clip_config.json").write_text(json.dumps(TINY_CLIP_CONFIG))
-    weights = tmp_path_factory.mktemp("tiny_clip_weights") / "weights.pt"
+    (root / "open_clip_config.json").write_text(json.dumps(config))
+    weights = (weights_dir or root) / "weights.pt"
     torch.manual_seed(0)
     model = open_clip.create_model(f"local-dir:{root}")
+    prepare(model)
     torch.save({"state_dict": model.state_dict()}, weights)
     return f"local-dir:{root}:{weights}"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random model saved to a file (in a
+    folder of its own, beside the config's)."""
+    root = tmp_path_factory.mktemp("tiny_clip")
+    weights = tmp_path_factory.mktemp("tiny_clip_weights")
+    return _saved_random_clip(root, TINY_CLIP_CONFIG, weights_dir=weights)
 
 
 #: A tiny ResNet CLIP (open_clip's ModifiedResNet, attention pool on 2 x 2 res5 cells): the CLIP
@@ -96,19 +107,15 @@ TINY_RESNET_CLIP_CONFIG = {
 @pytest.fixture(scope="session")
 def tiny_resnet_clip(tmp_path_factory) -> str:
     """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random ResNet CLIP saved to a file."""
-    import open_clip
+
+    def own_bn_statistics(model) -> None:  # as a trained CLIP's
+        for module in model.visual.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
 
     root = tmp_path_factory.mktemp("tiny_resnet_clip")
-    (root / "open_clip_config.json").write_text(json.dumps(TINY_RESNET_CLIP_CONFIG))
-    weights = root / "weights.pt"
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{root}")
-    for module in model.visual.modules():  # BN statistics of its own, as a trained CLIP's
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    torch.save({"state_dict": model.state_dict()}, weights)
-    return f"local-dir:{root}:{weights}"
+    return _saved_random_clip(root, TINY_RESNET_CLIP_CONFIG, own_bn_statistics)
 
 
 #: A tiny ViT CLIP (open_clip's VisionTransformer: 4 x 4 patches of 16 px at its own 64 px, 5
@@ -128,15 +135,7 @@ TINY_VIT_CLIP_CONFIG = {
 @pytest.fixture(scope="session")
 def tiny_vit_clip(tmp_path_factory) -> str:
     """A CLIP spec ``local-dir:DIR:weights.pt`` of a tiny random ViT CLIP saved to a file."""
-    import open_clip
-
-    root = tmp_path_factory.mktemp("tiny_vit_clip")
-    (root / "open_clip_config.json").write_text(json.dumps(TINY_VIT_CLIP_CONFIG))
-    weights = root / "weights.pt"
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{root}")
-    torch.save({"state_dict": model.state_dict()}, weights)
-    return f"local-dir:{root}:{weights}"
+    return _saved_random_clip(tmp_path_factory.mktemp("tiny_vit_clip"), TINY_VIT_CLIP_CONFIG)
 
 
 def draw_toy_image(rng: np.random.Generator, size: int = 64, classes=TOY_CLASSES):
