@@ -59,19 +59,7 @@ class FrozenClipResNet(FrozenClipTower):
     (``stem``, ``layer1``-``layer4``, ``attnpool``).
     """
 
-    @staticmethod
-    def check_tower(visual: nn.Module) -> None:
-        if not all(hasattr(visual, n) for n in ("stem", "layer4", "attnpool")):
-            vit = hasattr(visual, "class_embedding")  # open_clip's VisionTransformer
-            raise ConfigError(
-                f"{CLIP_BACKBONE_NAME} needs a ResNet CLIP (open_clip's ModifiedResNet, e.g. "
-                f"RN50), got an image tower of type {type(visual).__name__}"
-                + (
-                    f"; for a ViT CLIP use MODEL.BACKBONE.NAME {CLIP_VIT_BACKBONE_NAME}"
-                    if vit
-                    else ""
-                )
-            )
+    builder = CLIP_BACKBONE_NAME
 
     def describe_tower(self, visual: nn.Module) -> None:
         self.pool_size = self.image_size // 32

@@ -9,6 +9,7 @@ The towers themselves are :class:`~ovdet.core.clip_backbone.FrozenClipResNet` (o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -27,6 +28,8 @@ __all__ = [
     "CLIP_STAGES",
     "CLIP_VIT_BACKBONE_NAME",
     "FrozenClipTower",
+    "TOWER_KINDS",
+    "TowerKind",
 ]
 
 #: ``MODEL.BACKBONE.NAME`` of the CLIP ResNet backbone (detectron2's key: the builder's name).
@@ -41,6 +44,39 @@ CLIP_FEATURES_KEY = "clip"
 CLIP_STAGES = ("res2", "res3", "res4", "res5")
 
 
+@dataclass(frozen=True)
+class TowerKind:
+    """A kind of open_clip image tower that a CLIP backbone runs.
+
+    Attributes:
+        builder: the backbone's ``MODEL.BACKBONE.NAME``.
+        name: ``"ResNet"`` or ``"ViT"``.
+        described: the open_clip class and an example model, for error messages.
+        parts: the attributes a tower of this kind must have.
+        marker: an attribute that tells a tower of this kind, complete or not (the hint to
+            the right builder).
+    """
+
+    builder: str
+    name: str
+    described: str
+    parts: tuple[str, ...]
+    marker: str
+
+
+#: The kinds of tower the CLIP backbones run, by builder.
+TOWER_KINDS = {
+    k.builder: k
+    for k in (
+        TowerKind(CLIP_BACKBONE_NAME, "ResNet", "open_clip's ModifiedResNet, e.g. RN50",
+                  ("stem", "layer4", "attnpool"), "attnpool"),
+        TowerKind(CLIP_VIT_BACKBONE_NAME, "ViT", "open_clip's VisionTransformer, e.g. ViT-B-16",
+                  ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer",
+                   "ln_post", "proj"), "class_embedding"),
+    )
+}  # fmt: skip
+
+
 class FrozenClipTower(nn.Module):
     """A CLIP image tower (``self.visual``), frozen, seen as a detector backbone.
 
@@ -49,7 +85,8 @@ class FrozenClipTower(nn.Module):
     ``INPUT.FORMAT``), which :meth:`clip_input` turns into CLIP's own normalisation; so the
     detector's settings need not change, in either engine.
 
-    A subclass checks the tower (:meth:`check_tower`) and sets, in :meth:`describe_tower`,
+    A subclass names its builder (``builder``, a key of :data:`TOWER_KINDS`: the tower's parts
+    are checked, :meth:`check_tower`, with what it may add) and sets, in :meth:`describe_tower`,
     besides its ``forward`` and :meth:`embed_regions`:
 
     * ``out_channels``, ``strides``: dicts over :data:`CLIP_STAGES` (strides 4, 8, 16, 32);
@@ -64,6 +101,7 @@ class FrozenClipTower(nn.Module):
         input_format: ``"RGB"`` or ``"BGR"``.
     """
 
+    builder: str
     out_channels: dict[str, int]
     strides: dict[str, int]
     clip_channels: int
@@ -98,9 +136,20 @@ class FrozenClipTower(nn.Module):
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self.describe_tower(visual)
 
-    @staticmethod
-    def check_tower(visual: nn.Module) -> None:
-        """Raise a one-line ConfigError if ``visual`` is not a tower of this kind."""
+    @classmethod
+    def check_tower(cls, visual: nn.Module) -> None:
+        """Raise a one-line ConfigError if ``visual`` is not a tower of this kind (naming the
+        builder of the kind it is, where it is one)."""
+        kind = TOWER_KINDS[cls.builder]
+        if all(hasattr(visual, n) for n in kind.parts):
+            return
+        others = (k for k in TOWER_KINDS.values() if k is not kind)
+        other = next((k for k in others if hasattr(visual, k.marker)), None)
+        hint = f"; for a {other.name} CLIP use MODEL.BACKBONE.NAME {other.builder}" if other else ""
+        raise ConfigError(
+            f"{kind.builder} needs a {kind.name} CLIP ({kind.described}), got an image tower of "
+            f"type {type(visual).__name__}{hint}"
+        )
 
     def describe_tower(self, visual: nn.Module) -> None:
         """Set the attributes a subclass must set (see the class docstring) from ``visual``."""

@@ -32,7 +32,6 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ovdet.core.clip_tower import (
-    CLIP_BACKBONE_NAME,
     CLIP_FEATURES_KEY,
     CLIP_STAGES,
     CLIP_VIT_BACKBONE_NAME,
@@ -41,9 +40,6 @@ from ovdet.core.clip_tower import (
 from ovdet.utils.errors import ConfigError
 
 __all__ = ["FrozenClipViT"]
-
-_VIT_PARTS = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer",
-              "ln_post", "proj")  # fmt: skip
 
 
 class FrozenClipViT(FrozenClipTower):
@@ -58,20 +54,13 @@ class FrozenClipViT(FrozenClipTower):
     pooler).
     """
 
-    @staticmethod
-    def check_tower(visual: nn.Module) -> None:
-        """One-line errors for an image tower this class cannot run."""
-        if not all(hasattr(visual, n) for n in _VIT_PARTS):
-            resnet = hasattr(visual, "attnpool")  # open_clip's ModifiedResNet
-            raise ConfigError(
-                f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP (open_clip's VisionTransformer, e.g. "
-                f"ViT-B-16), got an image tower of type {type(visual).__name__}"
-                + (
-                    f"; for a ResNet CLIP use MODEL.BACKBONE.NAME {CLIP_BACKBONE_NAME}"
-                    if resnet
-                    else ""
-                )
-            )
+    builder = CLIP_VIT_BACKBONE_NAME
+
+    @classmethod
+    def check_tower(cls, visual: nn.Module) -> None:
+        """One-line errors for an image tower this class cannot run: the base class's, then
+        an attentional pooler or non-standard attention blocks."""
+        super().check_tower(visual)
         if getattr(visual, "attn_pool", None) is not None:
             raise ConfigError(
                 f"{CLIP_VIT_BACKBONE_NAME} needs a ViT CLIP that pools its tokens itself (class "
