@@ -2,11 +2,11 @@
 
 An exemplar split (``exemplars/``: scenes of their own random stream, apart from train and
 val, with every box) gives each novel class its first ``K`` boxes. The best box-trained ovdet
-row's detector (the quick start's, the same whether or not a run adds the fine-tuned rows) is
-then evaluated as the other rows, every class in the vocabulary, base classes by
-their text, the novel classes by ``K`` = 1 or 5 exemplars embedded by (a) CLIP's crop
-embedding, (b) the detector's own region embedding, or by their text *and* exemplars
-(:mod:`ovdet.core.exemplars`). Targets at the default size: 5-exemplar novel AP50 at least
+row's detector (the quick start's, the same whether or not a run adds the fine-tuned rows; with
+``--seeds``, each seed's, the rows then means over the seeds as the others) is then evaluated
+as the other rows, every class in the vocabulary, base classes by their text, the novel
+classes by ``K`` = 1 or 5 exemplars embedded by (a) CLIP's crop embedding, (b) the detector's
+own region embedding, or by their text *and* exemplars (:mod:`ovdet.core.exemplars`). Targets at the default size: 5-exemplar novel AP50 at least
 the text-only row's, text + exemplars above both.
 """
 
@@ -113,18 +113,18 @@ def exemplar_specs_from_split(ann_json: Path, names: list[str], k: int, with_tex
 
 
 def evaluate_exemplar_rows(
-    out: Path, data, split, best: Method, size: BenchmarkSize, seed: int, device: str,
-    progress: bool,
-) -> dict[str, dict]:  # fmt: skip
+    out: Path, ann: Path, data, split, best: Method, device: str, progress: bool
+) -> dict[str, dict]:
     """Base / novel / all AP and AP50 of each row of :data:`EXEMPLAR_ROWS` on ``best``'s
-    detector and prediction, each cached in ``eval/KEY.json`` with what it scored."""
+    detector in ``out`` (one seed's folder) and its prediction, the exemplars from ``ann``
+    (:func:`write_exemplar_scenes`), each cached in ``out/eval/KEY.json`` with what it
+    scored."""
     from ovdet.clip.spec import file_digest
     from ovdet.evaluation import evaluate_coco
     from ovdet.ovbench.predict import predict_with_method
     from ovdet.ovbench.stages import EVAL_SCORE_THRESH, start_stage
     from ovdet.utils.io import atomic_write_json
 
-    ann = write_exemplar_scenes(out, size, seed, progress)
     checkpoint = out / best.detector / "model_final.pt"
     digest = file_digest(checkpoint)
     metrics = {}

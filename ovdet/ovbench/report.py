@@ -11,6 +11,9 @@ from ovdet.ovbench.plan import METHODS
 
 __all__ = ["format_results"]
 
+#: (key, label) of every row of the results table, in order: the methods, then the exemplar rows.
+TABLE_ROWS = [(method.key, method.description) for method in METHODS] + EXEMPLAR_TABLE_ROWS
+
 
 def _fmt(value, error=None) -> str:
     """``0.412``, or ``0.412 ± 0.013`` with a standard error; "-" for none."""
@@ -20,8 +23,7 @@ def _fmt(value, error=None) -> str:
 
 
 def _cell(report: dict, key: str, group: str, metric: str) -> str:
-    """A row's cell; with its standard error where the row has one (rows of every seed, not
-    the exemplar rows of the first seed's detector)."""
+    """A row's cell; with its standard error where the row has one (a run of several seeds)."""
     value = report["metrics"][key][group][metric]
     error = (report.get("standard_errors") or {}).get(key)
     return _fmt(value, error[group][metric] if error else None)
@@ -61,10 +63,10 @@ def _seed_lines(report: dict) -> list[str]:
         "| method | novel AP50 per seed |",
         "|---|---|",
     ]
-    for method in METHODS:
-        if method.key in report["metrics"]:
-            values = [report["per_seed"][str(s)][method.key]["novel"]["AP50"] for s in seeds]
-            lines.append(f"| {method.description} | {', '.join(_fmt(v) for v in values)} |")
+    for key, description in TABLE_ROWS:
+        if key in report["metrics"]:
+            values = [report["per_seed"][str(s)][key]["novel"]["AP50"] for s in seeds]
+            lines.append(f"| {description} | {', '.join(_fmt(v) for v in values)} |")
     gains = report.get("gains") or {}
     if gains:
         names = {m.key: m.description for m in METHODS}
@@ -87,8 +89,7 @@ def format_results(report: dict) -> str:
         "| method | base AP50 | novel AP50 | all AP50 | novel AP |",
         "|---|---|---|---|---|",
     ]
-    rows = [(method.key, method.description) for method in METHODS] + EXEMPLAR_TABLE_ROWS
-    for key, description in rows:
+    for key, description in TABLE_ROWS:
         if key not in report["metrics"]:
             continue
         cells = [

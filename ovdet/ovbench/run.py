@@ -51,7 +51,11 @@ from pathlib import Path
 import torch
 
 from ovdet.ovbench.data import BenchmarkData
-from ovdet.ovbench.exemplars import evaluate_exemplar_rows, exemplar_targets
+from ovdet.ovbench.exemplars import (
+    evaluate_exemplar_rows,
+    exemplar_targets,
+    write_exemplar_scenes,
+)
 from ovdet.ovbench.fvlm import fvlm_targets, time_fvlm
 from ovdet.ovbench.masks import (
     check_mask_annotations,
@@ -201,9 +205,13 @@ def run_synthetic_benchmark(
     best = best_open_vocabulary_method(metrics)
     exemplar_base = best_box_trained_method(metrics)
     if generated:  # the exemplar rows, on the best box-trained detector (ovdet.ovbench.exemplars)
-        metrics.update(
-            evaluate_exemplar_rows(out, data, split, exemplar_base, spec, seed, device, progress)
-        )
+        ann = write_exemplar_scenes(out, spec, seed, progress)
+        for s, seed_metrics in zip(all_seeds, per_seed):  # each seed's detector
+            where = seed_dir(out, s, seed)
+            seed_metrics.update(
+                evaluate_exemplar_rows(where, ann, data, split, exemplar_base, device, progress)
+            )
+        metrics, errors = aggregate_metrics(per_seed) if seeds > 1 else (per_seed[0], None)
     fvlm_time = time_fvlm(out, data, device) if spec.fvlm else None
     findings = draw_pictures(out, data, split, best, spec, device, progress)
     seconds["pictures"] = time.perf_counter() - t

@@ -96,12 +96,15 @@ def test_the_table_shows_mean_and_standard_error_and_each_seed():
     assert "| ViLD-text | 0.600 ± 0.000 | 0.700 ± 0.115 | 0.600 ± 0.000 | 0.350 ± 0.058 |" in text
     assert "| ViLD-text | 0.500, 0.700, 0.900 |" in text  # novel AP50 per seed
     assert "over 3 detector seeds (0, 1, 2), on the data and CLIP of seed 0" in text
-    # the exemplar rows run on the first seed's detector only: no error beside them
-    first = PER_SEED[0]["vild_text"]
-    with_exemplars = {**report, "metrics": {**means, "exemplars_region_k5": first}}
-    assert "detector region, 5 exemplars | 0.600 | 0.500 | 0.600 | 0.250 |" in format_results(
-        with_exemplars
-    )
+    # the exemplar rows, on every seed's detector, as the other rows
+    per_seed = [{**m, "exemplars_region_k5": m["vild_text"]} for m in PER_SEED]
+    means, errors = aggregate_metrics(per_seed)
+    with_exemplars = format_results(
+        {**report, "metrics": means, "standard_errors": errors,
+         "per_seed": {str(s): m for s, m in enumerate(per_seed)}}
+    )  # fmt: skip
+    assert "region, 5 exemplars | 0.600 ± 0.000 | 0.700 ± 0.115 | 0.600 ± 0.000 |" in with_exemplars
+    assert "region, 5 exemplars | 0.500, 0.700, 0.900 |" in with_exemplars
     # one seed: the single-run table, without errors
     single = {**report, "metrics": PER_SEED[0], "seeds": [0]}
     del single["standard_errors"]
