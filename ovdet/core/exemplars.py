@@ -185,7 +185,8 @@ class ExemplarEmbedder:
             without them (closed-set).
         clip_key: what identifies ``clip_boxes``'s weights and crop framing (cache key).
         region_key: a zero-argument function giving what identifies the detector's weights.
-        cache_dir: the cache folder (``exemplars/`` is made in it); ``None`` caches nothing.
+        cache_dir: the cache folder (``exemplars/`` is made in it); ``None``: the embeddings
+            are kept in memory only (by this embedder and its :meth:`with_source` copies).
         max_load_pixels: images above it are downscaled on load (``INPUT.MAX_LOAD_PIXELS``).
     """
 
@@ -211,6 +212,7 @@ class ExemplarEmbedder:
         self._keys = {"clip": clip_key, "region": region_key}
         self._key_values: dict[str, str] = {}
         self.cache_dir = Path(cache_dir) / "exemplars" if cache_dir else None
+        self._memory: dict[str, torch.Tensor] = {}  # shared by with_source copies
         self.max_load_pixels = max_load_pixels
         self.num_embedded = 0
         self.clip_space = False
@@ -301,22 +303,28 @@ class ExemplarEmbedder:
             unused = unused_direction(reference, F.normalize(reference.mean(0), dim=0))
         return ExemplarRows(F.normalize(total, dim=-1), unused)
 
-    def _cache_path(self, *key: str) -> Path | None:
-        if self.cache_dir is None:
-            return None
+    def _recall(self, *key: str) -> tuple[str, torch.Tensor | None]:
+        """``(name, embedding)`` of what ``key`` names: from memory, else from the cache folder
+        (``None`` where neither has it)."""
         name = hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:40]
-        return self.cache_dir / f"{name}.pt"
+        if name not in self._memory and self.cache_dir is not None:
+            tensor = self._cached(self.cache_dir / f"{name}.pt")
+            if tensor is not None:
+                self._memory[name] = tensor
+        return name, self._memory.get(name)
 
-    def _store(self, path: Path | None, tensor: torch.Tensor) -> None:
-        if path is not None:
+    def _keep(self, name: str, tensor: torch.Tensor) -> None:
+        """Keep an embedding in memory and in the cache folder."""
+        self._memory[name] = tensor
+        if self.cache_dir is not None:
             try:
-                atomic_torch_save({"embedding": tensor}, path)
+                atomic_torch_save({"embedding": tensor}, self.cache_dir / f"{name}.pt")
             except OSError as e:
-                logger.warning("Cannot write the exemplar cache %s: %s", path, e)
+                logger.warning("Cannot write the exemplar cache %s: %s", self.cache_dir, e)
 
     def _embed(self, loaded: list[LoadedExemplar], source: str) -> torch.Tensor:
-        paths = [self._cache_path(source, self._key(source), item.digest) for item in loaded]
-        rows = [self._cached(path) for path in paths]
+        names, rows = zip(*(self._recall(source, self._key(source), i.digest) for i in loaded))
+        rows = list(rows)
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             embed = self._embedder(source)
@@ -328,7 +336,7 @@ class ExemplarEmbedder:
                     )
                     self.num_embedded += 1
             for i in missing:
-                self._store(paths[i], rows[i])  # type: ignore[arg-type]
+                self._keep(names[i], rows[i])  # type: ignore[arg-type]
         return torch.stack(rows)  # type: ignore[arg-type]
 
     def _reference(self, loaded: list[LoadedExemplar], source: str = "region") -> torch.Tensor:
@@ -338,20 +346,19 @@ class ExemplarEmbedder:
         out = []
         for digest, image in images.items():
             kind = "reference" if source == "region" else f"reference-{source}"
-            path = self._cache_path(kind, self._key(source), digest)
-            rows = self._cached(path)
+            name, rows = self._recall(kind, self._key(source), digest)
             if rows is None:
                 boxes = reference_boxes(image.width, image.height) * torch.from_numpy(image.scale)
                 embed = self._embedder(source)
                 with torch.no_grad():
                     rows = F.normalize(embed(image.array, boxes).float().cpu(), dim=-1)
-                self._store(path, rows)
+                self._keep(name, rows)
             out.append(rows)
         return torch.cat(out)
 
     @staticmethod
-    def _cached(path: Path | None) -> torch.Tensor | None:
-        if path is None or not path.is_file():
+    def _cached(path: Path) -> torch.Tensor | None:
+        if not path.is_file():
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)["embedding"]

@@ -225,6 +225,20 @@ def test_exemplars_are_cached_by_image_bytes_and_box(tmp_path):
     assert again.num_embedded == 1
 
 
+def test_without_a_cache_folder_an_exemplar_is_embedded_once_per_source():
+    array = np.zeros((20, 30, 3), np.uint8)
+    array[:, 15:] = (0, 0, 255)
+    boxes = _CountingBoxes()
+    embedder = ExemplarEmbedder("clip", lambda: boxes, boxes, lambda: "clip", lambda: "detector")
+    exemplar = Exemplar(array, (15, 0, 15, 20))
+    first = embedder([exemplar])
+    # CLIP rescoring's copy (the detector's rows and CLIP's, one crop each) takes it from memory
+    torch.testing.assert_close(embedder.for_clip_rescoring()([exemplar]), first)
+    assert boxes.boxes == [[15, 0, 30, 20]]
+    embedder.with_source("region")([exemplar])  # another source: embedded by it
+    assert len(boxes.boxes) == 2
+
+
 @pytest.mark.parametrize(
     "box, message",
     [((0, 0, 0, 5), "zero area"), ((25, 0, 10, 5), "not inside its 30x20 image"),
