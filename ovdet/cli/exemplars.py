@@ -76,7 +76,7 @@ def vocabulary_from_args(classes: str | None, exemplars: Sequence[str]) -> Vocab
     Raises:
         VocabularyError: neither is given, a bad spec or box; ImageError: an unreadable image.
     """
-    from ovdet.core.exemplars import load_exemplars
+    from ovdet.core.exemplar_loading import load_exemplars
     from ovdet.structures.exemplars import parse_exemplar_spec
 
     specs = [parse_exemplar_spec(text) for text in exemplars]
@@ -96,7 +96,7 @@ def exemplar_specs_from_args(args: argparse.Namespace) -> list:
     """
     from pathlib import Path
 
-    from ovdet.core.exemplars import load_exemplars
+    from ovdet.core.exemplar_loading import load_exemplars
     from ovdet.structures.exemplars import parse_exemplar_spec
 
     specs = [parse_exemplar_spec(text) for text in args.exemplar]

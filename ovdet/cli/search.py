@@ -284,7 +284,7 @@ def _query(args) -> int:
         raise ConfigError("--text is empty")
     crop = None
     if args.image is not None:  # checked before the index and the model load
-        from ovdet.core.exemplars import load_exemplars
+        from ovdet.core.exemplar_loading import load_exemplars
         from ovdet.structures.exemplars import Exemplar
 
         crop = Exemplar.parse(args.image)

@@ -23,9 +23,10 @@ CLIP crop embeddings, unmoved (:func:`rescoring_class_embeddings`).
 Every engine goes through :func:`class_embeddings`, so both build the same ``Tensor[C, D]`` for
 a vocabulary.
 
-Exemplar embeddings are cached on disk beside the text classifier's, keyed by the image's bytes,
-the box, the source and the weights that embed it. Every exemplar is read and checked before any
-is embedded, so a bad one leaves nothing written.
+Exemplar embeddings are cached in memory and on disk beside the text classifier's, keyed by the
+image's bytes, the box, the source and the weights that embed it. Every exemplar is read and
+checked before any is embedded (:mod:`ovdet.core.exemplar_loading`), so a bad one leaves nothing
+written.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovdet.core.exemplar_loading import LoadedExemplar, load_exemplars
 from ovdet.core.exemplar_rows import (
     RegionCalibration,
     mix_by_scores,
@@ -50,11 +52,9 @@ from ovdet.core.exemplar_rows import (
     reference_boxes,
     unused_direction,
 )
-from ovdet.data.image_io import load_image
 from ovdet.structures.exemplars import Exemplar
-from ovdet.structures.loaded_image import LoadedImage
 from ovdet.structures.vocabulary import Vocabulary
-from ovdet.utils.errors import ConfigError, ImageError, VocabularyError
+from ovdet.utils.errors import ConfigError
 from ovdet.utils.io import atomic_torch_save
 
 __all__ = [
@@ -100,69 +100,6 @@ class ExemplarRows(NamedTuple):
 
     rows: torch.Tensor
     unused: torch.Tensor | None
-
-
-class LoadedExemplar:
-    """An exemplar read and checked: its pixels, its box in those pixels and its cache key.
-
-    Attributes:
-        image: the pixels a detector sees (downscaled on load where huge).
-        box: Tensor[4] (x1, y1, x2, y2) in ``image.array``'s pixels.
-        digest: a hash of the image's bytes and the box (in the original's pixels).
-        image_digest: a hash of the image's bytes alone.
-    """
-
-    def __init__(
-        self, image: LoadedImage, box: torch.Tensor, digest: str, image_digest: str = ""
-    ) -> None:
-        self.image, self.box, self.digest = image, box, digest
-        self.image_digest = image_digest or digest
-
-
-def _read(exemplar: Exemplar, max_pixels: int) -> tuple[LoadedImage, bytes]:
-    if isinstance(exemplar.image, str):
-        path = Path(exemplar.image)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ImageError(f"cannot read exemplar image {path}: {e.strerror or e}") from None
-        try:
-            return load_image(path, max_pixels), data
-        except ImageError as e:
-            raise ImageError(f"exemplar image {path}: {e}") from None
-    array = exemplar.image
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ImageError(
-            f"an exemplar's pixels must be an RGB uint8 array [H, W, 3], got {array.dtype} "
-            f"{list(array.shape)}"
-        )
-    array = np.ascontiguousarray(array)
-    return LoadedImage.unscaled(array), repr(array.shape).encode() + array.tobytes()
-
-
-def load_exemplars(exemplars: Sequence[Exemplar], max_pixels: int = 0) -> list[LoadedExemplar]:
-    """Reads every exemplar's image and checks its box.
-
-    Raises:
-        ImageError: an unreadable image.
-        VocabularyError: a box of zero area or not inside its image.
-    """
-    loaded = []
-    for exemplar in exemplars:
-        image, data = _read(exemplar, max_pixels)
-        x, y, w, h = exemplar.box or (0.0, 0.0, float(image.width), float(image.height))
-        if w <= 0 or h <= 0:
-            raise VocabularyError(f"exemplar box {exemplar.describe()} has zero area")
-        if x < 0 or y < 0 or x + w > image.width or y + h > image.height:
-            raise VocabularyError(
-                f"exemplar box {exemplar.describe()} is not inside its "
-                f"{image.width}x{image.height} image"
-            )
-        original = torch.tensor([x, y, x + w, y + h], dtype=torch.float32)
-        digest = hashlib.sha256(data + repr((x, y, w, h)).encode()).hexdigest()
-        box = original * torch.from_numpy(image.scale)
-        loaded.append(LoadedExemplar(image, box, digest, hashlib.sha256(data).hexdigest()))
-    return loaded
 
 
 def module_weights_digest(module: nn.Module) -> str:

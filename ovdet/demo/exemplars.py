@@ -66,7 +66,7 @@ def add_exemplar_class(
     Returns:
         (the new list, a one-line status; ``error: ...`` and the list unchanged on bad input).
     """
-    from ovdet.core.exemplars import load_exemplars
+    from ovdet.core.exemplar_loading import load_exemplars
     from ovdet.structures.vocabulary import Vocabulary
 
     name = (name or "").strip()

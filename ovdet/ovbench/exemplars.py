@@ -6,8 +6,9 @@ row's detector (the quick start's, the same whether or not a run adds the fine-t
 ``--seeds``, each seed's, the rows then means over the seeds as the others) is then evaluated
 as the other rows, every class in the vocabulary, base classes by their text, the novel
 classes by ``K`` = 1 or 5 exemplars embedded by (a) CLIP's crop embedding, (b) the detector's
-own region embedding, or by their text *and* exemplars (:mod:`ovdet.core.exemplars`). Targets at the default size: 5-exemplar novel AP50 at least
-the text-only row's, text + exemplars above both.
+own region embedding, or by their text *and* exemplars (:mod:`ovdet.core.exemplars`).
+Targets at the default size: 5-exemplar novel AP50 at least the text-only row's, text +
+exemplars above both.
 """
 
 from __future__ import annotations
