@@ -12,7 +12,8 @@ hand the results to one :class:`OpenVocabularyHead`, which owns:
   and the weak-supervision losses (:mod:`ovdet.core.head_weak`);
 * the joining of its scores (:mod:`ovdet.core.score_fusion`): with the image head's
   (ViLD-ensemble) or with CLIP's scores of its boxes (CLIP rescoring: of the box crops,
-  ViLD-text+CLIP, or of regions pooled from a frozen CLIP backbone, F-VLM), never both;
+  ViLD-text+CLIP, or of regions pooled from a frozen CLIP backbone, F-VLM,
+  :mod:`ovdet.core.head_clip`), never both;
 * post-processing (threshold, candidate cap, per-class NMS) with one meaning of the score
   threshold: a (region, class) pair is kept when its score is strictly above it, before NMS.
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovdet.core.classifier import ZeroShotClassifier
-from ovdet.core.clip_tower import FrozenClipTower
+from ovdet.core.head_clip import ClipRescoringMixin
 from ovdet.core.head_distillation import DISTILL_MODES, DistillationMixin
 from ovdet.core.head_weak import WeakSupervisionMixin
 from ovdet.core.losses import sigmoid_text_loss, vild_text_loss
@@ -37,18 +38,20 @@ from ovdet.core.score_fusion import (
     check_score_fusion,
     join_scores,
 )
-from ovdet.core.teacher import ClipRegionTeacher
 from ovdet.core.weak_supervision import WeakSupervisionSettings
 from ovdet.utils.errors import ConfigError
 
 __all__ = ["DISTILL_MODES", "OpenVocabularyHead", "get_head"]
 
 
-class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThresholdMixin, nn.Module):
+class OpenVocabularyHead(
+    DistillationMixin, WeakSupervisionMixin, ClipRescoringMixin, ScoreThresholdMixin, nn.Module
+):
     """Zero-shot classification, class-agnostic box deltas, open-vocabulary losses, detection.
 
     ViLD-image lives in :class:`~ovdet.core.head_distillation.DistillationMixin`, the losses of
-    image-labelled batches in :class:`~ovdet.core.head_weak.WeakSupervisionMixin`.
+    image-labelled batches in :class:`~ovdet.core.head_weak.WeakSupervisionMixin`, the CLIP
+    teacher, CLIP backbone and CLIP rescoring in :class:`~ovdet.core.head_clip.ClipRescoringMixin`.
 
     Args:
         input_dim: size of the box head's output features ``F``.
@@ -199,90 +202,9 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             device=self.classifier.projection.weight.device, dtype=torch.bool
         )
 
-    def set_rescoring_embeddings(self, embeddings: torch.Tensor | None) -> None:
-        """The rows CLIP rescoring scores CLIP's crop embeddings against, where they differ
-        from the vocabulary's (a class given by the detector's own region embeddings of
-        exemplars, a space CLIP's image tower does not share, is scored there by its CLIP crop
-        embeddings); ``None``: the vocabulary's. Reset by :meth:`set_vocabulary`.
-
-        Args:
-            embeddings: Tensor[C, D], one row per class of the current vocabulary, or ``None``.
-        """
-        if embeddings is not None:
-            expected = tuple(self.text_embeddings.shape)
-            if tuple(embeddings.shape) != expected:
-                raise ValueError(f"rescoring embeddings must be {list(expected)}, got "
-                                 f"{list(embeddings.shape)}")  # fmt: skip
-            embeddings = F.normalize(embeddings.float(), dim=-1).to(self.text_embeddings.device)
-        self._rescoring_embeddings = embeddings
-
-    @property
-    def rescoring_embeddings(self) -> torch.Tensor:
-        """Tensor[C, D]: what CLIP rescoring scores crops against (see
-        :meth:`set_rescoring_embeddings`)."""
-        if self._rescoring_embeddings is None:
-            return self.text_embeddings
-        return self._rescoring_embeddings
-
     def get_vocabulary(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A copy of the current (Tensor[C, D] text embeddings, BoolTensor[C] novelty)."""
         return self.text_embeddings.clone(), self.is_novel_class.clone()
-
-    # ------------------------------------------------------------------ CLIP teacher
-
-    def set_clip_teacher(self, teacher: ClipRegionTeacher | None) -> None:
-        """The CLIP region teacher of online distillation and CLIP rescoring (or ``None``)."""
-        if teacher is not None:
-            teacher.to(self.classifier.projection.weight.device)
-        object.__setattr__(self, "clip_teacher", teacher)
-
-    def _teacher(self, device: torch.device) -> ClipRegionTeacher:
-        teacher = self.clip_teacher
-        if teacher is None:
-            raise RuntimeError(
-                "online distillation and CLIP rescoring need a CLIP teacher; call "
-                "set_clip_teacher()"
-            )
-        if teacher.mean.device != device:
-            teacher.to(device)
-        return teacher
-
-    def set_clip_backbone(self, backbone: FrozenClipTower | None) -> None:
-        """The detector's frozen CLIP backbone, whose pooled regions CLIP rescoring scores with
-        ``source="backbone"`` (F-VLM; the engines set it when they build one)."""
-        object.__setattr__(self, "clip_backbone", backbone)
-
-    def enable_clip_rescoring(self, settings: ClipRescoringSettings | None) -> None:
-        """Turn CLIP rescoring on (with these settings) or off (``None``).
-
-        Raises:
-            ConfigError: on a head with an image head, whose scores are already joined
-                (:func:`~ovdet.core.score_fusion.check_score_fusion`); ``source="backbone"``
-                on a detector without a CLIP backbone.
-            RuntimeError: ``source="crops"`` without a CLIP teacher (:meth:`set_clip_teacher`).
-        """
-        if settings is not None:
-            check_score_fusion(self.has_image_head, True)
-            if not settings.crops and self.clip_backbone is None:
-                raise ConfigError(
-                    "MODEL.OVDET.CLIP_RESCORING.SOURCE backbone needs the CLIP backbone "
-                    "(MODEL.BACKBONE.NAME build_clip_resnet_fpn_backbone or "
-                    "build_clip_vit_fpn_backbone)"
-                )
-            if settings.crops and self.clip_teacher is None:
-                raise RuntimeError("CLIP rescoring needs a CLIP teacher; call set_clip_teacher()")
-        self.clip_rescoring = settings
-
-    @property
-    def rescores_crops(self) -> bool:
-        """Whether inference runs CLIP rescoring on box crops (it needs the images)."""
-        return self.clip_rescoring is not None and self.clip_rescoring.crops
-
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        if self.clip_teacher is not None:  # follows the head across devices
-            self.clip_teacher._apply(fn, *args, **kwargs)
-        return out
 
     # ------------------------------------------------------------------ forward
 
@@ -377,7 +299,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
         With CLIP rescoring on and its input given (``image`` for crops, ``clip_features`` for
         the CLIP backbone), the ``num_proposals`` regions with the highest class score are
         rescored: the detector's probabilities joined with CLIP's of the regions
-        (:func:`~ovdet.core.score_fusion.join_scores`; the others are dropped). Then
+        (:meth:`rescore`; the others are dropped). Then
         :func:`select_detections` thresholds, caps and runs per-class NMS.
 
         Args:
@@ -394,20 +316,7 @@ class OpenVocabularyHead(DistillationMixin, WeakSupervisionMixin, ScoreThreshold
             into the vocabulary), ``region_index`` LongTensor[K] (into the N regions) and
             ``embeddings`` Tensor[K, D]; best first, K <= ``detections_per_img``.
         """
-        region_index = torch.arange(boxes.shape[0], device=boxes.device)
-        e = self.clip_rescoring
-        source = None if e is None else (image if e.crops else clip_features)
-        if source is not None and boxes.shape[0] > 0:
-            keep = probs.max(dim=1).values.topk(min(e.num_proposals, boxes.shape[0])).indices
-            boxes, probs, region_index = boxes[keep], probs[keep], region_index[keep]
-            if e.crops:
-                clip_regions = self._teacher(image.device)(image, [boxes], e.crop_scales)
-            else:
-                clip_regions = self.clip_backbone.region_embeddings(clip_features, [boxes])
-            probs = join_scores(
-                probs, clip_regions, self.rescoring_embeddings, self.is_novel_class,
-                e.base_weight, e.novel_weight, e.clip_temperature,
-            )  # fmt: skip
+        boxes, probs, region_index = self.rescore(boxes, probs, image, clip_features)
         index, labels, scores = select_detections(
             boxes, probs, self.score_thresh, self.nms_thresh, self.detections_per_img,
             self.max_candidates,
