@@ -254,10 +254,11 @@ class ExemplarEmbedder:
         """Keep an embedding in memory and in the cache folder."""
         self._memory[name] = tensor
         if self.cache_dir is not None:
+            path = self.cache_dir / f"{name}.pt"
             try:
-                atomic_torch_save({"embedding": tensor}, self.cache_dir / f"{name}.pt")
+                atomic_torch_save({"embedding": tensor}, path)
             except OSError as e:
-                logger.warning("Cannot write the exemplar cache %s: %s", self.cache_dir, e)
+                logger.warning("Cannot write the exemplar cache %s: %s", path, e)
 
     def _embed(self, loaded: list[LoadedExemplar], source: str) -> torch.Tensor:
         names, rows = zip(*(self._recall(source, self._key(source), i.digest) for i in loaded))

@@ -98,9 +98,10 @@ class ClipRescoringMixin:
 
     def set_rescoring_embeddings(self, embeddings: torch.Tensor | None) -> None:
         """The rows CLIP rescoring scores CLIP's crop embeddings against, where they differ
-        from the vocabulary's (a class given by the detector's own region embeddings of
-        exemplars, a space CLIP's image tower does not share, is scored there by its CLIP crop
-        embeddings); ``None``: the vocabulary's. Reset by :meth:`set_vocabulary`.
+        from the vocabulary's: an exemplar class is scored there by its CLIP crop embeddings as
+        they are, not by the detector's region embeddings nor the crop rows centred in its
+        regions' cone (:func:`~ovdet.core.exemplars.rescoring_class_embeddings`); ``None``: the
+        vocabulary's. Reset by :meth:`set_vocabulary`.
 
         Args:
             embeddings: Tensor[C, D], one row per class of the current vocabulary, or ``None``.
